@@ -1,0 +1,110 @@
+"""Every error flowyard raises on purpose, in one tree.
+
+::
+
+    FlowyardError
+    ├── ConnectorError                a call or read through a connector failed
+    │   ├── TransientError            retried: timeouts, connection errors, 408, 429, 5xx
+    │   └── PermanentError            dead-lettered at once: other 4xx, refusals
+    ├── FlowError                     the flow or mapping definition is invalid (``.problems``)
+    ├── RecordError                   one record cannot be processed; it is dead-lettered
+    │   ├── MappingError              a mapping template failed on this record
+    │   └── RecordValidationError     the record does not match its canonical schema
+    └── RunError                      the run cannot proceed (exit code 3)
+        ├── LockHeld                  another run of the same flow holds the lease
+        ├── SourceUnavailable         the source could not be read
+        └── CircuitOpen               a connection's circuit breaker is open
+
+Catch ``FlowError`` around :meth:`engine.Engine.load`; a run reports record
+failures in its result and raises only ``RunError`` subclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from connectors.errors import ConnectorError, FlowyardError, PermanentError, TransientError
+
+__all__ = [
+    "CircuitOpen",
+    "ConnectorError",
+    "FlowError",
+    "FlowyardError",
+    "LockHeld",
+    "MappingError",
+    "PermanentError",
+    "Problem",
+    "RecordError",
+    "RecordValidationError",
+    "RunError",
+    "SourceUnavailable",
+    "TransientError",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a definition, and where: file, 1-based line and column, flow path."""
+
+    file: str
+    line: int | None
+    column: int | None
+    path: str
+    message: str
+    severity: str = "error"  # or "warning"
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        at = f" at {self.path}" if self.path else ""
+        return f"{where}: {self.severity}{at}: {self.message}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class FlowError(FlowyardError):
+    """A flow or mapping definition is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        errors = [p for p in self.problems if p.severity == "error"] or self.problems
+        summary = "\n".join(str(p) for p in errors)
+        super().__init__(summary or "invalid flow")
+
+
+class RecordError(FlowyardError):
+    """One record cannot be processed; the run dead-letters it and goes on."""
+
+
+class MappingError(RecordError):
+    """A mapping failed on a record: names the mapping, the field and the record key."""
+
+    def __init__(self, message: str, *, mapping: str = "", field: str = "", record_key: str = ""):
+        super().__init__(message)
+        self.mapping = mapping
+        self.field = field
+        self.record_key = record_key
+
+
+class RecordValidationError(RecordError):
+    """A record does not match its canonical schema."""
+
+
+class RunError(FlowyardError):
+    """The run could not proceed; the CLI exits 3."""
+
+
+class LockHeld(RunError):
+    """Another run of the same flow holds the lease."""
+
+
+class SourceUnavailable(RunError):
+    """The flow's source could not be read."""
+
+
+class CircuitOpen(RunError):
+    """A connection's circuit breaker is open; the records that need it are left for later."""
