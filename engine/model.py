@@ -1,0 +1,158 @@
+"""The compiled flow: what the loader produces and the runner executes.
+
+Every template, condition, mapping and schema here is already compiled; nothing
+in a ``Flow`` can fail to compile later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import Problem
+
+Rendered = Callable[[dict], Any]
+
+
+@dataclass
+class RetryPolicy:
+    """Attempts in all (the first included), exponential backoff with optional jitter, a cap."""
+
+    attempts: int = 5
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    jitter: bool = True
+
+
+@dataclass
+class BreakerPolicy:
+    """Open after ``failures`` consecutive transient failures; probe after ``cooldown`` s."""
+
+    failures: int = 5
+    cooldown: float = 30.0
+    on_open: str = "stop"  # or "wait"
+
+
+@dataclass
+class Connection:
+    """A named connector configuration shared by the source and the steps."""
+
+    name: str
+    connector: str
+    options: dict[str, Any]  # raw, may hold ${env:NAME} and {{ vars.x }}
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    rate_limit: float | None = None  # requests per second
+    breaker: BreakerPolicy | None = None
+
+
+@dataclass
+class Source:
+    """Where records come from: a connection, its read options and the record key template."""
+
+    connection: str
+    options: dict[str, Any]
+    key: Rendered | None  # None: the record's ``id`` field
+
+
+@dataclass
+class Step:
+    """Base of every step: a unique name, its kind and where it is in the flow file."""
+
+    name: str
+    kind: str
+    path: str
+    line: int | None
+
+
+@dataclass
+class MapStep(Step):
+    mapping: Callable[[dict, dict], dict] = None  # type: ignore[assignment]
+    mapping_name: str = ""
+
+
+@dataclass
+class ValidateStep(Step):
+    validator: Callable[[Any], None] = None  # type: ignore[assignment]
+    schema_name: str = ""
+
+
+@dataclass
+class FilterStep(Step):
+    condition: Callable[[dict], bool] = None  # type: ignore[assignment]
+
+
+@dataclass
+class SetStep(Step):
+    fields: dict[str, Rendered] = field(default_factory=dict)
+
+
+@dataclass
+class Branch:
+    condition: Callable[[dict], bool] | None  # None: otherwise
+    steps: list[Step]
+
+
+@dataclass
+class RouteStep(Step):
+    branches: list[Branch] = field(default_factory=list)
+
+
+@dataclass
+class ForeachStep(Step):
+    items: Rendered = None  # type: ignore[assignment]
+    as_name: str = "item"
+    key: Rendered | None = None
+    steps: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class CallStep(Step):
+    """A ``send`` (side effect, idempotent) or an ``enrich`` (lookup) through a connection."""
+
+    connection: str = ""
+    options: Rendered = None  # type: ignore[assignment]  # renders the call options dict
+    idempotency_key: Rendered | None = None
+    on_change: str = "conflict"
+    save_as: str | None = None
+    retry: RetryPolicy | None = None
+
+
+@dataclass
+class Flow:
+    """A loaded, validated and compiled flow."""
+
+    name: str
+    file: str
+    version: int
+    description: str
+    vars: dict[str, Any]
+    connections: dict[str, Connection]
+    source: Source
+    steps: list[Step]
+    concurrency: int = 1
+    on_error: str = "dead_letter"
+    schedule: str | None = None
+    retention_s: float | None = None
+    warnings: list[Problem] = field(default_factory=list)
+    env_names: set[str] = field(default_factory=set)
+
+    def walk(self) -> list[tuple[Step, list[Step], int]]:
+        """Every step with the list that holds it and its index there, depth first."""
+        out: list[tuple[Step, list[Step], int]] = []
+
+        def visit(steps: list[Step]) -> None:
+            for i, step in enumerate(steps):
+                out.append((step, steps, i))
+                if isinstance(step, RouteStep):
+                    for branch in step.branches:
+                        visit(branch.steps)
+                elif isinstance(step, ForeachStep):
+                    visit(step.steps)
+
+        visit(self.steps)
+        return out
+
+    def step(self, name: str) -> Step | None:
+        """The step called ``name``, anywhere in the flow."""
+        return next((s for s, _, _ in self.walk() if s.name == name), None)

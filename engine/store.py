@@ -1,0 +1,367 @@
+"""The state store: one SQLite file holding what a run must remember.
+
+Idempotency keys with request fingerprints and stored responses, source cursors,
+runs, per-record traces, dead letters and per-flow leases. Everything the engine
+persists goes through :class:`Store`, so a PostgreSQL store for workers on several
+machines can be written against the same small interface.
+
+Durability: the file runs in WAL mode with ``synchronous=NORMAL``; every commit
+survives the process being killed (not a power cut between checkpoints). Key
+state changes are committed one by one around each request, so a ``kill -9``
+loses at most the requests in flight; traces, dead letters and the cursor are
+committed together in batches, so the cursor never passes a record whose final
+state was not written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from engine.errors import LockHeld
+
+SCHEMA_VERSION = 1
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, flow TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
+    status TEXT NOT NULL, counts TEXT, exit_code INTEGER, kind TEXT, holder TEXT, message TEXT);
+CREATE INDEX IF NOT EXISTS runs_flow ON runs (flow, started_at);
+CREATE TABLE IF NOT EXISTS keys (
+    flow TEXT NOT NULL, key TEXT NOT NULL, state TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    sent_key TEXT NOT NULL, step TEXT, record_key TEXT, run_id TEXT, response TEXT,
+    updated_at REAL NOT NULL, PRIMARY KEY (flow, key));
+CREATE TABLE IF NOT EXISTS cursors (flow TEXT PRIMARY KEY, position TEXT, updated_at REAL);
+CREATE TABLE IF NOT EXISTS traces (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, flow TEXT NOT NULL, record_key TEXT,
+    outcome TEXT NOT NULL, steps TEXT, error TEXT, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS traces_key ON traces (record_key, at);
+CREATE INDEX IF NOT EXISTS traces_run ON traces (run_id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY, flow TEXT NOT NULL, run_id TEXT NOT NULL, record_key TEXT,
+    step TEXT, error_class TEXT, message TEXT, attempts INTEGER, record TEXT, context TEXT,
+    raw TEXT, line INTEGER, at REAL NOT NULL, status TEXT NOT NULL DEFAULT 'open',
+    replay_run TEXT);
+CREATE INDEX IF NOT EXISTS dead_letters_flow ON dead_letters (flow, status);
+CREATE TABLE IF NOT EXISTS leases (
+    flow TEXT PRIMARY KEY, holder TEXT NOT NULL, pid INTEGER, host TEXT,
+    acquired_at REAL NOT NULL, expires_at REAL NOT NULL);
+"""
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def dumps(value: Any) -> str:
+    """JSON for the store: Decimals as exact strings, never floats."""
+    return json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text, parse_float=Decimal)
+
+
+@dataclass
+class KeyState:
+    """What the store remembers of one idempotency key."""
+
+    key: str
+    state: str  # in_flight | done | failed
+    fingerprint: str
+    sent_key: str
+    response: Any
+    run_id: str | None
+
+
+@dataclass
+class DeadLetter:
+    """A parked record with the step that failed and why."""
+
+    id: int
+    flow: str
+    run_id: str
+    record_key: str | None
+    step: str | None
+    error_class: str
+    message: str
+    attempts: int
+    record: Any
+    context: Any
+    raw: str | None
+    line: int | None
+    at: float
+    status: str
+    replay_run: str | None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Store:
+    """The SQLite state store. Thread-safe: one connection guarded by a lock."""
+
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False):
+        self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                   check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        conn.isolation_level = None  # explicit transactions only
+        self.db = sqlite_utils.Database(conn)
+        self._conn = conn
+        self._lock = threading.RLock()
+        if not readonly:
+            with self._lock:
+                conn.executescript(_TABLES)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cur = self._conn.execute(sql, params)
+            cols = [c[0] for c in cur.description or []]
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    # -- idempotency keys ------------------------------------------------------------------
+    def get_key(self, flow: str, key: str) -> KeyState | None:
+        rows = self._query("SELECT * FROM keys WHERE flow = ? AND key = ?", (flow, key))
+        if not rows:
+            return None
+        r = rows[0]
+        return KeyState(r["key"], r["state"], r["fingerprint"], r["sent_key"],
+                        loads(r["response"]), r["run_id"])
+
+    def set_key(self, flow: str, key: str, *, state: str, fingerprint: str, sent_key: str,
+                step: str, record_key: str | None, run_id: str, response: Any = None) -> None:
+        """Record a key's state; committed at once (it must survive a kill)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO keys VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (flow, key, state, fingerprint, sent_key, step, record_key, run_id,
+                 dumps(response) if response is not None else None, time.time()),
+            )
+
+    def keys_in_flight(self, flow: str) -> list[dict]:
+        return self._query("SELECT key, sent_key, record_key, run_id, step FROM keys "
+                           "WHERE flow = ? AND state = 'in_flight'", (flow,))
+
+    # -- cursors -----------------------------------------------------------------------------
+    def get_cursor(self, flow: str) -> Any:
+        rows = self._query("SELECT position FROM cursors WHERE flow = ?", (flow,))
+        return loads(rows[0]["position"]) if rows else None
+
+    # -- progress: traces, dead letters and the cursor, in one transaction -----------------------
+    def commit_progress(self, flow: str, traces: list[dict], dead_letters: list[dict],
+                        cursor: Any = None, *, move_cursor: bool = False) -> list[int]:
+        """Write a batch of final record states and move the cursor with them, atomically."""
+        ids: list[int] = []
+        with self.transaction() as conn:
+            if traces:
+                conn.executemany(
+                    "INSERT INTO traces (run_id, flow, record_key, outcome, steps, error, at) "
+                    "VALUES (:run_id, :flow, :record_key, :outcome, :steps, :error, :at)",
+                    [{**t, "steps": dumps(t.get("steps")), "error": t.get("error")}
+                     for t in traces],
+                )
+            for d in dead_letters:
+                cur = conn.execute(
+                    "INSERT INTO dead_letters (flow, run_id, record_key, step, error_class, "
+                    "message, attempts, record, context, raw, line, at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (flow, d["run_id"], d.get("record_key"), d.get("step"), d["error_class"],
+                     d["message"], d.get("attempts", 1), dumps(d.get("record")),
+                     dumps(d.get("context")), d.get("raw"), d.get("line"), time.time()),
+                )
+                ids.append(cur.lastrowid)
+            if move_cursor:
+                conn.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
+                             (flow, dumps(cursor), time.time()))
+        return ids
+
+    # -- runs --------------------------------------------------------------------------------
+    def start_run(self, run_id: str, flow: str, kind: str = "run") -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO runs (run_id, flow, started_at, status, kind, holder) "
+                         "VALUES (?, ?, ?, 'running', ?, ?)",
+                         (run_id, flow, time.time(), kind, holder_id()))
+
+    def finish_run(self, run_id: str, status: str, counts: dict, exit_code: int,
+                   message: str | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE runs SET ended_at = ?, status = ?, counts = ?, exit_code = ?, "
+                         "message = ? WHERE run_id = ?",
+                         (time.time(), status, dumps(counts), exit_code, message, run_id))
+
+    def mark_abandoned_runs(self, flow: str) -> int:
+        """Runs still 'running' when their flow's lease is free were killed; say so."""
+        with self.transaction() as conn:
+            return conn.execute("UPDATE runs SET status = 'crashed' WHERE flow = ? AND "
+                                "status = 'running'", (flow,)).rowcount
+
+    def list_runs(self, flow: str | None = None, limit: int = 20) -> list[dict]:
+        where, params = ("WHERE flow = ?", (flow, limit)) if flow else ("", (limit,))
+        rows = self._query(f"SELECT * FROM runs {where} ORDER BY started_at DESC LIMIT ?", params)
+        for r in rows:
+            r["counts"] = loads(r["counts"])
+        return rows
+
+    def get_run(self, run_id: str) -> dict | None:
+        rows = self._query("SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? "
+                           "ORDER BY started_at DESC LIMIT 2", (run_id, run_id + "%"))
+        if len(rows) != 1 and not (rows and rows[0]["run_id"] == run_id):
+            return None
+        run = rows[0]
+        run["counts"] = loads(run["counts"])
+        return run
+
+    def run_records(self, run_id: str, limit: int = 1000) -> list[dict]:
+        rows = self._query("SELECT record_key, outcome, steps, error, at FROM traces "
+                           "WHERE run_id = ? ORDER BY id LIMIT ?", (run_id, limit))
+        for r in rows:
+            r["steps"] = loads(r["steps"])
+        return rows
+
+    def trace(self, record_key: str, flow: str | None = None) -> list[dict]:
+        sql = ("SELECT t.run_id, t.flow, t.record_key, t.outcome, t.steps, t.error, t.at, "
+               "r.kind FROM traces t LEFT JOIN runs r ON r.run_id = t.run_id "
+               "WHERE t.record_key = ?")
+        params: tuple = (record_key,)
+        if flow:
+            sql += " AND t.flow = ?"
+            params += (flow,)
+        rows = self._query(sql + " ORDER BY t.at, t.id", params)
+        for r in rows:
+            r["steps"] = loads(r["steps"])
+        return rows
+
+    # -- dead letters ------------------------------------------------------------------------
+    def _dead_letter(self, row: dict) -> DeadLetter:
+        row = dict(row)
+        row["record"] = loads(row["record"])
+        row["context"] = loads(row["context"])
+        return DeadLetter(**row)
+
+    def dead_letters(self, flow: str | None = None, status: str | None = "open",
+                     limit: int | None = None) -> list[DeadLetter]:
+        clauses, params = [], []
+        if flow:
+            clauses.append("flow = ?")
+            params.append(flow)
+        if status:
+            clauses.append("status = ?")
+            params.append(status)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        tail = f" LIMIT {int(limit)}" if limit else ""
+        rows = self._query(f"SELECT * FROM dead_letters {where} ORDER BY id{tail}", tuple(params))
+        return [self._dead_letter(r) for r in rows]
+
+    def dead_letter(self, id: int) -> DeadLetter | None:
+        rows = self._query("SELECT * FROM dead_letters WHERE id = ?", (id,))
+        return self._dead_letter(rows[0]) if rows else None
+
+    def close_dead_letter(self, id: int, status: str, replay_run: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE dead_letters SET status = ?, replay_run = ? WHERE id = ?",
+                         (status, replay_run, id))
+
+    def purge_dead_letters(self, ids: list[int] | None = None, flow: str | None = None) -> int:
+        with self.transaction() as conn:
+            if ids is not None:
+                marks = ",".join("?" * len(ids))
+                return conn.execute(f"DELETE FROM dead_letters WHERE id IN ({marks})",
+                                    ids).rowcount
+            if flow:
+                return conn.execute("DELETE FROM dead_letters WHERE flow = ?", (flow,)).rowcount
+            return conn.execute("DELETE FROM dead_letters").rowcount
+
+    # -- leases ------------------------------------------------------------------------------
+    def acquire_lease(self, flow: str, holder: str, ttl: float) -> None:
+        """Take the flow's lease or raise :class:`LockHeld` naming the live holder."""
+        now = time.time()
+        with self.transaction() as conn:
+            row = conn.execute("SELECT holder, pid, host, expires_at FROM leases WHERE flow = ?",
+                               (flow,)).fetchone()
+            if row and row[0] != holder and row[3] > now:
+                raise LockHeld(f"flow {flow!r} is being run by {row[0]} (pid {row[1]} on "
+                               f"{row[2]}); its lease expires in {row[3] - now:.0f} s")
+            conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?)",
+                         (flow, holder, os.getpid(), socket.gethostname(), now, now + ttl))
+
+    def renew_lease(self, flow: str, holder: str, ttl: float) -> bool:
+        with self.transaction() as conn:
+            return conn.execute("UPDATE leases SET expires_at = ? WHERE flow = ? AND holder = ?",
+                                (time.time() + ttl, flow, holder)).rowcount == 1
+
+    def release_lease(self, flow: str, holder: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM leases WHERE flow = ? AND holder = ?", (flow, holder))
+
+    # -- retention ---------------------------------------------------------------------------
+    def prune(self, older_than_s: float, flow: str | None = None) -> dict[str, int]:
+        """Delete finished runs, their traces and closed dead letters older than the limit.
+
+        Open dead letters and idempotency keys of records that are still wanted are kept:
+        keys are dropped only when older than the limit too (a source that re-sends a
+        record older than the retention will send it again, as documented).
+        """
+        cutoff = time.time() - older_than_s
+        extra, params = ("AND flow = ?", (cutoff, flow)) if flow else ("", (cutoff,))
+        with self.transaction() as conn:
+            counts = {
+                "traces": conn.execute(f"DELETE FROM traces WHERE at < ? {extra}",
+                                       params).rowcount,
+                "runs": conn.execute(f"DELETE FROM runs WHERE started_at < ? AND status != "
+                                     f"'running' {extra}", params).rowcount,
+                "dead_letters": conn.execute(f"DELETE FROM dead_letters WHERE at < ? AND "
+                                             f"status != 'open' {extra}", params).rowcount,
+                "keys": conn.execute(f"DELETE FROM keys WHERE updated_at < ? AND state = "
+                                     f"'done' {extra}", params).rowcount,
+            }
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return counts
+
+
+def holder_id() -> str:
+    """Who holds a lease: host and pid, enough for a person to find the process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
