@@ -1,0 +1,370 @@
+"""Files as sources and sinks: NDJSON, CSV and JSON arrays.
+
+Reading streams NDJSON and CSV line by line, so a file of any size is read in bounded
+memory; a JSON array file is loaded whole and is meant for small inputs. An input line
+that cannot be parsed becomes an error :class:`~connectors.base.Item` with its line
+number and raw text, and reading goes on with the next line.
+
+Writing is durable on return: NDJSON and CSV append one complete line per call in a
+single ``write`` to a file opened for appending, so a process killed right after a call
+never leaves a lost or half-written record. A JSON array file is rewritten atomically
+(temporary file in the same directory, then ``os.replace``) on every call, which costs
+the whole file per record: use it for small outputs only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar
+
+from connectors import _json
+from connectors.base import Connector, Item, Request, Response
+from connectors.errors import PermanentError
+
+FORMATS = ("ndjson", "json", "csv")
+_EXTENSIONS = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json", ".csv": "csv"}
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_MISSING = object()
+
+_FORMAT_SCHEMA = {
+    "type": "string",
+    "enum": list(FORMATS),
+    "description": "File format; by default taken from the extension "
+    "(.ndjson/.jsonl: ndjson, .json: json, .csv: csv).",
+}
+_PATH_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "description": "The file; a relative path is resolved against the connection's base_dir "
+    "(or the working directory).",
+}
+
+
+class FileConnector(Connector):
+    """Read records from, and append records to, local files."""
+
+    name: ClassVar[str] = "file"
+    description: ClassVar[str] = "Local files: NDJSON, CSV and JSON arrays (source and sink)."
+    options_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "base_dir": {
+                "type": "string",
+                "description": "Directory that relative paths are resolved against. When set, "
+                "no path may point outside it (a rendered path cannot escape with '..').",
+            },
+        },
+    }
+    read_schema: ClassVar[dict[str, Any] | None] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["path"],
+        "properties": {
+            "path": _PATH_SCHEMA,
+            "format": _FORMAT_SCHEMA,
+            "encoding": {
+                "type": "string",
+                "default": "utf-8",
+                "description": "Text encoding of the file (ASCII-compatible for ndjson and csv, "
+                "e.g. utf-8, latin-1, cp1252).",
+            },
+            "delimiter": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 1,
+                "default": ",",
+                "description": "CSV field delimiter.",
+            },
+        },
+    }
+    call_schema: ClassVar[dict[str, Any] | None] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["path", "record"],
+        "properties": {
+            "path": _PATH_SCHEMA,
+            "format": _FORMAT_SCHEMA,
+            "record": {
+                "description": "The value to write: any JSON value for ndjson and json, "
+                "an object (column -> value) for csv.",
+            },
+            "delimiter": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 1,
+                "default": ",",
+                "description": "CSV field delimiter.",
+            },
+        },
+    }
+    templated_call_options: ClassVar[frozenset[str]] = frozenset({"path", "record"})
+
+    def __init__(self, options: Mapping[str, Any] | None = None):
+        super().__init__(options)
+        base_dir = self.options.get("base_dir")
+        self._base_dir = Path(base_dir).resolve() if base_dir else None
+        # One lock for all writes: the CSV header check and the JSON rewrite are
+        # read-modify-write, and appends stay ordered per connector.
+        self._lock = threading.Lock()
+        self._csv_headers: dict[Path, list[str]] = {}
+
+    # -- paths ---------------------------------------------------------------
+
+    def _resolve(self, path: str) -> Path:
+        base = self._base_dir or Path.cwd()
+        resolved = (base / Path(path).expanduser()).resolve()
+        if self._base_dir is not None and not resolved.is_relative_to(self._base_dir):
+            raise PermanentError(f"path {path!r} is outside base_dir")
+        return resolved
+
+    @staticmethod
+    def _format(path: Path, declared: str | None) -> str:
+        fmt = declared or _EXTENSIONS.get(path.suffix.lower())
+        if fmt not in FORMATS:
+            raise PermanentError(
+                f"cannot tell the format of {path.name!r}: set format to one of {FORMATS}"
+            )
+        return fmt
+
+    # -- source --------------------------------------------------------------
+
+    def read(self, options: Mapping[str, Any], cursor: Any = None) -> Iterator[Item]:
+        """Yield every record of the file; the cursor is ignored (files are not incremental)."""
+        path = self._resolve(options["path"])
+        fmt = self._format(path, options.get("format"))
+        encoding = options.get("encoding", "utf-8")
+        try:
+            handle = open(path, "rb")
+        except OSError as exc:
+            raise PermanentError(f"cannot open {path}: {exc.strerror}") from None
+        with handle:
+            if fmt == "ndjson":
+                yield from _read_ndjson(handle, encoding)
+            elif fmt == "csv":
+                yield from _read_csv(handle, encoding, options.get("delimiter", ","))
+            else:
+                data = handle.read()
+                try:
+                    text = data.decode(encoding)
+                except UnicodeDecodeError as exc:
+                    raw = data.decode(encoding, "replace")
+                    yield Item(error=f"file is not valid {encoding}: {exc.reason}", raw=raw)
+                    return
+                yield from _read_json_array(text)
+
+    # -- sink ----------------------------------------------------------------
+
+    def call(self, request: Request) -> Response:
+        """Append (ndjson, csv) or add (json) one record; the write is durable on return."""
+        options = request.options
+        path = self._resolve(str(options["path"]))
+        fmt = self._format(path, options.get("format"))
+        record = options["record"]
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._lock:
+                if fmt == "ndjson":
+                    _append(path, _json.dumps(record) + "\n")
+                elif fmt == "csv":
+                    self._append_csv(path, record, options.get("delimiter", ","))
+                else:
+                    _add_to_json_array(path, record)
+        except (TypeError, ValueError) as exc:
+            raise PermanentError(f"cannot write the record as {fmt}: {exc}") from None
+        except OSError as exc:
+            raise PermanentError(f"cannot write {path}: {exc.strerror or exc}") from None
+        return Response(body={"path": str(path)})
+
+    def _append_csv(self, path: Path, record: Any, delimiter: str) -> None:
+        if not isinstance(record, dict):
+            raise PermanentError(f"a csv record must be an object, not {type(record).__name__}")
+        new_file = not path.exists() or path.stat().st_size == 0
+        if new_file:
+            header = [str(key) for key in record]
+        else:
+            header = self._csv_headers.get(path) or _existing_csv_header(path, delimiter)
+        extra = [key for key in record if key not in header]
+        if extra:
+            raise PermanentError(f"record has fields that are not columns of {path.name}: {extra}")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
+        if new_file:
+            writer.writerow(header)
+        writer.writerow([_csv_cell(record.get(column)) for column in header])
+        _append(path, buffer.getvalue())  # header and first row in one write
+        self._csv_headers[path] = header
+
+
+def _append(path: Path, text: str) -> None:
+    """One ``write`` on an O_APPEND descriptor: the line lands whole or not at all."""
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):  # only a full disk or a signal makes a short write
+            raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
+    finally:
+        os.close(fd)
+
+
+def _add_to_json_array(path: Path, record: Any) -> None:
+    items: list[Any] = []
+    if path.exists() and path.stat().st_size:
+        existing = _json.loads(path.read_bytes())
+        if not isinstance(existing, list):
+            raise PermanentError(f"{path.name} does not hold a JSON array")
+        items = existing
+    items.append(record)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(_json.dumps(items))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _existing_csv_header(path: Path, delimiter: str) -> list[str]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return next(csv.reader(handle, delimiter=delimiter), [])
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return _json.dumps(value)
+    return str(value)  # a Decimal keeps its digits
+
+
+# -- readers -----------------------------------------------------------------
+
+
+def _decoded_lines(handle: io.BufferedReader, encoding: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) for each line; undecodable bytes survive as surrogates."""
+    for number, raw in enumerate(handle, start=1):
+        text = raw.decode(encoding, "surrogateescape")
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        yield number, text
+
+
+def _printable(text: str) -> str:
+    """Raw text for a dead letter: undecodable bytes shown as U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _read_ndjson(handle: io.BufferedReader, encoding: str) -> Iterator[Item]:
+    for number, text in _decoded_lines(handle, encoding):
+        line = text.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if _SURROGATE.search(line):
+            yield Item(error=f"line is not valid {encoding}", raw=_printable(line), line=number)
+            continue
+        try:
+            data = _json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield Item(
+                error=f"invalid JSON: {exc.msg} at column {exc.colno}", raw=line, line=number
+            )
+            continue
+        yield Item(data=data, line=number)
+
+
+def _read_csv(handle: io.BufferedReader, encoding: str, delimiter: str) -> Iterator[Item]:
+    # csv pulls exactly the lines of one row (more than one when a quoted field holds a
+    # newline), so the lines it consumed since the last row are that row's raw text.
+    consumed: list[tuple[int, str]] = []
+
+    def lines() -> Iterator[str]:
+        for number, text in _decoded_lines(handle, encoding):
+            consumed.append((number, text))
+            yield text
+
+    reader = csv.DictReader(lines(), delimiter=delimiter, restkey=_MISSING, restval=_MISSING)
+    fields: list[str] | None = None
+    while True:
+        consumed.clear()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield _csv_error(f"malformed CSV: {exc}", consumed)
+            continue
+        if fields is None:  # the header was consumed together with the first row
+            fields = reader.fieldnames or []
+            while consumed and not consumed[0][1].strip():
+                del consumed[0]
+            del consumed[:1]
+        while consumed and not consumed[0][1].strip():  # blank lines csv skipped
+            del consumed[0]
+        raw = "".join(text for _, text in consumed)
+        if _SURROGATE.search(raw):
+            yield _csv_error(f"row is not valid {encoding}", consumed)
+        elif _MISSING in row or _MISSING in row.values():
+            count = len(fields) + len(row.get(_MISSING, ())) - list(row.values()).count(_MISSING)
+            yield _csv_error(f"row has {count} fields, the header has {len(fields)}", consumed)
+        else:
+            yield Item(data=row, line=consumed[0][0])
+
+
+def _csv_error(message: str, consumed: list[tuple[int, str]]) -> Item:
+    raw = "".join(text for _, text in consumed).rstrip("\r\n")
+    return Item(error=message, raw=_printable(raw), line=consumed[0][0] if consumed else None)
+
+
+def _read_json_array(text: str) -> Iterator[Item]:
+    """Elements of a top-level array one by one, with the line each starts on."""
+    decoder = json.JSONDecoder(parse_float=Decimal)
+    text = text.removeprefix("\ufeff")
+    pos = _WHITESPACE.match(text, 0).end()
+    line, counted = 1, 0
+
+    def line_at(index: int) -> int:
+        nonlocal line, counted
+        line += text.count("\n", counted, index)
+        counted = index
+        return line
+
+    if not text[pos : pos + 1] == "[":
+        try:
+            value, _ = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            yield Item(error=f"invalid JSON: {exc.msg}", raw=text, line=exc.lineno)
+            return
+        yield Item(data=value, line=line_at(pos))
+        return
+    pos = _WHITESPACE.match(text, pos + 1).end()
+    if text[pos : pos + 1] == "]":
+        return
+    while True:
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            yield Item(error=f"invalid JSON: {exc.msg}", raw=text[pos:], line=exc.lineno)
+            return
+        yield Item(data=value, line=line_at(pos))
+        pos = _WHITESPACE.match(text, end).end()
+        if text[pos : pos + 1] == ",":
+            pos = _WHITESPACE.match(text, pos + 1).end()
+        elif text[pos : pos + 1] == "]":
+            return
+        else:
+            yield Item(error="invalid JSON: expected ',' or ']'", raw=text[pos:], line=line_at(pos))
+            return
