@@ -1,0 +1,500 @@
+"""HTTP APIs as sources (paged JSON reads) and actions (one request per record).
+
+One ``httpx.Client`` per connector, created on first use and shared by every thread
+(httpx clients are thread-safe). Errors are classified by class, so the engine's retry
+policy never reads a message:
+
+* ``TransientError``: timeouts, connection errors, 408, 429, 5xx, and 409 when an
+  ``Idempotency-Key`` was sent (the target is still processing the same key);
+  ``retry_after`` comes from a ``Retry-After`` header (seconds or an HTTP date).
+* ``PermanentError``: every other 4xx, 3xx that were not followed, and requests that
+  cannot be made (bad URL, another origin).
+
+Credentials are sent only to the connection's own origin: a path (or a pagination link)
+that points at another scheme, host or port is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import re
+import ssl
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import httpx
+
+from connectors import _json
+from connectors.base import Connector, Item, Request, Response
+from connectors.errors import PermanentError, TransientError
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_TRANSIENT_STATUSES = frozenset({408, 429})
+_DELTA_SECONDS = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_PARAMS = {
+    "type": "object",
+    "additionalProperties": {
+        "type": ["string", "number", "boolean", "null", "array"],
+        "items": {"type": ["string", "number", "boolean"]},
+    },
+}
+
+
+def _auth_schema(kind: str, fields: dict[str, str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["type", *fields],
+        "properties": {
+            "type": {"const": kind, "description": f"Authentication kind: {kind}."},
+            **{key: {"type": "string", "description": text} for key, text in fields.items()},
+        },
+    }
+
+
+class HttpConnector(Connector):
+    """JSON over HTTP: paged reads with link, cursor or page pagination; one call per record."""
+
+    name: ClassVar[str] = "http"
+    description: ClassVar[str] = "HTTP/JSON APIs: paged reads (source) and requests (action)."
+    options_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["base_url"],
+        "properties": {
+            "base_url": {
+                "type": "string",
+                "pattern": "^https?://",
+                "description": "Root URL of the API; call and read paths are appended to it.",
+            },
+            "auth": {
+                "description": "Credentials sent with every request (only to base_url's origin).",
+                "oneOf": [
+                    _auth_schema("bearer", {"token": "Sent as 'Authorization: Bearer <token>'."}),
+                    _auth_schema(
+                        "basic",
+                        {"username": "Basic auth user name.", "password": "Basic auth password."},
+                    ),
+                    _auth_schema(
+                        "header",
+                        {"name": "Header name, e.g. X-Api-Key.", "value": "Header value."},
+                    ),
+                ],
+            },
+            "timeout": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "default": 30,
+                "description": "Seconds to wait to connect, and for each read or write.",
+            },
+            "headers": {**_STRING_MAP, "description": "Headers sent with every request."},
+            "verify": {
+                "type": ["boolean", "string"],
+                "default": True,
+                "description": "Verify TLS certificates (true), skip it (false), "
+                "or the path of a CA bundle to verify against.",
+            },
+        },
+    }
+    read_schema: ClassVar[dict[str, Any] | None] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "path": {
+                "type": "string",
+                "default": "",
+                "description": "Path of the resource, appended to base_url.",
+            },
+            "params": {**_PARAMS, "description": "Query parameters of the first request."},
+            "records": {
+                "type": "string",
+                "description": "Dotted path to the list of records in the JSON body, e.g. "
+                "'data.orders'; by default the body itself, which must then be a list.",
+            },
+            "pagination": {
+                "description": "How to fetch the next page; by default there is one page.",
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["type"],
+                        "properties": {
+                            "type": {
+                                "const": "link",
+                                "description": 'Follow the Link header\'s rel="next" URL.',
+                            },
+                        },
+                    },
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["type", "param", "next"],
+                        "properties": {
+                            "type": {
+                                "const": "cursor",
+                                "description": "Pass the body's next-page cursor as a param.",
+                            },
+                            "param": {
+                                "type": "string",
+                                "description": "Query parameter that carries the cursor.",
+                            },
+                            "next": {
+                                "type": "string",
+                                "description": "Dotted path in the body to the next cursor; "
+                                "paging stops when it is missing, null or empty.",
+                            },
+                        },
+                    },
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["type"],
+                        "properties": {
+                            "type": {
+                                "const": "page",
+                                "description": "Numbered pages, until a page has no records.",
+                            },
+                            "param": {
+                                "type": "string",
+                                "default": "page",
+                                "description": "Query parameter that carries the page number.",
+                            },
+                            "start": {
+                                "type": "integer",
+                                "default": 1,
+                                "description": "Number of the first page.",
+                            },
+                            "size_param": {
+                                "type": "string",
+                                "description": "Query parameter that carries the page size.",
+                            },
+                            "size": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "description": "Page size to ask for (sent as size_param).",
+                            },
+                        },
+                    },
+                ],
+            },
+            "cursor_param": {
+                "type": "string",
+                "description": "Incremental reads: query parameter that receives the last "
+                "committed cursor (not sent on the first run).",
+            },
+            "cursor_field": {
+                "type": "string",
+                "description": "Dotted path of the record field whose value becomes the "
+                "record's position (the cursor to resume after it).",
+            },
+        },
+    }
+    call_schema: ClassVar[dict[str, Any] | None] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["path"],
+        "properties": {
+            "method": {
+                "type": "string",
+                "enum": list(METHODS),
+                "default": "POST",
+                "description": "HTTP method.",
+            },
+            "path": {
+                "type": "string",
+                "description": "Path appended to base_url, e.g. '/orders/{{ record.id }}'.",
+            },
+            "headers": {**_STRING_MAP, "description": "Headers of this request only."},
+            "params": {**_PARAMS, "description": "Query parameters."},
+            "body": {"description": "Any JSON value, sent as application/json."},
+        },
+    }
+    templated_call_options: ClassVar[frozenset[str]] = frozenset(
+        {"method", "path", "headers", "params", "body"}
+    )
+    secret_options: ClassVar[frozenset[str]] = frozenset({"auth", "headers"})
+
+    def __init__(self, options: Mapping[str, Any] | None = None):
+        super().__init__(options)
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+        self._origin = _origin(httpx.URL(str(self.options.get("base_url", ""))))
+
+    @property
+    def client(self) -> httpx.Client:
+        """The shared client, created on first use."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def _make_client(self) -> httpx.Client:
+        headers = {"Accept": "application/json"}
+        headers.update({str(k): str(v) for k, v in (self.options.get("headers") or {}).items()})
+        auth: httpx.Auth | None = None
+        spec = self.options.get("auth")
+        if spec:
+            kind = spec.get("type")
+            if kind == "bearer":
+                headers["Authorization"] = f"Bearer {spec['token']}"
+            elif kind == "basic":
+                auth = httpx.BasicAuth(spec["username"], spec["password"])
+            elif kind == "header":
+                headers[spec["name"]] = spec["value"]
+            else:
+                raise PermanentError(f"unknown auth type {kind!r}")
+        return httpx.Client(
+            base_url=self.options["base_url"],
+            headers=headers,
+            auth=auth,
+            timeout=float(self.options.get("timeout", 30)),
+            verify=_verify(self.options.get("verify", True)),
+            follow_redirects=True,
+        )
+
+    def close(self) -> None:
+        """Close the client; a later call opens a new one."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # -- source --------------------------------------------------------------
+
+    def read(self, options: Mapping[str, Any], cursor: Any = None) -> Iterator[Item]:
+        """Yield the records of every page, one page in memory at a time."""
+        params = dict(options.get("params") or {})
+        if options.get("cursor_param") and cursor is not None:
+            params[options["cursor_param"]] = cursor
+        paging = options.get("pagination") or {}
+        kind = paging.get("type")
+        page = paging.get("start", 1)
+        if kind == "page":
+            params[paging.get("param", "page")] = page
+            if paging.get("size_param") and paging.get("size"):
+                params[paging["size_param"]] = paging["size"]
+        url: str = options.get("path", "")
+        seen: set[str] = set()
+        while True:
+            response = self._send("GET", url, params=params)
+            body = _decode(response)
+            records = _records(body, options.get("records"))
+            for record in records:
+                position = _position(record, options.get("cursor_field"))
+                yield Item(data=record, position=position)
+            if kind == "link":
+                link = response.links.get("next", {}).get("url")
+                if not link:
+                    return
+                url, params = str(response.url.join(link)), {}
+                if url in seen:
+                    return  # a server that links a page to itself
+                seen.add(url)
+            elif kind == "cursor":
+                try:
+                    token = _json.dotted(body, paging["next"])
+                except KeyError:
+                    token = None
+                if token in (None, "") or token == params.get(paging["param"]):
+                    return
+                params[paging["param"]] = token
+            elif kind == "page":
+                if not records:
+                    return
+                page += 1
+                params[paging.get("param", "page")] = page
+            else:
+                return
+
+    # -- action --------------------------------------------------------------
+
+    def call(self, request: Request) -> Response:
+        """Send one request; return the decoded response or raise a classified error."""
+        options = request.options
+        method = str(options.get("method", "POST")).upper()
+        headers = httpx.Headers({str(k): str(v) for k, v in (options.get("headers") or {}).items()})
+        if request.idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_header(request.idempotency_key)
+        content = None
+        if "body" in options and options["body"] is not None:
+            try:
+                content = _json.dumps(options["body"]).encode("utf-8")
+            except (TypeError, ValueError) as exc:
+                raise PermanentError(f"the body cannot be sent as JSON: {exc}") from None
+            if "Content-Type" not in headers:
+                headers["Content-Type"] = "application/json"
+        response = self._send(
+            method,
+            str(options["path"]),
+            params=options.get("params"),
+            headers=headers,
+            content=content,
+            idempotent=request.idempotency_key is not None,
+        )
+        # The side effect has happened: a body that does not parse is returned as text.
+        body = _decode(response, strict=False)
+        return Response(body=body, status=response.status_code, headers=dict(response.headers))
+
+    # -- both ----------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: httpx.Headers | None = None,
+        content: bytes | None = None,
+        idempotent: bool = False,
+    ) -> httpx.Response:
+        client = self.client
+        where = f"{method} {_path(client, url)}"
+        try:
+            if url.startswith(("http:", "https:")) and _origin(httpx.URL(url)) != self._origin:
+                raise PermanentError(f"{where}: refusing to send credentials to another origin")
+            response = client.request(
+                method, url, params=_query(params), headers=headers, content=content
+            )
+        except httpx.TimeoutException:
+            raise TransientError(f"{where}: timed out") from None
+        except (httpx.UnsupportedProtocol, httpx.TooManyRedirects, httpx.LocalProtocolError) as exc:
+            raise PermanentError(f"{where}: {type(exc).__name__}") from None
+        except httpx.RequestError as exc:  # connection refused or reset, proxy, decoding
+            raise TransientError(f"{where}: {type(exc).__name__}") from None
+        except (httpx.InvalidURL, ValueError, TypeError) as exc:
+            # The message may quote a header value (a token): name the class only.
+            raise PermanentError(
+                f"{where}: cannot build the request: {type(exc).__name__}"
+            ) from None
+        status = response.status_code
+        if status < 300:
+            return response
+        message = f"{method} {response.url.path} -> {status} {response.reason_phrase}"
+        body = _decode(response, strict=False)
+        if status in _TRANSIENT_STATUSES or status >= 500 or (status == 409 and idempotent):
+            raise TransientError(
+                message,
+                status=status,
+                response=body,
+                retry_after=retry_after(response.headers.get("Retry-After")),
+            )
+        raise PermanentError(message, status=status, response=body)
+
+
+def idempotency_header(key: str) -> str:
+    """The ``Idempotency-Key`` value: a structured-field string, ``"<key>"``.
+
+    Quotes and backslashes are escaped; characters a header cannot carry (non-ASCII,
+    control characters) are percent-encoded as UTF-8, so every key maps to one value.
+    """
+    out = []
+    for char in key:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif " " <= char <= "~" and char != "%":
+            out.append(char)
+        else:
+            out.append("".join(f"%{byte:02X}" for byte in char.encode("utf-8")))
+    return '"' + "".join(out) + '"'
+
+
+def retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if _DELTA_SECONDS.match(value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, url.port or default
+
+
+def _verify(value: bool | str) -> bool | ssl.SSLContext:
+    if isinstance(value, str):
+        return ssl.create_default_context(cafile=value)
+    return bool(value)
+
+
+def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Query values as strings: a Decimal keeps its digits, booleans are true/false."""
+    if not params:
+        return None
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, Decimal | int | float):
+            return str(value)
+        return value if isinstance(value, str) else _json.dumps(value)
+
+    return {
+        str(key): [text(v) for v in value] if isinstance(value, list) else text(value)
+        for key, value in params.items()
+        if value is not None
+    }
+
+
+def _decode(response: httpx.Response, *, strict: bool = True) -> Any:
+    """JSON (fractions as Decimal) when the content type says JSON, else text; None if empty."""
+    if not response.content:
+        return None
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json"):
+        try:
+            return _json.loads(response.content)
+        except ValueError:
+            if strict:
+                raise TransientError(
+                    f"{response.request.method} {response.url.path}: "
+                    "response says JSON but does not parse (truncated?)",
+                    status=response.status_code,
+                    response=response.text,
+                ) from None
+    return response.text
+
+
+def _records(body: Any, path: str | None) -> list[Any]:
+    try:
+        records = _json.dotted(body, path)
+    except KeyError:
+        keys = sorted(body) if isinstance(body, dict) else type(body).__name__
+        raise PermanentError(f"no {path!r} in the response body (it has: {keys})") from None
+    if records is None:
+        return []
+    if not isinstance(records, list):
+        where = f"{path!r} in the response" if path else "the response body"
+        raise PermanentError(f"{where} is a {type(records).__name__}, not a list of records")
+    return records
+
+
+def _position(record: Any, field: str | None) -> Any:
+    if not field:
+        return None
+    try:
+        return _json.dotted(record, field)
+    except KeyError:
+        return None
+
+
+def _path(client: httpx.Client, url: str) -> str:
+    """The URL's path for messages: never the query string, which may carry secrets."""
+    try:
+        return client.base_url.join(url).path if url else client.base_url.path
+    except httpx.InvalidURL:
+        return "<invalid url>"

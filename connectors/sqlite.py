@@ -1,0 +1,264 @@
+"""A SQLite database file as a source (queries, incremental by a column) and a sink.
+
+Values always travel as bound parameters; table and column names are checked against
+``^[A-Za-z_][A-Za-z0-9_]*$`` and quoted, so no record can change a statement. Each call
+commits before it returns (WAL journal), so a written row survives the process being
+killed right after. One connection serves every thread, behind a lock; each read uses
+its own read-only connection, so a long read never holds up writers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar
+
+from connectors import _json
+from connectors.base import Connector, Item, Request, Response
+from connectors.errors import PermanentError, TransientError
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FETCH = 500
+
+
+def quote(name: str) -> str:
+    """``name`` quoted as an identifier, after checking it is a plain one."""
+    if not isinstance(name, str) or not IDENTIFIER.match(name):
+        raise PermanentError(f"{name!r} is not a valid table or column name")
+    return f'"{name}"'
+
+
+_IDENTIFIER_SCHEMA = {"type": "string", "pattern": IDENTIFIER.pattern}
+
+
+class SqliteConnector(Connector):
+    """Rows of a SQLite file: read by query or table, written by insert or upsert."""
+
+    name: ClassVar[str] = "sqlite"
+    description: ClassVar[str] = "A SQLite database file: queries (source), inserts and upserts."
+    options_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["path"],
+        "properties": {
+            "path": {
+                "type": "string",
+                "minLength": 1,
+                "description": "The database file; created (with its directory) when missing.",
+            },
+            "timeout": {
+                "type": "number",
+                "minimum": 0,
+                "default": 5,
+                "description": "Seconds to wait for another writer's lock before the call "
+                "fails as transient ('database is locked').",
+            },
+        },
+    }
+    read_schema: ClassVar[dict[str, Any] | None] = {
+        "type": "object",
+        "additionalProperties": False,
+        "oneOf": [{"required": ["query"]}, {"required": ["table"]}],
+        "properties": {
+            "query": {
+                "type": "string",
+                "description": "A SELECT. It may use the named parameter :cursor, which is "
+                "NULL on the first run: write 'WHERE :cursor IS NULL OR col > :cursor'.",
+            },
+            "table": {
+                **_IDENTIFIER_SCHEMA,
+                "description": "Read every row of this table (instead of a query).",
+            },
+            "cursor": {
+                "type": "string",
+                "description": "Column whose value is each row's position. With table, rows "
+                "are read in its order, after the last committed value.",
+            },
+        },
+    }
+    call_schema: ClassVar[dict[str, Any] | None] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["table", "row"],
+        "if": {"properties": {"mode": {"const": "upsert"}}, "required": ["mode"]},
+        "then": {"required": ["key"]},
+        "properties": {
+            "table": {
+                **_IDENTIFIER_SCHEMA,
+                "description": "Table to write; created from the row's columns when missing.",
+            },
+            "mode": {
+                "type": "string",
+                "enum": ["insert", "upsert"],
+                "default": "insert",
+                "description": "insert adds a row; upsert replaces the row with the same key.",
+            },
+            "key": {
+                "type": "array",
+                "minItems": 1,
+                "items": _IDENTIFIER_SCHEMA,
+                "description": "Columns that identify a row for upsert (its conflict target).",
+            },
+            "row": {
+                "type": "object",
+                "minProperties": 1,
+                "description": "Column -> value. Objects and lists are stored as JSON text, "
+                "decimals as text with their exact digits.",
+            },
+        },
+    }
+    templated_call_options: ClassVar[frozenset[str]] = frozenset({"table", "row"})
+
+    def __init__(self, options: Mapping[str, Any] | None = None):
+        super().__init__(options)
+        self._path = Path(str(self.options.get("path", "")))
+        self._timeout = float(self.options.get("timeout", 5))
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._columns: dict[str, set[str]] = {}  # tables this connector has seen
+        self._keyed: set[tuple[str, tuple[str, ...]]] = set()
+
+    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
+        try:
+            if not read_only:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(
+                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+            if read_only:
+                db.execute("PRAGMA query_only = ON")
+            else:
+                db.execute("PRAGMA journal_mode = WAL")
+        except (OSError, sqlite3.Error) as exc:
+            raise _classify(exc, f"cannot open {self._path.name}") from None
+        return db
+
+    def close(self) -> None:
+        """Close the write connection; a later call opens it again."""
+        with self._lock:
+            db, self._db = self._db, None
+            self._columns.clear()
+            self._keyed.clear()
+        if db is not None:
+            db.close()
+
+    # -- source --------------------------------------------------------------
+
+    def read(self, options: Mapping[str, Any], cursor: Any = None) -> Iterator[Item]:
+        """Yield rows as dicts, fetched a few hundred at a time; position = the cursor column."""
+        column = options.get("cursor")
+        if options.get("query"):
+            sql, params = options["query"], {"cursor": cursor}
+        else:
+            sql, params = f"SELECT * FROM {quote(options['table'])}", {}
+            if column:
+                if cursor is not None:
+                    sql += f" WHERE {quote(column)} > :cursor"
+                    params["cursor"] = cursor
+                sql += f" ORDER BY {quote(column)}"
+        if not self._path.exists():
+            raise PermanentError(f"no database file {self._path.name}")
+        db = self._connect(read_only=True)
+        db.row_factory = sqlite3.Row
+        try:
+            try:
+                rows = db.execute(sql, params if ":cursor" in sql else {})
+            except sqlite3.Error as exc:
+                raise _classify(exc, "the read query failed") from None
+            while True:
+                try:
+                    batch = rows.fetchmany(_FETCH)
+                except sqlite3.Error as exc:
+                    raise _classify(exc, "reading rows failed") from None
+                if not batch:
+                    return
+                for row in batch:
+                    data = dict(row)
+                    yield Item(data=data, position=data.get(column) if column else None)
+        finally:
+            db.close()
+
+    # -- sink ----------------------------------------------------------------
+
+    def call(self, request: Request) -> Response:
+        """Insert or upsert one row and commit; body is ``{"rowid": ..., "changes": ...}``."""
+        options = request.options
+        table = options["table"]
+        row = options["row"]
+        if not isinstance(row, Mapping) or not row:
+            raise PermanentError("row must be a non-empty object of column -> value")
+        upsert = options.get("mode", "insert") == "upsert"
+        key: Sequence[str] = options.get("key") or ()
+        if upsert and not key:
+            raise PermanentError("upsert needs key: the columns that identify a row")
+        missing = [column for column in key if column not in row]
+        if missing:
+            raise PermanentError(f"row has no value for key column(s) {missing}")
+        columns = [quote(column) for column in row]
+        sql = (
+            f"INSERT INTO {quote(table)} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)})"
+        )
+        if upsert:
+            target = ", ".join(quote(column) for column in key)
+            updates = [f"{quote(c)} = excluded.{quote(c)}" for c in row if c not in key]
+            action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
+            sql += f" ON CONFLICT ({target}) {action}"
+        sql += " RETURNING rowid"
+        values = [_value(value) for value in row.values()]
+        with self._lock:
+            try:
+                db = self._db = self._db or self._connect()
+                self._prepare(db, table, list(row), tuple(key) if upsert else ())
+                before = db.total_changes
+                returned = db.execute(sql, values).fetchall()
+                changes = db.total_changes - before
+            except sqlite3.Error as exc:
+                raise _classify(exc, f"writing to {table} failed") from None
+        return Response(body={"rowid": returned[0][0] if returned else None, "changes": changes})
+
+    def _prepare(self, db: sqlite3.Connection, table: str, names: list[str], key: tuple) -> None:
+        """Create the table, add missing columns, ensure a unique index on the upsert key."""
+        known = self._columns.get(table)
+        if known is None or not known.issuperset(names):
+            known = {info[1] for info in db.execute(f"PRAGMA table_info({quote(table)})")}
+            if not known:
+                columns = ", ".join(quote(name) for name in names)
+                primary = f", PRIMARY KEY ({', '.join(quote(k) for k in key)})" if key else ""
+                db.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} ({columns}{primary})")
+                known = set(names)
+                if key:
+                    self._keyed.add((table, key))
+            for name in names:
+                if name not in known:
+                    db.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)}")
+                    known.add(name)
+            self._columns[table] = known
+        if key and (table, key) not in self._keyed:
+            index = quote(f"{table}_{'_'.join(key)}_key")
+            target = ", ".join(quote(k) for k in key)
+            db.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {quote(table)} ({target})")
+            self._keyed.add((table, key))
+
+
+def _value(value: Any) -> Any:
+    """A Python value as SQLite stores it: JSON text for objects, exact text for decimals."""
+    if isinstance(value, dict | list | tuple):
+        return _json.dumps(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return value
+
+
+def _classify(exc: Exception, what: str) -> Exception:
+    message = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in message or "busy" in message):
+        return TransientError(f"{what}: {message}")
+    return PermanentError(f"{what}: {message}")
