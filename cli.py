@@ -1,0 +1,531 @@
+"""The ``flowyard`` command line: parse, call the engine API, render. Nothing else.
+
+Logging is configured here and only here (the run log goes to a file per run in
+the state directory; ``--log-stderr`` mirrors it to stderr). The engine is
+imported inside each command so that ``flowyard --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from engine import Engine
+
+EXIT_INVALID = 2
+EXIT_CANNOT_PROCEED = 3
+
+app = typer.Typer(
+    name="flowyard",
+    help="Run declarative retail integration flows: validated before they run, every side "
+    "effect applied once, failures parked for replay, every record traceable.\n\n"
+    "Exit codes: 0 all records final and none dead-lettered; 1 some dead-lettered; "
+    "2 the flow or the command line is invalid; 3 the run could not proceed.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+runs_app = typer.Typer(help="List runs and show one run's records.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Dead letters: list, show, replay and purge parked records.", no_args_is_help=True
+)
+app.add_typer(runs_app, name="runs")
+app.add_typer(dlq_app, name="dlq")
+
+OutputOpt = typer.Option(
+    "table", "--output", "-o", help="table (for people) or json.", case_sensitive=False
+)
+StateOpt = typer.Option(
+    None,
+    "--state",
+    envvar="FLOWYARD_STATE",
+    help="State file [default: .flowyard/state.db; env FLOWYARD_STATE].",
+)
+
+
+def _out(value: str) -> str:
+    if value not in ("table", "json"):
+        _fail(f"--output must be table or json, not {value!r}", EXIT_INVALID)
+    return value
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"flowyard: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _engine(state: Path | None, **kw: Any) -> Engine:
+    from engine import Engine
+
+    return Engine(state=state, **kw)
+
+
+def _json(value: Any) -> None:
+    from engine.store import dumps
+
+    typer.echo(json.dumps(json.loads(dumps(value)), indent=2, ensure_ascii=False))
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _table(rows: list[dict], columns: list[str]) -> None:
+    if not rows:
+        typer.echo("(none)")
+        return
+    cells = [[str(r.get(c, "") if r.get(c) is not None else "-") for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_problems(problems: list, output: str) -> None:
+    if output == "json":
+        _json([p.to_dict() for p in problems])
+        return
+    for p in problems:
+        typer.echo(str(p), err=p.severity == "error")
+
+
+# -- definitions ---------------------------------------------------------------------------------
+@app.command()
+def validate(
+    paths: list[Path] = typer.Argument(..., help="Flow files or folders holding flows."),
+    output: str = OutputOpt,
+) -> None:
+    """Check flows without running them; every problem is reported with file:line:column.
+
+    Missing ${env:NAME} variables are warnings here (they are errors when running).
+    Exit 0 when every flow is valid, 2 when any is not.
+    """
+    output = _out(output)
+    from engine import Engine
+
+    eng = Engine(state=Path("/nonexistent/flowyard-validate.db"))
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*.y*ml") if _is_flow_file(p))
+        else:
+            files.append(path)
+    problems = []
+    for file in files:
+        if not file.exists():
+            from engine import Problem
+
+            problems.append(Problem(str(file), None, None, "", "no such file"))
+            continue
+        problems += eng.check(file)
+    errors = [p for p in problems if p.severity == "error"]
+    _print_problems(problems, output)
+    if output == "table":
+        bad = {p.file for p in errors}
+        typer.echo(
+            f"{len(files) - len(bad)} of {len(files)} flow(s) valid"
+            + (f"; {len(errors)} error(s)" if errors else ""),
+            err=bool(errors),
+        )
+    raise typer.Exit(EXIT_INVALID if errors or not files else 0)
+
+
+def _is_flow_file(path: Path) -> bool:
+    """In a folder, a flow file is YAML with a top-level ``flow:`` key (mappings are not)."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return any(line.startswith("flow:") for line in fh)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+@app.command()
+def schema() -> None:
+    """Print the flow language's JSON Schema (draft-07) for editors' YAML language servers."""
+    from engine import Engine
+
+    typer.echo(json.dumps(Engine.schema(), indent=2))
+
+
+@app.command()
+def connectors(output: str = OutputOpt) -> None:
+    """List the installed connectors, their roles and options; broken plugins are reported."""
+    output = _out(output)
+    from connectors import Registry
+
+    registry = Registry()
+    rows = []
+    for name in registry.names():
+        cls = registry.get(name)
+        if cls is None:
+            continue
+        rows.append(
+            {
+                "name": name,
+                "roles": cls.roles(),
+                "description": cls.description,
+                "options": sorted(cls.options_schema.get("properties", {})),
+                "source_options": sorted((cls.read_schema or {}).get("properties", {})),
+                "call_options": sorted((cls.call_schema or {}).get("properties", {})),
+            }
+        )
+    broken = registry.broken()
+    if output == "json":
+        _json({"connectors": rows, "broken": broken})
+        return
+    for row in rows:
+        typer.echo(f"{row['name']}  ({', '.join(row['roles'])})  {row['description']}")
+        for label in ("options", "source_options", "call_options"):
+            if row[label]:
+                typer.echo(f"    {label.replace('_', ' ')}: {', '.join(row[label])}")
+    for name, reason in broken.items():
+        typer.echo(f"{name}  BROKEN: {reason}", err=True)
+
+
+# -- running -------------------------------------------------------------------------------------
+def _vars(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--var takes KEY=VALUE, got {pair!r}", EXIT_INVALID)
+        out[key] = value
+    return out
+
+
+class _Progress:
+    """A one-line counter on a terminal; silent when stderr is not one."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.counts: dict[str, int] = {}
+        self.last = 0.0
+
+    def __call__(self, event: dict) -> None:
+        if not self.enabled or event.get("event") != "record":
+            return
+        self.counts[event["outcome"]] = self.counts.get(event["outcome"], 0) + 1
+        now = time.monotonic()
+        if now - self.last > 0.2:
+            self.last = now
+            text = "  ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+            sys.stderr.write(f"\r{sum(self.counts.values())} records: {text}\033[K")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.counts:
+            sys.stderr.write("\r\033[K")
+
+
+def _run_and_report(action: Any, output: str) -> None:
+    from engine import FlowError, RunError
+
+    try:
+        result = action()
+    except FlowError as exc:
+        _print_problems(exc.problems, "table")
+        raise typer.Exit(EXIT_INVALID) from None
+    except RunError as exc:
+        _fail(str(exc), EXIT_CANNOT_PROCEED)
+    if output == "json":
+        _json(result.to_dict())
+    else:
+        counts = "  ".join(f"{k} {v}" for k, v in result.counts.items() if v or k == "read")
+        label = "dry run" if result.dry_run else "run"
+        typer.echo(
+            f"{label} {result.run_id} of {result.flow}: {result.status} in "
+            f"{result.duration_s:.2f} s\n  {counts}"
+        )
+        if result.message:
+            typer.echo(f"  {result.message}")
+        if result.counts.get("dead_lettered") and not result.dry_run:
+            typer.echo("  see them with: flowyard dlq list")
+        for send in result.would_send:
+            typer.echo(
+                f"  would send {send['step']} via {send['connection']} key "
+                f"{send['idempotency_key']}: {json.dumps(send['request'], default=str)}"
+            )
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def run(
+    flow: Path = typer.Argument(..., help="The flow file."),
+    state: Path | None = StateOpt,
+    var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE (repeat)."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Perform no side effect and write no state; show what would be sent, secrets masked.",
+    ),
+    wait_lock: float = typer.Option(
+        0.0,
+        "--wait-lock",
+        metavar="SECONDS",
+        help="Wait this long for another run of the flow to end instead of exiting 3 at once.",
+    ),
+    log_stderr: bool = typer.Option(
+        False, "--log-stderr", help="Also write the run log's JSON lines to stderr."
+    ),
+    output: str = OutputOpt,
+) -> None:
+    """Run a flow: read its source, take each record through the steps, report the counts.
+
+    Safe to start from cron: it resumes from its cursor and never overlaps itself.
+    Exit 0 all records final and none dead-lettered, 1 some dead-lettered,
+    2 the flow or command line is invalid, 3 the run could not proceed.
+    """
+    output = _out(output)
+    progress = _Progress()
+    eng = _engine(state, listeners=[progress], log_stderr=log_stderr)
+    try:
+        _run_and_report(
+            lambda: eng.run(flow, vars=_vars(var), dry_run=dry_run, wait_lock=wait_lock), output
+        )
+    finally:
+        progress.close()
+
+
+# -- what happened -------------------------------------------------------------------------------
+@runs_app.command("list")
+def runs_list(
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow's runs."),
+    limit: int = typer.Option(20, "--limit", help="How many, newest first."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """List recent runs with their status and counts."""
+    output = _out(output)
+    with _store(state) as store:
+        rows = store.list_runs(flow, limit)
+    if output == "json":
+        _json(rows)
+        return
+    _table(
+        [
+            {
+                **r,
+                "started": _when(r["started_at"]),
+                "counts": " ".join(f"{k}={v}" for k, v in (r["counts"] or {}).items() if v),
+            }
+            for r in rows
+        ],
+        ["run_id", "flow", "kind", "started", "status", "exit_code", "counts"],
+    )
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: str = typer.Argument(..., help="A run id (a unique prefix is enough)."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Show one run and what happened to each of its records."""
+    output = _out(output)
+    with _store(state) as store:
+        info = store.get_run(run_id)
+        if info is None:
+            _fail(f"no run {run_id!r} in {store.path}", EXIT_INVALID)
+        records = store.run_records(info["run_id"])
+    if output == "json":
+        _json({**info, "records": records})
+        return
+    typer.echo(
+        f"run {info['run_id']} of {info['flow']} ({info['kind']}): {info['status']}, "
+        f"exit {info['exit_code']}, started {_when(info['started_at'])}, "
+        f"ended {_when(info['ended_at'])}"
+    )
+    if info.get("message"):
+        typer.echo(f"  {info['message']}")
+    _table([{**r, "path": _path(r["steps"])} for r in records], ["record_key", "outcome", "path"])
+
+
+def _path(steps: list | None) -> str:
+    return " > ".join(f"{s[0]}:{s[1]}" for s in steps or [])
+
+
+@app.command()
+def trace(
+    record_key: str = typer.Argument(..., help="The record key, e.g. an order id."),
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Show every run and step that touched a record, with outcomes and responses."""
+    output = _out(output)
+    with _store(state) as store:
+        rows = store.trace(record_key, flow)
+    if output == "json":
+        _json(rows)
+        return
+    if not rows:
+        typer.echo(f"no record {record_key!r} in any run")
+        raise typer.Exit(1)
+    for r in rows:
+        typer.echo(
+            f"{_when(r['at'])}  {r['flow']}  {r['kind'] or 'run'} {r['run_id']}  {r['outcome']}"
+        )
+        for step in r["steps"] or []:
+            extra = f"  {json.dumps(step[2], default=str)}" if len(step) > 2 else ""
+            typer.echo(f"    {step[0]}: {step[1]}{extra}")
+
+
+class _store:
+    """Open the state store for reading commands; a missing file is a clear error."""
+
+    def __init__(self, state: Path | None):
+        from engine import default_state
+
+        self.path = state or default_state()
+
+    def __enter__(self) -> Any:
+        from engine.store import Store
+
+        if not self.path.exists():
+            _fail(f"no state file at {self.path} (run a flow first, or pass --state)", EXIT_INVALID)
+        self.store = Store(self.path)
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
+
+
+# -- dead letters --------------------------------------------------------------------------------
+@dlq_app.command("list")
+def dlq_list(
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow's dead letters."),
+    all_: bool = typer.Option(False, "--all", help="Include replayed ones, not only open."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """List dead letters: the record, the step that failed and why."""
+    output = _out(output)
+    with _store(state) as store:
+        letters = store.dead_letters(flow=flow, status=None if all_ else "open")
+    if output == "json":
+        _json([d.to_dict() for d in letters])
+        return
+    _table(
+        [
+            {**d.to_dict(), "when": _when(d.at), "error": f"{d.error_class}: {d.message}"[:90]}
+            for d in letters
+        ],
+        ["id", "flow", "record_key", "step", "status", "when", "error"],
+    )
+
+
+@dlq_app.command("show")
+def dlq_show(
+    id: int = typer.Argument(..., help="The dead letter's id."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Show one dead letter whole: record, step, error, attempts, run."""
+    output = _out(output)
+    with _store(state) as store:
+        letter = store.dead_letter(id)
+    if letter is None:
+        _fail(f"no dead letter {id}", EXIT_INVALID)
+    if output == "json":
+        _json(letter.to_dict())
+        return
+    d = letter.to_dict()
+    for key in (
+        "id",
+        "flow",
+        "record_key",
+        "step",
+        "error_class",
+        "message",
+        "attempts",
+        "run_id",
+        "status",
+        "replay_run",
+        "line",
+        "raw",
+    ):
+        if d.get(key) is not None:
+            typer.echo(f"{key}: {d[key]}")
+    typer.echo(f"at: {_when(letter.at)}")
+    if letter.record is not None:
+        typer.echo("record:")
+        from engine.store import dumps
+
+        typer.echo(json.dumps(json.loads(dumps(letter.record)), indent=2))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    flow: Path = typer.Argument(..., help="The flow file (as it is now: fixes apply)."),
+    ids: list[int] = typer.Option([], "--id", help="Replay only these dead letters (repeat)."),
+    state: Path | None = StateOpt,
+    var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Show what would be sent; change nothing."
+    ),
+    output: str = OutputOpt,
+) -> None:
+    """Replay a flow's open dead letters from the step that failed.
+
+    Sends go through the same idempotency keys, so replaying twice is harmless.
+    """
+    output = _out(output)
+    eng = _engine(state)
+    _run_and_report(lambda: eng.replay(flow, ids or None, vars=_vars(var), dry_run=dry_run), output)
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    ids: list[int] = typer.Option([], "--id", help="Purge these dead letters (repeat)."),
+    flow: str | None = typer.Option(None, "--flow", help="Purge this flow's dead letters."),
+    all_: bool = typer.Option(False, "--all", help="Purge every dead letter."),
+    state: Path | None = StateOpt,
+) -> None:
+    """Delete dead letters for good (by id, by flow, or all)."""
+    if not (ids or flow or all_):
+        _fail("say what to purge: --id N, --flow NAME or --all", EXIT_INVALID)
+    with _store(state) as store:
+        n = store.purge_dead_letters(ids or None, flow)
+    typer.echo(f"purged {n} dead letter(s)")
+
+
+@app.command()
+def prune(
+    older_than: str = typer.Option(..., "--older-than", help="Age, e.g. 30d, 12h."),
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Delete runs, traces, closed dead letters and done keys older than the age given.
+
+    Open dead letters are kept. A record re-sent by its source after its key was
+    pruned is sent again: keep the retention longer than your sources re-deliver.
+    """
+    output = _out(output)
+    from engine.loader import parse_duration
+
+    try:
+        seconds = parse_duration(older_than)
+    except ValueError as exc:
+        _fail(str(exc), EXIT_INVALID)
+    with _store(state) as store:
+        counts = store.prune(seconds, flow)
+    if output == "json":
+        _json(counts)
+    else:
+        typer.echo("pruned " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

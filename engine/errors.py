@@ -9,7 +9,8 @@
     ├── FlowError                     the flow or mapping definition is invalid (``.problems``)
     ├── RecordError                   one record cannot be processed; it is dead-lettered
     │   ├── MappingError              a mapping template failed on this record
-    │   └── RecordValidationError     the record does not match its canonical schema
+    │   ├── RecordValidationError     the record does not match its canonical schema
+    │   └── ConflictError             a sent record changed and the flow's on_change is conflict
     └── RunError                      the run cannot proceed (exit code 3)
         ├── LockHeld                  another run of the same flow holds the lease
         ├── SourceUnavailable         the source could not be read
@@ -27,6 +28,7 @@ from connectors.errors import ConnectorError, FlowyardError, PermanentError, Tra
 
 __all__ = [
     "CircuitOpen",
+    "ConflictError",
     "ConnectorError",
     "FlowError",
     "FlowyardError",
@@ -92,6 +94,10 @@ class MappingError(RecordError):
 
 class RecordValidationError(RecordError):
     """A record does not match its canonical schema."""
+
+
+class ConflictError(RecordError):
+    """An applied record came back changed and the flow says ``on_change: conflict``."""
 
 
 class RunError(FlowyardError):

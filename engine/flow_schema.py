@@ -13,7 +13,7 @@ STEP_KINDS = ("map", "validate", "filter", "set", "route", "foreach", "send", "e
 
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_.-]*$"
 
-_template = {"type": "string", "description": "A Jinja2 template, e.g. \"{{ record.id }}\"."}
+_template = {"type": "string", "description": 'A Jinja2 template, e.g. "{{ record.id }}".'}
 _condition = {
     "type": "string",
     "minLength": 1,
@@ -24,12 +24,22 @@ _retry = {
     "description": "How transient failures are retried.",
     "additionalProperties": False,
     "properties": {
-        "attempts": {"type": "integer", "minimum": 1, "maximum": 100,
-                     "description": "Attempts in all, the first included (default 5)."},
-        "backoff": {"type": "number", "minimum": 0,
-                    "description": "First wait in seconds, doubled each attempt (default 0.5)."},
-        "max_backoff": {"type": "number", "minimum": 0,
-                        "description": "Cap on one wait in seconds (default 30)."},
+        "attempts": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 100,
+            "description": "Attempts in all, the first included (default 5).",
+        },
+        "backoff": {
+            "type": "number",
+            "minimum": 0,
+            "description": "First wait in seconds, doubled each attempt (default 0.5).",
+        },
+        "max_backoff": {
+            "type": "number",
+            "minimum": 0,
+            "description": "Cap on one wait in seconds (default 30).",
+        },
         "jitter": {"type": "boolean", "description": "Randomise waits (default true)."},
     },
 }
@@ -64,15 +74,26 @@ SCHEMA: dict[str, Any] = {
         },
         "source": {"$ref": "#/definitions/source"},
         "steps": _steps_ref,
-        "concurrency": {"type": "integer", "minimum": 1, "maximum": 256,
-                        "description": "Records processed at once (default 1)."},
-        "on_error": {"enum": ["dead_letter", "stop"],
-                     "description": "What a failed record does: dead_letter (default) or stop."},
-        "schedule": {"type": "string",
-                     "pattern": r"^\s*(\S+\s+){4}\S+\s*$",
-                     "description": "A five-field cron expression, for `flowyard schedule`."},
-        "retention": {"type": "string", "pattern": r"^\d+[dhm]$",
-                      "description": "How long runs and traces are kept, e.g. 30d."},
+        "concurrency": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 256,
+            "description": "Records processed at once (default 1).",
+        },
+        "on_error": {
+            "enum": ["dead_letter", "stop"],
+            "description": "What a failed record does: dead_letter (default) or stop.",
+        },
+        "schedule": {
+            "type": "string",
+            "pattern": r"^\s*(\S+\s+){4}\S+\s*$",
+            "description": "A five-field cron expression, for `flowyard schedule`.",
+        },
+        "retention": {
+            "type": "string",
+            "pattern": r"^\d+[dhm]$",
+            "description": "How long runs and traces are kept, e.g. 30d.",
+        },
     },
     "definitions": {
         "connection": {
@@ -83,8 +104,11 @@ SCHEMA: dict[str, Any] = {
             "properties": {
                 "connector": {"type": "string", "description": "Connector name."},
                 "retry": _retry,
-                "rate_limit": {"type": "string", "pattern": r"^\d+(\.\d+)?/(s|m|h)$",
-                               "description": "Requests per second/minute/hour, e.g. 20/s."},
+                "rate_limit": {
+                    "type": "string",
+                    "pattern": r"^\d+(\.\d+)?/(s|m|h)$",
+                    "description": "Requests per second/minute/hour, e.g. 20/s.",
+                },
                 "circuit_breaker": {
                     "type": "object",
                     "additionalProperties": False,
@@ -113,15 +137,27 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "minProperties": 1,
             "properties": {
-                "name": {"type": "string", "pattern": NAME_PATTERN,
-                         "description": "Step name, used in idempotency keys and traces."},
-                "map": {"type": "string", "minLength": 1,
-                        "description": "A mapping name (mappings/NAME.yaml) or a path."},
-                "validate": {"type": "string", "minLength": 1,
-                             "description": "A canonical schema name or a path."},
+                "name": {
+                    "type": "string",
+                    "pattern": NAME_PATTERN,
+                    "description": "Step name, used in idempotency keys and traces.",
+                },
+                "map": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "A mapping name (mappings/NAME.yaml) or a path.",
+                },
+                "validate": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "A canonical schema name or a path.",
+                },
                 "filter": {**_condition, "description": "Keep records for which this is true."},
-                "set": {"type": "object", "minProperties": 1,
-                        "description": "Fields to set on the record: name -> template."},
+                "set": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "description": "Fields to set on the record: name -> template.",
+                },
                 "route": {
                     "type": "array",
                     "minItems": 1,
@@ -143,13 +179,18 @@ SCHEMA: dict[str, Any] = {
                     "properties": {
                         "items": {**_template, "description": "The list, e.g. {{ record.lines }}."},
                         "as": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        "key": {**_template, "description": "Each item's key (default: parent key:index)."},
+                        "key": {
+                            **_template,
+                            "description": "Each item's key (default: parent key:index).",
+                        },
                         "steps": _steps_ref,
                     },
                 },
                 "send": {"$ref": "#/definitions/call", "description": "A side effect."},
-                "enrich": {"$ref": "#/definitions/call",
-                           "description": "A lookup whose answer is stored in the record."},
+                "enrich": {
+                    "$ref": "#/definitions/call",
+                    "description": "A lookup whose answer is stored in the record.",
+                },
             },
         },
         "call": {
@@ -161,8 +202,11 @@ SCHEMA: dict[str, Any] = {
                 "connection": {"type": "string"},
                 "idempotency_key": _template,
                 "on_change": {"enum": ["update", "skip", "conflict"]},
-                "save_as": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
-                            "description": "Record field that receives the response body."},
+                "save_as": {
+                    "type": "string",
+                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+                    "description": "Record field that receives the response body.",
+                },
                 "retry": _retry,
             },
         },

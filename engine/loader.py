@@ -21,8 +21,8 @@ from engine import flow_schema
 from engine.errors import FlowError, Problem
 from engine.mapping import load_mapping
 from engine.model import (
-    BreakerPolicy,
     Branch,
+    BreakerPolicy,
     CallStep,
     Connection,
     FilterStep,
@@ -91,8 +91,9 @@ class _Loader:
         self._counter = 0
 
     # -- reporting -------------------------------------------------------------------------
-    def problem(self, path: list[Any], message: str, *, severity: str = "error",
-                at_key: bool = False) -> None:
+    def problem(
+        self, path: list[Any], message: str, *, severity: str = "error", at_key: bool = False
+    ) -> None:
         pos = (key_position if at_key else position)(self.data, path) or (None, None)
         self.problems.append(
             Problem(self.file, pos[0], pos[1], format_path(path), message, severity)
@@ -111,17 +112,29 @@ class _Loader:
                 allowed = set(err.schema.get("properties", {}))
                 for extra in sorted(set(err.instance) - allowed):
                     hint = did_you_mean(extra, allowed)
-                    what = "step kind or key" if err.schema is flow_schema.SCHEMA["definitions"]["step"] else "key"
-                    self.problem(path + [extra], f"unknown {what} {extra!r}{hint}; expected one "
-                                 f"of: {', '.join(sorted(allowed))}", at_key=True)
+                    what = (
+                        "step kind or key"
+                        if err.schema is flow_schema.SCHEMA["definitions"]["step"]
+                        else "key"
+                    )
+                    self.problem(
+                        path + [extra],
+                        f"unknown {what} {extra!r}{hint}; expected one "
+                        f"of: {', '.join(sorted(allowed))}",
+                        at_key=True,
+                    )
             elif err.validator == "required":
-                self.problem(path, err.message.replace("is a required property",
-                                                       "is required here"))
+                self.problem(
+                    path, err.message.replace("is a required property", "is required here")
+                )
             elif err.validator == "type" and err.instance is None:
                 self.problem(path, f"a value is missing here (expected {err.validator_value})")
             elif err.validator == "pattern":
-                self.problem(path, f"{err.instance!r} does not have the expected form "
-                             f"({err.schema.get('description') or err.validator_value})")
+                self.problem(
+                    path,
+                    f"{err.instance!r} does not have the expected form "
+                    f"({err.schema.get('description') or err.validator_value})",
+                )
             else:
                 self.problem(path, err.message)
         return len(self.problems) == before
@@ -164,8 +177,15 @@ class _Loader:
             self.problem(path, exc.message)
             return None
 
-    def check_options(self, options: dict, schema: dict | None, path: list[Any], what: str,
-                      *, templated: bool = False) -> None:
+    def check_options(
+        self,
+        options: dict,
+        schema: dict | None,
+        path: list[Any],
+        what: str,
+        *,
+        templated: bool = False,
+    ) -> None:
         """Check a connector's options against its schema (templates stand for any value)."""
         if schema is None:
             return
@@ -178,9 +198,13 @@ class _Loader:
             if err.validator == "additionalProperties":
                 allowed = set(err.schema.get("properties", {}))
                 for extra in sorted(set(err.instance) - allowed):
-                    self.problem(path + sub + [extra], f"{what} has no option {extra!r}"
-                                 f"{did_you_mean(extra, allowed)}; its options: "
-                                 f"{', '.join(sorted(allowed)) or 'none'}", at_key=True)
+                    self.problem(
+                        path + sub + [extra],
+                        f"{what} has no option {extra!r}"
+                        f"{did_you_mean(extra, allowed)}; its options: "
+                        f"{', '.join(sorted(allowed)) or 'none'}",
+                        at_key=True,
+                    )
             else:
                 self.problem(path + sub, f"{what}: {err.message}")
 
@@ -191,9 +215,12 @@ class _Loader:
             if broken:
                 self.problem(path, f"connector {name!r} is installed but failed to load: {broken}")
             else:
-                self.problem(path, f"unknown connector {name!r}"
-                             f"{did_you_mean(name, self.registry.names())}; installed: "
-                             f"{', '.join(self.registry.names())}")
+                self.problem(
+                    path,
+                    f"unknown connector {name!r}"
+                    f"{did_you_mean(name, self.registry.names())}; installed: "
+                    f"{', '.join(self.registry.names())}",
+                )
         return cls
 
     # -- the parts ---------------------------------------------------------------------------
@@ -204,8 +231,13 @@ class _Loader:
             cls = self.connector_class(spec["connector"], path + ["connector"])
             options = {k: v for k, v in spec.items() if k not in flow_schema.CONNECTION_KEYS}
             if cls is not None:
-                self.check_options(options, cls.options_schema, path,
-                                   f"connector {spec['connector']!r}", templated=True)
+                self.check_options(
+                    options,
+                    cls.options_schema,
+                    path,
+                    f"connector {spec['connector']!r}",
+                    templated=True,
+                )
             for key, value in options.items():
                 self.template(value, path + [key])
             breaker = spec.get("circuit_breaker")
@@ -219,19 +251,26 @@ class _Loader:
             )
         return out
 
-    def connection_for(self, spec: dict, path: list[Any], role: str,
-                       connections: dict[str, Connection]) -> tuple[str, Any]:
+    def connection_for(
+        self, spec: dict, path: list[Any], role: str, connections: dict[str, Connection]
+    ) -> tuple[str, Any]:
         """Resolve ``connection:`` (a name) or ``connector:`` (inline) to a connection name."""
         if ("connection" in spec) == ("connector" in spec):
-            self.problem(path, "name either `connection:` (one of the flow's connections) or "
-                         "`connector:` (a connector used with its defaults), not both")
+            self.problem(
+                path,
+                "name either `connection:` (one of the flow's connections) or "
+                "`connector:` (a connector used with its defaults), not both",
+            )
             return "", None
         if "connection" in spec:
             name = spec["connection"]
             if name not in connections:
-                self.problem(path + ["connection"], f"unknown connection {name!r}"
-                             f"{did_you_mean(name, set(connections))}; defined: "
-                             f"{', '.join(sorted(connections)) or 'none'}")
+                self.problem(
+                    path + ["connection"],
+                    f"unknown connection {name!r}"
+                    f"{did_you_mean(name, set(connections))}; defined: "
+                    f"{', '.join(sorted(connections)) or 'none'}",
+                )
                 return "", None
             conn = connections[name]
         else:
@@ -239,11 +278,16 @@ class _Loader:
             conn = Connection(name=name, connector=spec["connector"], options={})
             connections[name] = conn
         cls = self.registry.get(conn.connector) or (
-            self.connector_class(conn.connector, path + ["connector"]) if "connector" in spec
-            else None)
+            self.connector_class(conn.connector, path + ["connector"])
+            if "connector" in spec
+            else None
+        )
         if cls is not None and role not in cls.roles():
-            self.problem(path, f"connector {conn.connector!r} cannot be used as a {role}; it "
-                         f"offers: {', '.join(cls.roles()) or 'nothing'}")
+            self.problem(
+                path,
+                f"connector {conn.connector!r} cannot be used as a {role}; it "
+                f"offers: {', '.join(cls.roles()) or 'nothing'}",
+            )
             return name, None
         return name, cls
 
@@ -252,8 +296,13 @@ class _Loader:
         name, cls = self.connection_for(spec, ["source"], "source", connections)
         options = {k: v for k, v in spec.items() if k not in flow_schema.SOURCE_KEYS}
         if cls is not None:
-            self.check_options(options, cls.read_schema, ["source"],
-                               f"source connector {cls.name!r}", templated=True)
+            self.check_options(
+                options,
+                cls.read_schema,
+                ["source"],
+                f"source connector {cls.name!r}",
+                templated=True,
+            )
         for key, value in options.items():
             self.template(value, ["source", key])
         key = self.template(spec["key"], ["source", "key"]) if "key" in spec else None
@@ -263,8 +312,11 @@ class _Loader:
         self._counter += 1
         name = spec.get("name") or f"{kind}_{self._counter}"
         if name in self._step_names:
-            self.problem(path + ["name"], f"step name {name!r} is already used at "
-                         f"{self._step_names[name]}; step names must be unique in a flow")
+            self.problem(
+                path + ["name"],
+                f"step name {name!r} is already used at "
+                f"{self._step_names[name]}; step names must be unique in a flow",
+            )
         self._step_names[name] = format_path(path)
         return name
 
@@ -280,15 +332,20 @@ class _Loader:
         kinds = [k for k in flow_schema.STEP_KINDS if k in spec]
         if len(kinds) != 1:
             found = f"found {', '.join(kinds)}" if kinds else "found none"
-            self.problem(path, f"a step has exactly one kind ({', '.join(flow_schema.STEP_KINDS)}); "
-                         f"{found}")
+            self.problem(
+                path, f"a step has exactly one kind ({', '.join(flow_schema.STEP_KINDS)}); {found}"
+            )
             return None
         kind = kinds[0]
         value = spec[kind]
         at = path + [kind]
         line = (position(self.data, at) or (None, None))[0]
-        base = {"name": self.step_name(spec, kind, path), "kind": kind,
-                "path": format_path(path), "line": line}
+        base = {
+            "name": self.step_name(spec, kind, path),
+            "kind": kind,
+            "path": format_path(path),
+            "line": line,
+        }
         if kind == "map":
             found = self.find_file(value, "mapping", ".yaml", at)
             if found is None:
@@ -299,15 +356,19 @@ class _Loader:
                 self._mappings[found] = compiled
             return MapStep(**base, mapping=self._mappings[found], mapping_name=value)
         if kind == "validate":
-            found = self.find_file(f"canonical/{value}" if "/" not in value and not
-                                   value.endswith(".json") else value,
-                                   "schema", ".schema.json", at)
+            found = self.find_file(
+                f"canonical/{value}" if "/" not in value and not value.endswith(".json") else value,
+                "schema",
+                ".schema.json",
+                at,
+            )
             if found is None:
                 return None
             schema, problems = load_schema(str(found))
             self.problems.extend(problems)
-            return ValidateStep(**base, validator=compile_validator(schema) if schema else None,
-                                schema_name=value)
+            return ValidateStep(
+                **base, validator=compile_validator(schema) if schema else None, schema_name=value
+            )
         if kind == "filter":
             return FilterStep(**base, condition=self.condition(value, at))
         if kind == "set":
@@ -330,41 +391,63 @@ class _Loader:
             at = path + [i]
             if "otherwise" in spec:
                 if set(spec) != {"otherwise"}:
-                    self.problem(at, "an `otherwise` branch holds only its steps: "
-                                 "`- otherwise: [...]`")
+                    self.problem(
+                        at, "an `otherwise` branch holds only its steps: `- otherwise: [...]`"
+                    )
                 if i != len(specs) - 1:
-                    self.problem(at, "`otherwise` must be the last branch; branches after it "
-                                 "could never run")
-                out.append(Branch(None, self.steps(spec["otherwise"], at + ["otherwise"],
-                                                   connections)))
+                    self.problem(
+                        at, "`otherwise` must be the last branch; branches after it could never run"
+                    )
+                out.append(
+                    Branch(None, self.steps(spec["otherwise"], at + ["otherwise"], connections))
+                )
             elif "when" in spec and "steps" in spec:
-                out.append(Branch(self.condition(spec["when"], at + ["when"]),
-                                  self.steps(spec["steps"], at + ["steps"], connections)))
+                out.append(
+                    Branch(
+                        self.condition(spec["when"], at + ["when"]),
+                        self.steps(spec["steps"], at + ["steps"], connections),
+                    )
+                )
             else:
-                self.problem(at, "a branch is `- when: <expression>` with `steps: [...]`, "
-                             "or `- otherwise: [...]`")
+                self.problem(
+                    at,
+                    "a branch is `- when: <expression>` with `steps: [...]`, "
+                    "or `- otherwise: [...]`",
+                )
         return out
 
-    def call(self, kind: str, spec: dict, base: dict, path: list[Any],
-             connections: dict[str, Connection]) -> Step | None:
+    def call(
+        self, kind: str, spec: dict, base: dict, path: list[Any], connections: dict[str, Connection]
+    ) -> Step | None:
         name, cls = self.connection_for(spec, path, "action", connections)
         options = {k: v for k, v in spec.items() if k not in flow_schema.CALL_KEYS}
         if cls is not None:
-            self.check_options(options, cls.call_schema, path,
-                               f"{kind} through connector {cls.name!r}", templated=True)
+            self.check_options(
+                options,
+                cls.call_schema,
+                path,
+                f"{kind} through connector {cls.name!r}",
+                templated=True,
+            )
         if kind == "enrich" and "save_as" not in spec:
-            self.problem(path, "an enrich step needs `save_as:` (the record field that receives "
-                         "the answer)")
+            self.problem(
+                path, "an enrich step needs `save_as:` (the record field that receives the answer)"
+            )
         for key in ("idempotency_key", "on_change"):
             if kind == "enrich" and key in spec:
-                self.problem(path + [key], f"`{key}` applies to send steps only; an enrich "
-                             "step is a lookup and is never deduplicated", at_key=True)
+                self.problem(
+                    path + [key],
+                    f"`{key}` applies to send steps only; an enrich "
+                    "step is a lookup and is never deduplicated",
+                    at_key=True,
+                )
         return CallStep(
             **base,
             connection=name,
             options=self.template(options, path),
             idempotency_key=self.template(spec["idempotency_key"], path + ["idempotency_key"])
-            if "idempotency_key" in spec else None,
+            if "idempotency_key" in spec
+            else None,
             on_change=spec.get("on_change", "conflict"),
             save_as=spec.get("save_as"),
             retry=RetryPolicy(**spec["retry"]) if "retry" in spec else None,
@@ -374,8 +457,12 @@ class _Loader:
         names = env_names(self.data.get("connections")) | env_names(self.data.get("source"))
         for name in sorted(names):
             if name not in os.environ:
-                self.problem(self._env_path(name), f"environment variable {name} is not set; "
-                             "the run will refuse to start without it", severity="warning")
+                self.problem(
+                    self._env_path(name),
+                    f"environment variable {name} is not set; "
+                    "the run will refuse to start without it",
+                    severity="warning",
+                )
         return names
 
     def _env_path(self, name: str) -> list[Any]:
@@ -384,8 +471,11 @@ class _Loader:
         def find(value: Any, path: list[Any]) -> list[Any] | None:
             if isinstance(value, str) and ref in value:
                 return path
-            items = value.items() if isinstance(value, dict) else (
-                enumerate(value) if isinstance(value, list) else [])
+            items = (
+                value.items()
+                if isinstance(value, dict)
+                else (enumerate(value) if isinstance(value, list) else [])
+            )
             for k, v in items:
                 hit = find(v, path + [k])
                 if hit is not None:
@@ -405,8 +495,15 @@ class _Loader:
         if self.data is None:
             return None
         if not isinstance(self.data, dict):
-            self.problems.append(Problem(self.file, 1, 1, "", "a flow file is a mapping with "
-                                         "`flow:`, `source:` and `steps:`"))
+            self.problems.append(
+                Problem(
+                    self.file,
+                    1,
+                    1,
+                    "",
+                    "a flow file is a mapping with `flow:`, `source:` and `steps:`",
+                )
+            )
             return None
         if not self.check_schema():
             return None
@@ -434,7 +531,9 @@ class _Loader:
         return flow if self.ok else None
 
 
-def check_flow(path: str | os.PathLike, registry: Registry, env: Any) -> tuple[Flow | None, list[Problem]]:
+def check_flow(
+    path: str | os.PathLike, registry: Registry, env: Any
+) -> tuple[Flow | None, list[Problem]]:
     """Load a flow and return it (None when invalid) with every problem found, warnings included."""
     loader = _Loader(Path(path), registry, env)
     flow = loader.run()

@@ -124,8 +124,7 @@ class Store:
         self.path = Path(path)
         self.readonly = readonly
         if readonly:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
@@ -138,8 +137,10 @@ class Store:
         if not readonly:
             with self._lock:
                 conn.executescript(_TABLES)
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                             (str(SCHEMA_VERSION),))
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
 
     def close(self) -> None:
         with self._lock:
@@ -168,22 +169,47 @@ class Store:
         if not rows:
             return None
         r = rows[0]
-        return KeyState(r["key"], r["state"], r["fingerprint"], r["sent_key"],
-                        loads(r["response"]), r["run_id"])
+        return KeyState(
+            r["key"], r["state"], r["fingerprint"], r["sent_key"], loads(r["response"]), r["run_id"]
+        )
 
-    def set_key(self, flow: str, key: str, *, state: str, fingerprint: str, sent_key: str,
-                step: str, record_key: str | None, run_id: str, response: Any = None) -> None:
+    def set_key(
+        self,
+        flow: str,
+        key: str,
+        *,
+        state: str,
+        fingerprint: str,
+        sent_key: str,
+        step: str,
+        record_key: str | None,
+        run_id: str,
+        response: Any = None,
+    ) -> None:
         """Record a key's state; committed at once (it must survive a kill)."""
         with self.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO keys VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (flow, key, state, fingerprint, sent_key, step, record_key, run_id,
-                 dumps(response) if response is not None else None, time.time()),
+                (
+                    flow,
+                    key,
+                    state,
+                    fingerprint,
+                    sent_key,
+                    step,
+                    record_key,
+                    run_id,
+                    dumps(response) if response is not None else None,
+                    time.time(),
+                ),
             )
 
     def keys_in_flight(self, flow: str) -> list[dict]:
-        return self._query("SELECT key, sent_key, record_key, run_id, step FROM keys "
-                           "WHERE flow = ? AND state = 'in_flight'", (flow,))
+        return self._query(
+            "SELECT key, sent_key, record_key, run_id, step FROM keys "
+            "WHERE flow = ? AND state = 'in_flight'",
+            (flow,),
+        )
 
     # -- cursors -----------------------------------------------------------------------------
     def get_cursor(self, flow: str) -> Any:
@@ -191,8 +217,15 @@ class Store:
         return loads(rows[0]["position"]) if rows else None
 
     # -- progress: traces, dead letters and the cursor, in one transaction -----------------------
-    def commit_progress(self, flow: str, traces: list[dict], dead_letters: list[dict],
-                        cursor: Any = None, *, move_cursor: bool = False) -> list[int]:
+    def commit_progress(
+        self,
+        flow: str,
+        traces: list[dict],
+        dead_letters: list[dict],
+        cursor: Any = None,
+        *,
+        move_cursor: bool = False,
+    ) -> list[int]:
         """Write a batch of final record states and move the cursor with them, atomically."""
         ids: list[int] = []
         with self.transaction() as conn:
@@ -200,43 +233,64 @@ class Store:
                 conn.executemany(
                     "INSERT INTO traces (run_id, flow, record_key, outcome, steps, error, at) "
                     "VALUES (:run_id, :flow, :record_key, :outcome, :steps, :error, :at)",
-                    [{**t, "steps": dumps(t.get("steps")), "error": t.get("error")}
-                     for t in traces],
+                    [
+                        {**t, "steps": dumps(t.get("steps")), "error": t.get("error")}
+                        for t in traces
+                    ],
                 )
             for d in dead_letters:
                 cur = conn.execute(
                     "INSERT INTO dead_letters (flow, run_id, record_key, step, error_class, "
                     "message, attempts, record, context, raw, line, at) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (flow, d["run_id"], d.get("record_key"), d.get("step"), d["error_class"],
-                     d["message"], d.get("attempts", 1), dumps(d.get("record")),
-                     dumps(d.get("context")), d.get("raw"), d.get("line"), time.time()),
+                    (
+                        flow,
+                        d["run_id"],
+                        d.get("record_key"),
+                        d.get("step"),
+                        d["error_class"],
+                        d["message"],
+                        d.get("attempts", 1),
+                        dumps(d.get("record")),
+                        dumps(d.get("context")),
+                        d.get("raw"),
+                        d.get("line"),
+                        time.time(),
+                    ),
                 )
                 ids.append(cur.lastrowid)
             if move_cursor:
-                conn.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
-                             (flow, dumps(cursor), time.time()))
+                conn.execute(
+                    "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
+                    (flow, dumps(cursor), time.time()),
+                )
         return ids
 
     # -- runs --------------------------------------------------------------------------------
     def start_run(self, run_id: str, flow: str, kind: str = "run") -> None:
         with self.transaction() as conn:
-            conn.execute("INSERT INTO runs (run_id, flow, started_at, status, kind, holder) "
-                         "VALUES (?, ?, ?, 'running', ?, ?)",
-                         (run_id, flow, time.time(), kind, holder_id()))
+            conn.execute(
+                "INSERT INTO runs (run_id, flow, started_at, status, kind, holder) "
+                "VALUES (?, ?, ?, 'running', ?, ?)",
+                (run_id, flow, time.time(), kind, holder_id()),
+            )
 
-    def finish_run(self, run_id: str, status: str, counts: dict, exit_code: int,
-                   message: str | None = None) -> None:
+    def finish_run(
+        self, run_id: str, status: str, counts: dict, exit_code: int, message: str | None = None
+    ) -> None:
         with self.transaction() as conn:
-            conn.execute("UPDATE runs SET ended_at = ?, status = ?, counts = ?, exit_code = ?, "
-                         "message = ? WHERE run_id = ?",
-                         (time.time(), status, dumps(counts), exit_code, message, run_id))
+            conn.execute(
+                "UPDATE runs SET ended_at = ?, status = ?, counts = ?, exit_code = ?, "
+                "message = ? WHERE run_id = ?",
+                (time.time(), status, dumps(counts), exit_code, message, run_id),
+            )
 
     def mark_abandoned_runs(self, flow: str) -> int:
         """Runs still 'running' when their flow's lease is free were killed; say so."""
         with self.transaction() as conn:
-            return conn.execute("UPDATE runs SET status = 'crashed' WHERE flow = ? AND "
-                                "status = 'running'", (flow,)).rowcount
+            return conn.execute(
+                "UPDATE runs SET status = 'crashed' WHERE flow = ? AND status = 'running'", (flow,)
+            ).rowcount
 
     def list_runs(self, flow: str | None = None, limit: int = 20) -> list[dict]:
         where, params = ("WHERE flow = ?", (flow, limit)) if flow else ("", (limit,))
@@ -246,8 +300,10 @@ class Store:
         return rows
 
     def get_run(self, run_id: str) -> dict | None:
-        rows = self._query("SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? "
-                           "ORDER BY started_at DESC LIMIT 2", (run_id, run_id + "%"))
+        rows = self._query(
+            "SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? ORDER BY started_at DESC LIMIT 2",
+            (run_id, run_id + "%"),
+        )
         if len(rows) != 1 and not (rows and rows[0]["run_id"] == run_id):
             return None
         run = rows[0]
@@ -255,16 +311,21 @@ class Store:
         return run
 
     def run_records(self, run_id: str, limit: int = 1000) -> list[dict]:
-        rows = self._query("SELECT record_key, outcome, steps, error, at FROM traces "
-                           "WHERE run_id = ? ORDER BY id LIMIT ?", (run_id, limit))
+        rows = self._query(
+            "SELECT record_key, outcome, steps, error, at FROM traces "
+            "WHERE run_id = ? ORDER BY id LIMIT ?",
+            (run_id, limit),
+        )
         for r in rows:
             r["steps"] = loads(r["steps"])
         return rows
 
     def trace(self, record_key: str, flow: str | None = None) -> list[dict]:
-        sql = ("SELECT t.run_id, t.flow, t.record_key, t.outcome, t.steps, t.error, t.at, "
-               "r.kind FROM traces t LEFT JOIN runs r ON r.run_id = t.run_id "
-               "WHERE t.record_key = ?")
+        sql = (
+            "SELECT t.run_id, t.flow, t.record_key, t.outcome, t.steps, t.error, t.at, "
+            "r.kind FROM traces t LEFT JOIN runs r ON r.run_id = t.run_id "
+            "WHERE t.record_key = ?"
+        )
         params: tuple = (record_key,)
         if flow:
             sql += " AND t.flow = ?"
@@ -281,8 +342,9 @@ class Store:
         row["context"] = loads(row["context"])
         return DeadLetter(**row)
 
-    def dead_letters(self, flow: str | None = None, status: str | None = "open",
-                     limit: int | None = None) -> list[DeadLetter]:
+    def dead_letters(
+        self, flow: str | None = None, status: str | None = "open", limit: int | None = None
+    ) -> list[DeadLetter]:
         clauses, params = [], []
         if flow:
             clauses.append("flow = ?")
@@ -301,15 +363,16 @@ class Store:
 
     def close_dead_letter(self, id: int, status: str, replay_run: str) -> None:
         with self.transaction() as conn:
-            conn.execute("UPDATE dead_letters SET status = ?, replay_run = ? WHERE id = ?",
-                         (status, replay_run, id))
+            conn.execute(
+                "UPDATE dead_letters SET status = ?, replay_run = ? WHERE id = ?",
+                (status, replay_run, id),
+            )
 
     def purge_dead_letters(self, ids: list[int] | None = None, flow: str | None = None) -> int:
         with self.transaction() as conn:
             if ids is not None:
                 marks = ",".join("?" * len(ids))
-                return conn.execute(f"DELETE FROM dead_letters WHERE id IN ({marks})",
-                                    ids).rowcount
+                return conn.execute(f"DELETE FROM dead_letters WHERE id IN ({marks})", ids).rowcount
             if flow:
                 return conn.execute("DELETE FROM dead_letters WHERE flow = ?", (flow,)).rowcount
             return conn.execute("DELETE FROM dead_letters").rowcount
@@ -319,18 +382,28 @@ class Store:
         """Take the flow's lease or raise :class:`LockHeld` naming the live holder."""
         now = time.time()
         with self.transaction() as conn:
-            row = conn.execute("SELECT holder, pid, host, expires_at FROM leases WHERE flow = ?",
-                               (flow,)).fetchone()
+            row = conn.execute(
+                "SELECT holder, pid, host, expires_at FROM leases WHERE flow = ?", (flow,)
+            ).fetchone()
             if row and row[0] != holder and row[3] > now:
-                raise LockHeld(f"flow {flow!r} is being run by {row[0]} (pid {row[1]} on "
-                               f"{row[2]}); its lease expires in {row[3] - now:.0f} s")
-            conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?)",
-                         (flow, holder, os.getpid(), socket.gethostname(), now, now + ttl))
+                raise LockHeld(
+                    f"flow {flow!r} is being run by {row[0]} (pid {row[1]} on "
+                    f"{row[2]}); its lease expires in {row[3] - now:.0f} s"
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?)",
+                (flow, holder, os.getpid(), socket.gethostname(), now, now + ttl),
+            )
 
     def renew_lease(self, flow: str, holder: str, ttl: float) -> bool:
         with self.transaction() as conn:
-            return conn.execute("UPDATE leases SET expires_at = ? WHERE flow = ? AND holder = ?",
-                                (time.time() + ttl, flow, holder)).rowcount == 1
+            return (
+                conn.execute(
+                    "UPDATE leases SET expires_at = ? WHERE flow = ? AND holder = ?",
+                    (time.time() + ttl, flow, holder),
+                ).rowcount
+                == 1
+            )
 
     def release_lease(self, flow: str, holder: str) -> None:
         with self.transaction() as conn:
@@ -348,14 +421,16 @@ class Store:
         extra, params = ("AND flow = ?", (cutoff, flow)) if flow else ("", (cutoff,))
         with self.transaction() as conn:
             counts = {
-                "traces": conn.execute(f"DELETE FROM traces WHERE at < ? {extra}",
-                                       params).rowcount,
-                "runs": conn.execute(f"DELETE FROM runs WHERE started_at < ? AND status != "
-                                     f"'running' {extra}", params).rowcount,
-                "dead_letters": conn.execute(f"DELETE FROM dead_letters WHERE at < ? AND "
-                                             f"status != 'open' {extra}", params).rowcount,
-                "keys": conn.execute(f"DELETE FROM keys WHERE updated_at < ? AND state = "
-                                     f"'done' {extra}", params).rowcount,
+                "traces": conn.execute(f"DELETE FROM traces WHERE at < ? {extra}", params).rowcount,
+                "runs": conn.execute(
+                    f"DELETE FROM runs WHERE started_at < ? AND status != 'running' {extra}", params
+                ).rowcount,
+                "dead_letters": conn.execute(
+                    f"DELETE FROM dead_letters WHERE at < ? AND status != 'open' {extra}", params
+                ).rowcount,
+                "keys": conn.execute(
+                    f"DELETE FROM keys WHERE updated_at < ? AND state = 'done' {extra}", params
+                ).rowcount,
             }
         with self._lock:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

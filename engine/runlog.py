@@ -1,0 +1,114 @@
+"""The run log: structlog JSON lines, one file per run, secrets redacted.
+
+Every line carries ``run_id`` and ``flow`` and, where they apply, ``step``,
+``record_key``, ``attempt``, ``duration_ms`` and ``outcome``. The engine never
+configures structlog or the root logger: it builds its own logger bound to the
+run's file (and to stderr when asked), so an embedding application keeps its
+own logging. Library users can watch events through ``listeners``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from engine.store import dumps
+
+Listener = Callable[[dict], None]
+
+
+class _Redactor:
+    """Replaces every secret value (from ``${env:...}``) wherever it appears in a line."""
+
+    def __init__(self, secrets: Iterable[str]):
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self.secrets:
+            if secret in value:
+                value = value.replace(secret, "***")
+        return value
+
+    def __call__(self, value: Any) -> Any:
+        if not self.secrets:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self(v) for v in value]
+        return value
+
+
+class _Lines:
+    """A structlog logger factory target writing whole lines to several streams at once."""
+
+    def __init__(self, streams: list[IO[str]]):
+        self.streams = streams
+        self.lock = threading.Lock()
+
+    def msg(self, line: str) -> None:
+        with self.lock:
+            for stream in self.streams:
+                stream.write(line + "\n")
+
+    info = warning = error = msg
+
+
+class RunLog:
+    """One run's log. ``event(name, **facts)`` writes a JSON line and tells the listeners."""
+
+    def __init__(
+        self,
+        run_id: str,
+        flow: str,
+        *,
+        path: Path | None = None,
+        stderr: bool = False,
+        secrets: Iterable[str] = (),
+        listeners: Iterable[Listener] = (),
+    ):
+        self.run_id = run_id
+        self.flow = flow
+        self.path = path
+        self.redact = _Redactor(secrets)
+        self.listeners = list(listeners)
+        self._file: IO[str] | None = None
+        streams: list[IO[str]] = []
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("a", encoding="utf-8", buffering=1 << 16)
+            streams.append(self._file)
+        if stderr:
+            streams.append(sys.stderr)
+        self._logger = None
+        if streams:
+            self._logger = structlog.wrap_logger(
+                _Lines(streams),
+                processors=[self._stamp, structlog.processors.JSONRenderer(serializer=dumps)],
+                context_class=dict,
+            ).bind(run_id=run_id, flow=flow)
+
+    def _stamp(self, _logger: Any, _method: str, event: dict) -> dict:
+        event["ts"] = round(time.time(), 3)
+        return self.redact(event)
+
+    def event(self, name: str, **facts: Any) -> None:
+        if self._logger is not None:
+            self._logger.info(name, **facts)
+        if self.listeners:
+            line = self.redact({"event": name, "run_id": self.run_id, "flow": self.flow, **facts})
+            for listener in self.listeners:
+                listener(line)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

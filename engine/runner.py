@@ -1,0 +1,557 @@
+"""The run loop: source to steps to store, with bounded memory.
+
+Records stream from the source one by one; with ``concurrency`` above 1 they are
+spread over worker lanes by key, so records that share a key stay in order. Final
+record states (traces and dead letters) are committed in batches together with
+the source cursor, and the cursor only moves past a record once every record
+before it is final.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connectors import Connector, Item, Registry
+from engine.errors import (
+    CircuitOpen,
+    ConnectorError,
+    FlowError,
+    LockHeld,
+    Problem,
+    RunError,
+    SourceUnavailable,
+)
+from engine.loader import ENV_REF
+from engine.model import Flow
+from engine.retry import CircuitBreaker, RateLimiter
+from engine.runlog import Listener, RunLog
+from engine.steps import OUTCOMES, ConnectionState, Executor, Outcome, Rec
+from engine.store import DeadLetter, Store, holder_id
+
+COMMIT_EVERY = 500  # records per progress commit
+COMMIT_SECONDS = 1.0
+LEASE_TTL = 60.0
+
+EXIT_OK, EXIT_DEAD_LETTERS, EXIT_INVALID, EXIT_CANNOT_PROCEED = 0, 1, 2, 3
+
+
+@dataclass
+class RunResult:
+    """What a run did: counts of records by outcome, its status and the exit code it implies."""
+
+    run_id: str
+    flow: str
+    status: str  # ok | dead_lettered | stopped | failed
+    counts: dict[str, int]
+    duration_s: float
+    exit_code: int
+    message: str | None = None
+    dry_run: bool = False
+    would_send: list[dict] = field(default_factory=list)
+    log_path: str | None = None
+    dead_letter_ids: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "would_send"}
+        if self.dry_run:
+            out["would_send"] = self.would_send
+        return out
+
+
+@dataclass
+class _Work:
+    seq: int
+    rec: Rec | None
+    item: Item | None = None
+    start: str | None = None
+    dead_letter: DeadLetter | None = None
+    position: Any = None
+    has_position: bool = False
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+class Runner:
+    """One run of one flow. Use :meth:`engine.Engine.run`; this class is its machinery."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        *,
+        registry: Registry,
+        state: Path,
+        vars: dict | None = None,
+        dry_run: bool = False,
+        log_stderr: bool = False,
+        listeners: Iterable[Listener] = (),
+        wait_lock: float = 0.0,
+        kind: str = "run",
+    ):
+        self.flow = flow
+        self.registry = registry
+        self.state = Path(state)
+        self.vars = {**flow.vars, **(vars or {})}
+        self.dry_run = dry_run
+        self.kind = kind
+        self.wait_lock = wait_lock
+        self.run_id = new_run_id()
+        self.env = self._environment()
+        self.secrets = set(self.env.values())
+        self.store: Store | None = None
+        if dry_run:
+            if self.state.exists():
+                self.store = Store(self.state, readonly=True)
+        else:
+            self.store = Store(self.state)
+        log_path = None if dry_run else self.state.parent / "runs" / f"{self.run_id}.jsonl"
+        self.log = RunLog(
+            self.run_id,
+            flow.name,
+            path=log_path,
+            stderr=log_stderr,
+            secrets=self.secrets,
+            listeners=listeners,
+        )
+        self._connections: dict[str, ConnectionState] = {}
+        self._conn_lock = threading.Lock()
+        self.executor = Executor(
+            flow,
+            self.run_id,
+            self.vars,
+            self.connection,
+            self.store,
+            self.log,
+            dry_run=dry_run,
+            mask=self.mask,
+        )
+        self.counts = {"read": 0, **{name: 0 for name in OUTCOMES}}
+        self._traces: list[dict] = []
+        self._dead: list[dict] = []
+        self._replayed: list[tuple[int, bool]] = []
+        self.dead_letter_ids: list[int] = []
+        self._holder = f"{holder_id()}:{self.run_id}"
+        self._stop_lease = threading.Event()
+
+    # -- environment and secrets -----------------------------------------------------------------
+    def _environment(self) -> dict[str, str]:
+        import os
+
+        missing = sorted(n for n in self.flow.env_names if n not in os.environ)
+        if missing:
+            raise FlowError(
+                [
+                    Problem(
+                        self.flow.file,
+                        None,
+                        None,
+                        "",
+                        f"environment variable {name} is not set; the flow needs it to run",
+                    )
+                    for name in missing
+                ]
+            )
+        return {name: os.environ[name] for name in self.flow.env_names}
+
+    def _resolve(self, value: Any) -> Any:
+        if isinstance(value, str) and "${env:" in value:
+            return ENV_REF.sub(lambda m: self.env[m.group(1)], value)
+        if isinstance(value, dict):
+            return {k: self._resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._resolve(v) for v in value]
+        return value
+
+    def mask(self, value: Any) -> Any:
+        return self.log.redact(value)
+
+    def _options(self, raw: dict) -> dict:
+        """Connection and source options: ``{{ vars.x }}`` rendered, ``${env:X}`` resolved."""
+        from engine.templates import compile_value, make_environment
+
+        rendered = compile_value(make_environment(), raw)(
+            {"vars": self.vars, "run": self.executor.run_info}
+        )
+        return self._resolve(rendered)
+
+    def connection(self, name: str) -> ConnectionState:
+        with self._conn_lock:
+            state = self._connections.get(name)
+            if state is None:
+                conn = self.flow.connections[name]
+                cls = self.registry.get(conn.connector)
+                connector: Connector = cls(self._options(conn.options))
+                state = ConnectionState(
+                    name,
+                    connector,
+                    conn.retry,
+                    RateLimiter(conn.rate_limit),
+                    CircuitBreaker(name, conn.breaker),
+                )
+                self._connections[name] = state
+            return state
+
+    # -- lease -----------------------------------------------------------------------------------
+    def _acquire(self) -> None:
+        deadline = time.monotonic() + self.wait_lock
+        while True:
+            try:
+                self.store.acquire_lease(self.flow.name, self._holder, LEASE_TTL)
+                break
+            except LockHeld:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
+        threading.Thread(target=self._renew, daemon=True, name="flowyard-lease").start()
+
+    def _renew(self) -> None:
+        while not self._stop_lease.wait(LEASE_TTL / 3):
+            try:
+                self.store.renew_lease(self.flow.name, self._holder, LEASE_TTL)
+            except Exception:  # the run goes on; a lost lease shows up as an overlap later
+                pass
+
+    # -- records in ------------------------------------------------------------------------------
+    def _key(self, data: Any, item: Item, seq: int) -> str:
+        if self.flow.source.key is not None:
+            return str(self.flow.source.key({"record": data, "vars": self.vars}))
+        if isinstance(data, dict) and data.get("id") is not None:
+            return str(data["id"])
+        return f"line:{item.line}" if item.line is not None else f"#{seq}"
+
+    def _source(self, records: Iterable[Any] | None) -> Iterator[Item]:
+        if records is not None:
+            for data in records:
+                yield data if isinstance(data, Item) else Item(data=data)
+            return
+        source = self.flow.source
+        state = self.connection(source.connection)
+        cursor = self.store.get_cursor(self.flow.name) if self.store is not None else None
+        try:
+            yield from state.connector.read(self._options(source.options), cursor)
+        except ConnectorError as exc:
+            raise SourceUnavailable(
+                f"source {source.connection!r} could not be read: {exc}"
+            ) from exc
+        except OSError as exc:
+            raise SourceUnavailable(
+                f"source {source.connection!r} could not be read: {exc}"
+            ) from exc
+
+    def _work(self, records: Iterable[Any] | None) -> Iterator[_Work]:
+        for seq, item in enumerate(self._source(records)):
+            work = _Work(
+                seq, None, item=item, position=item.position, has_position=item.position is not None
+            )
+            if item.error is None:
+                try:
+                    key = self._key(item.data, item, seq)
+                    work.rec = Rec(
+                        key=key,
+                        data=item.data,
+                        meta={"key": key, "line": item.line, "position": item.position},
+                    )
+                except Exception as exc:  # a key template failing on this record
+                    item.error = f"record key: {exc}"
+            yield work
+
+    def _replay_work(self, letters: list[DeadLetter]) -> Iterator[_Work]:
+        for seq, letter in enumerate(letters):
+            context = letter.context or {}
+            meta = {**(context.get("meta") or {}), "replay_of": letter.id}
+            rec = Rec(
+                key=letter.record_key or f"dead_letter:{letter.id}",
+                data=letter.record,
+                meta=meta,
+                parent=context.get("parent"),
+                loop=context.get("loop") or {},
+            )
+            yield _Work(seq, rec, start=letter.step, dead_letter=letter)
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(
+        self, records: Iterable[Any] | None = None, replay: list[DeadLetter] | None = None
+    ) -> RunResult:
+        started = time.perf_counter()
+        status, message = "ok", None
+        if self.store is not None and not self.dry_run:
+            self._acquire()
+            self.store.mark_abandoned_runs(self.flow.name)
+            self.store.start_run(self.run_id, self.flow.name, self.kind)
+        self.log.event("run_started", kind=self.kind, dry_run=self.dry_run)
+        work = self._replay_work(replay) if replay is not None else self._work(records)
+        try:
+            stopped = self._loop(work)
+            if stopped:
+                status, message = stopped
+        except RunError as exc:
+            status, message = "failed", str(exc)
+        finally:
+            self._flush(final=True)
+            self._stop_lease.set()
+            for state in self._connections.values():
+                state.connector.close()
+        if status == "ok" and self.counts["dead_lettered"]:
+            status = "dead_lettered"
+        exit_code = {"ok": EXIT_OK, "dead_lettered": EXIT_DEAD_LETTERS}.get(
+            status, EXIT_CANNOT_PROCEED if status == "failed" else EXIT_DEAD_LETTERS
+        )
+        if status == "stopped" and self.counts["parked"]:
+            exit_code = EXIT_CANNOT_PROCEED
+        result = RunResult(
+            self.run_id,
+            self.flow.name,
+            status,
+            dict(self.counts),
+            round(time.perf_counter() - started, 3),
+            exit_code,
+            message,
+            self.dry_run,
+            self.executor.would_send,
+            str(self.log.path) if self.log.path else None,
+            self.dead_letter_ids,
+        )
+        self.log.event(
+            "run_finished",
+            outcome=status,
+            counts=result.counts,
+            duration_ms=round(result.duration_s * 1000, 1),
+            message=message,
+        )
+        self.log.close()
+        if self.store is not None:
+            if not self.dry_run:
+                self.store.finish_run(self.run_id, status, result.counts, exit_code, message)
+                self.store.release_lease(self.flow.name, self._holder)
+            self.store.close()
+        return result
+
+    def _loop(self, work: Iterator[_Work]) -> tuple[str, str] | None:
+        """Process every work item; returns (status, message) when the run stopped early."""
+        self._pending: dict[int, _Work] = {}
+        self._finished: set[int] = set()
+        self._next_seq = 0
+        self._cursor: Any = None
+        self._cursor_moved = False
+        self._last_commit = time.monotonic()
+        self._stop: tuple[str, str] | None = None
+        if self.flow.concurrency <= 1:
+            for w in work:
+                self._pending[w.seq] = w
+                self._complete(w, self._execute(w))
+                if self._stop:
+                    break
+            return self._stop
+        return self._loop_concurrent(work)
+
+    def _loop_concurrent(self, work: Iterator[_Work]) -> tuple[str, str] | None:
+        lanes = self.flow.concurrency
+        inboxes: list[queue.Queue] = [queue.Queue(maxsize=32) for _ in range(lanes)]
+        done: queue.Queue = queue.Queue()
+        stop = threading.Event()
+
+        def lane(inbox: queue.Queue) -> None:
+            while True:
+                w = inbox.get()
+                if w is None:
+                    return
+                if stop.is_set():
+                    done.put((w, None))
+                    continue
+                try:
+                    done.put((w, self._execute(w)))
+                except BaseException as exc:  # surfaced in the main thread
+                    done.put((w, exc))
+
+        threads = [threading.Thread(target=lane, args=(q,), daemon=True) for q in inboxes]
+        for t in threads:
+            t.start()
+        in_flight = 0
+
+        def drain(block: bool) -> None:
+            nonlocal in_flight
+            while in_flight:
+                try:
+                    w, outcome = done.get(block=block, timeout=0.2 if block else None)
+                except queue.Empty:
+                    return
+                in_flight -= 1
+                if isinstance(outcome, BaseException):
+                    stop.set()
+                    raise outcome
+                if outcome is not None:
+                    self._complete(w, outcome)
+                if self._stop:
+                    stop.set()
+                block = False
+
+        try:
+            for w in work:
+                if stop.is_set():
+                    break
+                self._pending[w.seq] = w
+                lane_no = hash(w.rec.key if w.rec else w.seq) % lanes
+                while True:
+                    try:
+                        inboxes[lane_no].put(w, timeout=0.05)
+                        break
+                    except queue.Full:
+                        drain(block=False)
+                in_flight += 1
+                drain(block=False)
+            while in_flight:
+                drain(block=True)
+        finally:
+            stop.set() if self._stop else None
+            for q in inboxes:
+                q.put(None)
+            for t in threads:
+                t.join()
+        return self._stop
+
+    def _execute(self, w: _Work) -> Outcome | None:
+        if w.rec is None:
+            return None  # an unreadable input: dead-lettered as it is in _complete
+        return self.executor.process(w.rec, w.start)
+
+    def _complete(self, w: _Work, outcome: Outcome | None) -> None:
+        """Account for one finished work item (main thread only)."""
+        now = time.time()
+        if w.dead_letter is None:
+            self.counts["read"] += 1
+        if outcome is None:
+            item = w.item
+            self.counts["dead_lettered"] += 1
+            self._dead.append(
+                {
+                    "run_id": self.run_id,
+                    "record_key": f"line:{item.line}",
+                    "step": "source",
+                    "error_class": "UnreadableRecord",
+                    "message": item.error,
+                    "raw": item.raw,
+                    "line": item.line,
+                    "attempts": 1,
+                }
+            )
+            self._traces.append(
+                {
+                    "run_id": self.run_id,
+                    "flow": self.flow.name,
+                    "record_key": f"line:{item.line}",
+                    "outcome": "dead_lettered",
+                    "steps": [["source", "unreadable", item.error]],
+                    "error": item.error,
+                    "at": now,
+                }
+            )
+            self.log.event(
+                "record",
+                record_key=f"line:{item.line}",
+                outcome="dead_lettered",
+                step="source",
+                error=item.error,
+            )
+            self._finish(w, final=True)
+            return
+        self.counts[outcome.outcome] += 1
+        error = None
+        for failure in outcome.failures:
+            if isinstance(failure.error, CircuitOpen):
+                error = str(failure.error)
+                if self._stop is None:
+                    self._stop = ("stopped", error)
+                continue
+            error = f"{type(failure.error).__name__}: {failure.error}"
+            rec = failure.rec
+            self._dead.append(
+                {
+                    "run_id": self.run_id,
+                    "record_key": rec.key,
+                    "step": failure.step,
+                    "error_class": type(failure.error).__name__,
+                    "message": str(failure.error),
+                    "attempts": failure.attempts,
+                    "record": rec.data,
+                    "context": {"meta": rec.meta, "parent": rec.parent, "loop": rec.loop},
+                    "line": rec.meta.get("line"),
+                }
+            )
+            if self.flow.on_error == "stop" and self._stop is None:
+                self._stop = (
+                    "stopped",
+                    f"record {rec.key} failed at {failure.step} and the flow says on_error: stop",
+                )
+        self._traces.append(
+            {
+                "run_id": self.run_id,
+                "flow": self.flow.name,
+                "record_key": w.rec.key,
+                "outcome": outcome.outcome,
+                "steps": outcome.trace,
+                "error": error,
+                "at": now,
+            }
+        )
+        self.log.event(
+            "record",
+            record_key=w.rec.key,
+            outcome=outcome.outcome,
+            **({"replay_of": w.dead_letter.id} if w.dead_letter else {}),
+        )
+        if w.dead_letter is not None:
+            self._replayed.append(
+                (w.dead_letter.id, outcome.outcome not in ("dead_lettered", "parked"))
+            )
+        self._finish(w, final=outcome.outcome != "parked")
+
+    def _finish(self, w: _Work, final: bool) -> None:
+        if final:
+            self._finished.add(w.seq)
+        else:
+            self._cursor_blocked = True
+        # advance the watermark over the contiguous run of final records
+        while self._next_seq in self._finished and not getattr(self, "_cursor_blocked", False):
+            done = self._pending.pop(self._next_seq)
+            self._finished.discard(self._next_seq)
+            if done.has_position:
+                self._cursor, self._cursor_moved = done.position, True
+            self._next_seq += 1
+        if (
+            len(self._traces) >= COMMIT_EVERY
+            or time.monotonic() - self._last_commit >= COMMIT_SECONDS
+        ):
+            self._flush()
+
+    def _flush(self, final: bool = False) -> None:
+        if self.store is None or self.dry_run:
+            self._traces.clear()
+            self._dead.clear()
+            return
+        if getattr(self, "_traces", None) is None:
+            return
+        ids = self.store.commit_progress(
+            self.flow.name,
+            self._traces,
+            self._dead,
+            getattr(self, "_cursor", None),
+            move_cursor=getattr(self, "_cursor_moved", False),
+        )
+        self.dead_letter_ids.extend(ids)
+        for letter_id, ok in self._replayed:
+            self.store.close_dead_letter(
+                letter_id, "replayed" if ok else "failed_again", self.run_id
+            )
+        self._replayed.clear()
+        self._traces.clear()
+        self._dead.clear()
+        self._cursor_moved = False
+        self._last_commit = time.monotonic()

@@ -1,0 +1,410 @@
+"""Taking one record through a flow's steps.
+
+:class:`Executor` runs a record from any step (a replayed dead letter restarts at
+the step that failed) to the end of the flow and returns its outcome and its
+trace. Each step kind is one small method. Records are never changed in place: a
+step that changes a record makes a new dict, so the record a dead letter keeps
+is exactly the one the failing step received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors import Connector, Request
+from engine.errors import (
+    CircuitOpen,
+    ConflictError,
+    PermanentError,
+    RecordError,
+    TransientError,
+)
+from engine.model import (
+    CallStep,
+    FilterStep,
+    Flow,
+    ForeachStep,
+    MapStep,
+    RetryPolicy,
+    RouteStep,
+    SetStep,
+    Step,
+    ValidateStep,
+)
+from engine.retry import CircuitBreaker, RateLimiter, call_with_retry
+from engine.runlog import RunLog
+from engine.store import Store, _default
+
+# How a source record ended, worst first: the worst outcome of any branch wins.
+OUTCOMES = ("dead_lettered", "parked", "done", "skipped", "filtered")
+_RANK = {name: i for i, name in enumerate(OUTCOMES)}
+
+
+def worst(a: str | None, b: str) -> str:
+    return b if a is None or _RANK[b] < _RANK[a] else a
+
+
+def fingerprint(options: Any) -> str:
+    """A stable hash of a request's options: the same request gives the same fingerprint."""
+    return hashlib.sha256(dumps_sorted(options).encode()).hexdigest()[:32]
+
+
+def dumps_sorted(value: Any) -> str:
+    return json.dumps(value, default=_default, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class Rec:
+    """A record on its way through the steps."""
+
+    key: str
+    data: Any
+    meta: dict[str, Any]
+    parent: Any = None
+    loop: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Failure:
+    """Why a record was dead-lettered or parked, and where."""
+
+    step: str
+    error: BaseException
+    attempts: int
+    rec: Rec
+
+
+@dataclass
+class Outcome:
+    """How one record (with everything it split into) ended."""
+
+    outcome: str
+    trace: list[list[Any]]
+    failures: list[Failure]
+
+
+class ConnectionState:
+    """A connection opened for one run: the connector and what governs calls through it."""
+
+    def __init__(
+        self,
+        name: str,
+        connector: Connector,
+        retry: RetryPolicy,
+        limiter: RateLimiter,
+        breaker: CircuitBreaker,
+    ):
+        self.name = name
+        self.connector = connector
+        self.retry = retry
+        self.limiter = limiter
+        self.breaker = breaker
+
+
+@dataclass
+class Executor:
+    """Runs records through a flow's steps with the run's connections, store and log."""
+
+    flow: Flow
+    run_id: str
+    vars: dict[str, Any]
+    connection: Callable[[str], ConnectionState]
+    store: Store | None
+    log: RunLog
+    dry_run: bool = False
+    would_send: list[dict] = field(default_factory=list)
+    mask: Callable[[Any], Any] = lambda v: v
+
+    def __post_init__(self) -> None:
+        self.run_info = {"id": self.run_id, "flow": self.flow.name}
+        # continuation of each step: the lists and positions that follow it
+        self._where: dict[str, list[tuple[list[Step], int, Step | None]]] = {}
+        self._index(self.flow.steps, [])
+
+    def _index(self, steps: list[Step], chain: list[tuple[list[Step], int, Step | None]]) -> None:
+        for i, step in enumerate(steps):
+            here = [(steps, i, None)] + chain
+            self._where[step.name] = here
+            if isinstance(step, RouteStep):
+                for branch in step.branches:
+                    self._index(branch.steps, [(steps, i + 1, step)] + chain)
+            elif isinstance(step, ForeachStep):
+                # a foreach body ends its item: nothing of the outer flow follows it
+                self._index(step.steps, [])
+
+    def context(self, rec: Rec) -> dict[str, Any]:
+        ctx = {"record": rec.data, "vars": self.vars, "meta": rec.meta, "run": self.run_info}
+        if rec.parent is not None:
+            ctx["parent"] = rec.parent
+        if rec.loop:
+            ctx.update(rec.loop)
+        return ctx
+
+    # -- entry points --------------------------------------------------------------------------
+    def process(self, rec: Rec, start: str | None = None) -> Outcome:
+        """Take ``rec`` from the first step (or from step ``start``) to the end."""
+        trace: list[list[Any]] = []
+        failures: list[Failure] = []
+        chain = [(self.flow.steps, 0, None)] if start is None else self._where[start]
+        outcome: str | None = None
+        for steps, index, _container in chain:
+            result, rec = self._run(steps, index, rec, trace, failures)
+            outcome = worst(outcome, result)
+            if result in ("dead_lettered", "parked", "filtered"):
+                break
+        return Outcome(outcome or "done", trace, failures)
+
+    # -- the step loop ------------------------------------------------------------------------
+    def _run(
+        self, steps: list[Step], index: int, rec: Rec, trace: list, failures: list
+    ) -> tuple[str, Rec]:
+        """Run ``steps[index:]``; returns the outcome and the record as the last step left it."""
+        outcome: str | None = None
+        for step in steps[index:]:
+            started = time.perf_counter()
+            try:
+                result = self._step(step, rec, trace, failures)
+            except CircuitOpen as exc:
+                failures.append(Failure(step.name, exc, 0, rec))
+                trace.append([step.name, "parked"])
+                return "parked", rec
+            except _Failed as failed:
+                failures.append(Failure(step.name, failed.error, failed.attempts, rec))
+                trace.append(
+                    [step.name, "dead_lettered", f"{type(failed.error).__name__}: {failed.error}"]
+                )
+                self.log.event(
+                    "step",
+                    step=step.name,
+                    record_key=rec.key,
+                    outcome="dead_lettered",
+                    error=f"{type(failed.error).__name__}: {failed.error}",
+                    attempt=failed.attempts,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+                return "dead_lettered", rec
+            if isinstance(result, str):  # the record stops here: filtered, parked, failed
+                return worst(outcome, result), rec
+            rec, step_outcome = result
+            if step_outcome is not None:
+                outcome = worst(outcome, step_outcome)
+        return outcome or "done", rec
+
+    def _step(self, step: Step, rec: Rec, trace: list, failures: list) -> Any:
+        try:
+            if isinstance(step, MapStep):
+                data = step.mapping(rec.data, self.context(rec))
+                trace.append([step.name, "mapped"])
+                return _with(rec, data), None
+            if isinstance(step, ValidateStep):
+                step.validator(rec.data)
+                trace.append([step.name, "valid"])
+                return rec, None
+            if isinstance(step, FilterStep):
+                if step.condition(self.context(rec)):
+                    trace.append([step.name, "kept"])
+                    return rec, None
+                trace.append([step.name, "filtered"])
+                return "filtered"
+            if isinstance(step, SetStep):
+                ctx = self.context(rec)
+                data = dict(rec.data)
+                for name, value in step.fields.items():
+                    data[name] = value(ctx)
+                trace.append([step.name, "set"])
+                return _with(rec, data), None
+            if isinstance(step, RouteStep):
+                return self._route(step, rec, trace, failures)
+            if isinstance(step, ForeachStep):
+                return self._foreach(step, rec, trace, failures)
+            if isinstance(step, CallStep):
+                return self._call(step, rec, trace)
+        except (RecordError, PermanentError) as exc:
+            raise _Failed(exc, getattr(exc, "attempts", 1)) from exc
+        raise AssertionError(f"unknown step {step!r}")  # the loader only builds the kinds above
+
+    def _route(self, step: RouteStep, rec: Rec, trace: list, failures: list) -> Any:
+        ctx = self.context(rec)
+        for i, branch in enumerate(step.branches):
+            if branch.condition is None or branch.condition(ctx):
+                trace.append([step.name, f"branch {i}" if branch.condition else "otherwise"])
+                result, rec = self._run(branch.steps, 0, rec, trace, failures)
+                if result in ("filtered", "dead_lettered", "parked"):
+                    return result
+                return rec, result
+        trace.append([step.name, "no branch"])
+        return rec, None
+
+    def _foreach(self, step: ForeachStep, rec: Rec, trace: list, failures: list) -> Any:
+        items = step.items(self.context(rec))
+        if not isinstance(items, (list, tuple)):
+            raise _Failed(RecordError(f"foreach items must be a list, got {type(items).__name__}"))
+        outcome: str | None = None
+        for i, item in enumerate(items):
+            child = Rec(
+                key=f"{rec.key}:{i}",
+                data=item,
+                meta={**rec.meta, "index": i},
+                parent=rec.data,
+                loop={step.as_name: item},
+            )
+            if step.key is not None:
+                child.key = str(step.key(self.context(child)))
+            result, _ = self._run(step.steps, 0, child, trace, failures)
+            outcome = worst(outcome, result)
+        trace.append([step.name, f"{len(items)} items"])
+        if outcome == "parked":
+            return "parked"
+        return rec, ("done" if outcome in (None, "filtered") else outcome)
+
+    # -- sends and lookups ----------------------------------------------------------------------
+    def _call(self, step: CallStep, rec: Rec, trace: list) -> Any:
+        conn = self.connection(step.connection)
+        ctx = self.context(rec)
+        options = step.options(ctx)
+        if step.kind == "enrich":
+            if self.dry_run:
+                trace.append([step.name, "not looked up (dry run)"])
+                return _with(rec, {**rec.data, step.save_as: None}), None
+            response, _ = self._attempts(step, conn, rec, Request(options=options))
+            trace.append([step.name, "looked up"])
+            return _with(rec, {**rec.data, step.save_as: response.body}), None
+
+        key = (
+            str(step.idempotency_key(ctx))
+            if step.idempotency_key is not None
+            else f"{self.flow.name}:{step.name}:{rec.key}"
+        )
+        fp = fingerprint(options)
+        prev = self.store.get_key(self.flow.name, key) if self.store is not None else None
+        sent_key = key
+        if prev is not None:
+            if prev.fingerprint == fp:
+                if prev.state == "done":
+                    trace.append([step.name, "skipped", "duplicate"])
+                    self.log.event(
+                        "step",
+                        step=step.name,
+                        record_key=rec.key,
+                        outcome="skipped",
+                        reason="duplicate",
+                        key=key,
+                    )
+                    return self._saved(step, rec, prev.response), "skipped"
+                sent_key = prev.sent_key  # in flight or failed: repeat the very same request
+            elif prev.state in ("done", "in_flight"):
+                if step.on_change == "skip":
+                    trace.append([step.name, "skipped", "changed, on_change: skip"])
+                    return self._saved(step, rec, prev.response), "skipped"
+                if step.on_change == "conflict":
+                    raise ConflictError(
+                        f"idempotency key {key!r} was already sent with a different request "
+                        f"(run {prev.run_id}); the record changed since. Set on_change: update "
+                        "to send the change, or skip to ignore it"
+                    )
+                sent_key = f"{key}#{fp[:12]}"
+            else:
+                sent_key = f"{key}#{fp[:12]}"  # a failed request, changed: a new operation
+
+        if self.dry_run:
+            self.would_send.append(
+                {
+                    "step": step.name,
+                    "connection": step.connection,
+                    "record_key": rec.key,
+                    "idempotency_key": sent_key,
+                    "request": self.mask(options),
+                }
+            )
+            trace.append([step.name, "would send (dry run)"])
+            return self._saved(step, rec, None), "done"
+
+        self._remember(key, "in_flight", fp, sent_key, step, rec)
+        try:
+            response, _ = self._attempts(
+                step, conn, rec, Request(options=options, idempotency_key=sent_key)
+            )
+        except _Failed as failed:
+            # a transient failure may have been applied: its key stays in flight and the
+            # next attempt repeats the same request; anything else was refused
+            if not isinstance(failed.error, TransientError):
+                self._remember(key, "failed", fp, sent_key, step, rec)
+            raise
+        self._remember(key, "done", fp, sent_key, step, rec, response.body)
+        trace.append([step.name, "sent", {"status": response.status, "key": sent_key}])
+        return self._saved(step, rec, response.body), "done"
+
+    def _attempts(self, step: CallStep, conn: ConnectionState, rec: Rec, request: Request) -> Any:
+        def on_attempt(attempt: int, ms: float, error: BaseException | None) -> None:
+            self.log.event(
+                "attempt",
+                step=step.name,
+                record_key=rec.key,
+                attempt=attempt,
+                duration_ms=round(ms, 2),
+                outcome="ok"
+                if error is None
+                else ("transient" if isinstance(error, TransientError) else "failed"),
+                **({"error": f"{type(error).__name__}: {error}"} if error else {}),
+            )
+
+        try:
+            return call_with_retry(
+                lambda: conn.connector.call(request),
+                step.retry or conn.retry,
+                limiter=conn.limiter,
+                breaker=conn.breaker,
+                on_attempt=on_attempt,
+            )
+        except TransientError as exc:
+            raise _Failed(exc, (step.retry or conn.retry).attempts) from exc
+        except CircuitOpen:
+            raise
+        except Exception as exc:  # permanent, or a connector bug: the record is dead-lettered
+            raise _Failed(exc, 1) from exc
+
+    def _remember(
+        self,
+        key: str,
+        state: str,
+        fp: str,
+        sent_key: str,
+        step: CallStep,
+        rec: Rec,
+        response: Any = None,
+    ) -> None:
+        if self.store is not None:
+            self.store.set_key(
+                self.flow.name,
+                key,
+                state=state,
+                fingerprint=fp,
+                sent_key=sent_key,
+                step=step.name,
+                record_key=rec.key,
+                run_id=self.run_id,
+                response=response,
+            )
+
+    def _saved(self, step: CallStep, rec: Rec, body: Any) -> Rec:
+        if step.save_as is None:
+            return rec
+        return _with(rec, {**rec.data, step.save_as: body})
+
+
+class _Failed(Exception):
+    """A step failed for good: the record goes to the dead-letter queue."""
+
+    def __init__(self, error: BaseException, attempts: int = 1):
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = attempts
+
+
+def _with(rec: Rec, data: Any) -> Rec:
+    return Rec(key=rec.key, data=data, meta=rec.meta, parent=rec.parent, loop=rec.loop)
