@@ -249,14 +249,19 @@ class HttpConnector(Connector):
                 headers[spec["name"]] = spec["value"]
             else:
                 raise PermanentError(f"unknown auth type {kind!r}")
-        return httpx.Client(
-            base_url=self.options["base_url"],
-            headers=headers,
-            auth=auth,
-            timeout=float(self.options.get("timeout", 30)),
-            verify=_verify(self.options.get("verify", True)),
-            follow_redirects=True,
-        )
+        try:
+            return httpx.Client(
+                base_url=self.options["base_url"],
+                headers=headers,
+                auth=auth,
+                timeout=float(self.options.get("timeout", 30)),
+                verify=_verify(self.options.get("verify", True)),
+                follow_redirects=True,
+            )
+        except UnicodeEncodeError:
+            raise PermanentError("connection headers and credentials must be ASCII") from None
+        except OSError as exc:  # the CA bundle named by verify
+            raise PermanentError(f"cannot load the CA bundle: {exc.strerror}") from None
 
     def close(self) -> None:
         """Close the client; a later call opens a new one."""
@@ -318,7 +323,12 @@ class HttpConnector(Connector):
         """Send one request; return the decoded response or raise a classified error."""
         options = request.options
         method = str(options.get("method", "POST")).upper()
-        headers = httpx.Headers({str(k): str(v) for k, v in (options.get("headers") or {}).items()})
+        try:
+            headers = httpx.Headers(
+                {str(k): str(v) for k, v in (options.get("headers") or {}).items()}
+            )
+        except UnicodeEncodeError:
+            raise PermanentError("header names and values must be ASCII") from None
         if request.idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_header(request.idempotency_key)
         content = None
