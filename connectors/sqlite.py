@@ -4,7 +4,8 @@ Values always travel as bound parameters; table and column names are checked aga
 ``^[A-Za-z_][A-Za-z0-9_]*$`` and quoted, so no record can change a statement. Each call
 commits before it returns (WAL journal), so a written row survives the process being
 killed right after. One connection serves every thread, behind a lock; each read uses
-its own read-only connection, so a long read never holds up writers.
+its own read-only connection, and the file is switched to WAL on first use, so a long
+read never holds up writers.
 """
 
 from __future__ import annotations
@@ -130,10 +131,15 @@ class SqliteConnector(Connector):
             db = sqlite3.connect(
                 self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
+            try:
+                # WAL lets a long read and the writes run side by side; it is a
+                # property of the file, so the first connection to set it wins.
+                db.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError:
+                if not read_only:  # a reader can still read another journal mode
+                    raise
             if read_only:
                 db.execute("PRAGMA query_only = ON")
-            else:
-                db.execute("PRAGMA journal_mode = WAL")
         except (OSError, sqlite3.Error) as exc:
             raise _classify(exc, f"cannot open {self._path.name}") from None
         return db
