@@ -269,12 +269,16 @@ def _printable(text: str) -> str:
 
 
 def _read_ndjson(handle: io.BufferedReader, encoding: str) -> Iterator[Item]:
-    for number, text in _decoded_lines(handle, encoding):
-        line = text.rstrip("\r\n")
-        if not line.strip():
+    for number, raw in enumerate(handle, start=1):
+        try:
+            line = raw.decode(encoding).rstrip("\r\n")
+        except UnicodeDecodeError:
+            text = raw.decode(encoding, "replace").rstrip("\r\n")
+            yield Item(error=f"line is not valid {encoding}", raw=text, line=number)
             continue
-        if _SURROGATE.search(line):
-            yield Item(error=f"line is not valid {encoding}", raw=_printable(line), line=number)
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        if not line or line.isspace():
             continue
         try:
             data = _json.loads(line)
