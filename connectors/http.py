@@ -46,16 +46,37 @@ _PARAMS = {
 }
 
 
-def _auth_schema(kind: str, fields: dict[str, str]) -> dict[str, Any]:
+def _tagged(
+    what: str, variants: dict[str, dict[str, dict[str, Any]]], required: dict[str, list[str]]
+) -> dict[str, Any]:
+    """An object whose ``type`` picks the variant; each variant lists its own options.
+
+    Written with if/then rather than oneOf so a mistake is reported precisely ("no option
+    'tokn'", "'next' is required") instead of "not valid under any of the given schemas".
+    """
     return {
         "type": "object",
-        "additionalProperties": False,
-        "required": ["type", *fields],
-        "properties": {
-            "type": {"const": kind, "description": f"Authentication kind: {kind}."},
-            **{key: {"type": "string", "description": text} for key, text in fields.items()},
-        },
+        "required": ["type"],
+        "properties": {"type": {"enum": list(variants), "description": f"Kind of {what}."}},
+        "allOf": [
+            {
+                "if": {"required": ["type"], "properties": {"type": {"const": kind}}},
+                "then": {
+                    "additionalProperties": False,
+                    "required": required.get(kind, []),
+                    "properties": {
+                        "type": {"const": kind, "description": f"Kind of {what}."},
+                        **fields,
+                    },
+                },
+            }
+            for kind, fields in variants.items()
+        ],
     }
+
+
+def _text(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "description": description, **extra}
 
 
 class HttpConnector(Connector):
@@ -74,18 +95,26 @@ class HttpConnector(Connector):
                 "description": "Root URL of the API; call and read paths are appended to it.",
             },
             "auth": {
+                **_tagged(
+                    "authentication",
+                    {
+                        "bearer": {"token": _text("Sent as 'Authorization: Bearer <token>'.")},
+                        "basic": {
+                            "username": _text("Basic auth user name."),
+                            "password": _text("Basic auth password."),
+                        },
+                        "header": {
+                            "name": _text("Header name, e.g. X-Api-Key."),
+                            "value": _text("Header value."),
+                        },
+                    },
+                    required={
+                        "bearer": ["token"],
+                        "basic": ["username", "password"],
+                        "header": ["name", "value"],
+                    },
+                ),
                 "description": "Credentials sent with every request (only to base_url's origin).",
-                "oneOf": [
-                    _auth_schema("bearer", {"token": "Sent as 'Authorization: Bearer <token>'."}),
-                    _auth_schema(
-                        "basic",
-                        {"username": "Basic auth user name.", "password": "Basic auth password."},
-                    ),
-                    _auth_schema(
-                        "header",
-                        {"name": "Header name, e.g. X-Api-Key.", "value": "Header value."},
-                    ),
-                ],
             },
             "timeout": {
                 "type": "number",
@@ -118,62 +147,27 @@ class HttpConnector(Connector):
                 "'data.orders'; by default the body itself, which must then be a list.",
             },
             "pagination": {
-                "description": "How to fetch the next page; by default there is one page.",
-                "oneOf": [
+                **_tagged(
+                    "pagination",
                     {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["type"],
-                        "properties": {
-                            "type": {
-                                "const": "link",
-                                "description": 'Follow the Link header\'s rel="next" URL.',
-                            },
+                        "link": {},
+                        "cursor": {
+                            "param": _text("Query parameter that carries the cursor."),
+                            "next": _text(
+                                "Dotted path in the body to the next cursor; paging stops "
+                                "when it is missing, null or empty."
+                            ),
                         },
-                    },
-                    {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["type", "param", "next"],
-                        "properties": {
-                            "type": {
-                                "const": "cursor",
-                                "description": "Pass the body's next-page cursor as a param.",
-                            },
-                            "param": {
-                                "type": "string",
-                                "description": "Query parameter that carries the cursor.",
-                            },
-                            "next": {
-                                "type": "string",
-                                "description": "Dotted path in the body to the next cursor; "
-                                "paging stops when it is missing, null or empty.",
-                            },
-                        },
-                    },
-                    {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["type"],
-                        "properties": {
-                            "type": {
-                                "const": "page",
-                                "description": "Numbered pages, until a page has no records.",
-                            },
-                            "param": {
-                                "type": "string",
-                                "default": "page",
-                                "description": "Query parameter that carries the page number.",
-                            },
+                        "page": {
+                            "param": _text(
+                                "Query parameter that carries the page number.", default="page"
+                            ),
                             "start": {
                                 "type": "integer",
                                 "default": 1,
                                 "description": "Number of the first page.",
                             },
-                            "size_param": {
-                                "type": "string",
-                                "description": "Query parameter that carries the page size.",
-                            },
+                            "size_param": _text("Query parameter that carries the page size."),
                             "size": {
                                 "type": "integer",
                                 "minimum": 1,
@@ -181,7 +175,11 @@ class HttpConnector(Connector):
                             },
                         },
                     },
-                ],
+                    required={"cursor": ["param", "next"]},
+                ),
+                "description": "How to fetch the next page: link (the Link header's "
+                'rel="next"), cursor (a cursor from the body) or page (numbered pages, '
+                "until one is empty). By default there is one page.",
             },
             "cursor_param": {
                 "type": "string",

@@ -64,7 +64,10 @@ class SqliteConnector(Connector):
     read_schema: ClassVar[dict[str, Any] | None] = {
         "type": "object",
         "additionalProperties": False,
-        "oneOf": [{"required": ["query"]}, {"required": ["table"]}],
+        # query or table, not both: if/then rather than oneOf, for a precise message.
+        "if": {"required": ["query"]},
+        "then": {"not": {"required": ["table"]}},
+        "else": {"required": ["table"]},
         "properties": {
             "query": {
                 "type": "string",

@@ -130,6 +130,9 @@ def _undescribed(schema: Mapping[str, Any], where: str = "") -> list[str]:
     for keyword in ("oneOf", "anyOf", "allOf"):
         for sub in schema.get(keyword, []):
             missing += _undescribed(sub, where)
+    for keyword in ("then", "else"):
+        if isinstance(schema.get(keyword), Mapping):
+            missing += _undescribed(schema[keyword], where)
     for keyword in ("items", "additionalProperties"):
         if isinstance(schema.get(keyword), Mapping):
             missing += _undescribed(schema[keyword], f"{where}[]")

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 from _connector_fixtures import LocalServer, Seen
+from jsonschema import Draft7Validator
 
 from connectors.base import Request
 from connectors.errors import PermanentError, TransientError
@@ -70,6 +71,18 @@ class TestHttpContract(ConnectorContract):
 
     def received_idempotency_key(self, connector):
         return json.loads(self.server.seen[-1].headers["idempotency-key"])
+
+
+def test_option_mistakes_get_precise_validation_messages():
+    options = Draft7Validator(HttpConnector.options_schema)
+    typo = {"base_url": "http://x", "auth": {"type": "bearer", "tokn": "t"}}
+    assert sorted(e.message for e in options.iter_errors(typo)) == [
+        "'token' is a required property",
+        "Additional properties are not allowed ('tokn' was unexpected)",
+    ]
+    read = Draft7Validator(HttpConnector.read_schema)
+    [error] = read.iter_errors({"pagination": {"type": "cursor", "param": "after"}})
+    assert error.message == "'next' is a required property"
 
 
 # -- reading -------------------------------------------------------------------
