@@ -67,6 +67,8 @@ class Connector:
     call_schema: ClassVar[dict[str, Any] | None] = None
     #: call options whose values are templates rendered per record by the engine
     templated_call_options: ClassVar[frozenset[str]] = frozenset()
+    #: connection options whose values are secrets, masked wherever options are shown
+    secret_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: Mapping[str, Any] | None = None):
         self.options: dict[str, Any] = dict(options or {})
