@@ -5,11 +5,13 @@
 so any later check can point at the exact spot. Problems YAML itself would hide
 are reported instead of swallowed: duplicate keys (PyYAML keeps the last one and
 silently drops a branch) and templates left unquoted (``{{ x }}`` parses as a
-nested mapping).
+nested mapping). YAML syntax errors are reworded into what to fix, with a hint
+for the usual causes (tabs, unquoted templates, an unquoted ``: `` in a value).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -22,6 +24,11 @@ UNQUOTED_TEMPLATE_HINT = (
     "this looks like a Jinja template left unquoted, which YAML reads as a mapping; "
     'quote it, e.g. "{{ record.id }}"'
 )
+UNQUOTED_CONDITION_HINT = (
+    "a condition is a bare expression, without {{ }} (YAML read the braces as a mapping); "
+    "write e.g. `when: record.total > 100`"
+)
+CONDITION_KEYS = ("when", "filter")
 
 
 class PosDict(dict):
@@ -61,47 +68,54 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self.file = file
         self.problems: list[Problem] = []
-        self._path: list[str] = []
 
     def _problem(self, node: yaml.Node, path: str, message: str) -> None:
         line, col = _mark(node)
         self.problems.append(Problem(self.file, line, col, path, message))
 
     def construct_document(self, node: yaml.Node) -> Any:
-        return self._construct(node, "")
+        return self._construct(node, "", None)
 
-    def _construct(self, node: yaml.Node, path: str) -> Any:
+    def _construct(self, node: yaml.Node, path: str, key: Any) -> Any:
         if isinstance(node, yaml.MappingNode):
             if _looks_like_unquoted_template(node):
-                self._problem(node, path, UNQUOTED_TEMPLATE_HINT)
+                hint = UNQUOTED_CONDITION_HINT if key in CONDITION_KEYS else UNQUOTED_TEMPLATE_HINT
+                self._problem(node, path, hint)
                 return None
-            self.flatten_mapping(node)  # resolves YAML merge keys (<<)
+            own = {id(k) for k, _ in node.value}
+            self.flatten_mapping(node)  # resolves YAML merge keys (<<), merged pairs first
             result = PosDict()
             result.pos = _mark(node)
+            merged: set[Any] = set()
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
                     self._problem(key_node, path, "a mapping key must be a plain value")
                     continue
-                key = self.construct_object(key_node, deep=True)
-                child = f"{path}.{key}" if path else str(key)
-                if key in result:
-                    first = result.key_pos[key]
-                    self._problem(
-                        key_node,
-                        child,
-                        f"duplicate key {key!r} (first defined at line {first[0]}); "
-                        "YAML would silently keep only the last one",
-                    )
-                    continue
-                result[key] = self._construct(value_node, child)
-                result.key_pos[key] = _mark(key_node)
-                result.value_pos[key] = _mark(value_node)
+                name = self.construct_object(key_node, deep=True)
+                child = f"{path}.{name}" if path else str(name)
+                if name in result:
+                    if name in merged and id(key_node) in own:
+                        merged.discard(name)  # a key of its own overrides a merged one
+                    else:
+                        first = result.key_pos[name]
+                        self._problem(
+                            key_node,
+                            child,
+                            f"duplicate key {name!r} (first defined at line {first[0]}); "
+                            "YAML would silently keep only the last one",
+                        )
+                        continue
+                elif id(key_node) not in own:
+                    merged.add(name)
+                result[name] = self._construct(value_node, child, name)
+                result.key_pos[name] = _mark(key_node)
+                result.value_pos[name] = _mark(value_node)
             return result
         if isinstance(node, yaml.SequenceNode):
             result_list = PosList()
             result_list.pos = _mark(node)
             for i, item in enumerate(node.value):
-                result_list.append(self._construct(item, f"{path}[{i}]"))
+                result_list.append(self._construct(item, f"{path}[{i}]", None))
                 result_list.item_pos.append(_mark(item))
             return result_list
         return self.construct_object(node, deep=True)
@@ -109,22 +123,100 @@ class _Loader(yaml.SafeLoader):
 
 def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
     """Parse one YAML document; returns the data (None when unreadable) and the problems found."""
-    loader = _Loader(text, file)
+    loader = None
     try:
+        loader = _Loader(text, file)
         node = loader.get_single_node()
         if node is None:
             return None, [Problem(file, 1, 1, "", "the file is empty")]
         data = loader.construct_document(node)
+        if data is None and not loader.problems:
+            line, col = _mark(node)
+            return None, [Problem(file, line, col, "", "the file holds only null, nothing else")]
         return data, loader.problems
+    except yaml.reader.ReaderError as exc:
+        line, col = _offset_position(text, exc.position)
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        return None, [
+            Problem(file, line, col, "", f"invalid YAML: the character {char} is not allowed here")
+        ]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark and _at_end(exc):
+            mark = exc.context_mark  # an unclosed quote or bracket: point at where it opens
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        message = " ".join(filter(None, [exc.context, exc.problem])) or str(exc)
-        return None, loader.problems + [Problem(file, line, col, "", f"invalid YAML: {message}")]
+        earlier = loader.problems if loader else []
+        return None, earlier + [Problem(file, line, col, "", _explain(exc, text))]
     except yaml.YAMLError as exc:
-        return None, loader.problems + [Problem(file, None, None, "", f"invalid YAML: {exc}")]
+        earlier = loader.problems if loader else []
+        return None, earlier + [Problem(file, None, None, "", f"invalid YAML: {exc}")]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+
+
+def _at_end(exc: yaml.MarkedYAMLError) -> bool:
+    return any(s in (exc.problem or "") for s in ("end of stream", "<stream end>"))
+
+
+def _offset_position(text: str, offset: int) -> Pos:
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+
+
+_BLOCK_END = re.compile(r"expected <block end>, but found '?(?P<found>[^']*)'?")
+
+
+def _explain(exc: yaml.MarkedYAMLError, text: str) -> str:
+    """A YAML error in the words of what to fix; YAML's own wording follows in brackets."""
+    problem = exc.problem or ""
+    context = exc.context or ""
+    said = " ".join(filter(None, [context, problem])) or str(exc)
+    mark = exc.problem_mark or exc.context_mark
+    lines = text.splitlines()
+    line_text = lines[mark.line] if mark and mark.line < len(lines) else ""
+    keyed = re.match(r"^\s*(?:-\s+)*(?:([^\s:'\"][^:]*):\s+)?", line_text)
+    key = keyed.group(1) if keyed else None
+    value = line_text[keyed.end() :] if keyed else line_text
+    started = (
+        f" (the enclosing block starts at line {exc.context_mark.line + 1})"
+        if exc.context_mark and mark and exc.context_mark.line != mark.line and not _at_end(exc)
+        else ""
+    )
+    if "\t" in problem or "\t" in line_text[: len(line_text) - len(line_text.lstrip())]:
+        message = "a tab character: YAML indents with spaces only, never tabs"
+    elif value.startswith(("{{", "{%")) and key in CONDITION_KEYS:
+        message = UNQUOTED_CONDITION_HINT
+    elif value.startswith(("{{", "{%")):
+        message = (
+            "a template must be quoted: YAML cannot read a value that starts with "
+            + value[:2]
+            + ' (write e.g. key: "{{ record.id }}")'
+        )
+    elif "mapping values are not allowed here" in problem:
+        message = (
+            "unexpected ':' here: a value that contains ': ' must be quoted, "
+            "or this line is indented too far"
+        )
+    elif value[:1] in "\"'" and "found '<scalar>'" in problem:
+        message = "text follows a quoted value; quote the whole value, or nothing of it"
+    elif _BLOCK_END.search(problem):
+        message = f"this line is not indented like the lines around it{started}"
+    elif "found unexpected end of stream" in problem and "quoted scalar" in context:
+        message = "this quoted text is never closed"
+    elif "flow sequence" in context or "flow mapping" in context:
+        bracket = "[ ]" if "sequence" in context else "{ }"
+        opened = exc.context_mark.line + 1 if exc.context_mark else "?"
+        message = f"the inline {bracket} opened at line {opened} is not closed properly"
+    elif "found undefined alias" in problem:
+        message = "an alias (*name) refers to no anchor (&name) defined before it"
+    elif "could not determine a constructor for the tag" in problem:
+        message = "tags (!!python/..., !custom) are not allowed; write plain values"
+    elif "expected a single document" in problem:
+        message = "a flow file holds one YAML document; remove the '---' separator"
+    else:
+        return f"invalid YAML: {said}"
+    return f"invalid YAML: {message} [YAML: {said}]"
 
 
 def position(data: Any, path: list[Any]) -> Pos | None:
