@@ -17,6 +17,7 @@ import pytest
 
 from connectors.base import Request
 from connectors.errors import PermanentError, TransientError
+from connectors.testing import ConnectorContract
 from connectors.tryton import TrytonConnector, _decode_object, _encode
 
 pytest.register_assert_rewrite("tests.tryton_support")  # it is a plugin, imported here first
@@ -379,3 +380,28 @@ def test_an_unknown_location_code_is_a_permanent_error(tryton):
     with TrytonConnector(tryton.options()) as connector, pytest.raises(PermanentError) as caught:
         list(connector.read({"locations": ["NOPE"]}))
     assert "no stock location has the code 'NOPE'" in caught.value.message
+
+
+# -- the contract every connector keeps ---------------------------------------------------
+
+
+@needs_tryton
+class TestTrytonContract(ConnectorContract):
+    connector_class = TrytonConnector
+
+    @pytest.fixture(autouse=True)
+    def _server(self, tryton_for_class):
+        self.tryton = tryton_for_class
+
+    def connection_options(self, tmp_path):
+        return self.tryton.options()
+
+    def read_options(self, tmp_path):
+        return {"locations": ["STO"], "domain": [["type", "=", "goods"]]}
+
+    def call_options(self, tmp_path):
+        return {"model": "product.product", "method": "search_read", "args": [[], 0, 10]}
+
+    def failing_call_options(self, tmp_path):
+        # A product template without its required name: Tryton refuses it.
+        return {"model": "product.template", "method": "create", "args": [[{"type": "goods"}]]}

@@ -16,9 +16,12 @@ and mark the tests ``@pytest.mark.tryton``. Fixtures:
   its own ``trytond`` subprocess on a free 127.0.0.1 port, stopped after the test. The
   admin password is in the environment variable ``TRYTON_PASSWORD`` for the test's
   duration, as a flow would read it with ``${env:TRYTON_PASSWORD}``.
+* ``tryton_for_class`` (class): the same, shared by the tests of one class, for suites
+  of short tests that do not depend on each other's writes (the contract suite).
 
 Tests that need Tryton are skipped, with the reason, only when trytond or proteus
-cannot be imported (``pip install -e '.[tryton]'`` installs them).
+cannot be imported (``pip install -e '.[tryton]'`` installs them); with
+``FLOWYARD_REQUIRE_TRYTON=1`` (set it in CI) they fail instead.
 
 Measured on 2 cores: installing the ``tryton`` extra ~17 s; the first template build
 ~41 s (trytond-admin ~25 s, proteus data ~15 s), later sessions reuse it (~0 s); a
@@ -27,6 +30,7 @@ fresh copy plus a started server ~1.5 s per test.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.util
 import json
@@ -166,34 +170,53 @@ def build_template(root: Path) -> TrytonTemplate:
 def tryton_template(request: pytest.FixtureRequest) -> TrytonTemplate:
     """The demo Tryton database, built once (and cached across runs)."""
     if TRYTON_MISSING:
+        if os.environ.get("FLOWYARD_REQUIRE_TRYTON"):  # CI: a missing ERP is a failure
+            pytest.fail(f"FLOWYARD_REQUIRE_TRYTON is set but {TRYTON_MISSING}")
         pytest.skip(TRYTON_MISSING)
     return build_template(_cache_root(request.config))
 
 
-@pytest.fixture
-def tryton(
-    tryton_template: TrytonTemplate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[TrytonInstance]:
-    """A Tryton server of this test's own, over a fresh copy of the demo database."""
-    directory = tmp_path / "tryton"
-    directory.mkdir()
+@contextlib.contextmanager
+def serve_copy(template: TrytonTemplate, directory: Path) -> Iterator[TrytonInstance]:
+    """Copy the template into ``directory``, serve it, and stop the server on exit.
+
+    The password is put in ``TRYTON_PASSWORD`` meanwhile, as a flow would read it.
+    """
+    directory.mkdir(parents=True)
     started = time.monotonic()
-    erp_setup.copy_database(tryton_template.path, directory / f"{tryton_template.database}.sqlite")
-    server = erp_setup.TrytonServer(directory, [tryton_template.database]).start()
+    erp_setup.copy_database(template.path, directory / f"{template.database}.sqlite")
+    server = erp_setup.TrytonServer(directory, [template.database]).start()
     instance = TrytonInstance(
         url=server.url,
-        database=tryton_template.database,
+        database=template.database,
         username=erp_setup.USER,
-        ids=tryton_template.ids,
+        ids=template.ids,
         directory=directory,
         start_seconds=time.monotonic() - started,
         server=server,
     )
-    monkeypatch.setenv(PASSWORD_ENV, tryton_template.password_file.read_text().strip())
     try:
-        yield instance
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(PASSWORD_ENV, template.password_file.read_text().strip())
+            yield instance
     finally:
         server.stop()
+
+
+@pytest.fixture
+def tryton(tryton_template: TrytonTemplate, tmp_path: Path) -> Iterator[TrytonInstance]:
+    """A Tryton server of this test's own, over a fresh copy of the demo database."""
+    with serve_copy(tryton_template, tmp_path / "tryton") as instance:
+        yield instance
+
+
+@pytest.fixture(scope="class")
+def tryton_for_class(
+    tryton_template: TrytonTemplate, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TrytonInstance]:
+    """One Tryton server shared by the tests of a class (for tests that change little)."""
+    with serve_copy(tryton_template, tmp_path_factory.mktemp("tryton") / "tryton") as instance:
+        yield instance
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -257,10 +257,15 @@ class TrytonServer:
         """The server's base URL, e.g. ``http://127.0.0.1:8000``."""
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def running(self) -> bool:
+        """True while the trytond process is alive."""
+        return self._process is not None and self._process.poll() is None
+
     def start(self, timeout: float = 60.0) -> TrytonServer:
         """Start trytond and return once it answers RPC calls."""
         config = write_config(self.directory, self.port)
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "trytond.cli", "-c", str(config), "-d", *self.databases],
                 stdout=log,
