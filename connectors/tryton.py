@@ -299,35 +299,39 @@ class TrytonConnector(Connector):
                 offset += page
 
     def _locations(self, wanted: list[int | str]) -> list[tuple[int, str | None]]:
+        """Each wanted location as (id, code); an unknown or ambiguous one is permanent."""
         codes = [w for w in wanted if isinstance(w, str)]
+        ids = [w for w in wanted if isinstance(w, int)]
+        rows = self.execute(
+            "stock.location",
+            "search_read",
+            ["OR", ["code", "in", codes], ["id", "in", ids]],
+            0,
+            None,
+            None,
+            ["code"],
+            context={},
+        )
+        code_of = {row["id"]: row["code"] for row in rows}
         by_code: dict[str, list[int]] = {}
-        if codes:
-            rows = self.execute(
-                "stock.location",
-                "search_read",
-                [["code", "in", codes]],
-                0,
-                None,
-                None,
-                ["code"],
-                context={},
-            )
-            for row in rows:
-                by_code.setdefault(row["code"], []).append(row["id"])
+        for location_id, code in code_of.items():
+            by_code.setdefault(code, []).append(location_id)
         found = []
         for want in wanted:
             if isinstance(want, int):
-                found.append((want, None))
+                if want not in code_of:
+                    raise PermanentError(f"Tryton has no stock location with id {want}")
+                found.append((want, code_of[want]))
                 continue
-            ids = by_code.get(want, [])
-            if len(ids) != 1:
+            matches = by_code.get(want, [])
+            if not matches:
+                raise PermanentError(f"no stock location has the code {want!r} in Tryton")
+            if len(matches) > 1:
                 raise PermanentError(
-                    f"stock location code {want!r} matches {len(ids)} locations in Tryton; "
-                    "give its id instead"
-                    if ids
-                    else f"no stock location has the code {want!r} in Tryton"
+                    f"stock location code {want!r} matches {len(matches)} locations in "
+                    "Tryton; give its id instead"
                 )
-            found.append((ids[0], want))
+            found.append((matches[0], want))
         return found
 
     # -- session -----------------------------------------------------------------------

@@ -373,6 +373,7 @@ def test_stock_levels_fall_after_a_confirmed_sale_is_shipped_in_the_forecast(try
         )
         (item,) = [i.data for i in items]
     assert (item["quantity"], item["forecast_quantity"]) == (100, 98)
+    assert item["location_code"] == "STO"
 
 
 @needs_tryton
