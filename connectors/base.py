@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 
@@ -65,8 +66,9 @@ class Connector:
     options_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
     read_schema: ClassVar[dict[str, Any] | None] = None
     call_schema: ClassVar[dict[str, Any] | None] = None
-    #: call options whose values are templates rendered per record by the engine
-    templated_call_options: ClassVar[frozenset[str]] = frozenset()
+    #: the folder relative paths in options are resolved against; the engine sets it to
+    #: the flow file's folder, so a flow's paths do not depend on where it is started from
+    root: Path | None = None
     #: connection options whose values are secrets, masked wherever options are shown
     secret_options: ClassVar[frozenset[str]] = frozenset()
 
@@ -90,6 +92,11 @@ class Connector:
     def call(self, request: Request) -> Response:
         """Perform one request for one record."""
         raise NotImplementedError(f"connector {self.name!r} offers no calls")
+
+    def resolve_path(self, path: str | Path) -> Path:
+        """``path`` as an absolute path: relative ones are taken from :attr:`root`."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.root or Path.cwd()) / p
 
     def close(self) -> None:
         """Release what the connector holds (connections, files)."""

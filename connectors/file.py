@@ -108,7 +108,6 @@ class FileConnector(Connector):
             },
         },
     }
-    templated_call_options: ClassVar[frozenset[str]] = frozenset({"path", "record"})
 
     def __init__(self, options: Mapping[str, Any] | None = None):
         super().__init__(options)
@@ -122,7 +121,7 @@ class FileConnector(Connector):
     # -- paths ---------------------------------------------------------------
 
     def _resolve(self, path: str) -> Path:
-        base = self._base_dir or Path.cwd()
+        base = self._base_dir or self.root or Path.cwd()
         resolved = (base / Path(path).expanduser()).resolve()
         if self._base_dir is not None and not resolved.is_relative_to(self._base_dir):
             raise PermanentError(f"path {path!r} is outside base_dir")

@@ -213,9 +213,6 @@ class HttpConnector(Connector):
             "body": {"description": "Any JSON value, sent as application/json."},
         },
     }
-    templated_call_options: ClassVar[frozenset[str]] = frozenset(
-        {"method", "path", "headers", "params", "body"}
-    )
     secret_options: ClassVar[frozenset[str]] = frozenset({"auth", "headers"})
 
     def __init__(self, options: Mapping[str, Any] | None = None):

@@ -116,7 +116,6 @@ class SqliteConnector(Connector):
             },
         },
     }
-    templated_call_options: ClassVar[frozenset[str]] = frozenset({"table", "row"})
 
     def __init__(self, options: Mapping[str, Any] | None = None):
         super().__init__(options)
@@ -129,10 +128,11 @@ class SqliteConnector(Connector):
 
     def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
         try:
+            path = self.resolve_path(self._path)
             if not read_only:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(
-                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+                path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
             try:
                 # WAL lets a long read and the writes run side by side; it is a
@@ -170,7 +170,7 @@ class SqliteConnector(Connector):
                     sql += f" WHERE {quote(column)} > :cursor"
                     params["cursor"] = cursor
                 sql += f" ORDER BY {quote(column)}"
-        if not self._path.exists():
+        if not self.resolve_path(self._path).exists():
             raise PermanentError(f"no database file {self._path.name}")
         db = self._connect(read_only=True)
         db.row_factory = sqlite3.Row

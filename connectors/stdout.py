@@ -32,7 +32,6 @@ class StdoutConnector(Connector):
             "record": {"description": "The value to write: any JSON value, one line each."},
         },
     }
-    templated_call_options: ClassVar[frozenset[str]] = frozenset({"record"})
 
     def call(self, request: Request) -> Response:
         """Write the record and flush; ``sys.stdout`` is looked up now, so redirection works."""

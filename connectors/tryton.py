@@ -72,7 +72,6 @@ class TrytonConnector(Connector):
         "Tryton ERP over JSON-RPC: model and workflow calls, stock levels per location."
     )
     secret_options: ClassVar[frozenset[str]] = frozenset({"password"})
-    templated_call_options: ClassVar[frozenset[str]] = frozenset({"args", "context"})
 
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object",

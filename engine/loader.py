@@ -4,21 +4,29 @@ Every problem of a file is collected and reported at once, each with file, line,
 column, the path inside the flow and what was expected. A flow that loads is a
 flow that can run: connectors, mappings, schemas and templates are all resolved
 and compiled here, never mid-run.
+
+The checks run in two passes over the same data: the flow schema (types, keys,
+forms), then the semantic pass (names, connector options, files, templates). The
+semantic pass runs even when the schema found problems, so one validation shows
+everything; it skips what the schema already reported, and it never assumes that
+a value has the type the schema asks for.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+from jinja2 import nodes
 
 from connectors import Registry
 from engine import flow_schema
 from engine.errors import FlowError, Problem
+from engine.flow_schema import did_you_mean
 from engine.mapping import load_mapping
 from engine.model import (
     Branch,
@@ -36,19 +44,32 @@ from engine.model import (
     Step,
     ValidateStep,
 )
-from engine.templates import TemplateProblem, compile_condition, compile_value
+from engine.templates import (
+    CONDITION_HINT,
+    CONTEXT_NAMES,
+    TemplateProblem,
+    check_free_names,
+    compile_condition,
+    compile_value,
+    constant_spec,
+    is_template,
+    parse_condition,
+    parse_template,
+)
 from engine.validation import compile_validator, load_schema
 from engine.yamlpos import format_path, key_position, load_yaml, position
 
+__all__ = ["ENV_REF", "check_flow", "did_you_mean", "load_flow", "parse_duration", "parse_rate"]
+
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+_ANY_DOLLAR_REF = re.compile(r"\$\{[^}]*\}?")
 _FLOW_VALIDATOR = jsonschema.Draft7Validator(flow_schema.SCHEMA)
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
-
-def did_you_mean(word: str, choices: list[str] | set[str]) -> str:
-    """`` (did you mean 'x'?)`` when a close match exists, else ``""``."""
-    close = difflib.get_close_matches(str(word), sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+# What templates see, where (see engine/steps.py and engine/runner.py).
+OPTION_NAMES = ("vars", "run")  # connection and source options, rendered once per run
+SOURCE_KEY_NAMES = ("record", "vars")
+STEP_NAMES = ("record", "vars", "meta", "run")  # plus parent and the item's name in a foreach
 
 
 def parse_duration(text: str) -> float:
@@ -67,13 +88,30 @@ def parse_rate(text: str) -> float:
 
 def env_names(value: Any) -> set[str]:
     """Every ``${env:NAME}`` named anywhere inside ``value``."""
+    return {name for _, text in _strings(value, []) for name in ENV_REF.findall(text)}
+
+
+def _strings(value: Any, path: list[Any]) -> list[tuple[list[Any], str]]:
+    """Every string inside ``value`` with its path, depth first."""
     if isinstance(value, str):
-        return set(ENV_REF.findall(value))
+        return [(path, value)]
     if isinstance(value, dict):
-        return set().union(*(env_names(v) for v in value.values())) if value else set()
+        return [hit for k, v in value.items() for hit in _strings(v, [*path, k])]
     if isinstance(value, list):
-        return set().union(*(env_names(v) for v in value)) if value else set()
-    return set()
+        return [hit for i, v in enumerate(value) for hit in _strings(v, [*path, i])]
+    return []
+
+
+def _policy(cls: type, value: Any) -> Any:
+    """``cls(**value)`` when ``value`` has only ``cls``'s fields, else ``cls()``."""
+    names = {f.name for f in dataclass_fields(cls)}
+    if isinstance(value, dict) and set(value) <= names:
+        return cls(**value)
+    return cls()
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith((prefix + ".", prefix + "["))
 
 
 class _Loader:
@@ -86,168 +124,279 @@ class _Loader:
         self.env = env
         self.problems: list[Problem] = []
         self.data: Any = None
-        self._mappings: dict[Path, Any] = {}
+        self.lines: list[str] = []
+        self._reported: list[str] = []  # paths whose value the YAML or the schema refused
+        self._mappings: dict[tuple[Path, tuple[str, ...]], Any] = {}
         self._step_names: dict[str, str] = {}
+        self._explicit_names: set[str] = set()
         self._counter = 0
+        self._used_connections: set[str] = set()
 
     # -- reporting -------------------------------------------------------------------------
     def problem(
-        self, path: list[Any], message: str, *, severity: str = "error", at_key: bool = False
+        self,
+        path: list[Any],
+        message: str,
+        *,
+        severity: str = "error",
+        at_key: bool = False,
+        lineno: int | None = None,
     ) -> None:
-        pos = (key_position if at_key else position)(self.data, path) or (None, None)
-        self.problems.append(
-            Problem(self.file, pos[0], pos[1], format_path(path), message, severity)
-        )
+        """Report a problem at ``path``; ``lineno`` is a line inside a multi-line template."""
+        where = format_path(path)
+        if any(_under(where, done) for done in self._reported):
+            return  # the value itself was refused already; one message is enough
+        line, column = (key_position if at_key else position)(self.data, path) or (None, None)
+        if line is not None and lineno and lineno > 1:
+            text = self.lines[line - 1][column - 1 :] if line <= len(self.lines) else ""
+            # a block scalar (| or >) starts on the line below its indicator
+            line += lineno - 1 + (1 if text[:1] in "|>" else 0)
+            column = None
+        self.problems.append(Problem(self.file, line, column, where, message, severity))
+
+    def refused(self, path: list[Any], message: str, *, at_key: bool = False) -> None:
+        """Report a schema problem and keep later checks quiet about the same value."""
+        self.problem(path, message, at_key=at_key)
+        self._reported.append(format_path(path))
 
     @property
     def ok(self) -> bool:
         return not any(p.severity == "error" for p in self.problems)
 
     # -- schema ------------------------------------------------------------------------------
-    def check_schema(self) -> bool:
-        before = len(self.problems)
-        for err in sorted(_FLOW_VALIDATOR.iter_errors(self.data), key=lambda e: list(e.path)):
+    def check_schema(self) -> None:
+        step_schema = flow_schema.SCHEMA["definitions"]["step"]
+        errors = sorted(_FLOW_VALIDATOR.iter_errors(self.data), key=lambda e: list(map(str, e.path)))
+        for err in errors:
             path = list(err.absolute_path)
-            if err.validator == "additionalProperties":
+            if err.validator == "additionalProperties" and isinstance(err.instance, dict):
                 allowed = set(err.schema.get("properties", {}))
-                for extra in sorted(set(err.instance) - allowed):
-                    hint = did_you_mean(extra, allowed)
-                    what = (
-                        "step kind or key"
-                        if err.schema is flow_schema.SCHEMA["definitions"]["step"]
-                        else "key"
-                    )
-                    self.problem(
-                        path + [extra],
-                        f"unknown {what} {extra!r}{hint}; expected one "
+                what = "step kind or key" if err.schema is step_schema else "key"
+                for extra in sorted(set(err.instance) - allowed, key=str):
+                    self.refused(
+                        [*path, extra],
+                        f"unknown {what} {extra!r}{did_you_mean(extra, allowed)}; expected one "
                         f"of: {', '.join(sorted(allowed))}",
                         at_key=True,
                     )
-            elif err.validator == "required":
-                self.problem(
-                    path, err.message.replace("is a required property", "is required here")
-                )
-            elif err.validator == "type" and err.instance is None:
-                self.problem(path, f"a value is missing here (expected {err.validator_value})")
-            elif err.validator == "pattern":
-                self.problem(
-                    path,
-                    f"{err.instance!r} does not have the expected form "
-                    f"({err.schema.get('description') or err.validator_value})",
-                )
+                continue
+            where, message, at_key = flow_schema.explain(err)
+            if err.validator == "required":
+                self.problem(where, message, at_key=at_key)  # the value is there, only short
             else:
-                self.problem(path, err.message)
-        return len(self.problems) == before
+                self.refused(where, message, at_key=at_key)
 
     # -- names and files -----------------------------------------------------------------
     def search_dirs(self) -> list[Path]:
         base = self.path.parent
-        dirs = self.data.get("mappings") or ["mappings", "../mappings"]
+        dirs = self.data.get("mappings")
+        if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+            dirs = ["mappings", "../mappings"]
         return [(base / d).resolve() for d in dirs]
 
-    def find_file(self, name: str, kind: str, suffix: str, path: list[Any]) -> Path | None:
+    def check_search_dirs(self) -> None:
+        dirs = self.data.get("mappings")
+        if not isinstance(dirs, list):
+            return
+        for i, d in enumerate(dirs):
+            if isinstance(d, str) and not (self.path.parent / d).is_dir():
+                self.problem(
+                    ["mappings", i],
+                    f"no folder {(self.path.parent / d).resolve()} (paths are relative to the "
+                    "flow file)",
+                    severity="warning",
+                )
+
+    def find_file(self, name: str, kind: str, subdir: str, suffix: str, path: list[Any]):
+        """A mapping or schema by name (searched in the mapping folders) or by path."""
         if name.endswith((".yaml", ".yml", ".json")) or "/" in name:
             candidate = (self.path.parent / name).resolve()
             if candidate.is_file():
                 return candidate
-            self.problem(path, f"{kind} file not found: {candidate}")
+            self.problem(path, f"{kind} file not found: {candidate} (relative to the flow file)")
             return None
         known: set[str] = set()
-        for d in self.search_dirs():
+        dirs = [d / subdir if subdir else d for d in self.search_dirs()]
+        for d in dirs:
             candidate = d / f"{name}{suffix}"
             if candidate.is_file():
                 return candidate
             if d.is_dir():
                 known |= {p.name[: -len(suffix)] for p in d.glob(f"*{suffix}")}
-        where = ", ".join(str(d) for d in self.search_dirs())
-        self.problem(path, f"unknown {kind} {name!r}{did_you_mean(name, known)}; looked in {where}")
+        where = ", ".join(str(d) for d in dirs)
+        have = f"; found: {', '.join(sorted(known))}" if known else ""
+        self.problem(
+            path,
+            f"unknown {kind} {name!r}{did_you_mean(name, known)}; looked for {name}{suffix} in "
+            f"{where}{have}",
+        )
         return None
 
-    def template(self, value: Any, path: list[Any]) -> Any:
+    # -- templates ---------------------------------------------------------------------------
+    def check_templates(self, value: Any, path: list[Any], names: tuple[str, ...]) -> bool:
+        """Check every template and constant inside ``value``, each at its own position."""
+        ok = True
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    self.problem(
+                        [*path, key],
+                        f"field names are text; YAML read {key!r} as a {type(key).__name__}: "
+                        "quote it",
+                        at_key=True,
+                    )
+                    ok = False
+                ok = self.check_templates(item, [*path, key], names) and ok
+            return ok
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                ok = self.check_templates(item, [*path, i], names) and ok
+            return ok
+        if isinstance(value, str) and is_template(value):
+            try:
+                node = parse_template(self.env, value)
+            except TemplateProblem as exc:
+                self.problem(path, exc.message, lineno=exc.lineno)
+                return False
+            return self.check_expression(node, path, names)
         try:
-            return compile_value(self.env, value)
+            constant_spec(value, format_path(path))
         except TemplateProblem as exc:
+            self.problem(path, exc.message)
+            return False
+        return True
+
+    def check_expression(self, node: nodes.Node, path: list[Any], names: tuple[str, ...]) -> bool:
+        internal = _python_internals(node)
+        if internal:
+            self.problem(
+                path,
+                f"templates cannot reach Python internals ({internal!r}); the sandbox would "
+                "refuse it on every record",
+                lineno=node.lineno,
+            )
+            return False
+        message = check_free_names(self.env, node, names)
+        if message:
+            self.problem(path, message, lineno=node.lineno)
+            return False
+        return True
+
+    def template(self, value: Any, path: list[Any], names: tuple[str, ...]) -> Any:
+        """``value`` compiled once (a constant, a template, or dicts and lists of them)."""
+        if not self.check_templates(value, path, names):
+            return None
+        try:
+            return compile_value(self.env, value, names=names)
+        except TemplateProblem as exc:  # checked above; a refusal of the compiler itself
             self.problem(path, exc.message)
             return None
 
-    def condition(self, expr: str, path: list[Any]) -> Any:
+    def key_template(self, value: Any, path: list[Any], names: tuple[str, ...], what: str):
+        """A key template: a constant would give every record the same key."""
+        if not isinstance(value, str):
+            return None  # the schema said so
+        if not is_template(value):
+            self.problem(
+                path,
+                f"{what} is a template, e.g. \"{{{{ record.id }}}}\"; the constant {value!r} "
+                "would give every record the same key",
+            )
+            return None
+        return self.template(value, path, names)
+
+    def condition(self, expr: Any, path: list[Any], names: tuple[str, ...]) -> Any:
+        if not isinstance(expr, str):
+            return None  # the schema said so
+        if is_template(expr):
+            self.problem(path, CONDITION_HINT)
+            return None
         try:
-            return compile_condition(self.env, expr)
+            node = parse_condition(self.env, expr)
         except TemplateProblem as exc:
-            self.problem(path, exc.message)
+            self.problem(path, exc.message, lineno=exc.lineno)
+            return None
+        if not self.check_expression(node, path, names):
+            return None
+        try:
+            return compile_condition(self.env, expr, names=names)
+        except TemplateProblem as exc:
+            self.problem(path, exc.message, lineno=exc.lineno)
             return None
 
-    def check_options(
-        self,
-        options: dict,
-        schema: dict | None,
-        path: list[Any],
-        what: str,
-        *,
-        templated: bool = False,
-    ) -> None:
+    # -- connectors --------------------------------------------------------------------------
+    def check_options(self, options: dict, schema: dict | None, path: list[Any], what: str) -> None:
         """Check a connector's options against its schema (templates stand for any value)."""
         if schema is None:
             return
         for err in jsonschema.Draft7Validator(schema).iter_errors(options):
-            if templated and isinstance(err.instance, str) and "{{" in err.instance:
-                continue
-            if isinstance(err.instance, str) and ENV_REF.search(err.instance):
-                continue
-            sub = list(err.absolute_path)
-            if err.validator == "additionalProperties":
+            if isinstance(err.instance, str) and (
+                is_template(err.instance) or ENV_REF.search(err.instance)
+            ):
+                continue  # rendered later; its type is known only then
+            if err.validator == "additionalProperties" and isinstance(err.instance, dict):
                 allowed = set(err.schema.get("properties", {}))
-                for extra in sorted(set(err.instance) - allowed):
-                    self.problem(
-                        path + sub + [extra],
-                        f"{what} has no option {extra!r}"
-                        f"{did_you_mean(extra, allowed)}; its options: "
-                        f"{', '.join(sorted(allowed)) or 'none'}",
+                for extra in sorted(set(err.instance) - allowed, key=str):
+                    self.refused(
+                        [*path, *err.absolute_path, extra],
+                        f"{what} has no option {extra!r}{did_you_mean(extra, allowed)}; its "
+                        f"options: {', '.join(sorted(allowed)) or 'none'}",
                         at_key=True,
                     )
-            else:
-                self.problem(path + sub, f"{what}: {err.message}")
+                continue
+            where, message, at_key = flow_schema.explain(err)
+            if err.validator == "required":
+                message = f"missing option `{message.split('`')[1]}` of {what}"
+            self.refused([*path, *where], f"{what}: {message}", at_key=at_key)
 
-    def connector_class(self, name: str, path: list[Any]) -> Any:
+    def connector_class(self, name: Any, path: list[Any]) -> Any:
+        if not isinstance(name, str):
+            return None  # the schema said so
         cls = self.registry.get(name)
         if cls is None:
             broken = self.registry.broken().get(name)
             if broken:
                 self.problem(path, f"connector {name!r} is installed but failed to load: {broken}")
             else:
+                names = self.registry.names()
                 self.problem(
                     path,
-                    f"unknown connector {name!r}"
-                    f"{did_you_mean(name, self.registry.names())}; installed: "
-                    f"{', '.join(self.registry.names())}",
+                    f"unknown connector {name!r}{did_you_mean(name, names)}; installed: "
+                    f"{', '.join(names)}",
                 )
         return cls
 
     # -- the parts ---------------------------------------------------------------------------
     def connections(self) -> dict[str, Connection]:
         out: dict[str, Connection] = {}
-        for name, spec in (self.data.get("connections") or {}).items():
+        specs = self.data.get("connections")
+        if not isinstance(specs, dict):
+            return out
+        for name, spec in specs.items():
             path = ["connections", name]
-            cls = self.connector_class(spec["connector"], path + ["connector"])
+            if not isinstance(spec, dict):
+                continue  # the schema said so
+            connector = spec.get("connector")
+            cls = self.connector_class(connector, [*path, "connector"])
             options = {k: v for k, v in spec.items() if k not in flow_schema.CONNECTION_KEYS}
             if cls is not None:
-                self.check_options(
-                    options,
-                    cls.options_schema,
-                    path,
-                    f"connector {spec['connector']!r}",
-                    templated=True,
-                )
+                self.check_options(options, cls.options_schema, path, f"connector {connector!r}")
             for key, value in options.items():
-                self.template(value, path + [key])
+                self.template(value, [*path, key], OPTION_NAMES)
+            rate = spec.get("rate_limit")
+            rate_limit = None
+            if isinstance(rate, str) and re.fullmatch(r"\d+(\.\d+)?/[smh]", rate):
+                rate_limit = parse_rate(rate)
+                if rate_limit <= 0:
+                    self.problem([*path, "rate_limit"], "a rate limit must allow some requests")
             breaker = spec.get("circuit_breaker")
-            out[name] = Connection(
-                name=name,
-                connector=spec["connector"],
+            out[str(name)] = Connection(
+                name=str(name),
+                connector=connector if isinstance(connector, str) else "",
                 options=options,
-                retry=RetryPolicy(**spec.get("retry", {})),
-                rate_limit=parse_rate(spec["rate_limit"]) if "rate_limit" in spec else None,
-                breaker=BreakerPolicy(**breaker) if breaker is not None else None,
+                retry=_policy(RetryPolicy, spec.get("retry")),
+                rate_limit=rate_limit,
+                breaker=_policy(BreakerPolicy, breaker) if breaker is not None else None,
             )
         return out
 
@@ -255,90 +404,133 @@ class _Loader:
         self, spec: dict, path: list[Any], role: str, connections: dict[str, Connection]
     ) -> tuple[str, Any]:
         """Resolve ``connection:`` (a name) or ``connector:`` (inline) to a connection name."""
-        if ("connection" in spec) == ("connector" in spec):
+        has_connection, has_connector = "connection" in spec, "connector" in spec
+        if has_connection and has_connector and role == "source":
             self.problem(
                 path,
-                "name either `connection:` (one of the flow's connections) or "
-                "`connector:` (a connector used with its defaults), not both",
+                "name either `connection:` (one of the flow's connections) or `connector:` "
+                "(a connector used with its defaults), not both",
             )
             return "", None
-        if "connection" in spec:
-            name = spec["connection"]
-            if name not in connections:
+        if not has_connection and role == "source":
+            if not has_connector:
                 self.problem(
-                    path + ["connection"],
-                    f"unknown connection {name!r}"
-                    f"{did_you_mean(name, set(connections))}; defined: "
-                    f"{', '.join(sorted(connections)) or 'none'}",
+                    path,
+                    "missing `connection:` (one of the flow's connections) or `connector:` "
+                    "(a connector used with its defaults)",
                 )
                 return "", None
-            conn = connections[name]
-        else:
-            name = f"{spec['connector']}@{format_path(path)}"
-            conn = Connection(name=name, connector=spec["connector"], options={})
-            connections[name] = conn
-        cls = self.registry.get(conn.connector) or (
-            self.connector_class(conn.connector, path + ["connector"])
-            if "connector" in spec
-            else None
-        )
+            connector = spec["connector"]
+            cls = self.connector_class(connector, [*path, "connector"])
+            if not isinstance(connector, str):
+                return "", None
+            name = f"{connector}@{format_path(path)}"
+            connections[name] = Connection(name=name, connector=connector, options={})
+            return name, self._role(cls, connector, role, [*path, "connector"])
+        name = spec.get("connection")
+        if not isinstance(name, str):
+            return "", None  # missing or not text: the schema said so
+        if name not in connections:
+            self.problem(
+                [*path, "connection"],
+                f"unknown connection {name!r}{did_you_mean(name, set(connections))}; defined: "
+                f"{', '.join(sorted(connections)) or 'none (add it under `connections:`)'}",
+            )
+            return "", None
+        self._used_connections.add(name)
+        connector = connections[name].connector
+        cls = self.registry.get(connector) if connector else None
+        return name, self._role(cls, connector, role, [*path, "connection"])
+
+    def _role(self, cls: Any, connector: str, role: str, path: list[Any]) -> Any:
         if cls is not None and role not in cls.roles():
+            use = "a source" if role == "source" else "in a send or enrich step"
             self.problem(
                 path,
-                f"connector {conn.connector!r} cannot be used as a {role}; it "
-                f"offers: {', '.join(cls.roles()) or 'nothing'}",
+                f"connector {connector!r} cannot be used {use}; it offers: "
+                f"{', '.join(cls.roles()) or 'nothing'}",
             )
-            return name, None
-        return name, cls
+            return None
+        return cls
 
     def source(self, connections: dict[str, Connection]) -> Source | None:
-        spec = self.data["source"]
+        spec = self.data.get("source")
+        if not isinstance(spec, dict):
+            return None  # the schema said so
         name, cls = self.connection_for(spec, ["source"], "source", connections)
         options = {k: v for k, v in spec.items() if k not in flow_schema.SOURCE_KEYS}
         if cls is not None:
-            self.check_options(
-                options,
-                cls.read_schema,
-                ["source"],
-                f"source connector {cls.name!r}",
-                templated=True,
-            )
+            self.check_options(options, cls.read_schema, ["source"], f"source {cls.name!r}")
         for key, value in options.items():
-            self.template(value, ["source", key])
-        key = self.template(spec["key"], ["source", "key"]) if "key" in spec else None
+            self.template(value, ["source", key], OPTION_NAMES)
+        key = None
+        if "key" in spec:
+            key = self.key_template(spec["key"], ["source", "key"], SOURCE_KEY_NAMES, "source.key")
         return Source(connection=name, options=options, key=key)
+
+    def collect_names(self, specs: Any) -> None:
+        """Explicit step names, so generated ones (kind_N) can avoid them."""
+        for spec in specs if isinstance(specs, list) else []:
+            if not isinstance(spec, dict):
+                continue
+            if isinstance(spec.get("name"), str):
+                self._explicit_names.add(spec["name"])
+            route = spec.get("route")
+            for branch in route if isinstance(route, list) else []:
+                if isinstance(branch, dict):
+                    self.collect_names(branch.get("steps"))
+                    self.collect_names(branch.get("otherwise"))
+            foreach = spec.get("foreach")
+            if isinstance(foreach, dict):
+                self.collect_names(foreach.get("steps"))
 
     def step_name(self, spec: dict, kind: str, path: list[Any]) -> str:
         self._counter += 1
-        name = spec.get("name") or f"{kind}_{self._counter}"
+        name = spec.get("name")
+        if not isinstance(name, str):
+            name = f"{kind}_{self._counter}"
+            while name in self._explicit_names:
+                name += "_"
         if name in self._step_names:
             self.problem(
-                path + ["name"],
-                f"step name {name!r} is already used at "
-                f"{self._step_names[name]}; step names must be unique in a flow",
+                [*path, "name"],
+                f"step name {name!r} is already used at {self._step_names[name]}; step names "
+                "must be unique in a flow",
             )
         self._step_names[name] = format_path(path)
         return name
 
-    def steps(self, specs: list, path: list[Any], connections: dict[str, Connection]) -> list[Step]:
+    def steps(
+        self, specs: Any, path: list[Any], connections: dict, names: tuple[str, ...]
+    ) -> list[Step]:
         out: list[Step] = []
+        if not isinstance(specs, list):
+            return out  # the schema said so
+        if not specs:
+            self.problem(path, "no steps: give at least one")
         for i, spec in enumerate(specs):
-            step = self.step(spec, path + [i], connections)
-            if step is not None:
-                out.append(step)
+            if isinstance(spec, dict):
+                step = self.step(spec, [*path, i], connections, names)
+                if step is not None:
+                    out.append(step)
         return out
 
-    def step(self, spec: dict, path: list[Any], connections: dict[str, Connection]) -> Step | None:
+    def step(
+        self, spec: dict, path: list[Any], connections: dict, names: tuple[str, ...]
+    ) -> Step | None:
         kinds = [k for k in flow_schema.STEP_KINDS if k in spec]
         if len(kinds) != 1:
-            found = f"found {', '.join(kinds)}" if kinds else "found none"
+            if kinds:
+                found = f"found {' and '.join(kinds)}; split it into {len(kinds)} steps"
+            else:
+                found = "found none"
             self.problem(
                 path, f"a step has exactly one kind ({', '.join(flow_schema.STEP_KINDS)}); {found}"
             )
             return None
         kind = kinds[0]
         value = spec[kind]
-        at = path + [kind]
+        at = [*path, kind]
         line = (position(self.data, at) or (None, None))[0]
         base = {
             "name": self.step_name(spec, kind, path),
@@ -347,21 +539,21 @@ class _Loader:
             "line": line,
         }
         if kind == "map":
-            found = self.find_file(value, "mapping", ".yaml", at)
+            if not isinstance(value, str) or not value:
+                return None
+            found = self.find_file(value, "mapping", "", ".yaml", at)
             if found is None:
                 return None
-            if found not in self._mappings:
-                compiled, problems = load_mapping(str(found), self.env)
+            cache_key = (found, names)
+            if cache_key not in self._mappings:
+                compiled, problems = load_mapping(str(found), self.env, names=names)
                 self.problems.extend(problems)
-                self._mappings[found] = compiled
-            return MapStep(**base, mapping=self._mappings[found], mapping_name=value)
+                self._mappings[cache_key] = compiled
+            return MapStep(**base, mapping=self._mappings[cache_key], mapping_name=value)
         if kind == "validate":
-            found = self.find_file(
-                f"canonical/{value}" if "/" not in value and not value.endswith(".json") else value,
-                "schema",
-                ".schema.json",
-                at,
-            )
+            if not isinstance(value, str) or not value:
+                return None
+            found = self.find_file(value, "canonical schema", "canonical", ".schema.json", at)
             if found is None:
                 return None
             schema, problems = load_schema(str(found))
@@ -370,150 +562,278 @@ class _Loader:
                 **base, validator=compile_validator(schema) if schema else None, schema_name=value
             )
         if kind == "filter":
-            return FilterStep(**base, condition=self.condition(value, at))
+            return FilterStep(**base, condition=self.condition(value, at, names))
         if kind == "set":
-            return SetStep(**base, fields={k: self.template(v, at + [k]) for k, v in value.items()})
+            if not isinstance(value, dict):
+                return None
+            fields = {}
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    self.problem(
+                        [*at, key],
+                        f"field names are text; YAML read {key!r} as a {type(key).__name__}: "
+                        "quote it",
+                        at_key=True,
+                    )
+                    continue
+                fields[key] = self.template(item, [*at, key], names)
+            return SetStep(**base, fields=fields)
         if kind == "route":
-            return RouteStep(**base, branches=self.branches(value, at, connections))
+            return RouteStep(**base, branches=self.branches(value, at, connections, names))
         if kind == "foreach":
-            return ForeachStep(
-                **base,
-                items=self.template(value["items"], at + ["items"]),
-                as_name=value.get("as", "item"),
-                key=self.template(value["key"], at + ["key"]) if "key" in value else None,
-                steps=self.steps(value["steps"], at + ["steps"], connections),
-            )
-        return self.call(kind, value, base, at, connections)
+            return self.foreach(value, base, at, connections, names)
+        if not isinstance(value, dict):
+            return None
+        return self.call(kind, value, base, at, connections, names)
 
-    def branches(self, specs: list, path: list[Any], connections: dict) -> list[Branch]:
+    def foreach(
+        self, spec: Any, base: dict, path: list[Any], connections: dict, names: tuple[str, ...]
+    ) -> Step | None:
+        if not isinstance(spec, dict):
+            return None
+        as_name = spec.get("as", "item")
+        if not isinstance(as_name, str):
+            as_name = "item"
+        elif as_name in (*CONTEXT_NAMES, "loop"):
+            self.problem(
+                [*path, "as"],
+                f"as: {as_name} would hide `{as_name}` inside the foreach; choose another name",
+            )
+        inner = (*STEP_NAMES, "parent", as_name)
+        items = None
+        value = spec.get("items")
+        if isinstance(value, str):
+            try:
+                node = parse_template(self.env, value) if is_template(value) else None
+            except TemplateProblem:
+                node = None  # reported by template() below
+            if not is_template(value) or isinstance(node, nodes.Concat | nodes.Const):
+                self.problem(
+                    [*path, "items"],
+                    'items is one template expression giving a list, e.g. "{{ record.lines }}", '
+                    "without text around it",
+                )
+            else:
+                items = self.template(value, [*path, "items"], names)
+        key = None
+        if "key" in spec:
+            key = self.key_template(spec["key"], [*path, "key"], inner, "foreach.key")
+        return ForeachStep(
+            **base,
+            items=items,
+            as_name=as_name,
+            key=key,
+            steps=self.steps(spec.get("steps"), [*path, "steps"], connections, inner),
+        )
+
+    def branches(
+        self, specs: Any, path: list[Any], connections: dict, names: tuple[str, ...]
+    ) -> list[Branch]:
         out: list[Branch] = []
+        if not isinstance(specs, list):
+            return out
         for i, spec in enumerate(specs):
-            at = path + [i]
+            at = [*path, i]
+            if not isinstance(spec, dict):
+                continue
             if "otherwise" in spec:
                 if set(spec) != {"otherwise"}:
+                    others = ", ".join(f"`{k}`" for k in spec if k != "otherwise")
                     self.problem(
-                        at, "an `otherwise` branch holds only its steps: `- otherwise: [...]`"
+                        at,
+                        f"an `otherwise` branch holds only its steps (`- otherwise: [...]`); "
+                        f"it also has {others}",
                     )
                 if i != len(specs) - 1:
                     self.problem(
-                        at, "`otherwise` must be the last branch; branches after it could never run"
+                        [*at, "otherwise"],
+                        "`otherwise` must be the last branch; the branches after it could "
+                        "never run",
+                        at_key=True,
                     )
-                out.append(
-                    Branch(None, self.steps(spec["otherwise"], at + ["otherwise"], connections))
-                )
+                steps = self.steps(spec["otherwise"], [*at, "otherwise"], connections, names)
+                out.append(Branch(None, steps))
             elif "when" in spec and "steps" in spec:
-                out.append(
-                    Branch(
-                        self.condition(spec["when"], at + ["when"]),
-                        self.steps(spec["steps"], at + ["steps"], connections),
-                    )
+                condition = self.condition(spec["when"], [*at, "when"], names)
+                steps = self.steps(spec["steps"], [*at, "steps"], connections, names)
+                out.append(Branch(condition, steps))
+            elif "when" in spec:
+                self.problem(
+                    at, "this branch has `when:` but no `steps:`, the steps of its records"
+                )
+            elif "steps" in spec:
+                self.problem(
+                    at,
+                    "this branch has `steps:` but no `when:`; write `- when: <expression>`, "
+                    "or `- otherwise:` for the records no branch took",
                 )
             else:
                 self.problem(
-                    at,
-                    "a branch is `- when: <expression>` with `steps: [...]`, "
-                    "or `- otherwise: [...]`",
+                    at, "a branch is `- when: <expression>` with `steps: [...]`, or "
+                    "`- otherwise: [...]`"
                 )
         return out
 
     def call(
-        self, kind: str, spec: dict, base: dict, path: list[Any], connections: dict[str, Connection]
+        self,
+        kind: str,
+        spec: dict,
+        base: dict,
+        path: list[Any],
+        connections: dict,
+        names: tuple[str, ...],
     ) -> Step | None:
+        if "connector" in spec and "connection" not in spec:
+            self.problem(
+                [*path, "connector"],
+                f"a {kind} goes through a named connection: define it under `connections:` "
+                "and write `connection: NAME`",
+                at_key=True,
+            )
+            self._reported.append(format_path([*path, "connector"]))
         name, cls = self.connection_for(spec, path, "action", connections)
         options = {k: v for k, v in spec.items() if k not in flow_schema.CALL_KEYS}
         if cls is not None:
-            self.check_options(
-                options,
-                cls.call_schema,
-                path,
-                f"{kind} through connector {cls.name!r}",
-                templated=True,
-            )
+            self.check_options(options, cls.call_schema, path, f"{kind} through {cls.name!r}")
         if kind == "enrich" and "save_as" not in spec:
             self.problem(
-                path, "an enrich step needs `save_as:` (the record field that receives the answer)"
+                path, "an enrich step needs `save_as:`, the record field that receives the answer"
             )
         for key in ("idempotency_key", "on_change"):
             if kind == "enrich" and key in spec:
                 self.problem(
-                    path + [key],
-                    f"`{key}` applies to send steps only; an enrich "
-                    "step is a lookup and is never deduplicated",
+                    [*path, key],
+                    f"`{key}` applies to send steps only; an enrich step is a lookup and is "
+                    "never deduplicated",
                     at_key=True,
                 )
+        idempotency_key = None
+        if kind == "send" and "idempotency_key" in spec:
+            idempotency_key = self.key_template(
+                spec["idempotency_key"], [*path, "idempotency_key"], names, "idempotency_key"
+            )
+        retry = spec.get("retry")
         return CallStep(
             **base,
             connection=name,
-            options=self.template(options, path),
-            idempotency_key=self.template(spec["idempotency_key"], path + ["idempotency_key"])
-            if "idempotency_key" in spec
-            else None,
+            options=self.template(options, path, names),
+            idempotency_key=idempotency_key,
             on_change=spec.get("on_change", "conflict"),
             save_as=spec.get("save_as"),
-            retry=RetryPolicy(**spec["retry"]) if "retry" in spec else None,
+            retry=_policy(RetryPolicy, retry) if retry is not None else None,
         )
 
+    # -- whole-flow checks -------------------------------------------------------------------
+    def check_flow_keys(self) -> None:
+        schedule = self.data.get("schedule")
+        if isinstance(schedule, str):
+            message = flow_schema.cron_problem(schedule)
+            if message:
+                self.problem(["schedule"], message)
+
     def env_refs(self) -> set[str]:
-        names = env_names(self.data.get("connections")) | env_names(self.data.get("source"))
-        for name in sorted(names):
-            if name not in os.environ:
-                self.problem(
-                    self._env_path(name),
-                    f"environment variable {name} is not set; "
-                    "the run will refuse to start without it",
-                    severity="warning",
-                )
+        """``${env:NAME}`` is resolved in connection and source options only."""
+        names: set[str] = set()
+        for key, value in self.data.items():
+            resolved = key in ("connections", "source")
+            for path, text in _strings(value, [key]):
+                if key == "description":
+                    continue
+                for ref in _ANY_DOLLAR_REF.findall(text):
+                    if not ENV_REF.fullmatch(ref):
+                        self.problem(
+                            path,
+                            f"{ref!r} is not an environment reference; write ${{env:NAME}} "
+                            "(NAME of letters, digits and _)",
+                        )
+                    elif not resolved:
+                        self.problem(
+                            path,
+                            f"{ref} is resolved only in connection and source options; put the "
+                            "secret on the connection (e.g. its headers or auth)",
+                        )
+                    elif ENV_REF.fullmatch(ref).group(1) not in names:
+                        name = ENV_REF.fullmatch(ref).group(1)
+                        names.add(name)
+                        if name not in os.environ:
+                            self.problem(
+                                path,
+                                f"environment variable {name} is not set; `flowyard run` will "
+                                "refuse to start without it",
+                                severity="warning",
+                            )
         return names
 
-    def _env_path(self, name: str) -> list[Any]:
-        ref = "${env:" + name + "}"
-
-        def find(value: Any, path: list[Any]) -> list[Any] | None:
-            if isinstance(value, str) and ref in value:
-                return path
-            items = (
-                value.items()
-                if isinstance(value, dict)
-                else (enumerate(value) if isinstance(value, list) else [])
-            )
-            for k, v in items:
-                hit = find(v, path + [k])
-                if hit is not None:
-                    return hit
-            return None
-
-        return find(self.data, []) or []
+    def check_unused(self, connections: dict[str, Connection]) -> None:
+        specs = self.data.get("connections")
+        for name in specs if isinstance(specs, dict) else []:
+            if str(name) not in self._used_connections and str(name) in connections:
+                self.problem(
+                    ["connections", name],
+                    f"connection {name!r} is not used by the source or any step",
+                    severity="warning",
+                    at_key=True,
+                )
 
     def run(self) -> Flow | None:
         try:
             text = self.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            self.problems.append(Problem(self.file, None, None, "", f"cannot read: {exc}"))
+        except UnicodeDecodeError as exc:
+            self.problems.append(
+                Problem(self.file, None, None, "", f"not UTF-8 text: {exc.reason}")
+            )
             return None
+        except OSError as exc:
+            self.problems.append(
+                Problem(self.file, None, None, "", f"cannot read: {exc.strerror or exc}")
+            )
+            return None
+        self.lines = text.splitlines()
         self.data, problems = load_yaml(text, self.file)
         self.problems.extend(problems)
+        self._reported += [p.path for p in problems if p.path]
         if self.data is None:
             return None
         if not isinstance(self.data, dict):
             self.problems.append(
                 Problem(
                     self.file,
-                    1,
-                    1,
+                    *(getattr(self.data, "pos", None) or (1, 1)),
                     "",
-                    "a flow file is a mapping with `flow:`, `source:` and `steps:`",
+                    f"a flow file is a mapping with `flow:`, `source:` and `steps:`; this one "
+                    f"holds {flow_schema.describe_value(self.data)}",
                 )
             )
             return None
-        if not self.check_schema():
-            return None
+        self.check_schema()
+        schema_ok = self.ok
+        try:
+            flow = self.build()
+        except Exception:
+            if schema_ok:
+                raise  # a loader bug: the flow passed the schema
+            return None  # a check tripped over a value the schema already refused
+        return flow if self.ok else None
+
+    def build(self) -> Flow:
+        self.check_flow_keys()
+        self.check_search_dirs()
         connections = self.connections()
         source = self.source(connections)
-        steps = self.steps(self.data["steps"], ["steps"], connections)
+        self.collect_names(self.data.get("steps"))
+        steps = self.steps(self.data.get("steps"), ["steps"], connections, STEP_NAMES)
         names = self.env_refs()
+        self.check_unused(connections)
         retention = self.data.get("retention")
-        flow = Flow(
-            name=self.data["flow"],
+        retention_s = None
+        if isinstance(retention, str) and re.fullmatch(r"\d+[dhm]", retention):
+            retention_s = parse_duration(retention)
+        order = {self.file: 0}
+        for p in self.problems:
+            order.setdefault(p.file, len(order))
+        self.problems.sort(key=lambda p: (order[p.file], p.line or 0, p.column or 0))
+        return Flow(
+            name=self.data.get("flow"),
             file=self.file,
             version=self.data.get("version", 1),
             description=self.data.get("description", ""),
@@ -524,11 +844,27 @@ class _Loader:
             concurrency=self.data.get("concurrency", 1),
             on_error=self.data.get("on_error", "dead_letter"),
             schedule=self.data.get("schedule"),
-            retention_s=parse_duration(retention) if retention else None,
+            retention_s=retention_s,
             warnings=[p for p in self.problems if p.severity == "warning"],
             env_names=names,
         )
-        return flow if self.ok else None
+
+
+def _python_internals(node: nodes.Node) -> str | None:
+    """A dunder attribute an expression reaches for (``x.__class__``, ``x['__dict__']``)."""
+    for item in node.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        if isinstance(item, nodes.Getattr):
+            name = item.attr
+        elif isinstance(item, nodes.Getitem) and isinstance(item.arg, nodes.Const):
+            name = item.arg.value
+        elif isinstance(item, nodes.Filter) and item.name == "attr" and item.args:
+            arg = item.args[0]
+            name = arg.value if isinstance(arg, nodes.Const) else None
+        else:
+            continue
+        if isinstance(name, str) and name.startswith("__"):
+            return name
+    return None
 
 
 def check_flow(

@@ -95,7 +95,7 @@ class _Wait(tenacity.wait.wait_base):
     def __init__(self, policy: RetryPolicy):
         if policy.jitter:
             self.base = tenacity.wait_exponential_jitter(
-                initial=policy.backoff, max=policy.max_backoff
+                multiplier=policy.backoff, max=policy.max_backoff
             )
         else:
             self.base = tenacity.wait_exponential(multiplier=policy.backoff, max=policy.max_backoff)

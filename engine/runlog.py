@@ -92,7 +92,7 @@ class RunLog:
         if streams:
             self._logger = structlog.wrap_logger(
                 _Lines(streams),
-                processors=[self._stamp, structlog.processors.JSONRenderer(serializer=dumps)],
+                processors=[self._stamp, structlog.processors.JSONRenderer(serializer=_serialize)],
                 context_class=dict,
             ).bind(run_id=run_id, flow=flow)
 
@@ -112,3 +112,8 @@ class RunLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _serialize(event: dict, **_json_kw: Any) -> str:
+    """structlog passes json.dumps keywords; ours already knows Decimals and sets."""
+    return dumps(event)

@@ -33,7 +33,7 @@ from engine.model import Flow
 from engine.retry import CircuitBreaker, RateLimiter
 from engine.runlog import Listener, RunLog
 from engine.steps import OUTCOMES, ConnectionState, Executor, Outcome, Rec
-from engine.store import DeadLetter, Store, holder_id
+from engine.store import DeadLetter, Store, dumps, holder_id
 
 COMMIT_EVERY = 500  # records per progress commit
 COMMIT_SECONDS = 1.0
@@ -74,6 +74,17 @@ class _Work:
     dead_letter: DeadLetter | None = None
     position: Any = None
     has_position: bool = False
+
+
+def describe(error: BaseException) -> str:
+    """An error's message with the target's answer, which is what a person can act on."""
+    message = str(error)
+    response = getattr(error, "response", None)
+    if response not in (None, "", {}):
+        answer = response if isinstance(response, str) else dumps(response)
+        if answer not in message:
+            message += f"; the target answered: {answer[:2000]}"
+    return message
 
 
 def new_run_id() -> str:
@@ -132,6 +143,7 @@ class Runner:
             self.log,
             dry_run=dry_run,
             mask=self.mask,
+            resolve=self._resolve if self.env else None,
         )
         self.counts = {"read": 0, **{name: 0 for name in OUTCOMES}}
         self._traces: list[dict] = []
@@ -189,6 +201,7 @@ class Runner:
                 conn = self.flow.connections[name]
                 cls = self.registry.get(conn.connector)
                 connector: Connector = cls(self._options(conn.options))
+                connector.root = Path(self.flow.file).resolve().parent
                 state = ConnectionState(
                     name,
                     connector,
@@ -431,16 +444,18 @@ class Runner:
             item = w.item
             self.counts["dead_lettered"] += 1
             self._dead.append(
-                {
-                    "run_id": self.run_id,
-                    "record_key": f"line:{item.line}",
-                    "step": "source",
-                    "error_class": "UnreadableRecord",
-                    "message": item.error,
-                    "raw": item.raw,
-                    "line": item.line,
-                    "attempts": 1,
-                }
+                self.mask(
+                    {
+                        "run_id": self.run_id,
+                        "record_key": f"line:{item.line}",
+                        "step": "source",
+                        "error_class": "UnreadableRecord",
+                        "message": item.error,
+                        "raw": item.raw,
+                        "line": item.line,
+                        "attempts": 1,
+                    }
+                )
             )
             self._traces.append(
                 {
@@ -470,20 +485,22 @@ class Runner:
                 if self._stop is None:
                     self._stop = ("stopped", error)
                 continue
-            error = f"{type(failure.error).__name__}: {failure.error}"
+            error = f"{type(failure.error).__name__}: {describe(failure.error)}"
             rec = failure.rec
             self._dead.append(
-                {
-                    "run_id": self.run_id,
-                    "record_key": rec.key,
-                    "step": failure.step,
-                    "error_class": type(failure.error).__name__,
-                    "message": str(failure.error),
-                    "attempts": failure.attempts,
-                    "record": rec.data,
-                    "context": {"meta": rec.meta, "parent": rec.parent, "loop": rec.loop},
-                    "line": rec.meta.get("line"),
-                }
+                self.mask(
+                    {
+                        "run_id": self.run_id,
+                        "record_key": rec.key,
+                        "step": failure.step,
+                        "error_class": type(failure.error).__name__,
+                        "message": describe(failure.error),
+                        "attempts": failure.attempts,
+                        "record": rec.data,
+                        "context": {"meta": rec.meta, "parent": rec.parent, "loop": rec.loop},
+                        "line": rec.meta.get("line"),
+                    }
+                )
             )
             if self.flow.on_error == "stop" and self._stop is None:
                 self._stop = (
@@ -496,8 +513,8 @@ class Runner:
                 "flow": self.flow.name,
                 "record_key": w.rec.key,
                 "outcome": outcome.outcome,
-                "steps": outcome.trace,
-                "error": error,
+                "steps": self.mask(outcome.trace),
+                "error": self.mask(error),
                 "at": now,
             }
         )

@@ -119,6 +119,7 @@ class Executor:
     dry_run: bool = False
     would_send: list[dict] = field(default_factory=list)
     mask: Callable[[Any], Any] = lambda v: v
+    resolve: Callable[[Any], Any] | None = None  # fills ${env:NAME} in call options
 
     def __post_init__(self) -> None:
         self.run_info = {"id": self.run_id, "flow": self.flow.name}
@@ -267,6 +268,8 @@ class Executor:
         conn = self.connection(step.connection)
         ctx = self.context(rec)
         options = step.options(ctx)
+        if self.resolve is not None:
+            options = self.resolve(options)
         if step.kind == "enrich":
             if self.dry_run:
                 trace.append([step.name, "not looked up (dry run)"])
@@ -388,7 +391,7 @@ class Executor:
                 step=step.name,
                 record_key=rec.key,
                 run_id=self.run_id,
-                response=response,
+                response=self.mask(response),
             )
 
     def _saved(self, step: CallStep, rec: Rec, body: Any) -> Rec:
