@@ -339,7 +339,10 @@ class Executor:
                 self._remember(key, "failed", fp, sent_key, step, rec)
             raise
         self._remember(key, "done", fp, sent_key, step, rec, response.body)
-        trace.append([step.name, "sent", {"status": response.status, "key": sent_key}])
+        trace.append(
+            [step.name, "sent", {"status": response.status, "key": sent_key,
+                                 "response": response.body}]
+        )
         return self._saved(step, rec, response.body), "done"
 
     def _attempts(self, step: CallStep, conn: ConnectionState, rec: Rec, request: Request) -> Any:
