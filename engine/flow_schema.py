@@ -1,27 +1,40 @@
 """The flow language as a JSON Schema (draft-07), the single definition of its keys.
 
 ``flowyard schema`` prints it so editors' YAML language servers can offer
-completion and checks. The loader validates every flow file against it before
-doing any semantic check; keys are documented in ``docs/flows.md``.
+completion, hover text and checks; every key has a description and most have
+examples. The loader validates every flow file against it before any semantic
+check, and words jsonschema's errors with :func:`explain` (jsonschema's own
+messages speak of instances and subschemas). Keys are documented in
+``docs/flows.md``.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 from typing import Any
+
+import jsonschema
 
 STEP_KINDS = ("map", "validate", "filter", "set", "route", "foreach", "send", "enrich")
 
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_.-]*$"
+IDENTIFIER_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
 
-_template = {"type": "string", "description": 'A Jinja2 template, e.g. "{{ record.id }}".'}
+_template = {
+    "type": "string",
+    "description": 'A Jinja2 template, e.g. "{{ record.id }}" (quote it in YAML).',
+}
 _condition = {
     "type": "string",
     "minLength": 1,
-    "description": "A bare Jinja2 expression, e.g. record.total > 0 (no {{ }}).",
+    "description": "A bare Jinja2 expression, without {{ }}: true keeps the record.",
+    "examples": ["record.total > 0", "record.fulfillment.method == 'pickup'"],
 }
 _retry = {
     "type": "object",
-    "description": "How transient failures are retried.",
+    "description": "How transient failures (timeouts, connection errors, 408, 429, 5xx) "
+    "are retried: exponential backoff with jitter, Retry-After honoured.",
     "additionalProperties": False,
     "properties": {
         "attempts": {
@@ -29,19 +42,23 @@ _retry = {
             "minimum": 1,
             "maximum": 100,
             "description": "Attempts in all, the first included (default 5).",
+            "examples": [5],
         },
         "backoff": {
             "type": "number",
             "minimum": 0,
             "description": "First wait in seconds, doubled each attempt (default 0.5).",
+            "examples": [0.5],
         },
         "max_backoff": {
             "type": "number",
             "minimum": 0,
             "description": "Cap on one wait in seconds (default 30).",
+            "examples": [30],
         },
         "jitter": {"type": "boolean", "description": "Randomise waits (default true)."},
     },
+    "examples": [{"attempts": 5, "backoff": 0.5, "max_backoff": 30}],
 }
 _steps_ref = {"$ref": "#/definitions/steps"}
 
@@ -49,126 +66,211 @@ SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "$id": "urn:flowyard:flow:v1",
     "title": "flowyard flow",
+    "description": "A flowyard flow: records read from a source go through the steps. "
+    "Reference: docs/flows.md.",
     "type": "object",
     "additionalProperties": False,
     "required": ["flow", "source", "steps"],
     "properties": {
-        "flow": {"type": "string", "pattern": NAME_PATTERN, "description": "The flow's name."},
-        "version": {"type": "integer", "minimum": 1, "description": "Version of this flow."},
-        "description": {"type": "string"},
+        "flow": {
+            "type": "string",
+            "pattern": NAME_PATTERN,
+            "description": "The flow's name: letters, digits, _ . - (it names runs, locks "
+            "and default idempotency keys, so keep it once the flow is in use).",
+            "examples": ["orders_to_erp"],
+        },
+        "version": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Version of this flow, for your own bookkeeping (default 1).",
+        },
+        "description": {"type": "string", "description": "What the flow does, for people."},
         "vars": {
             "type": "object",
-            "description": "Variables with defaults, `vars.NAME` in templates; --var overrides.",
+            "description": "Variables with their defaults, `{{ vars.NAME }}` in templates; "
+            "`flowyard run --var NAME=VALUE` overrides them.",
+            "examples": [{"out_dir": "out", "store_id": 12}],
         },
         "mappings": {
             "type": "array",
             "items": {"type": "string"},
-            "description": "Folders searched for mappings and canonical schemas, relative "
-            "to the flow file (default: mappings, ../mappings).",
+            "description": "Folders searched for mappings (NAME.yaml) and canonical schemas "
+            "(canonical/NAME.schema.json), relative to the flow file "
+            "(default: mappings, ../mappings).",
+            "examples": [["../mappings"]],
         },
         "connections": {
             "type": "object",
-            "description": "Named connections reused by the source and steps.",
+            "description": "Named connections reused by the source and the steps: a "
+            "connector, its options, and how the engine governs it (retry, rate_limit, "
+            "circuit_breaker).",
             "propertyNames": {"pattern": NAME_PATTERN},
             "additionalProperties": {"$ref": "#/definitions/connection"},
         },
         "source": {"$ref": "#/definitions/source"},
-        "steps": _steps_ref,
+        "steps": {
+            **_steps_ref,
+            "description": "What happens to each record, in order.",
+        },
         "concurrency": {
             "type": "integer",
             "minimum": 1,
             "maximum": 256,
-            "description": "Records processed at once (default 1).",
+            "description": "Records processed at once (default 1); raise it for I/O-bound sends.",
+            "examples": [8],
         },
         "on_error": {
             "enum": ["dead_letter", "stop"],
-            "description": "What a failed record does: dead_letter (default) or stop.",
+            "description": "What a failed record does: dead_letter (default: park it and "
+            "go on) or stop (end the run at the first failure).",
         },
         "schedule": {
             "type": "string",
             "pattern": r"^\s*(\S+\s+){4}\S+\s*$",
-            "description": "A five-field cron expression, for `flowyard schedule`.",
+            "description": "A five-field cron expression (minute hour day month weekday), "
+            "e.g. */5 * * * *.",
+            "examples": ["*/5 * * * *", "0 2 * * 1-5"],
         },
         "retention": {
             "type": "string",
             "pattern": r"^\d+[dhm]$",
-            "description": "How long runs and traces are kept, e.g. 30d.",
+            "description": "How long runs and traces are kept: a number and d, h or m, e.g. 30d.",
+            "examples": ["30d", "12h"],
         },
     },
     "definitions": {
         "connection": {
             "type": "object",
             "required": ["connector"],
-            "description": "A connector and its options; the engine keys below govern "
-            "every use of the connection.",
+            "description": "A connector and its options; the engine keys (retry, "
+            "rate_limit, circuit_breaker) govern every use of the connection. Options may "
+            "use ${env:NAME} for secrets and {{ vars.NAME }}.",
             "properties": {
-                "connector": {"type": "string", "description": "Connector name."},
+                "connector": {
+                    "type": "string",
+                    "description": "Connector name (`flowyard connectors` lists them).",
+                    "examples": ["http", "file", "sqlite", "stdout"],
+                },
                 "retry": _retry,
                 "rate_limit": {
                     "type": "string",
                     "pattern": r"^\d+(\.\d+)?/(s|m|h)$",
-                    "description": "Requests per second/minute/hour, e.g. 20/s.",
+                    "description": "At most this many requests per second, minute or hour: "
+                    "a number, / and s, m or h, e.g. 20/s.",
+                    "examples": ["20/s", "600/m"],
                 },
                 "circuit_breaker": {
                     "type": "object",
                     "additionalProperties": False,
+                    "description": "Stop calling a failing target: open after `failures` "
+                    "transient failures in a row, probe again after `cooldown` seconds.",
                     "properties": {
-                        "failures": {"type": "integer", "minimum": 1},
-                        "cooldown": {"type": "number", "minimum": 0},
-                        "on_open": {"enum": ["stop", "wait"]},
+                        "failures": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "Transient failures in a row that open it (default 5).",
+                        },
+                        "cooldown": {
+                            "type": "number",
+                            "minimum": 0,
+                            "description": "Seconds before a probe (default 30).",
+                        },
+                        "on_open": {
+                            "enum": ["stop", "wait"],
+                            "description": "stop (default): park the records and end the "
+                            "run (exit 3); wait: wait for the cooldown and probe.",
+                        },
                     },
                 },
             },
+            "examples": [
+                {
+                    "connector": "http",
+                    "base_url": "https://erp.example.com/api",
+                    "auth": {"type": "bearer", "token": "${env:ERP_TOKEN}"},
+                    "rate_limit": "20/s",
+                }
+            ],
         },
         "source": {
             "type": "object",
-            "description": "Where records come from: a connection or a connector, and "
-            "its read options.",
+            "description": "Where records come from: `connection:` (one of the flow's "
+            "connections) or `connector:` (a connector with its defaults), the record key, "
+            "and the connector's read options.",
             "properties": {
-                "connection": {"type": "string"},
-                "connector": {"type": "string"},
-                "key": {**_template, "description": "The record key (default {{ record.id }})."},
+                "connection": {"type": "string", "description": "A connection's name."},
+                "connector": {
+                    "type": "string",
+                    "description": "A connector used with its default options.",
+                },
+                "key": {
+                    **_template,
+                    "description": "Each record's key, a template (default: the record's "
+                    "`id` field, else its line). Keys identify records in traces and "
+                    "make default idempotency keys.",
+                    "examples": ["{{ record.id }}", "shopify:{{ record.id }}"],
+                },
             },
+            "examples": [{"connector": "file", "path": "orders.ndjson"}],
         },
         "steps": {"type": "array", "items": {"$ref": "#/definitions/step"}},
         "step": {
             "type": "object",
-            "description": "One step: exactly one of the kinds, and an optional name.",
+            "description": "One step: exactly one of map, validate, filter, set, route, "
+            "foreach, send, enrich; and an optional name.",
             "additionalProperties": False,
             "minProperties": 1,
             "properties": {
                 "name": {
                     "type": "string",
                     "pattern": NAME_PATTERN,
-                    "description": "Step name, used in idempotency keys and traces.",
+                    "description": "Step name, unique in the flow; used in idempotency keys, "
+                    "traces and dead letters (default: kind_N by position).",
+                    "examples": ["erp_sales_order"],
                 },
                 "map": {
                     "type": "string",
                     "minLength": 1,
-                    "description": "A mapping name (mappings/NAME.yaml) or a path.",
+                    "description": "Replace the record with a mapping's output: a mapping "
+                    "name (NAME.yaml in the mapping folders) or a path.",
+                    "examples": ["shopify_order_to_canonical"],
                 },
                 "validate": {
                     "type": "string",
                     "minLength": 1,
-                    "description": "A canonical schema name or a path.",
+                    "description": "Check the record against a canonical JSON Schema: a "
+                    "name (canonical/NAME.schema.json in the mapping folders) or a path; "
+                    "a record that fails is dead-lettered.",
+                    "examples": ["order"],
                 },
-                "filter": {**_condition, "description": "Keep records for which this is true."},
+                "filter": {
+                    **_condition,
+                    "description": "Keep only records for which this bare expression is "
+                    "true; the others end as `filtered`.",
+                },
                 "set": {
                     "type": "object",
                     "minProperties": 1,
-                    "description": "Fields to set on the record: name -> template.",
+                    "description": "Fields to set on the record: field name -> value or template.",
+                    "examples": [{"channel": "web", "label": "order {{ record.id }}"}],
                 },
                 "route": {
                     "type": "array",
                     "minItems": 1,
-                    "description": "Branches: the first `when` that is true, else `otherwise`.",
+                    "description": "Branches: the record takes the first whose `when` is "
+                    "true, else `otherwise`; a record matching nothing goes on after the "
+                    "route, as does every record after its branch.",
                     "items": {
                         "type": "object",
                         "additionalProperties": False,
+                        "description": "`when:` + `steps:`, or `otherwise:` (last).",
                         "properties": {
                             "when": _condition,
-                            "steps": _steps_ref,
-                            "otherwise": _steps_ref,
+                            "steps": {**_steps_ref, "description": "The branch's steps."},
+                            "otherwise": {
+                                **_steps_ref,
+                                "description": "Steps of the records no `when` matched.",
+                            },
                         },
                     },
                 },
@@ -176,38 +278,69 @@ SCHEMA: dict[str, Any] = {
                     "type": "object",
                     "additionalProperties": False,
                     "required": ["items", "steps"],
+                    "description": "Split: run `steps` once per item of a list. Inside, "
+                    "`record` is the item and `parent` the record it came from; the body "
+                    "does not continue into the outer flow.",
                     "properties": {
-                        "items": {**_template, "description": "The list, e.g. {{ record.lines }}."},
-                        "as": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                        "items": {
+                            **_template,
+                            "description": "The list, a lone template expression.",
+                            "examples": ["{{ record.lines }}"],
+                        },
+                        "as": {
+                            "type": "string",
+                            "pattern": IDENTIFIER_PATTERN,
+                            "description": "Another name for the item in templates (default item).",
+                            "examples": ["line"],
+                        },
                         "key": {
                             **_template,
                             "description": "Each item's key (default: parent key:index).",
+                            "examples": ["{{ parent.id }}:{{ record.sku }}"],
                         },
-                        "steps": _steps_ref,
+                        "steps": {**_steps_ref, "description": "Steps run for each item."},
                     },
                 },
-                "send": {"$ref": "#/definitions/call", "description": "A side effect."},
+                "send": {
+                    "$ref": "#/definitions/call",
+                    "description": "A side effect through a connection, performed once per "
+                    "idempotency key.",
+                },
                 "enrich": {
                     "$ref": "#/definitions/call",
-                    "description": "A lookup whose answer is stored in the record.",
+                    "description": "A lookup through a connection whose answer is stored "
+                    "in the record (`save_as`); never deduplicated, skipped in --dry-run.",
                 },
             },
         },
         "call": {
             "type": "object",
             "required": ["connection"],
-            "description": "A call through a connection; other keys are the connector's "
-            "call options, each a template rendered per record.",
+            "description": "A call through a connection. The keys below belong to the "
+            "engine; every other key is a call option of the connector, each string a "
+            "template rendered per record.",
             "properties": {
-                "connection": {"type": "string"},
-                "idempotency_key": _template,
-                "on_change": {"enum": ["update", "skip", "conflict"]},
+                "connection": {"type": "string", "description": "A connection's name."},
+                "idempotency_key": {
+                    **_template,
+                    "description": "send only: the key that makes the side effect happen "
+                    "once (default <flow>:<step name>:<record key>).",
+                    "examples": ["order:{{ record.order_id }}"],
+                },
+                "on_change": {
+                    "enum": ["update", "skip", "conflict"],
+                    "description": "send only: what a key already sent with another "
+                    "request does: conflict (default: dead-letter it), update (send it), "
+                    "skip.",
+                },
                 "save_as": {
                     "type": "string",
-                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
-                    "description": "Record field that receives the response body.",
+                    "pattern": IDENTIFIER_PATTERN,
+                    "description": "Record field that receives the response body "
+                    "(required for enrich).",
+                    "examples": ["erp_response"],
                 },
-                "retry": _retry,
+                "retry": {**_retry, "description": "Overrides the connection's retry."},
             },
         },
     },
@@ -218,3 +351,220 @@ SCHEMA: dict[str, Any] = {
 CONNECTION_KEYS = frozenset({"connector", "retry", "rate_limit", "circuit_breaker"})
 SOURCE_KEYS = frozenset({"connection", "connector", "key"})
 CALL_KEYS = frozenset({"connection", "idempotency_key", "on_change", "save_as", "retry"})
+
+# What to write when a required key is missing, by key.
+REQUIRED_HINTS = {
+    "flow": "`flow:` names the flow, e.g. `flow: orders_to_erp`",
+    "source": "`source:` says where records come from, e.g. "
+    "`source: {connector: file, path: orders.ndjson}`",
+    "steps": "`steps:` lists what happens to each record, e.g. `steps: [{map: my_mapping}]`",
+    "connector": "a connection needs `connector:` (see `flowyard connectors`)",
+    "items": 'foreach needs `items:`, the list to split, e.g. items: "{{ record.lines }}"',
+    "connection": "a call needs `connection:`, one of the flow's connections (define it "
+    "under `connections:`)",
+}
+
+_TYPE_WORDS = {
+    "string": "text",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping (key: value lines)",
+    "array": "a list (- item lines or [a, b])",
+    "null": "null",
+}
+
+
+def did_you_mean(word: Any, choices: Any) -> str:
+    """`` (did you mean 'x'?)`` when a close match exists, else ``""``."""
+    close = difflib.get_close_matches(str(word), sorted(map(str, choices)), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe_value(value: Any) -> str:
+    """How YAML read a value, for "expected X, got Y" messages."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return f"the text {shown!r}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if hasattr(value, "isoformat"):
+        return f"a date/time ({value}) because YAML reads unquoted dates as dates"
+    return f"a {type(value).__name__}"
+
+
+def _expected_type(types: Any) -> str:
+    names = [types] if isinstance(types, str) else list(types)
+    return " or ".join(_TYPE_WORDS.get(t, t) for t in names)
+
+
+def _type_hint(expected: Any, value: Any) -> str:
+    names = [expected] if isinstance(expected, str) else list(expected)
+    if "string" in names and isinstance(value, bool):
+        return "; YAML reads yes/no/on/off/true/false as booleans, quote the value"
+    if "string" in names and (isinstance(value, int | float) or hasattr(value, "isoformat")):
+        return "; quote it to keep it as text"
+    return ""
+
+
+def explain(err: jsonschema.ValidationError) -> tuple[list[Any], str, bool]:
+    """One jsonschema error in a person's words: (path, message, point at the key?).
+
+    ``path`` may go one step deeper than the error's own (an unknown key, an invalid
+    property name), so that the position shown is the offending key itself.
+    """
+    path = list(err.absolute_path)
+    kind, value, schema = err.validator, err.instance, err.schema
+    if "propertyNames" in err.relative_schema_path:
+        rule = (
+            "use letters, digits, _ . - and start with a letter or _"
+            if schema.get("pattern") == NAME_PATTERN
+            else f"names must match {schema.get('pattern')}"
+        )
+        return [*path, value], f"{value!r} is not a valid name: {rule}", True
+    if kind == "required":
+        missing = [k for k in err.validator_value if not isinstance(value, dict) or k not in value]
+        key = missing[0] if missing else "?"
+        hint = REQUIRED_HINTS.get(key, f"`{key}:` is required here")
+        return path, f"missing `{key}:`; {hint}", bool(path)
+    if kind == "type":
+        expected = _expected_type(err.validator_value)
+        if value is None:
+            return path, f"a value is missing here (expected {expected})", False
+        hint = _type_hint(err.validator_value, value)
+        return path, f"expected {expected}, got {describe_value(value)}{hint}", False
+    if kind == "enum":
+        choices = [str(c) for c in err.validator_value]
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        return (
+            path,
+            f"expected one of {', '.join(choices)}; got {describe_value(value)}{hint}",
+            False,
+        )
+    if kind == "const":
+        return path, f"expected {err.validator_value!r}, got {describe_value(value)}", False
+    if kind == "pattern":
+        what = schema.get("description") or f"matching {err.validator_value}"
+        return path, f"{describe_value(value)} does not have the expected form: {what}", False
+    if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        words = {
+            "minimum": "at least",
+            "exclusiveMinimum": "more than",
+            "maximum": "at most",
+            "exclusiveMaximum": "less than",
+        }
+        bounds = [f"{words[k]} {schema[k]}" for k in words if k in schema]
+        return path, f"must be {' and '.join(bounds)}; got {value}", False
+    if kind == "minLength":
+        return path, "must not be empty", False
+    if kind in ("maxLength", "minItems", "maxItems", "minProperties", "maxProperties"):
+        size = {"minItems": "item", "maxItems": "item"}.get(kind, "entry")
+        if kind == "maxLength":
+            return path, f"must be at most {err.validator_value} character(s) long", False
+        bound = "at least" if kind.startswith("min") else "at most"
+        n = err.validator_value
+        what = "empty" if n == 1 and bound == "at least" else "of the wrong size"
+        return path, f"is {what}: give {bound} {n} {size}(s)", False
+    if kind in ("oneOf", "anyOf"):
+        return _explain_alternatives(err)
+    return path, err.message, False
+
+
+def _explain_alternatives(err: jsonschema.ValidationError) -> tuple[list[Any], str, bool]:
+    """``oneOf``/``anyOf``: pick the alternative the value meant, and explain that one.
+
+    Alternatives told apart by a ``type: {const: X}`` property (http auth, pagination)
+    are chosen by the value's ``type``; alternatives that only require one key each
+    (``query`` or ``table``) read as "give exactly one of".
+    """
+    path = list(err.absolute_path)
+    value = err.instance
+    branches = err.validator_value
+    tags = [((b.get("properties") or {}).get("type") or {}).get("const") for b in branches]
+    if all(tags) and isinstance(value, dict):
+        tag = value.get("type")
+        if tag not in tags:
+            got = "no `type:`" if tag is None else f"type {tag!r}{did_you_mean(tag, tags)}"
+            return path, f"expected `type:` one of {', '.join(tags)}; got {got}", False
+        chosen = branches[tags.index(tag)]
+        for sub in err.context:
+            if sub.schema is chosen or (
+                sub.relative_schema_path and sub.relative_schema_path[0] == tags.index(tag)
+            ):
+                sub_path, message, at_key = _explain_sub(sub, path)
+                return sub_path, f"type {tag}: {message}", at_key
+        return path, f"does not match type {tag}", False
+    required = [b.get("required") for b in branches]
+    if all(
+        r and len(r) == 1 and set(b) <= {"required"}
+        for r, b in zip(required, branches, strict=True)
+    ):
+        keys = [r[0] for r in required]
+        present = [k for k in keys if isinstance(value, dict) and k in value]
+        got = ", ".join(present) if present else "none"
+        return path, f"give exactly one of {', '.join(keys)}; got {got}", False
+    best = jsonschema.exceptions.best_match(err.context) if err.context else None
+    if best is not None:
+        return _explain_sub(best, path)
+    return path, err.message, False
+
+
+def _explain_sub(sub: jsonschema.ValidationError, base: list[Any]) -> tuple[list[Any], str, bool]:
+    sub_path, message, at_key = explain(sub)
+    if sub.validator == "additionalProperties":
+        allowed = sorted(sub.schema.get("properties") or {})
+        extra = sorted(set(sub.instance) - set(allowed), key=str)
+        if extra:
+            key = extra[0]
+            return (
+                [*sub_path, key],
+                f"unknown key {key!r}{did_you_mean(key, allowed)}; expected one of: "
+                f"{', '.join(allowed)}",
+                True,
+            )
+    return sub_path, message, at_key
+
+
+# -- schedule -----------------------------------------------------------------------------
+_CRON_FIELDS = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    (
+        "month",
+        1,
+        12,
+        {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())},
+    ),
+    ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
+)
+_CRON_ITEM = re.compile(r"^(\*|(?P<a>\w+)(-(?P<b>\w+))?)(/(?P<step>\d+))?$")
+
+
+def cron_problem(text: str) -> str | None:
+    """What is wrong with a five-field cron expression, or None when it is valid."""
+    fields = text.split()
+    if len(fields) != 5:
+        return f"a cron expression has 5 fields (minute hour day month weekday); got {len(fields)}"
+    for value, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for item in value.split(","):
+            match = _CRON_ITEM.match(item.lower())
+            if not match:
+                return f"{name} field {value!r}: {item!r} is not *, N, N-M, */S or N-M/S"
+            if match.group("step") is not None and int(match.group("step")) == 0:
+                return f"{name} field {value!r}: a step of 0 never repeats"
+            for part in (match.group("a"), match.group("b")):
+                if part is None:
+                    continue
+                number = names.get(part) if not part.isdigit() else int(part)
+                if number is None or not low <= number <= high:
+                    return f"{name} field {value!r}: {part!r} is not in {low}-{high}"
+    return None

@@ -57,7 +57,14 @@ from engine.templates import (
     parse_template,
 )
 from engine.validation import compile_validator, load_schema
-from engine.yamlpos import format_path, key_position, load_yaml, position
+from engine.yamlpos import (
+    UNQUOTED_CONDITION_HINT,
+    UNQUOTED_TEMPLATE_HINT,
+    format_path,
+    key_position,
+    load_yaml,
+    position,
+)
 
 __all__ = ["ENV_REF", "check_flow", "did_you_mean", "load_flow", "parse_duration", "parse_rate"]
 
@@ -166,7 +173,9 @@ class _Loader:
     # -- schema ------------------------------------------------------------------------------
     def check_schema(self) -> None:
         step_schema = flow_schema.SCHEMA["definitions"]["step"]
-        errors = sorted(_FLOW_VALIDATOR.iter_errors(self.data), key=lambda e: list(map(str, e.path)))
+        errors = sorted(
+            _FLOW_VALIDATOR.iter_errors(self.data), key=lambda e: list(map(str, e.path))
+        )
         for err in errors:
             path = list(err.absolute_path)
             if err.validator == "additionalProperties" and isinstance(err.instance, dict):
@@ -299,7 +308,7 @@ class _Loader:
         if not is_template(value):
             self.problem(
                 path,
-                f"{what} is a template, e.g. \"{{{{ record.id }}}}\"; the constant {value!r} "
+                f'{what} is a template, e.g. "{{{{ record.id }}}}"; the constant {value!r} '
                 "would give every record the same key",
             )
             return None
@@ -344,9 +353,15 @@ class _Loader:
                         at_key=True,
                     )
                 continue
+            if err.validator == "required" and isinstance(err.instance, dict):
+                missing = [k for k in err.validator_value if k not in err.instance]
+                where = list(err.absolute_path)
+                self.problem(
+                    [*path, *where],
+                    f"{what} needs the option `{missing[0] if missing else '?'}`",
+                )
+                continue
             where, message, at_key = flow_schema.explain(err)
-            if err.validator == "required":
-                message = f"missing option `{message.split('`')[1]}` of {what}"
             self.refused([*path, *where], f"{what}: {message}", at_key=at_key)
 
     def connector_class(self, name: Any, path: list[Any]) -> Any:
@@ -507,7 +522,7 @@ class _Loader:
         if not isinstance(specs, list):
             return out  # the schema said so
         if not specs:
-            self.problem(path, "no steps: give at least one")
+            self.problem(path, "no steps here: records pass unchanged", severity="warning")
         for i, spec in enumerate(specs):
             if isinstance(spec, dict):
                 step = self.step(spec, [*path, i], connections, names)
@@ -669,8 +684,9 @@ class _Loader:
                 )
             else:
                 self.problem(
-                    at, "a branch is `- when: <expression>` with `steps: [...]`, or "
-                    "`- otherwise: [...]`"
+                    at,
+                    "a branch is `- when: <expression>` with `steps: [...]`, or "
+                    "`- otherwise: [...]`",
                 )
         return out
 
@@ -791,7 +807,12 @@ class _Loader:
         self.lines = text.splitlines()
         self.data, problems = load_yaml(text, self.file)
         self.problems.extend(problems)
-        self._reported += [p.path for p in problems if p.path]
+        # a template left unquoted became null: later checks of that value would only echo it
+        self._reported += [
+            p.path
+            for p in problems
+            if p.path and p.message in (UNQUOTED_TEMPLATE_HINT, UNQUOTED_CONDITION_HINT)
+        ]
         if self.data is None:
             return None
         if not isinstance(self.data, dict):
@@ -812,7 +833,13 @@ class _Loader:
         except Exception:
             if schema_ok:
                 raise  # a loader bug: the flow passed the schema
-            return None  # a check tripped over a value the schema already refused
+            flow = None  # a check tripped over a value the schema already refused
+        order = {self.file: 0}
+        for p in self.problems:
+            order.setdefault(p.file, len(order))
+        self.problems.sort(key=lambda p: (order[p.file], p.line or 0, p.column or 0))
+        if flow is not None:
+            flow.warnings = [p for p in self.problems if p.severity == "warning"]
         return flow if self.ok else None
 
     def build(self) -> Flow:
@@ -828,10 +855,6 @@ class _Loader:
         retention_s = None
         if isinstance(retention, str) and re.fullmatch(r"\d+[dhm]", retention):
             retention_s = parse_duration(retention)
-        order = {self.file: 0}
-        for p in self.problems:
-            order.setdefault(p.file, len(order))
-        self.problems.sort(key=lambda p: (order[p.file], p.line or 0, p.column or 0))
         return Flow(
             name=self.data.get("flow"),
             file=self.file,
@@ -845,7 +868,6 @@ class _Loader:
             on_error=self.data.get("on_error", "dead_letter"),
             schedule=self.data.get("schedule"),
             retention_s=retention_s,
-            warnings=[p for p in self.problems if p.severity == "warning"],
             env_names=names,
         )
 
