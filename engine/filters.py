@@ -78,9 +78,9 @@ _EXPONENTS = {
     **dict.fromkeys("CLF UYW".split(), 4),
 }
 
-# Unit synonyms -> UN/ECE Recommendation 20 codes. Counted items map to C62 ("one"),
-# the code EN 16931 / Peppol e-invoices expect for pieces; EA and H87 are accepted as
-# input and kept as given.
+# Unit synonyms -> UN/ECE Recommendation 20 codes. Every way of saying "piece" (each, ea,
+# EA, pcs ...) maps to C62 ("one"), the code EN 16931 / Peppol e-invoices use for counted
+# items. Rec 20 codes themselves (KGM, H87 ...) are kept as given.
 _UNIT_SYNONYMS = {
     **dict.fromkeys(
         ["each", "ea", "pc", "pcs", "piece", "pieces", "unit", "units", "st", "stk", "one"], "C62"

@@ -252,7 +252,9 @@ class _Builder:
                 f"as: {name} would hide `{name}` inside the list; choose another name",
             )
             ok = False
-        body = self.obj(value.get("fields"), [*path, "fields"], (*scope, name, "loop"))
+        body = None
+        if "fields" in value:
+            body = self.obj(value["fields"], [*path, "fields"], (*scope, name, "loop"))
         if not ok or each is None or body is None:
             return None
         return Each(each, name, body, uses_loop=_uses_name(body, "loop"))
@@ -273,7 +275,7 @@ class _Builder:
             else:
                 self.check_names(node, [*path, "when"], scope)
                 condition = Expr(source, node)
-        body = self.obj(value.get("fields"), [*path, "fields"], scope)
+        body = self.obj(value["fields"], [*path, "fields"], scope) if "fields" in value else None
         if not ok or condition is None or body is None:
             return None
         return When(condition, body)

@@ -34,10 +34,10 @@ import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from types import MappingProxyType
+from types import GeneratorType, MappingProxyType
 from typing import Any
 
-from jinja2 import StrictUndefined, nodes, pass_context
+from jinja2 import StrictUndefined, Undefined, nodes, pass_context
 from jinja2.compiler import optimizeconst
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.nativetypes import NativeCodeGenerator
@@ -72,6 +72,7 @@ CONTEXT_NAMES = ("record", "vars", "meta", "run", "parent")
 MAX_RANGE = 10_000  # range() in a template
 MAX_SEQUENCE = 1_000_000  # "x" * n, [..] * n
 MAX_EXPONENT = 1_000  # a ** b
+MAX_POWER_BITS = 100_000  # and the size of its result
 
 CONDITION_HINT = "conditions are bare expressions: write `x`, not `{{ x }}`"
 _DEFINED = "fy:defined"  # internal filters: a ':' keeps them out of reach of user templates
@@ -220,6 +221,19 @@ class _CodeGenerator(NativeCodeGenerator):
         super().visit_Filter(node, frame)
 
 
+def _checked_value(value: Any) -> Any:
+    """A computed value on its way out: no Undefined in it, no lazy generator."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if isinstance(value, GeneratorType):  # `map`, `select` ... are lazy
+        value = list(value)
+    if type(value) is list:
+        for item in value:
+            if isinstance(item, Undefined):
+                item._fail_with_undefined_error()
+    return value
+
+
 def _native_concat(values: Iterable[Any]) -> Any:
     values = list(values)
     return values[0] if len(values) == 1 else "".join(map(str, values))
@@ -250,7 +264,7 @@ class FlowyardEnvironment(ImmutableSandboxedEnvironment):
         self.globals["range"] = _safe_range
         self.globals.update(GLOBALS)
         self.filters.update(FILTERS)
-        self.filters[_DEFINED] = _defined
+        self.filters[_DEFINED] = _checked_value
         self.filters[_EACH] = _each_filter
 
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -262,10 +276,19 @@ class FlowyardEnvironment(ImmutableSandboxedEnvironment):
                     return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        # Jinja returns an Undefined here, which a native render could pass on as a value
+        # (e.g. inside a list from `map`); refusing at once is simpler and safer.
+        kind = type(obj).__name__
+        raise SecurityError(f"access to attribute {attribute!r} of a {kind!r} object is unsafe")
+
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":
             if isinstance(right, int | Decimal) and abs(right) > MAX_EXPONENT:
                 raise _SandboxLimit(f"exponent {right} (the limit is {MAX_EXPONENT})")
+            if isinstance(left, int) and isinstance(right, int) and right > 0:
+                if left.bit_length() * right > MAX_POWER_BITS:
+                    raise _SandboxLimit(f"a power of about {left.bit_length() * right} bits")
         else:
             for seq, times in ((left, right), (right, left)):
                 if (
