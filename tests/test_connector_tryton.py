@@ -31,9 +31,6 @@ except ModuleNotFoundError:  # pytest started without the repo root on sys.path
 
 pytest_plugins = ["tests.tryton_support"]
 
-# Until the marker is registered in pyproject.toml, pytest warns once about this line.
-needs_tryton = pytest.mark.tryton
-
 
 def call(connector: TrytonConnector, **options) -> object:
     return connector.call(Request(options=options)).body
@@ -129,7 +126,7 @@ def test_server_overload_is_a_transient_error(status, retry_after):
 # -- against a real Tryton ---------------------------------------------------------------
 
 
-@needs_tryton
+@pytest.mark.tryton
 def test_logs_in_once_and_reuses_the_session(tryton):
     before = sessions(tryton)
     with TrytonConnector(tryton.options()) as connector:
@@ -139,7 +136,7 @@ def test_logs_in_once_and_reuses_the_session(tryton):
     assert sessions(tryton) == before  # close() logged out
 
 
-@needs_tryton
+@pytest.mark.tryton
 def test_threads_share_one_login(tryton):
     before = sessions(tryton)
     connector = TrytonConnector(tryton.options())
@@ -161,7 +158,7 @@ def test_threads_share_one_login(tryton):
     connector.close()
 
 
-@needs_tryton
+@pytest.mark.tryton
 def test_logs_in_again_when_the_server_dropped_the_session(tryton):
     with TrytonConnector(tryton.options()) as connector:
         call(connector, model="party.party", method="search", args=[[]])
@@ -179,7 +176,7 @@ def test_logs_in_again_when_the_server_dropped_the_session(tryton):
         assert sessions(tryton) == 1
 
 
-@needs_tryton
+@pytest.mark.tryton
 def test_a_wrong_password_is_a_permanent_error_that_does_not_show_the_password(tryton):
     options = tryton.options(password="not-the-password")
     with TrytonConnector(options) as connector, pytest.raises(PermanentError) as caught:
@@ -188,7 +185,7 @@ def test_a_wrong_password_is_a_permanent_error_that_does_not_show_the_password(t
     assert "not-the-password" not in str(caught.value)
 
 
-@needs_tryton
+@pytest.mark.tryton
 def test_search_read_returns_products_by_sku(tryton):
     with TrytonConnector(tryton.options()) as connector:
         rows = call(
@@ -210,7 +207,7 @@ def test_search_read_returns_products_by_sku(tryton):
     assert rows[1]["template."]["list_price"] == Decimal("8.50")
 
 
-@needs_tryton
+@pytest.mark.tryton
 def test_creates_a_party_with_an_address(tryton):
     with TrytonConnector(tryton.options()) as connector:
         body = call(
@@ -244,7 +241,7 @@ def test_creates_a_party_with_an_address(tryton):
         assert (address["street"], address["city"]) == ("2 Pier Road", "Harbor")
 
 
-@needs_tryton
+@pytest.mark.tryton
 def test_creates_a_sale_then_quotes_and_confirms_it(tryton):
     with TrytonConnector(tryton.options()) as connector:
         body = call(
@@ -284,7 +281,7 @@ def test_creates_a_sale_then_quotes_and_confirms_it(tryton):
         assert again == {"id": body["ids"][0], "total_amount": Decimal("53.13")}
 
 
-@needs_tryton
+@pytest.mark.tryton
 def test_a_tryton_user_error_is_a_permanent_error_with_trytons_message(tryton):
     with TrytonConnector(tryton.options()) as connector:
         (sale_id,) = call(
@@ -299,7 +296,7 @@ def test_a_tryton_user_error_is_a_permanent_error_with_trytons_message(tryton):
     assert caught.value.response["type"] == "UserError"
 
 
-@needs_tryton
+@pytest.mark.tryton
 def test_a_failing_then_step_names_the_records_it_left_behind(tryton):
     with TrytonConnector(tryton.options()) as connector:
         with pytest.raises(PermanentError) as caught:
@@ -317,7 +314,7 @@ def test_a_failing_then_step_names_the_records_it_left_behind(tryton):
         assert draft["state"] == "draft"
 
 
-@needs_tryton
+@pytest.mark.tryton
 def test_a_concurrent_update_is_a_transient_error(tryton):
     customer = tryton.ids["customer"]
     with TrytonConnector(tryton.options()) as connector, pytest.raises(TransientError) as caught:
@@ -332,14 +329,14 @@ def test_a_concurrent_update_is_a_transient_error(tryton):
     assert "modified in the meanwhile" in caught.value.message
 
 
-@needs_tryton
+@pytest.mark.tryton
 def test_an_unknown_method_is_a_permanent_error(tryton):
     with TrytonConnector(tryton.options()) as connector, pytest.raises(PermanentError) as caught:
         call(connector, model="sale.sale", method="no_such_method", args=[[1]])
     assert caught.value.status == 403
 
 
-@needs_tryton
+@pytest.mark.tryton
 def test_stock_levels_per_product_and_location(tryton):
     with TrytonConnector(tryton.options()) as connector:
         items = list(connector.read({"locations": ["STO"], "domain": [["type", "=", "goods"]]}))
@@ -354,7 +351,7 @@ def test_stock_levels_per_product_and_location(tryton):
     assert first["product"] in tryton.ids["products"].values()
 
 
-@needs_tryton
+@pytest.mark.tryton
 def test_stock_levels_fall_after_a_confirmed_sale_is_shipped_in_the_forecast(tryton):
     with TrytonConnector(tryton.options()) as connector:
         call(
@@ -376,7 +373,7 @@ def test_stock_levels_fall_after_a_confirmed_sale_is_shipped_in_the_forecast(try
     assert item["location_code"] == "STO"
 
 
-@needs_tryton
+@pytest.mark.tryton
 def test_an_unknown_location_code_is_a_permanent_error(tryton):
     with TrytonConnector(tryton.options()) as connector, pytest.raises(PermanentError) as caught:
         list(connector.read({"locations": ["NOPE"]}))
@@ -386,7 +383,7 @@ def test_an_unknown_location_code_is_a_permanent_error(tryton):
 # -- the contract every connector keeps ---------------------------------------------------
 
 
-@needs_tryton
+@pytest.mark.tryton
 class TestTrytonContract(ConnectorContract):
     connector_class = TrytonConnector
 

@@ -24,8 +24,9 @@ cannot be imported (``pip install -e '.[tryton]'`` installs them); with
 ``FLOWYARD_REQUIRE_TRYTON=1`` (set it in CI) they fail instead.
 
 Measured on 2 cores: installing the ``tryton`` extra ~17 s; the first template build
-~41 s (trytond-admin ~25 s, proteus data ~15 s), later sessions reuse it (~0 s); a
-fresh copy plus a started server ~1.5 s per test.
+41-48 s on an idle machine (proteus data ~15 s, trytond-admin the rest; ~90 s seen
+with other test runs competing), later sessions reuse it (~0 s); a fresh copy plus a
+started server 1.5-2.5 s per test.
 """
 
 from __future__ import annotations
@@ -217,7 +218,3 @@ def tryton_for_class(
     """One Tryton server shared by the tests of a class (for tests that change little)."""
     with serve_copy(tryton_template, tmp_path_factory.mktemp("tryton") / "tryton") as instance:
         yield instance
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "tryton: needs a real Tryton server (the tryton extra)")
