@@ -1,0 +1,150 @@
+"""The CLI as a user runs it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+
+import typer.main
+
+from tests.conftest import ROOT, flowyard, read_ndjson
+
+
+def quickstart(tmp_path):
+    work = tmp_path / "quickstart"
+    shutil.copytree(
+        ROOT / "examples" / "quickstart", work, ignore=shutil.ignore_patterns("out", ".flowyard")
+    )
+    text = (work / "flow.yaml").read_text().replace("[../../mappings]", f"[{ROOT / 'mappings'}]")
+    (work / "flow.yaml").write_text(text)
+    return work
+
+
+def test_quickstart_runs_then_skips_everything_and_traces_one_order(tmp_path):
+    work = quickstart(tmp_path)
+    first = flowyard("run", "flow.yaml", "--output", "json", cwd=work)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["counts"]["read"] == 10 and summary["counts"]["done"] == 10
+    assert set(summary) >= {"run_id", "flow", "status", "counts", "duration_s"}
+    assert "Traceback" not in first.stderr
+
+    erp = sqlite3.connect(work / "out" / "erp.db")
+    assert erp.execute("SELECT count(*) FROM sales_orders").fetchone()[0] == 10
+    pickups = read_ndjson(work / "out" / "pickups.ndjson")
+    shipments = read_ndjson(work / "out" / "shipments.ndjson")
+    assert len(pickups) + len(shipments) == 10 and pickups
+
+    second = flowyard("run", "flow.yaml", "--output", "json", cwd=work)
+    assert second.returncode == 0
+    assert json.loads(second.stdout)["counts"]["skipped"] == 10
+    assert len(read_ndjson(work / "out" / "pickups.ndjson")) == len(pickups)
+
+    order_id = json.loads((work / "orders.ndjson").read_text().splitlines()[0])["id"]
+    trace = flowyard("trace", str(order_id), cwd=work)
+    assert trace.returncode == 0
+    assert trace.stdout.count("quickstart_orders  run ") == 2
+    assert "erp_sales_order: sent" in trace.stdout
+    assert "erp_sales_order: skipped" in trace.stdout
+
+    runs = flowyard("runs", "list", "--output", "json", cwd=work)
+    listed = json.loads(runs.stdout)
+    assert [r["run_id"] for r in listed] == [json.loads(second.stdout)["run_id"], summary["run_id"]]
+    shown = json.loads(
+        flowyard("runs", "show", summary["run_id"][:17], "--output", "json", cwd=work).stdout
+    )
+    assert len(shown["records"]) == 10
+
+
+def test_a_changed_order_is_a_conflict_until_the_flow_says_update(tmp_path):
+    work = quickstart(tmp_path)
+    assert flowyard("run", "flow.yaml", cwd=work).returncode == 0
+    lines = (work / "orders.ndjson").read_text().splitlines()
+    order = json.loads(lines[0])
+    order["total_price"] = "999.00"
+    (work / "orders.ndjson").write_text("\n".join([json.dumps(order)] + lines[1:]) + "\n")
+    changed = flowyard("run", "flow.yaml", cwd=work)
+    assert changed.returncode == 1, changed.stdout
+    letters = json.loads(flowyard("dlq", "list", "--output", "json", cwd=work).stdout)
+    assert [d["error_class"] for d in letters] == ["ConflictError"]
+    flow = work / "flow.yaml"
+    flow.write_text(
+        flow.read_text().replace(
+            "      mode: upsert\n", "      mode: upsert\n      on_change: update\n"
+        )
+    )
+    replay = flowyard("dlq", "replay", "flow.yaml", cwd=work)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    erp = sqlite3.connect(work / "out" / "erp.db")
+    totals = dict(erp.execute("SELECT order_id, total FROM sales_orders").fetchall())
+    assert totals[f"shopify:{order['id']}"] == "999.00"
+    assert json.loads(flowyard("dlq", "list", "--output", "json", cwd=work).stdout) == []
+
+
+def test_dry_run_leaves_no_state_behind(tmp_path):
+    work = quickstart(tmp_path)
+    result = flowyard("run", "flow.yaml", "--dry-run", "--output", "json", cwd=work)
+    assert result.returncode == 0
+    assert len(json.loads(result.stdout)["would_send"]) == 20
+    assert not (work / ".flowyard").exists() and not (work / "out").exists()
+
+
+def test_invalid_flow_and_bad_arguments_exit_2_without_a_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("flow: x\nsource: {connector: file, path: a.ndjson}\nsteps:\n  - sned: {}\n")
+    for args in (
+        ["run", str(bad)],
+        ["validate", str(bad)],
+        ["run", str(ROOT / "examples/quickstart/flow.yaml"), "--var", "novalue"],
+        ["runs", "list", "--output", "xml"],
+    ):
+        result = flowyard(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr + result.stdout
+    result = flowyard("run", str(bad), cwd=tmp_path)
+    assert "bad.yaml:4:5" in result.stdout + result.stderr
+    assert "did you mean 'send'" in result.stdout + result.stderr
+
+
+def test_reading_commands_without_a_state_file_say_so(tmp_path):
+    result = flowyard("runs", "list", cwd=tmp_path)
+    assert result.returncode == 2 and "no state file" in result.stderr
+
+
+def test_connectors_lists_the_built_ins_with_their_options():
+    result = flowyard("connectors", "--output", "json")
+    listed = {c["name"]: c for c in json.loads(result.stdout)["connectors"]}
+    assert {"file", "http", "sqlite", "stdout"} <= set(listed)
+    assert "base_url" in listed["http"]["options"]
+    assert listed["sqlite"]["roles"] == ["source", "action"]
+
+
+def test_every_command_has_help_and_a_section_in_the_cli_docs():
+    import cli
+
+    docs = (ROOT / "docs" / "cli.md").read_text()
+    group = typer.main.get_group(cli.app)
+
+    def walk(cmd, prefix):
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, prefix + [name])
+        if not getattr(cmd, "commands", None):
+            yield prefix, cmd
+
+    commands = list(walk(group, []))
+    assert len(commands) >= 10
+    for path, cmd in commands:
+        assert (cmd.help or "").strip(), path
+        head = " ".join(path[:-1] + [path[-1]]) if len(path) > 1 else path[0]
+        assert f"flowyard {path[0]}" in docs, path
+        assert path[-1] in docs, head
+        help_run = flowyard(*path, "--help")
+        assert help_run.returncode == 0 and "Usage" in help_run.stdout
+
+
+def test_schema_prints_the_flow_language_for_editors():
+    result = flowyard("schema")
+    schema = json.loads(result.stdout)
+    assert schema["$schema"].startswith("http://json-schema.org/draft-07")
+    assert "steps" in schema["properties"]
