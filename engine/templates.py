@@ -1,17 +1,16 @@
-"""The one Jinja environment of flowyard, and values compiled once into callables.
+"""Values and conditions compiled once into callables.
 
 A value in a flow or a mapping is a *template* when it contains ``{{``: a lone
 ``{{ expr }}`` yields the expression's own Python value (numbers stay numbers, a string
 ``"01234"`` stays a string), text mixed with expressions yields a string. Anything else
 is a constant. A *condition* (``filter``, route ``when``) is a bare expression.
 
-The environment is sandboxed (templates cannot reach Python internals or mutate the
-record), undefined names and missing fields raise instead of rendering empty, and the
-retail filters of :mod:`engine.filters` are built in.
+Templates run in the one environment of :mod:`engine._sandbox` (sandboxed, native types,
+strict about missing data, with the retail filters of :mod:`engine.filters`).
 
 Compilation happens once: a value, however deeply nested, becomes ONE Jinja AST and one
-generated Python function (see :class:`Renderer`); a render builds a fresh
-:class:`jinja2.runtime.Context` and runs that function, with no ``Template.render``
+generated Python function (see :class:`Renderer`); a render makes a light context over
+the caller's variables (no copy) and runs that function, with no ``Template.render``
 machinery on the way. Only when a render fails are the parts evaluated one by one, to name
 the field that failed.
 
@@ -28,55 +27,59 @@ Errors::
 from __future__ import annotations
 
 import difflib
-import functools
 import itertools
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
-from types import GeneratorType, MappingProxyType
+from types import MappingProxyType
 from typing import Any
 
-from jinja2 import StrictUndefined, Undefined, nodes, pass_context
-from jinja2.compiler import optimizeconst
+from jinja2 import nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
-from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.nodes import EvalContext
 from jinja2.parser import Parser
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
+from engine._sandbox import (
+    DEFINED,
+    EACH,
+    FlowyardEnvironment,
+    SandboxLimit,
+    default_environment,
+    make_environment,
+)
 from engine.errors import MappingError
-from engine.filters import FILTERS, GLOBALS, FilterError, _defined
+from engine.filters import FILTERS, FilterError, _defined
 from engine.yamlpos import format_path
 
 __all__ = [
+    "CONDITION_HINT",
     "CONTEXT_NAMES",
     "Condition",
+    "FlowyardEnvironment",
     "Renderer",
     "SandboxViolation",
     "TemplateProblem",
     "TemplateRenderError",
     "UndefinedValueError",
+    "check_free_names",
     "compile_condition",
     "compile_value",
+    "constant_spec",
     "default_environment",
+    "did_you_mean",
+    "free_names",
     "is_template",
     "make_environment",
+    "parse_condition",
+    "parse_template",
 ]
 
 #: The names the engine puts in a template's context (loop variables come on top).
 CONTEXT_NAMES = ("record", "vars", "meta", "run", "parent")
 
-MAX_RANGE = 10_000  # range() in a template
-MAX_SEQUENCE = 1_000_000  # "x" * n, [..] * n
-MAX_EXPONENT = 1_000  # a ** b
-MAX_POWER_BITS = 100_000  # and the size of its result
-
 CONDITION_HINT = "conditions are bare expressions: write `x`, not `{{ x }}`"
-_DEFINED = "fy:defined"  # internal filters: a ':' keeps them out of reach of user templates
-_EACH = "fy:each"
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -136,14 +139,10 @@ class SandboxViolation(TemplateRenderError):
     """A template tried to reach Python internals, or passed one of the sandbox's limits."""
 
 
-class _SandboxLimit(SecurityError):
-    pass
-
-
 def _render_error(exc: BaseException, field: str = "", source: str = "") -> TemplateRenderError:
     if isinstance(exc, TemplateRenderError):
         return type(exc)(exc.reason, field=field or exc.field, source=source or exc.source)
-    if isinstance(exc, _SandboxLimit):
+    if isinstance(exc, SandboxLimit):
         return SandboxViolation(
             f"template passed a sandbox limit: {exc}", field=field, source=source
         )
@@ -155,160 +154,6 @@ def _render_error(exc: BaseException, field: str = "", source: str = "") -> Temp
     if isinstance(exc, FilterError):
         return TemplateRenderError(str(exc), field=field, source=source)
     return TemplateRenderError(f"{type(exc).__name__}: {exc}", field=field, source=source)
-
-
-# -- the environment ------------------------------------------------------------------------
-class _Undefined(StrictUndefined):
-    """StrictUndefined whose message says which field is missing and what was there."""
-
-    __slots__ = ()
-
-    @property
-    def _undefined_message(self) -> str:
-        hint, obj, name = self._undefined_hint, self._undefined_obj, self._undefined_name
-        if hint:
-            return hint
-        if obj is missing:
-            return f"{name!r} is undefined"
-        if isinstance(obj, Mapping):
-            keys = [str(k) for k in itertools.islice(obj, 12)]
-            more = ", ..." if len(obj) > 12 else ""
-            has = f"it has: {', '.join(keys)}{more}" if keys else "it is empty"
-            return f"no field {name!r} ({has}); add `| default(...)` if it may be missing"
-        if isinstance(obj, list | tuple):
-            return f"no item {name!r} in a list of {len(obj)}"
-        if obj is None:
-            return f"cannot read {name!r} of None (the value before it is null)"
-        return f"{type(obj).__name__} value has no attribute {name!r}"
-
-
-class _CodeGenerator(NativeCodeGenerator):
-    """Native output, and a fast path for reading a field of a dict.
-
-    - No constant folding into text: Jinja's native generator joins constant outputs into
-      a string and relies on ``literal_eval`` to get the value back; flowyard never parses
-      strings back, so a constant expression is emitted as a Python literal instead.
-    - ``a.b`` where ``a`` is a plain dict holding ``b`` (a record field, the common case)
-      is read inline; anything else (a missing key, an object, a sandbox check) goes
-      through ``environment.getattr`` as before. Same result, a fifth of the cost.
-    """
-
-    _temps = itertools.count()
-
-    def _output_child_to_const(self, node: nodes.Expr, frame: Any, finalize: Any) -> Any:
-        if isinstance(node, nodes.TemplateData):
-            return super()._output_child_to_const(node, frame, finalize)
-        raise nodes.Impossible()
-
-    def _inline_getattr(self, node: nodes.Getattr, frame: Any, check: str = "") -> None:
-        temp, attr = f"fy_t{next(self._temps)}", repr(node.attr)
-        self.write(f"({temp}[{attr}] if type({temp} := ")
-        self.visit(node.node, frame)
-        fallback = f"environment.getattr({temp}, {attr})"
-        self.write(f") is dict and {attr} in {temp} else {check}({fallback}))")
-
-    @optimizeconst
-    def visit_Getattr(self, node: nodes.Getattr, frame: Any) -> None:
-        if self.environment.is_async or node.ctx != "load":
-            return super().visit_Getattr(node, frame)
-        self._inline_getattr(node, frame)
-
-    @optimizeconst
-    def visit_Filter(self, node: nodes.Filter, frame: Any) -> None:
-        # a checked field read: only the slow branch can give an Undefined
-        if node.name == _DEFINED and isinstance(node.node, nodes.Getattr):
-            return self._inline_getattr(node.node, frame, self.filters[_DEFINED])
-        super().visit_Filter(node, frame)
-
-
-def _checked_value(value: Any) -> Any:
-    """A computed value on its way out: no Undefined in it, no lazy generator."""
-    if isinstance(value, Undefined):
-        value._fail_with_undefined_error()
-    if isinstance(value, GeneratorType):  # `map`, `select` ... are lazy
-        value = list(value)
-    if type(value) is list:
-        for item in value:
-            if isinstance(item, Undefined):
-                item._fail_with_undefined_error()
-    return value
-
-
-def _native_concat(values: Iterable[Any]) -> Any:
-    values = list(values)
-    return values[0] if len(values) == 1 else "".join(map(str, values))
-
-
-def _safe_range(*args: int) -> range:
-    rng = range(*args)
-    if len(rng) > MAX_RANGE:
-        raise _SandboxLimit(f"range() of {len(rng)} items (the limit is {MAX_RANGE})")
-    return rng
-
-
-class FlowyardEnvironment(ImmutableSandboxedEnvironment):
-    """Sandboxed (immutable), native types, strict undefined, retail filters.
-
-    Object access prefers keys to attributes for dicts (records are data: ``record.items``
-    is the field ``items`` when the record has one), which is also the fast path.
-    """
-
-    code_generator_class = _CodeGenerator
-    intercepted_binops = frozenset({"*", "**"})
-    concat = staticmethod(_native_concat)  # for Template.render(); flowyard renders natively
-
-    def __init__(self) -> None:
-        super().__init__(undefined=_Undefined, autoescape=False, keep_trailing_newline=False)
-        for name in ("lipsum", "cycler", "joiner", "namespace"):
-            self.globals.pop(name, None)
-        self.globals["range"] = _safe_range
-        self.globals.update(GLOBALS)
-        self.filters.update(FILTERS)
-        self.filters[_DEFINED] = _checked_value
-        self.filters[_EACH] = _each_filter
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, dict):
-            try:
-                return obj[attribute]
-            except KeyError:
-                if not hasattr(obj, attribute):
-                    return self.undefined(obj=obj, name=attribute)
-        return super().getattr(obj, attribute)
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
-        # Jinja returns an Undefined here, which a native render could pass on as a value
-        # (e.g. inside a list from `map`); refusing at once is simpler and safer.
-        kind = type(obj).__name__
-        raise SecurityError(f"access to attribute {attribute!r} of a {kind!r} object is unsafe")
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**":
-            if isinstance(right, int | Decimal) and abs(right) > MAX_EXPONENT:
-                raise _SandboxLimit(f"exponent {right} (the limit is {MAX_EXPONENT})")
-            if isinstance(left, int) and isinstance(right, int) and right > 0:
-                if left.bit_length() * right > MAX_POWER_BITS:
-                    raise _SandboxLimit(f"a power of about {left.bit_length() * right} bits")
-        else:
-            for seq, times in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(times, int)
-                    and len(seq) * times > MAX_SEQUENCE
-                ):
-                    raise _SandboxLimit(f"a sequence of {len(seq) * times} (limit {MAX_SEQUENCE})")
-        return self.binop_table[operator](left, right)
-
-
-def make_environment() -> FlowyardEnvironment:
-    """A new flowyard environment; an :class:`engine.Engine` makes one and keeps it."""
-    return FlowyardEnvironment()
-
-
-@functools.cache
-def default_environment() -> FlowyardEnvironment:
-    """The module-wide environment, for callers that have no Engine."""
-    return make_environment()
 
 
 # -- value trees ----------------------------------------------------------------------------
@@ -535,7 +380,7 @@ def _checked(node: nodes.Expr) -> nodes.Expr:
     if isinstance(node, nodes.Dict):
         pairs = [nodes.Pair(p.key, _checked(p.value), lineno=p.lineno) for p in node.items]
         return nodes.Dict(pairs, lineno=node.lineno)
-    return nodes.Filter(node, _DEFINED, [], [], None, None, lineno=node.lineno)
+    return nodes.Filter(node, DEFINED, [], [], None, None, lineno=node.lineno)
 
 
 def _to_node(spec: Any, extra: dict[str, Any], env: FlowyardEnvironment) -> nodes.Expr:
@@ -553,7 +398,7 @@ def _to_node(spec: Any, extra: dict[str, Any], env: FlowyardEnvironment) -> node
         name = f"fy_each_{next(_unique)}"
         spec.renderer = _EachRenderer(env, spec, name)
         extra[name] = spec.renderer
-        return nodes.Filter(spec.each.node, _EACH, [nodes.Name(name, "load")], [], None, None)
+        return nodes.Filter(spec.each.node, EACH, [nodes.Name(name, "load")], [], None, None)
     if isinstance(spec, When):
         body = _to_node(spec.body, extra, env)
         return nodes.CondExpr(spec.condition.node, body, nodes.Const(None))
@@ -617,11 +462,6 @@ class _Compiled:
         for value in self.root(_Scope(self.env, variables, self.globals, self.eval_ctx)):
             return value
         return None
-
-
-@pass_context
-def _each_filter(context: Context, items: Any, renderer: _EachRenderer) -> list:
-    return renderer.map(context.parent, items)
 
 
 def _check_items(items: Any) -> None:
