@@ -376,9 +376,10 @@ _TYPE_WORDS = {
 
 
 def did_you_mean(word: Any, choices: Any) -> str:
-    """`` (did you mean 'x'?)`` when a close match exists, else ``""``."""
-    close = difflib.get_close_matches(str(word), sorted(map(str, choices)), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """`` (did you mean 'x'?)`` when a close match exists (case aside), else ``""``."""
+    by_lower = {str(c).lower(): str(c) for c in sorted(map(str, choices), reverse=True)}
+    close = difflib.get_close_matches(str(word).lower(), sorted(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
 def describe_value(value: Any) -> str:
@@ -415,11 +416,14 @@ def _type_hint(expected: Any, value: Any) -> str:
     return ""
 
 
-def explain(err: jsonschema.ValidationError) -> tuple[list[Any], str, bool]:
+def explain(
+    err: jsonschema.ValidationError, root: dict | None = None
+) -> tuple[list[Any], str, bool]:
     """One jsonschema error in a person's words: (path, message, point at the key?).
 
     ``path`` may go one step deeper than the error's own (an unknown key, an invalid
-    property name), so that the position shown is the offending key itself.
+    property name), so that the position shown is the offending key itself. ``root``
+    is the whole schema, to explain ``if``/``then`` rules.
     """
     path = list(err.absolute_path)
     kind, value, schema = err.validator, err.instance, err.schema
@@ -475,7 +479,39 @@ def explain(err: jsonschema.ValidationError) -> tuple[list[Any], str, bool]:
         return path, f"is {what}: give {bound} {n} {size}(s)", False
     if kind in ("oneOf", "anyOf"):
         return _explain_alternatives(err)
+    if kind == "not" and set(err.validator_value or {}) == {"required"}:
+        keys = ", ".join(f"`{k}`" for k in err.validator_value["required"])
+        condition = schema_condition(root, err.schema_path) if root else ""
+        return path, f"{keys} is not allowed here{' ' + condition if condition else ''}", False
     return path, err.message, False
+
+
+def schema_condition(root: dict | None, schema_path: Any) -> str:
+    """The ``if`` a then/else rule at ``schema_path`` depends on, in words ("when ...")."""
+    parts = list(schema_path)
+    node: Any = root
+    for i, part in enumerate(parts):
+        if part in ("then", "else") and isinstance(node, dict) and isinstance(node.get("if"), dict):
+            rule = _describe_if(node["if"])
+            if rule and i >= len(parts) - 3:
+                return f"when {rule}" if part == "then" else f"unless {rule}"
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return ""
+    return ""
+
+
+def _describe_if(rule: dict) -> str:
+    consts = {
+        k: v["const"]
+        for k, v in (rule.get("properties") or {}).items()
+        if isinstance(v, dict) and "const" in v
+    }
+    if consts:
+        return " and ".join(f"{k} is {v}" for k, v in consts.items())
+    required = rule.get("required") or []
+    return " and ".join(f"`{k}` is given" for k in required)
 
 
 def _explain_alternatives(err: jsonschema.ValidationError) -> tuple[list[Any], str, bool]:

@@ -57,14 +57,7 @@ from engine.templates import (
     parse_template,
 )
 from engine.validation import compile_validator, load_schema
-from engine.yamlpos import (
-    UNQUOTED_CONDITION_HINT,
-    UNQUOTED_TEMPLATE_HINT,
-    format_path,
-    key_position,
-    load_yaml,
-    position,
-)
+from engine.yamlpos import format_path, key_position, load_yaml, position, replaced_by_null
 
 __all__ = ["ENV_REF", "check_flow", "did_you_mean", "load_flow", "parse_duration", "parse_rate"]
 
@@ -138,6 +131,7 @@ class _Loader:
         self._explicit_names: set[str] = set()
         self._counter = 0
         self._used_connections: set[str] = set()
+        self._env_ok: list[str] = ["connections", "source"]  # where ${env:NAME} is resolved
 
     # -- reporting -------------------------------------------------------------------------
     def problem(
@@ -166,6 +160,10 @@ class _Loader:
         self.problem(path, message, at_key=at_key)
         self._reported.append(format_path(path))
 
+    def _refused_under(self, path: list[Any]) -> bool:
+        where = format_path(path)
+        return any(_under(done, where) for done in self._reported)
+
     @property
     def ok(self) -> bool:
         return not any(p.severity == "error" for p in self.problems)
@@ -189,6 +187,13 @@ class _Loader:
                         at_key=True,
                     )
                 continue
+            if (
+                err.validator == "required"
+                and path[-1:] in (["send"], ["enrich"])
+                and isinstance(err.instance, dict)
+                and "connector" in err.instance
+            ):
+                continue  # said better by call(): a send goes through a named connection
             where, message, at_key = flow_schema.explain(err)
             if err.validator == "required":
                 self.problem(where, message, at_key=at_key)  # the value is there, only short
@@ -356,12 +361,16 @@ class _Loader:
             if err.validator == "required" and isinstance(err.instance, dict):
                 missing = [k for k in err.validator_value if k not in err.instance]
                 where = list(err.absolute_path)
-                self.problem(
-                    [*path, *where],
-                    f"{what} needs the option `{missing[0] if missing else '?'}`",
+                key = missing[0] if missing else "?"
+                message = (
+                    f"{what}: `{format_path(where)}` needs `{key}`"
+                    if where
+                    else f"{what} needs the option `{key}`"
                 )
+                condition = flow_schema.schema_condition(schema, err.schema_path)
+                self.problem([*path, *where], message + (f" {condition}" if condition else ""))
                 continue
-            where, message, at_key = flow_schema.explain(err)
+            where, message, at_key = flow_schema.explain(err, schema)
             self.refused([*path, *where], f"{what}: {message}", at_key=at_key)
 
     def connector_class(self, name: Any, path: list[Any]) -> Any:
@@ -446,10 +455,11 @@ class _Loader:
         if not isinstance(name, str):
             return "", None  # missing or not text: the schema said so
         if name not in connections:
+            named = sorted(n for n in connections if "@" not in n)  # not the inline ones
             self.problem(
                 [*path, "connection"],
-                f"unknown connection {name!r}{did_you_mean(name, set(connections))}; defined: "
-                f"{', '.join(sorted(connections)) or 'none (add it under `connections:`)'}",
+                f"unknown connection {name!r}{did_you_mean(name, named)}; defined: "
+                f"{', '.join(named) or 'none (add it under `connections:`)'}",
             )
             return "", None
         self._used_connections.add(name)
@@ -459,7 +469,7 @@ class _Loader:
 
     def _role(self, cls: Any, connector: str, role: str, path: list[Any]) -> Any:
         if cls is not None and role not in cls.roles():
-            use = "a source" if role == "source" else "in a send or enrich step"
+            use = "as a source" if role == "source" else "in a send or enrich step"
             self.problem(
                 path,
                 f"connector {connector!r} cannot be used {use}; it offers: "
@@ -534,6 +544,8 @@ class _Loader:
         self, spec: dict, path: list[Any], connections: dict, names: tuple[str, ...]
     ) -> Step | None:
         kinds = [k for k in flow_schema.STEP_KINDS if k in spec]
+        if not kinds and self._refused_under(path):
+            return None  # an unknown key was reported, most likely the misspelled kind
         if len(kinds) != 1:
             if kinds:
                 found = f"found {' and '.join(kinds)}; split it into {len(kinds)} steps"
@@ -709,6 +721,7 @@ class _Loader:
             self._reported.append(format_path([*path, "connector"]))
         name, cls = self.connection_for(spec, path, "action", connections)
         options = {k: v for k, v in spec.items() if k not in flow_schema.CALL_KEYS}
+        self._env_ok += [format_path([*path, key]) for key in options]
         if cls is not None:
             self.check_options(options, cls.call_schema, path, f"{kind} through {cls.name!r}")
         if kind == "enrich" and "save_as" not in spec:
@@ -748,13 +761,14 @@ class _Loader:
                 self.problem(["schedule"], message)
 
     def env_refs(self) -> set[str]:
-        """``${env:NAME}`` is resolved in connection and source options only."""
+        """``${env:NAME}`` is resolved in connection, source and call options only."""
         names: set[str] = set()
         for key, value in self.data.items():
-            resolved = key in ("connections", "source")
             for path, text in _strings(value, [key]):
                 if key == "description":
                     continue
+                where = format_path(path)
+                resolved = any(_under(where, ok) for ok in self._env_ok)
                 for ref in _ANY_DOLLAR_REF.findall(text):
                     if not ENV_REF.fullmatch(ref):
                         self.problem(
@@ -765,8 +779,8 @@ class _Loader:
                     elif not resolved:
                         self.problem(
                             path,
-                            f"{ref} is resolved only in connection and source options; put the "
-                            "secret on the connection (e.g. its headers or auth)",
+                            f"{ref} is resolved only in the options of connections, of the "
+                            "source and of send/enrich steps; it would stay literal text here",
                         )
                     elif ENV_REF.fullmatch(ref).group(1) not in names:
                         name = ENV_REF.fullmatch(ref).group(1)
@@ -795,9 +809,10 @@ class _Loader:
         try:
             text = self.path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
-            self.problems.append(
-                Problem(self.file, None, None, "", f"not UTF-8 text: {exc.reason}")
-            )
+            before = exc.object[: exc.start]
+            line, column = before.count(b"\n") + 1, exc.start - (before.rfind(b"\n") + 1) + 1
+            message = f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the file as UTF-8"
+            self.problems.append(Problem(self.file, line, column, "", message))
             return None
         except OSError as exc:
             self.problems.append(
@@ -808,11 +823,7 @@ class _Loader:
         self.data, problems = load_yaml(text, self.file)
         self.problems.extend(problems)
         # a template left unquoted became null: later checks of that value would only echo it
-        self._reported += [
-            p.path
-            for p in problems
-            if p.path and p.message in (UNQUOTED_TEMPLATE_HINT, UNQUOTED_CONDITION_HINT)
-        ]
+        self._reported += [p.path for p in problems if p.path and replaced_by_null(p)]
         if self.data is None:
             return None
         if not isinstance(self.data, dict):
@@ -850,7 +861,8 @@ class _Loader:
         self.collect_names(self.data.get("steps"))
         steps = self.steps(self.data.get("steps"), ["steps"], connections, STEP_NAMES)
         names = self.env_refs()
-        self.check_unused(connections)
+        if self.ok:  # with errors, "not used" is mostly an echo of them
+            self.check_unused(connections)
         retention = self.data.get("retention")
         retention_s = None
         if isinstance(retention, str) and re.fullmatch(r"\d+[dhm]", retention):

@@ -28,7 +28,9 @@ UNQUOTED_CONDITION_HINT = (
     "a condition is a bare expression, without {{ }} (YAML read the braces as a mapping); "
     "write e.g. `when: record.total > 100`"
 )
+TAGS_REFUSED = "tags (!!python/..., !custom) are not allowed; write plain values"
 CONDITION_KEYS = ("when", "filter")
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 class PosDict(dict):
@@ -50,6 +52,13 @@ class PosList(list):
     def __init__(self, *args: Any):
         super().__init__(*args)
         self.item_pos: list[Pos] = []
+
+
+def replaced_by_null(problem: Problem) -> bool:
+    """Did this problem make the loader keep null in place of the value it names?"""
+    return problem.message.startswith(
+        (UNQUOTED_TEMPLATE_HINT, UNQUOTED_CONDITION_HINT, TAGS_REFUSED)
+    )
 
 
 def _mark(node: yaml.Node) -> Pos:
@@ -77,6 +86,10 @@ class _Loader(yaml.SafeLoader):
         return self._construct(node, "", None)
 
     def _construct(self, node: yaml.Node, path: str, key: Any) -> Any:
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_TAGS:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            self._problem(node, path, f"{TAGS_REFUSED} (found {tag})")
+            return None
         if isinstance(node, yaml.MappingNode):
             if _looks_like_unquoted_template(node):
                 hint = UNQUOTED_CONDITION_HINT if key in CONDITION_KEYS else UNQUOTED_TEMPLATE_HINT
@@ -211,7 +224,7 @@ def _explain(exc: yaml.MarkedYAMLError, text: str) -> str:
     elif "found undefined alias" in problem:
         message = "an alias (*name) refers to no anchor (&name) defined before it"
     elif "could not determine a constructor for the tag" in problem:
-        message = "tags (!!python/..., !custom) are not allowed; write plain values"
+        message = TAGS_REFUSED
     elif "expected a single document" in problem:
         message = "a flow file holds one YAML document; remove the '---' separator"
     else:
