@@ -525,9 +525,7 @@ class Runner:
             **({"replay_of": w.dead_letter.id} if w.dead_letter else {}),
         )
         if w.dead_letter is not None:
-            self._replayed.append(
-                (w.dead_letter.id, outcome.outcome not in ("dead_lettered", "parked"))
-            )
+            self._replayed.append((w.dead_letter.id, outcome.outcome))
         self._finish(w, final=outcome.outcome != "parked")
 
     def _finish(self, w: _Work, final: bool) -> None:
@@ -563,10 +561,13 @@ class Runner:
             move_cursor=getattr(self, "_cursor_moved", False),
         )
         self.dead_letter_ids.extend(ids)
-        for letter_id, ok in self._replayed:
-            self.store.close_dead_letter(
-                letter_id, "replayed" if ok else "failed_again", self.run_id
-            )
+        for letter_id, outcome in self._replayed:
+            if outcome not in ("dead_lettered", "parked"):
+                self.store.close_dead_letter(letter_id, "replayed", self.run_id)
+            elif outcome == "dead_lettered" and letter_id not in ids:
+                # it failed again at another step: the new dead letter replaces this one
+                self.store.close_dead_letter(letter_id, "superseded", self.run_id)
+            # failed again at the same step: the same dead letter was refreshed and stays open
         self._replayed.clear()
         self._traces.clear()
         self._dead.clear()

@@ -239,6 +239,33 @@ class Store:
                     ],
                 )
             for d in dead_letters:
+                # a record that fails the same way on every run (a file source is re-read
+                # each time) keeps one open dead letter, refreshed, not one per run
+                same = conn.execute(
+                    "SELECT id FROM dead_letters WHERE flow = ? AND record_key IS ? AND "
+                    "step IS ? AND status = 'open' ORDER BY id DESC LIMIT 1",
+                    (flow, d.get("record_key"), d.get("step")),
+                ).fetchone()
+                if same is not None:
+                    conn.execute(
+                        "UPDATE dead_letters SET run_id = ?, error_class = ?, message = ?, "
+                        "attempts = ?, record = ?, context = ?, raw = ?, line = ?, at = ? "
+                        "WHERE id = ?",
+                        (
+                            d["run_id"],
+                            d["error_class"],
+                            d["message"],
+                            d.get("attempts", 1),
+                            dumps(d.get("record")),
+                            dumps(d.get("context")),
+                            d.get("raw"),
+                            d.get("line"),
+                            time.time(),
+                            same[0],
+                        ),
+                    )
+                    ids.append(same[0])
+                    continue
                 cur = conn.execute(
                     "INSERT INTO dead_letters (flow, run_id, record_key, step, error_class, "
                     "message, attempts, record, context, raw, line, at) "
