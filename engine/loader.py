@@ -272,7 +272,7 @@ class _Loader:
             except TemplateProblem as exc:
                 self.problem(path, exc.message, lineno=exc.lineno)
                 return False
-            return self.check_expression(node, path, names)
+            return self.check_expression(node, path, names, value)
         try:
             constant_spec(value, format_path(path))
         except TemplateProblem as exc:
@@ -280,8 +280,10 @@ class _Loader:
             return False
         return True
 
-    def check_expression(self, node: nodes.Node, path: list[Any], names: tuple[str, ...]) -> bool:
-        internal = _python_internals(node)
+    def check_expression(
+        self, node: nodes.Node, path: list[Any], names: tuple[str, ...], source: str
+    ) -> bool:
+        internal = _python_internals(node, source)
         if internal:
             self.problem(
                 path,
@@ -330,7 +332,7 @@ class _Loader:
         except TemplateProblem as exc:
             self.problem(path, exc.message, lineno=exc.lineno)
             return None
-        if not self.check_expression(node, path, names):
+        if not self.check_expression(node, path, names, expr):
             return None
         try:
             return compile_condition(self.env, expr, names=names)
@@ -368,7 +370,11 @@ class _Loader:
                     else f"{what} needs the option `{key}`"
                 )
                 condition = flow_schema.schema_condition(schema, err.schema_path)
-                self.problem([*path, *where], message + (f" {condition}" if condition else ""))
+                self.problem(
+                    [*path, *where],
+                    message + (f" {condition}" if condition else ""),
+                    at_key=bool([*path, *where]),
+                )
                 continue
             where, message, at_key = flow_schema.explain(err, schema)
             self.refused([*path, *where], f"{what}: {message}", at_key=at_key)
@@ -726,7 +732,9 @@ class _Loader:
             self.check_options(options, cls.call_schema, path, f"{kind} through {cls.name!r}")
         if kind == "enrich" and "save_as" not in spec:
             self.problem(
-                path, "an enrich step needs `save_as:`, the record field that receives the answer"
+                path,
+                "an enrich step needs `save_as:`, the record field that receives the answer",
+                at_key=True,
             )
         for key in ("idempotency_key", "on_change"):
             if kind == "enrich" and key in spec:
@@ -884,8 +892,9 @@ class _Loader:
         )
 
 
-def _python_internals(node: nodes.Node) -> str | None:
-    """A dunder attribute an expression reaches for (``x.__class__``, ``x['__dict__']``)."""
+def _python_internals(node: nodes.Node, source: str) -> str | None:
+    """The first dunder attribute an expression reaches for (``x.__class__``, ``x['__dict__']``)."""
+    found = []
     for item in node.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
         if isinstance(item, nodes.Getattr):
             name = item.attr
@@ -897,8 +906,8 @@ def _python_internals(node: nodes.Node) -> str | None:
         else:
             continue
         if isinstance(name, str) and name.startswith("__"):
-            return name
-    return None
+            found.append(name)
+    return min(found, key=source.find) if found else None
 
 
 def check_flow(

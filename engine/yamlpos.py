@@ -225,7 +225,7 @@ def _explain(exc: yaml.MarkedYAMLError, text: str) -> str:
         message = "an alias (*name) refers to no anchor (&name) defined before it"
     elif "could not determine a constructor for the tag" in problem:
         message = TAGS_REFUSED
-    elif "expected a single document" in problem:
+    elif "expected a single document" in said:
         message = "a flow file holds one YAML document; remove the '---' separator"
     else:
         return f"invalid YAML: {said}"

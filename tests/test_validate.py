@@ -1,0 +1,322 @@
+"""`flowyard validate` as a user meets it: every broken flow of the corpus in tests/broken/ is
+reported at the exact file, line and flow path, with every problem of a file at once and no
+traceback; the shipped flows and the examples of docs/flows.md validate, against the loader
+and against the exported JSON Schema.
+
+Each corpus file states what validating it must report in its first lines::
+
+    # expect: 9 steps[0].send.connection: unknown connection 'ERP' (did you mean 'erp'?)
+    # expect: mappings/syntax_error.yaml:5: this quoted text is never closed
+    # expect-warning: 10 connections.erp.auth.token: environment variable X is not set
+    # exit: 0
+
+``LINE`` (or ``FILE:LINE`` for a file next to the flow, such as a mapping), then the flow
+path (none for the whole file), then a part of the message. The problems of a file must be
+exactly the expected ones: nothing missing, nothing more.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from connectors import Connector
+from engine import Engine, FlowError
+from tests.conftest import ROOT, flowyard, write_flow
+
+CORPUS = ROOT / "tests" / "broken"
+CORPUS_FILES = sorted(CORPUS.glob("*.yaml"))
+EXPECT = re.compile(
+    r"^# expect(?P<warning>-warning)?: (?:(?P<file>\S+):)?(?P<line>\d+)(?: (?P<path>.*?))?: "
+    r"(?P<message>.+)$"
+)
+
+
+@dataclass(frozen=True)
+class Expected:
+    file: str
+    line: int
+    path: str
+    severity: str
+    message: str
+
+
+def expectations(flow: Path) -> tuple[list[Expected], int]:
+    """The problems and the exit code a corpus file declares in its header comments."""
+    expected, code = [], 2
+    for line in flow.read_bytes().decode("utf-8", errors="replace").splitlines():
+        if not line.startswith("#"):
+            break
+        if line.startswith("# exit:"):
+            code = int(line.split(":", 1)[1])
+        match = EXPECT.match(line)
+        if match:
+            file = str((flow.parent / match["file"]).resolve()) if match["file"] else str(flow)
+            severity = "warning" if match["warning"] else "error"
+            expected.append(
+                Expected(file, int(match["line"]), match["path"] or "", severity, match["message"])
+            )
+    return expected, code
+
+
+def _key(file: str) -> str:
+    return str((ROOT / file).resolve())
+
+
+@pytest.fixture(scope="module")
+def corpus_run() -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """One `flowyard validate --output json` over the whole corpus, as a user would run it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "validate", "--output", "json", *map(str, CORPUS_FILES)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FLOWYARD_CORPUS_")},
+    )
+    return proc, json.loads(proc.stdout)
+
+
+def test_the_corpus_is_a_specification_of_at_least_forty_broken_flows():
+    assert len(CORPUS_FILES) >= 40
+    for flow in CORPUS_FILES:
+        expected, code = expectations(flow)
+        assert expected, f"{flow.name} declares no `# expect:` line"
+        assert code == 0 or any(e.severity == "error" for e in expected), flow.name
+
+
+def test_validating_the_corpus_fails_with_exit_2_and_no_traceback(corpus_run):
+    proc, problems = corpus_run
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert problems and all(p["line"] and p["line"] >= 1 and p["message"] for p in problems)
+
+
+@pytest.mark.parametrize("flow", CORPUS_FILES, ids=[f.stem for f in CORPUS_FILES])
+def test_each_broken_flow_is_reported_at_its_line_and_path(flow, corpus_run):
+    _, problems = corpus_run
+    expected, _ = expectations(flow)
+    files = {str(flow)} | {e.file for e in expected}
+    got = [p for p in problems if _key(p["file"]) in files]
+    where = sorted((_key(p["file"]), p["line"], p["path"], p["severity"]) for p in got)
+    want = sorted((e.file, e.line, e.path, e.severity) for e in expected)
+    assert where == want, "\n".join(
+        f"{p['file']}:{p['line']} {p['path']} {p['severity']}: {p['message']}" for p in got
+    )
+    for e in expected:
+        messages = [
+            p["message"]
+            for p in got
+            if (_key(p["file"]), p["line"], p["path"]) == (e.file, e.line, e.path)
+        ]
+        assert any(e.message in m for m in messages), (e.message, messages)
+
+
+def test_no_problem_of_the_corpus_is_left_unexplained(corpus_run):
+    _, problems = corpus_run
+    declared = {str(f) for f in CORPUS_FILES}
+    for flow in CORPUS_FILES:
+        declared |= {e.file for e in expectations(flow)[0]}
+    assert {_key(p["file"]) for p in problems} <= declared
+
+
+# -- the human-readable output, one file at a time ------------------------------------------
+def test_an_unknown_connection_reads_file_line_column_path_and_a_suggestion():
+    proc = flowyard("validate", "tests/broken/unknown_connection.yaml")
+    assert proc.returncode == 2
+    assert (
+        "tests/broken/unknown_connection.yaml:9:19: error at steps[0].send.connection: "
+        "unknown connection 'ERP' (did you mean 'erp'?); defined: erp"
+    ) in proc.stderr
+    assert "0 of 1 flow(s) valid; 1 error(s)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_every_problem_of_a_file_is_reported_in_one_run():
+    proc = flowyard("validate", "tests/broken/every_problem_at_once.yaml")
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if ": error" in line]
+    assert [line.split(": error")[0].rsplit(":", 2)[1] for line in lines] == ["9", "10", "13"]
+    assert "unknown filter 'lenght' (did you mean 'length'?)" in lines[0]
+    assert "unknown step kind or key 'sned' (did you mean 'send'?)" in lines[1]
+    assert "unknown connection 'ERP' (did you mean 'erp'?)" in lines[2]
+
+
+def test_an_error_inside_a_mapping_points_into_the_mapping_file():
+    proc = flowyard("validate", "tests/broken/broken_mapping_syntax.yaml")
+    assert proc.returncode == 2
+    assert re.search(
+        r"tests/broken/mappings/syntax_error\.yaml:5:\d+: error: invalid YAML: "
+        r"this quoted text is never closed",
+        proc.stderr,
+    ), proc.stderr
+
+
+def test_a_yaml_syntax_error_says_what_to_fix():
+    proc = flowyard("validate", "tests/broken/yaml_tab_indentation.yaml")
+    assert proc.returncode == 2
+    assert "yaml_tab_indentation.yaml:7:1: error: invalid YAML: a tab character" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_missing_env_variable_is_a_warning_when_validating_and_an_error_when_running(
+    tmp_path,
+):
+    env = {k: v for k, v in os.environ.items() if k != "FLOWYARD_CORPUS_UNSET_TOKEN"}
+    flow = "tests/broken/env_missing_is_a_warning.yaml"
+    proc = flowyard("validate", flow, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "env_missing_is_a_warning.yaml:10:14: warning at connections.erp.auth.token: "
+        "environment variable FLOWYARD_CORPUS_UNSET_TOKEN is not set"
+    ) in proc.stdout
+    assert "1 of 1 flow(s) valid" in proc.stdout
+    ran = flowyard("run", flow, "--state", str(tmp_path / "s.db"), env=env)
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "FLOWYARD_CORPUS_UNSET_TOKEN" in ran.stdout + ran.stderr
+    assert "Traceback" not in ran.stderr
+
+
+# -- in-process: what the CLI cannot set up ------------------------------------------------------
+class _SourceOnly(Connector):
+    name = "source_only"
+    read_schema = {"type": "object", "properties": {}}
+
+
+def test_a_send_through_a_source_only_connector_is_refused(tmp_path):
+    flow = write_flow(
+        tmp_path,
+        """
+        flow: wrong_role
+        connections:
+          feed: {connector: source_only}
+        source: {connection: feed}
+        steps:
+          - name: post
+            send:
+              connection: feed
+              record: "{{ record }}"
+        """,
+    )
+    eng = Engine(state=tmp_path / "s.db")
+    eng.register_connector("source_only", _SourceOnly)
+    with pytest.raises(FlowError) as caught:
+        eng.load(flow)
+    [problem] = caught.value.problems
+    assert (problem.line, problem.path) == (8, "steps[0].send.connection")
+    assert "connector 'source_only' cannot be used in a send or enrich step" in problem.message
+    assert "offers: source" in problem.message
+
+
+def test_load_raises_one_flow_error_listing_every_problem_with_positions():
+    with pytest.raises(FlowError) as caught:
+        Engine(state="/nonexistent/s.db").load(CORPUS / "every_problem_at_once.yaml")
+    assert [(p.line, p.path) for p in caught.value.problems] == [
+        (9, "steps[0].filter"),
+        (10, "steps[1].sned"),
+        (13, "steps[2].send.connection"),
+    ]
+    assert "every_problem_at_once.yaml:9:13: error at steps[0].filter" in str(caught.value)
+
+
+# -- what ships validates ------------------------------------------------------------------------
+def _shipped_flows() -> list[Path]:
+    candidates = [*ROOT.glob("flows/**/*.y*ml"), *ROOT.glob("examples/**/*.y*ml")]
+    return sorted(p for p in candidates if re.search(r"^flow:", p.read_text(), re.M))
+
+
+SHIPPED = _shipped_flows()
+
+
+@pytest.fixture(scope="module")
+def exported_schema() -> dict:
+    proc = flowyard("schema")
+    assert proc.returncode == 0, proc.stderr
+    schema = json.loads(proc.stdout)
+    jsonschema.Draft7Validator.check_schema(schema)
+    return schema
+
+
+def test_the_quickstart_is_among_the_shipped_flows():
+    assert ROOT / "examples" / "quickstart" / "flow.yaml" in SHIPPED
+
+
+def _engine_with_connectors_beside(flow: Path) -> Engine:
+    """An engine that knows the connectors defined next to the flow (examples/embed/ ships
+    its own, registered by its application)."""
+    eng = Engine(state="/nonexistent/s.db")
+    for module_file in flow.parent.glob("*.py"):
+        spec = importlib.util.spec_from_file_location(f"_example_{module_file.stem}", module_file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, Connector) and value.name:
+                if value.__module__ == module.__name__:
+                    eng.register_connector(value.name, value)
+    return eng
+
+
+@pytest.mark.parametrize("flow", SHIPPED, ids=[str(p.relative_to(ROOT)) for p in SHIPPED])
+def test_every_shipped_flow_validates(flow, exported_schema):
+    problems = _engine_with_connectors_beside(flow).check(flow)
+    assert [str(p) for p in problems if p.severity == "error"] == []
+    data = yaml.safe_load(flow.read_text(encoding="utf-8"))
+    problems = list(jsonschema.Draft7Validator(exported_schema).iter_errors(data))
+    assert [p.message for p in problems] == []
+
+
+def test_the_exported_schema_explains_every_key_to_an_editor(exported_schema):
+    def walk(schema: dict, where: str) -> list[str]:
+        missing = []
+        for name, sub in (schema.get("properties") or {}).items():
+            if "description" not in sub and "$ref" not in sub:
+                missing.append(f"{where}.{name}")
+            missing += walk(sub, f"{where}.{name}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(schema.get(key), dict):
+                missing += walk(schema[key], f"{where}[{key}]")
+        return missing
+
+    assert walk(exported_schema, "flow") == []
+    for name, definition in exported_schema["definitions"].items():
+        assert walk(definition, name) == []
+
+
+# -- docs/flows.md ---------------------------------------------------------------------------------
+DOC = ROOT / "docs" / "flows.md"
+BLOCK = re.compile(r"^```yaml(?P<info>[^\n]*)\n(?P<body>.*?)^```", re.M | re.S)
+
+
+def _doc_blocks() -> list[tuple[str, str]]:
+    if not DOC.exists():
+        return []
+    return [(m["info"].strip(), m["body"]) for m in BLOCK.finditer(DOC.read_text())]
+
+
+def test_docs_flows_md_has_full_flow_examples():
+    assert sum(1 for info, _ in _doc_blocks() if info == "flow") >= 5
+
+
+@pytest.mark.parametrize("index", range(len(_doc_blocks())))
+def test_every_yaml_example_in_docs_flows_md_is_right(index, tmp_path):
+    info, body = _doc_blocks()[index]
+    if info != "flow":  # a fragment: it must at least be YAML
+        yaml.safe_load(body)
+        return
+    # a full flow, written where the shipped mappings are found by the default search path
+    (tmp_path / "flows").mkdir()
+    os.symlink(ROOT / "mappings", tmp_path / "mappings")
+    flow = tmp_path / "flows" / "example.yaml"
+    flow.write_text(body, encoding="utf-8")
+    problems = Engine(state=tmp_path / "s.db").check(flow)
+    assert [str(p) for p in problems if p.severity == "error"] == []
