@@ -40,6 +40,7 @@ __all__ = [
     "money_sum",
     "now_utc",
     "pick",
+    "require_defined",
     "round_decimal",
     "tag_list",
     "unit_code",
@@ -116,8 +117,12 @@ _UNIT_SYNONYMS = {
 _UNIT_CODES = frozenset(_UNIT_SYNONYMS.values()) | {"EA", "H87"}
 
 
-def _defined(value: Any) -> Any:
-    """Raise the template's own "is undefined" error instead of a confusing type error."""
+def require_defined(value: Any) -> Any:
+    """``value``, or the template's own "no field ..." error when it is an Undefined.
+
+    Filters call it first, so a missing field is reported as missing rather than as a
+    confusing type error.
+    """
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()
     return value
@@ -147,7 +152,7 @@ def _to_decimal(value: Any, who: str) -> Decimal:
 
 
 def _to_decimal_other(value: Any, who: str) -> Decimal:
-    _defined(value)
+    require_defined(value)
     if isinstance(value, bool):
         raise FilterError(f"{who}: expected an amount, got a bool ({value})")
     if isinstance(value, float):
@@ -182,7 +187,7 @@ def decimal(value: Any, places: int = 2) -> str:
 
 def currency_code(value: Any) -> str:
     """An ISO 4217 code, trimmed and upper-cased: ``" eur"`` -> ``"EUR"``; anything else fails."""
-    _defined(value)
+    require_defined(value)
     if not isinstance(value, str):
         raise FilterError(f"currency_code: expected a 3-letter code, got {_type(value)}")
     code = value.strip().upper()
@@ -223,7 +228,7 @@ def money_sum(values: Any, attribute: str | None = None, places: int = 2) -> str
     ``line.tax_lines | money_sum('price')``; an empty list sums to ``"0.00"``.
     """
     if type(values) is not list:
-        _defined(values)
+        require_defined(values)
         if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
             raise FilterError(f"money_sum: expected a list of amounts, got {_type(values)}")
     total = Decimal(0)
@@ -241,7 +246,7 @@ def _parse_time(value: Any, who: str) -> dt.datetime | dt.date:
     if isinstance(value, dt.date):  # datetime is a date too
         return value
     if not isinstance(value, str):
-        _defined(value)
+        require_defined(value)
         raise FilterError(f"{who}: expected an ISO 8601 string, got {_type(value)}")
     text = value.strip()
     try:
@@ -281,7 +286,7 @@ def iso_date(value: Any) -> str:
 
 def tag_list(value: Any) -> list[str]:
     """A comma-separated tag string as a list, blanks dropped: ``"a, b,,c"`` -> ``[a, b, c]``."""
-    _defined(value)
+    require_defined(value)
     if value is None:
         return []
     if isinstance(value, str):
@@ -298,7 +303,7 @@ def id_str(value: Any) -> str:
 
     A float is refused when it cannot hold the id exactly (fractional or above 2**53).
     """
-    _defined(value)
+    require_defined(value)
     if value is None:
         raise FilterError("id_str: the id is missing (None)")
     if isinstance(value, bool):
@@ -332,7 +337,7 @@ def gid_id(value: Any) -> str:
     A bare id (``123`` or ``"123"``) is returned as a string, so one mapping reads REST
     and GraphQL payloads alike.
     """
-    _defined(value)
+    require_defined(value)
     if isinstance(value, str) and value.startswith("gid://"):
         last = value.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
         if not last or last.startswith("gid:"):
@@ -345,7 +350,7 @@ def gid_id(value: Any) -> str:
 
 def unit_code(value: Any) -> str:
     """A unit of measure as its UN/ECE Rec 20 code: ``"kg"`` -> ``"KGM"``, ``"pcs"`` -> ``C62``."""
-    _defined(value)
+    require_defined(value)
     if not isinstance(value, str):
         raise FilterError(f"unit_code: expected a unit name, got {_type(value)}")
     text = value.strip()
@@ -359,7 +364,7 @@ def unit_code(value: Any) -> str:
 
 def pick(value: Any, *keys: str) -> dict:
     """A new dict with only ``keys`` (those present): ``record | pick('id', 'email')``."""
-    _defined(value)
+    require_defined(value)
     if not isinstance(value, Mapping):
         raise FilterError(f"pick: expected an object, got {_type(value)}")
     return {key: value[key] for key in keys if key in value}

@@ -136,7 +136,7 @@ class _Builder:
         if line is not None and lineno and lineno > 1:
             # a multi-line template: point at its own line (a block scalar starts below |)
             source = self.lines[line - 1][column - 1 :] if line <= len(self.lines) else ""
-            line += lineno - 1 + (1 if source[:1] in "|>" else 0)
+            line += lineno - 1 + (1 if source[:1] in ("|", ">") else 0)
             column = None
         self.problems.append(Problem(self.file, line, column, format_path(path), message, **kw))
 

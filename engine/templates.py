@@ -50,7 +50,7 @@ from engine._sandbox import (
     make_environment,
 )
 from engine.errors import MappingError
-from engine.filters import FILTERS, FilterError, _defined
+from engine.filters import FILTERS, FilterError, require_defined
 from engine.yamlpos import format_path
 
 __all__ = [
@@ -465,7 +465,7 @@ class _Compiled:
 
 
 def _check_items(items: Any) -> None:
-    _defined(items)
+    require_defined(items)
     if items is None or isinstance(items, str | bytes | Mapping) or not isinstance(items, Iterable):
         kind = "null" if items is None else type(items).__name__
         raise TemplateRenderError(f"`each` must give a list, got {kind}")
