@@ -14,8 +14,10 @@ a value has the type the schema asks for.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import weakref
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,36 @@ def _policy(cls: type, value: Any) -> Any:
     if isinstance(value, dict) and set(value) <= names:
         return cls(**value)
     return cls()
+
+
+# Compiled templates, conditions and mappings, per Jinja environment: validating a folder of
+# flows that share a mapping, or loading the same flow again, compiles each once. Keys hold
+# the source text (a mapping's SHA-256), so an edited file is compiled afresh.
+_CACHE: weakref.WeakKeyDictionary[Any, dict] = weakref.WeakKeyDictionary()
+_CACHE_SIZE = 1024
+
+
+def _cached(env: Any, key: tuple, make: Any) -> Any:
+    cache = _CACHE.setdefault(env, {})
+    if key not in cache:
+        if len(cache) >= _CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[key] = make()
+    return cache[key]
+
+
+def _digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""  # the reader reports it
+
+
+def _try(function: Any, *args: Any) -> Any:
+    try:
+        return function(*args)
+    except TemplateProblem as exc:
+        return exc
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -268,7 +300,7 @@ class _Loader:
             return ok
         if isinstance(value, str) and is_template(value):
             try:
-                node = parse_template(self.env, value)
+                node = self.parsed(value, parse_template)
             except TemplateProblem as exc:
                 self.problem(path, exc.message, lineno=exc.lineno)
                 return False
@@ -298,12 +330,27 @@ class _Loader:
             return False
         return True
 
+    def parsed(self, source: str, parse: Any) -> nodes.Node:
+        """The parsed template or condition (raises TemplateProblem), parsed once."""
+        result = _cached(self.env, (parse.__name__, source), lambda: _try(parse, self.env, source))
+        if isinstance(result, TemplateProblem):
+            raise result
+        return result
+
+    def schema(self, found: Path) -> tuple[Any, list[Problem]]:
+        schema, problems = load_schema(str(found))
+        return (compile_validator(schema) if schema else None), problems
+
     def template(self, value: Any, path: list[Any], names: tuple[str, ...]) -> Any:
         """``value`` compiled once (a constant, a template, or dicts and lists of them)."""
         if not self.check_templates(value, path, names):
             return None
         try:
-            return compile_value(self.env, value, names=names)
+            return _cached(
+                self.env,
+                ("value", repr(value), names),
+                lambda: compile_value(self.env, value, names=names),
+            )
         except TemplateProblem as exc:  # checked above; a refusal of the compiler itself
             self.problem(path, exc.message)
             return None
@@ -328,14 +375,18 @@ class _Loader:
             self.problem(path, CONDITION_HINT)
             return None
         try:
-            node = parse_condition(self.env, expr)
+            node = self.parsed(expr, parse_condition)
         except TemplateProblem as exc:
             self.problem(path, exc.message, lineno=exc.lineno)
             return None
         if not self.check_expression(node, path, names, expr):
             return None
         try:
-            return compile_condition(self.env, expr, names=names)
+            return _cached(
+                self.env,
+                ("condition", expr, names),
+                lambda: compile_condition(self.env, expr, names=names),
+            )
         except TemplateProblem as exc:
             self.problem(path, exc.message, lineno=exc.lineno)
             return None
@@ -579,7 +630,11 @@ class _Loader:
                 return None
             cache_key = (found, names)
             if cache_key not in self._mappings:
-                compiled, problems = load_mapping(str(found), self.env, names=names)
+                compiled, problems = _cached(
+                    self.env,
+                    ("mapping", str(found), _digest(found), names),
+                    lambda: load_mapping(str(found), self.env, names=names),
+                )
                 self.problems.extend(problems)
                 self._mappings[cache_key] = compiled
             return MapStep(**base, mapping=self._mappings[cache_key], mapping_name=value)
@@ -589,11 +644,11 @@ class _Loader:
             found = self.find_file(value, "canonical schema", "canonical", ".schema.json", at)
             if found is None:
                 return None
-            schema, problems = load_schema(str(found))
-            self.problems.extend(problems)
-            return ValidateStep(
-                **base, validator=compile_validator(schema) if schema else None, schema_name=value
+            validator, problems = _cached(
+                self.env, ("schema", str(found), _digest(found)), lambda: self.schema(found)
             )
+            self.problems.extend(problems)
+            return ValidateStep(**base, validator=validator, schema_name=value)
         if kind == "filter":
             return FilterStep(**base, condition=self.condition(value, at, names))
         if kind == "set":
@@ -637,7 +692,7 @@ class _Loader:
         value = spec.get("items")
         if isinstance(value, str):
             try:
-                node = parse_template(self.env, value) if is_template(value) else None
+                node = self.parsed(value, parse_template) if is_template(value) else None
             except TemplateProblem:
                 node = None  # reported by template() below
             if not is_template(value) or isinstance(node, nodes.Concat | nodes.Const):

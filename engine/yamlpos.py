@@ -72,9 +72,11 @@ def _looks_like_unquoted_template(node: yaml.Node) -> bool:
     return any(isinstance(k, yaml.MappingNode) for k, _ in node.value)
 
 
-class _Loader(yaml.SafeLoader):
+class _Positions:
+    """Construction that keeps positions; mixed into the C and the pure-Python loaders."""
+
     def __init__(self, stream: str, file: str):
-        super().__init__(stream)
+        super().__init__(stream)  # type: ignore[call-arg]
         self.file = file
         self.problems: list[Problem] = []
 
@@ -134,19 +136,49 @@ class _Loader(yaml.SafeLoader):
         return self.construct_object(node, deep=True)
 
 
-def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
-    """Parse one YAML document; returns the data (None when unreadable) and the problems found."""
-    loader = None
+class _Loader(_Positions, yaml.SafeLoader):
+    """The pure-Python parser: its error messages are the ones :func:`_explain` rewords."""
+
+
+# libyaml's parser is ~10x faster; it reads every valid file, and an invalid one is read
+# again by the pure-Python parser for the message.
+_FastLoader: Any = (
+    type("_FastLoader", (_Positions, yaml.CSafeLoader), {})
+    if getattr(yaml, "__with_libyaml__", False)
+    else None
+)
+
+
+def _load(cls: Any, text: str, file: str) -> tuple[Any, list[Problem], Any]:
+    loader = cls(text, file)
     try:
-        loader = _Loader(text, file)
         node = loader.get_single_node()
         if node is None:
-            return None, [Problem(file, 1, 1, "", "the file is empty")]
+            return None, [Problem(file, 1, 1, "", "the file is empty")], loader
         data = loader.construct_document(node)
         if data is None and not loader.problems:
             line, col = _mark(node)
-            return None, [Problem(file, line, col, "", "the file holds only null, nothing else")]
-        return data, loader.problems
+            return (
+                None,
+                [Problem(file, line, col, "", "the file holds only null, nothing else")],
+                loader,
+            )
+        return data, loader.problems, loader
+    finally:
+        loader.dispose()
+
+
+def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
+    """Parse one YAML document; returns the data (None when unreadable) and the problems found."""
+    if _FastLoader is not None:
+        try:
+            return _load(_FastLoader, text, file)[:2]
+        except yaml.YAMLError:
+            pass  # read again below, for the pure-Python parser's words
+    loader = None
+    try:
+        loader = _Loader(text, file)
+        return _load(lambda *_: loader, text, file)[:2]
     except yaml.reader.ReaderError as exc:
         line, col = _offset_position(text, exc.position)
         char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
@@ -163,9 +195,6 @@ def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
     except yaml.YAMLError as exc:
         earlier = loader.problems if loader else []
         return None, earlier + [Problem(file, None, None, "", f"invalid YAML: {exc}")]
-    finally:
-        if loader is not None:
-            loader.dispose()
 
 
 def _at_end(exc: yaml.MarkedYAMLError) -> bool:
