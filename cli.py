@@ -477,7 +477,14 @@ def dlq_replay(
     """
     output = _out(output)
     eng = _engine(state)
-    _run_and_report(lambda: eng.replay(flow, ids or None, vars=_vars(var), dry_run=dry_run), output)
+
+    def action() -> Any:
+        try:
+            return eng.replay(flow, ids or None, vars=_vars(var), dry_run=dry_run)
+        except ValueError as exc:  # an id that is not an open dead letter of the flow
+            _fail(str(exc), EXIT_INVALID)
+
+    _run_and_report(action, output)
 
 
 @dlq_app.command("purge")
@@ -486,13 +493,18 @@ def dlq_purge(
     flow: str | None = typer.Option(None, "--flow", help="Purge this flow's dead letters."),
     all_: bool = typer.Option(False, "--all", help="Purge every dead letter."),
     state: Path | None = StateOpt,
+    output: str = OutputOpt,
 ) -> None:
     """Delete dead letters for good (by id, by flow, or all)."""
+    output = _out(output)
     if not (ids or flow or all_):
         _fail("say what to purge: --id N, --flow NAME or --all", EXIT_INVALID)
     with _store(state) as store:
         n = store.purge_dead_letters(ids or None, flow)
-    typer.echo(f"purged {n} dead letter(s)")
+    if output == "json":
+        _json({"purged": n})
+    else:
+        typer.echo(f"purged {n} dead letter(s)")
 
 
 @app.command()

@@ -108,7 +108,8 @@ class Engine:
         """Replay open dead letters of ``flow`` (all, or ``ids``) from the step that failed.
 
         The flow is used as it is now, so a fixed mapping applies; sends go through the
-        same idempotency keys, so replaying twice is harmless.
+        same idempotency keys, so replaying twice is harmless. Raises :class:`ValueError`
+        when one of ``ids`` is not an open, replayable dead letter of the flow.
         """
         flow = flow if isinstance(flow, Flow) else self.load(flow)
         letters = self._letters_to_replay(flow, ids)
@@ -116,15 +117,23 @@ class Engine:
         return runner.run(replay=letters)
 
     def _letters_to_replay(self, flow: Flow, ids: Iterable[int] | None) -> list[DeadLetter]:
-        if not self.state.exists():
-            return []
-        with _closing(Store(self.state, readonly=True)) as store:
-            letters = store.dead_letters(flow=flow.name, status="open")
-        if ids is not None:
-            wanted = set(ids)
-            letters = [d for d in letters if d.id in wanted]
+        letters: list[DeadLetter] = []
+        if self.state.exists():
+            with _closing(Store(self.state, readonly=True)) as store:
+                letters = store.dead_letters(flow=flow.name, status="open")
         # an unreadable source line has no record to replay: fix the source and run again
-        return [d for d in letters if d.step != "source" and flow.step(d.step) is not None]
+        replayable = [d for d in letters if d.step != "source" and flow.step(d.step) is not None]
+        if ids is None:
+            return replayable
+        wanted = set(ids)
+        unknown = sorted(wanted - {d.id for d in replayable})
+        if unknown:
+            raise ValueError(
+                f"no open dead letter {', '.join(map(str, unknown))} of flow {flow.name!r} to "
+                "replay (see flowyard dlq list; lines the source could not read are not "
+                "replayed: fix the source and run the flow again)"
+            )
+        return [d for d in replayable if d.id in wanted]
 
     def _runner(self, flow: Flow, vars: dict | None, **kw: Any) -> Runner:
         return Runner(

@@ -76,6 +76,10 @@ class _Work:
     has_position: bool = False
 
 
+# a lane's answer for work it skipped because the run is stopping: the item stays not final
+_NOT_RUN = object()
+
+
 def describe(error: BaseException) -> str:
     """An error's message with the target's answer, which is what a person can act on."""
     message = str(error)
@@ -377,7 +381,7 @@ class Runner:
                 if w is None:
                     return
                 if stop.is_set():
-                    done.put((w, None))
+                    done.put((w, _NOT_RUN))
                     continue
                 try:
                     done.put((w, self._execute(w)))
@@ -400,7 +404,7 @@ class Runner:
                 if isinstance(outcome, BaseException):
                     stop.set()
                     raise outcome
-                if outcome is not None:
+                if outcome is not _NOT_RUN:  # None: an unreadable input, dead-lettered
                     self._complete(w, outcome)
                 if self._stop:
                     stop.set()

@@ -175,6 +175,10 @@ class Executor:
                 trace.append([step.name, "parked"])
                 return "parked", rec
             except _Failed as failed:
+                unknown = rec.meta.get("dry_run_unknown") if self.dry_run else None
+                if unknown:  # it needed an answer a dry run does not get: not the record's fault
+                    trace.append([step.name, f"not checked (dry run: no answer of {unknown})"])
+                    return worst(outcome, "done"), rec
                 failures.append(Failure(step.name, failed.error, failed.attempts, rec))
                 trace.append(
                     [step.name, "dead_lettered", f"{type(failed.error).__name__}: {failed.error}"]
@@ -273,7 +277,7 @@ class Executor:
         if step.kind == "enrich":
             if self.dry_run:
                 trace.append([step.name, "not looked up (dry run)"])
-                return _with(rec, {**rec.data, step.save_as: None}), None
+                return self._unanswered(step, rec), None
             response, _ = self._attempts(step, conn, rec, Request(options=options))
             trace.append([step.name, "looked up"])
             return _with(rec, {**rec.data, step.save_as: response.body}), None
@@ -325,7 +329,7 @@ class Executor:
                 }
             )
             trace.append([step.name, "would send (dry run)"])
-            return self._saved(step, rec, None), "done"
+            return self._unanswered(step, rec), "done"
 
         self._remember(key, "in_flight", fp, sent_key, step, rec)
         try:
@@ -340,8 +344,11 @@ class Executor:
             raise
         self._remember(key, "done", fp, sent_key, step, rec, response.body)
         trace.append(
-            [step.name, "sent", {"status": response.status, "key": sent_key,
-                                 "response": response.body}]
+            [
+                step.name,
+                "sent",
+                {"status": response.status, "key": sent_key, "response": response.body},
+            ]
         )
         return self._saved(step, rec, response.body), "done"
 
@@ -401,6 +408,14 @@ class Executor:
         if step.save_as is None:
             return rec
         return _with(rec, {**rec.data, step.save_as: body})
+
+    def _unanswered(self, step: CallStep, rec: Rec) -> Rec:
+        """A dry run's call: ``save_as`` is null, and later failures may stem from that."""
+        if step.save_as is None:
+            return rec
+        rec = self._saved(step, rec, None)
+        rec.meta = {**rec.meta, "dry_run_unknown": step.name}
+        return rec
 
 
 class _Failed(Exception):
