@@ -1,0 +1,359 @@
+"""The benchmarks' baseline: bench/reference_flow.yaml's work, written by hand with no engine.
+
+    .venv/bin/python bench/baseline.py --orders ORDERS.ndjson --erp ERP.db --state STATE.db
+        [--log RUN.jsonl]
+
+What a competent script writer would do with json, sqlite3, jsonschema and hashlib:
+
+- read the NDJSON file line by line; a line that is not JSON is dead-lettered;
+- map each Shopify order to the canonical order with a hand-written function, the same
+  mapping as ``mappings/shopify_order_to_canonical.yaml``;
+- validate it against ``mappings/canonical/order.schema.json`` with the ``jsonschema``
+  library (one ``Draft7Validator`` built once, ``validate`` per record); a failure is
+  dead-lettered;
+- route pickup orders to the ``pickups`` table, the others to ``shipments``, and upsert
+  every order into ``sales_orders``: the same rows, columns and JSON text as the
+  engine's sqlite connector writes;
+- remember each write's key (``pickup:<order_id>`` ...) with a SHA-256 fingerprint of the
+  row in a ``keys`` table, so a re-run skips what it already wrote, and a changed order is
+  dead-lettered as a conflict (the engine's default);
+- write one JSON line per record to a log file;
+- commit every 500 records (both databases), so a crash repeats at most that many
+  upserts, which are idempotent.
+
+It prints a JSON summary (counts, seconds) on stdout. It does not do what the engine adds
+on top: per-send durable key states, per-record traces for ``flowyard trace``, retries,
+replay, leases, secrets masking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import sqlite3
+import sys
+import time
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import jsonschema
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "mappings" / "canonical" / "order.schema.json"
+COMMIT_EVERY = 500
+CENT = Decimal("0.01")
+METHODS = {"PICK_UP": "pickup", "LOCAL": "local"}
+
+# -- the mapping, by hand --------------------------------------------------------------------
+
+
+def money(value) -> str:
+    """An amount (string or int) as a string with two decimals, rounded half up."""
+    amount = Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
+    return str(abs(amount) if amount.is_zero() else amount)
+
+
+def money_sum(items: list, key: str) -> Decimal:
+    return sum((Decimal(item[key]) for item in items), Decimal(0)).quantize(CENT, ROUND_HALF_UP)
+
+
+def utc(text: str) -> str:
+    moment = dt.datetime.fromisoformat(text)
+    offset = moment.utcoffset()
+    if offset is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    return (moment.replace(tzinfo=None, microsecond=0) - offset).isoformat() + "Z"
+
+
+def address(a: dict | None) -> dict | None:
+    if not a:
+        return None
+    return {
+        "name": a["name"],
+        "company": a["company"] or None,
+        "line1": a["address1"],
+        "line2": a["address2"] or None,
+        "city": a["city"],
+        "region": a["province_code"] or None,
+        "postal_code": a["zip"] or None,
+        "country": a["country_code"],
+        "phone": a["phone"] or None,
+    }
+
+
+def line(i: int, item: dict) -> dict:
+    discount = money_sum(item["discount_allocations"], "amount")
+    price = Decimal(item["price"]).quantize(CENT, ROUND_HALF_UP)
+    return {
+        "line_no": i,
+        "external_id": str(item["id"]),
+        "sku": item["sku"],
+        "gtin": None,
+        "title": item["name"],
+        "quantity": item["quantity"],
+        "unit_price": money(item["price"]),
+        "discount": money(discount),
+        "tax": money(money_sum(item["tax_lines"], "price")),
+        "total": money(price * item["quantity"] - discount),
+    }
+
+
+def to_canonical(r: dict) -> dict:
+    """mappings/shopify_order_to_canonical.yaml, written by hand."""
+    customer = r["customer"]
+    first = r["fulfillment_orders"][0] if r["fulfillment_orders"] else None
+    method_type = first["delivery_method"]["method_type"] if first else None
+    currency = r["currency"].strip().upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise ValueError(f"{r['currency']!r} is not a currency code")
+    status = r["financial_status"]
+    return {
+        "order_id": f"shopify:{r['id']}",
+        "external_ids": {"channel_id": str(r["id"]), "erp_sales_order": None},
+        "channel": "web",
+        "order_number": r["name"],
+        "created_at": utc(r["created_at"]),
+        "updated_at": utc(r["updated_at"]),
+        "status": {
+            "financial": "voided" if status == "expired" else status,
+            "fulfillment": r["fulfillment_status"] or "unfulfilled",
+            "state": "cancelled" if r["cancelled_at"] else "closed" if r["closed_at"] else "open",
+        },
+        "currency": currency,
+        "taxes_included": r["taxes_included"],
+        "customer": {
+            "id": str(customer["id"]) if customer else None,
+            "email": r.get("email") or None,
+            "name": (" ".join(n for n in (customer["first_name"], customer["last_name"]) if n)
+                     or None)
+            if customer
+            else None,
+            "phone": r["phone"] or (customer["phone"] if customer else None),
+        },
+        "bill_to": address(r.get("billing_address")),
+        "ship_to": address(r.get("shipping_address")),
+        "lines": [line(i, item) for i, item in enumerate(r["line_items"], 1)],
+        "shipping_lines": [
+            {
+                "code": rate["code"] or None,
+                "title": rate["title"],
+                "price": money(rate["price"]),
+                "discount": money(money_sum(rate["discount_allocations"], "amount")),
+                "tax": money(money_sum(rate["tax_lines"], "price")),
+            }
+            for rate in r["shipping_lines"]
+        ],
+        "totals": {
+            "subtotal": money(r["subtotal_price"]),
+            "discount": money(r["total_discounts"]),
+            "shipping": money(r["total_shipping_price_set"]["shop_money"]["amount"]),
+            "tax": money(r["total_tax"]),
+            "total": money(r["total_price"]),
+        },
+        "fulfillment": {
+            "method": METHODS.get(method_type, "ship"),
+            "pickup_store": str(first["assigned_location_id"])
+            if method_type == "PICK_UP"
+            else None,
+        },
+        "tags": [t.strip() for t in (r["tags"] or "").split(",") if t.strip()],
+    }
+
+
+# -- the writes -------------------------------------------------------------------------------
+
+
+def text(value):
+    """A value as the engine's sqlite connector stores it: objects and lists as JSON text."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return value
+
+
+def writes(order: dict) -> list[tuple[str, str, dict]]:
+    """(key, table, row) for each upsert an order needs: pickup or shipment, then sales order."""
+    oid = order["order_id"]
+    if order["fulfillment"]["method"] == "pickup":
+        first = (
+            f"pickup:{oid}",
+            "pickups",
+            {
+                "order_id": oid,
+                "order_number": order["order_number"],
+                "store": order["fulfillment"]["pickup_store"],
+                "customer": order["customer"]["name"],
+                "lines": len(order["lines"]),
+            },
+        )
+    else:
+        first = (
+            f"shipment:{oid}",
+            "shipments",
+            {
+                "order_id": oid,
+                "method": order["fulfillment"]["method"],
+                "ship_to": text(order["ship_to"]),
+                "lines": text(order["lines"]),
+            },
+        )
+    totals = order["totals"]
+    sales = (
+        f"sales_order:{oid}",
+        "sales_orders",
+        {
+            "order_id": oid,
+            "order_number": order["order_number"],
+            "customer_email": order["customer"]["email"],
+            "currency": order["currency"],
+            "subtotal": totals["subtotal"],
+            "tax": totals["tax"],
+            "total": totals["total"],
+            "fulfillment": order["fulfillment"]["method"],
+            "created_at": order["created_at"],
+            "lines": text(order["lines"]),
+        },
+    )
+    return [first, sales]
+
+
+TABLES = {
+    "pickups": ["order_id", "order_number", "store", "customer", "lines"],
+    "shipments": ["order_id", "method", "ship_to", "lines"],
+    "sales_orders": [
+        "order_id",
+        "order_number",
+        "customer_email",
+        "currency",
+        "subtotal",
+        "tax",
+        "total",
+        "fulfillment",
+        "created_at",
+        "lines",
+    ],
+}
+
+
+def upsert_sql(table: str, columns: list[str]) -> str:
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "order_id")
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT (order_id) DO UPDATE SET {updates}"
+    )
+
+
+def open_databases(erp_path: Path, state_path: Path) -> tuple[sqlite3.Connection, ...]:
+    erp = sqlite3.connect(erp_path)
+    erp.execute("PRAGMA journal_mode=WAL")
+    for table, columns in TABLES.items():
+        erp.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)}, "
+                    "PRIMARY KEY (order_id))")
+    state = sqlite3.connect(state_path)
+    state.execute("PRAGMA journal_mode=WAL")
+    state.execute("PRAGMA synchronous=NORMAL")
+    state.execute(
+        "CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
+        "response TEXT, at REAL NOT NULL)"
+    )
+    state.execute(
+        "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY, record_key TEXT, "
+        "line INTEGER, step TEXT, error TEXT, record TEXT, at REAL NOT NULL)"
+    )
+    erp.commit()
+    state.commit()
+    return erp, state
+
+
+def run(orders: Path, erp_path: Path, state_path: Path, log_path: Path) -> dict:
+    schema = json.loads(SCHEMA.read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    erp, state = open_databases(erp_path, state_path)
+    sql = {table: upsert_sql(table, columns) for table, columns in TABLES.items()}
+    counts = {"read": 0, "done": 0, "skipped": 0, "dead_lettered": 0}
+    log = open(log_path, "a", encoding="utf-8")
+
+    def dead(key, number, step, error, record) -> None:
+        counts["dead_lettered"] += 1
+        state.execute(
+            "INSERT INTO dead_letters (record_key, line, step, error, record, at) "
+            "VALUES (?,?,?,?,?,?)",
+            (key, number, step, error, record, time.time()),
+        )
+        log.write(json.dumps({"record_key": key, "outcome": "dead_lettered", "step": step,
+                              "error": error, "ts": time.time()}) + "\n")
+
+    with open(orders, encoding="utf-8") as source:
+        for number, raw in enumerate(source, 1):
+            if not raw.strip():
+                continue
+            counts["read"] += 1
+            if counts["read"] % COMMIT_EVERY == 0:
+                erp.commit()
+                state.commit()
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                dead(f"line:{number}", number, "source", str(exc), raw.rstrip("\n"))
+                continue
+            key = str(record["id"])
+            try:
+                order = to_canonical(record)
+            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                dead(key, number, "map", f"{type(exc).__name__}: {exc}", raw.rstrip("\n"))
+                continue
+            try:
+                validator.validate(order)
+            except jsonschema.ValidationError as exc:
+                dead(key, number, "validate", exc.message, json.dumps(order))
+                continue
+            outcome = "skipped"
+            for write_key, table, row in writes(order):
+                fingerprint = hashlib.sha256(
+                    json.dumps([table, row], sort_keys=True).encode()
+                ).hexdigest()
+                known = state.execute(
+                    "SELECT fingerprint FROM keys WHERE key = ?", (write_key,)
+                ).fetchone()
+                if known is not None:
+                    if known[0] != fingerprint:
+                        outcome = "conflict"
+                        break
+                    continue
+                cur = erp.execute(sql[table], list(row.values()))
+                response = json.dumps({"rowid": cur.lastrowid, "changes": cur.rowcount})
+                state.execute(
+                    "INSERT INTO keys VALUES (?, ?, ?, ?)",
+                    (write_key, fingerprint, response, time.time()),
+                )
+                outcome = "done"
+            if outcome == "conflict":
+                dead(key, number, write_key, "sent before with other content", json.dumps(order))
+                continue
+            counts[outcome] += 1
+            log.write(json.dumps({"record_key": key, "outcome": outcome, "ts": time.time()}) + "\n")
+    erp.commit()
+    state.commit()
+    erp.close()
+    state.close()
+    log.close()
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--orders", type=Path, required=True)
+    parser.add_argument("--erp", type=Path, required=True, help="the target database")
+    parser.add_argument("--state", type=Path, required=True, help="keys and dead letters")
+    parser.add_argument("--log", type=Path, help="run log [default: next to --state]")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    counts = run(args.orders, args.erp, args.state, args.log or args.state.with_suffix(".log"))
+    seconds = time.perf_counter() - started
+    json.dump({"counts": counts, "seconds": round(seconds, 3)}, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()

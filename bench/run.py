@@ -1,0 +1,509 @@
+"""flowyard's benchmarks: the engine against a hand-written script doing the same work.
+
+    .venv/bin/python bench/run.py throughput [--records 20000] [--repeat 5]
+    .venv/bin/python bench/run.py memory [--records 100000 1000000] [--with-baseline]
+    .venv/bin/python bench/run.py http [--concurrency 1 4 16] [--latency-ms 20] [--seconds 5]
+    .venv/bin/python bench/run.py startup [--repeat 15]
+    .venv/bin/python bench/run.py all
+
+Every measurement runs in subprocesses, as a user would: the engine through the
+``flowyard`` console script (``flowyard run bench/reference_flow.yaml ...``), the
+baseline as ``python bench/baseline.py ...``. Input files are generated on the fly by
+bench/gen_orders.py into a temporary directory (``--workdir`` to keep them) and deleted
+afterwards. Results are printed and written as JSON (``--json``, by default
+``bench/results/<command>.json``) with the machine, the date and the command line.
+docs/benchmarks.md records the figures.
+
+- ``throughput``: engine and baseline alternately, ``--repeat`` times each, on the same
+  file: a first run into empty databases, then a re-run in which every record is a
+  duplicate. Medians of records/s (wall time of the whole command, start-up included),
+  the engine/baseline ratio, each side's re-run speed-up. The first repetition checks
+  that both wrote exactly the same rows.
+- ``memory``: peak RSS (``wait4`` of the process) of a first run at each size, and its
+  RSS sampled from /proc while it runs.
+- ``http``: bench/http_flow.yaml against tests/support/target.py answering after a fixed
+  latency, at each concurrency: records/s against the limit concurrency/latency.
+- ``startup``: ``flowyard --help`` and ``flowyard validate bench/reference_flow.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.gen_orders import generate  # noqa: E402
+
+REFERENCE_FLOW = BENCH / "reference_flow.yaml"
+HTTP_FLOW = BENCH / "http_flow.yaml"
+SINK_TABLES = ("pickups", "shipments", "sales_orders")
+EXIT_OK, EXIT_DEAD_LETTERS = 0, 1
+
+
+def flowyard() -> list[str]:
+    """The console script next to this Python (the venv's), else ``python -m cli``."""
+    script = Path(sys.executable).with_name("flowyard")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
+
+
+# -- running a job ----------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """One finished subprocess: wall time, peak RSS, exit code, output, RSS samples."""
+
+    cmd: list[str]
+    wall_s: float
+    max_rss_mb: float
+    returncode: int
+    stdout: str
+    stderr: str
+    rss_samples: list[tuple[float, float]] = field(default_factory=list)  # (s, MB)
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for row in status:
+                if row.startswith("VmRSS:"):
+                    return int(row.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def run_job(
+    cmd: list[str], *, ok: tuple[int, ...] = (EXIT_OK,), sample_every: float = 0.0
+) -> Job:
+    """Run ``cmd`` from the repo root; its peak RSS comes from ``wait4`` on this very child."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT)
+        samples: list[tuple[float, float]] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(sample_every):
+                rss = _rss_mb(proc.pid)
+                if rss is not None:
+                    samples.append((round(time.perf_counter() - started, 2), round(rss, 1)))
+
+        sampler = threading.Thread(target=sample, daemon=True) if sample_every else None
+        if sampler:
+            sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        stop.set()
+        if sampler:
+            sampler.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        job = Job(
+            cmd,
+            wall,
+            usage.ru_maxrss / 1024,  # KiB on Linux
+            proc.returncode,
+            out.read().decode(),
+            err.read().decode(),
+            samples,
+        )
+    if job.returncode not in ok:
+        raise RuntimeError(
+            f"{' '.join(cmd)} exited {job.returncode}\n{job.stdout[-2000:]}\n{job.stderr[-4000:]}"
+        )
+    return job
+
+
+def engine_run(orders: Path, work: Path, flow: Path = REFERENCE_FLOW, **kw: Any) -> Job:
+    """``flowyard run`` of the reference flow: state and target database under ``work``."""
+    cmd = [
+        *flowyard(),
+        "run",
+        str(flow),
+        "--state",
+        str(work / "state.db"),
+        "--var",
+        f"orders={orders}",
+        "--var",
+        f"erp={work / 'erp.db'}",
+        "--output",
+        "json",
+    ]
+    return run_job(cmd, ok=(EXIT_OK, EXIT_DEAD_LETTERS), **kw)
+
+
+def baseline_run(orders: Path, work: Path, **kw: Any) -> Job:
+    cmd = [
+        sys.executable,
+        str(BENCH / "baseline.py"),
+        "--orders",
+        str(orders),
+        "--erp",
+        str(work / "erp.db"),
+        "--state",
+        str(work / "state.db"),
+    ]
+    return run_job(cmd, **kw)
+
+
+def counts_of(job: Job) -> dict[str, int]:
+    counts = job.json()["counts"]
+    return {k: counts.get(k, 0) for k in ("read", "done", "skipped", "dead_lettered")}
+
+
+def inner_seconds(job: Job) -> float:
+    """The run's own time, start-up excluded: ``duration_s`` (engine) or ``seconds``."""
+    data = job.json()
+    return data.get("duration_s", data.get("seconds"))
+
+
+def sink_rows(path: Path) -> dict[str, list[tuple]]:
+    """Every row of the target tables, in key order."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {
+            table: db.execute(f"SELECT * FROM {table} ORDER BY order_id").fetchall()
+            for table in SINK_TABLES
+        }
+    finally:
+        db.close()
+
+
+def compare_sinks(a: Path, b: Path) -> list[str]:
+    """How two target databases differ (table by table); empty when they hold the same rows."""
+    rows_a, rows_b = sink_rows(a), sink_rows(b)
+    problems = []
+    for table in SINK_TABLES:
+        if rows_a[table] != rows_b[table]:
+            only_a = set(rows_a[table]) - set(rows_b[table])
+            only_b = set(rows_b[table]) - set(rows_a[table])
+            problems.append(
+                f"{table}: {len(rows_a[table])} vs {len(rows_b[table])} rows, "
+                f"{len(only_a)} only in {a}, {len(only_b)} only in {b}"
+            )
+    return problems
+
+
+# -- measurements -----------------------------------------------------------------------------
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def throughput(args: argparse.Namespace, tmp: Path) -> dict:
+    orders = tmp / "orders.ndjson"
+    made = generate(
+        orders, args.records, seed=args.seed, malformed=args.malformed, invalid=args.invalid
+    )
+    print(f"{args.records} orders in {orders} ({made})", flush=True)
+    runs: dict[str, dict[str, list]] = {
+        side: {"first_wall": [], "first_inner": [], "rerun_wall": [], "rerun_inner": []}
+        for side in ("engine", "baseline")
+    }
+    counts: dict[str, Any] = {}
+    for rep in range(args.repeat):
+        order = ("engine", "baseline") if rep % 2 == 0 else ("baseline", "engine")
+        for side in order:
+            work = tmp / f"{side}-{rep}"
+            work.mkdir()
+            go = engine_run if side == "engine" else baseline_run
+            first = go(orders, work)
+            rerun = go(orders, work)
+            runs[side]["first_wall"].append(first.wall_s)
+            runs[side]["first_inner"].append(inner_seconds(first))
+            runs[side]["rerun_wall"].append(rerun.wall_s)
+            runs[side]["rerun_inner"].append(inner_seconds(rerun))
+            counts[side] = {"first": counts_of(first), "rerun": counts_of(rerun)}
+            print(
+                f"  rep {rep + 1} {side:8}  first {first.wall_s:6.2f} s  "
+                f"re-run {rerun.wall_s:6.2f} s  {counts[side]['first']}",
+                flush=True,
+            )
+        if rep == 0:
+            differences = compare_sinks(tmp / "engine-0" / "erp.db", tmp / "baseline-0" / "erp.db")
+            if differences or counts["engine"] != counts["baseline"]:
+                raise SystemExit(f"engine and baseline disagree: {differences} {counts}")
+        for side in order:  # keep the disk small: the data file stays
+            for path in (tmp / f"{side}-{rep}").rglob("*"):
+                if path.is_file():
+                    path.unlink()
+    n = args.records
+    med = {side: {k: _median(v) for k, v in r.items()} for side, r in runs.items()}
+    result = {
+        "records": n,
+        "file": made,
+        "counts": counts,
+        "seconds": runs,
+        "median_seconds": med,
+        "records_per_s": {
+            side: {"first": n / m["first_wall"], "rerun": n / m["rerun_wall"]}
+            for side, m in med.items()
+        },
+        "records_per_s_inner": {
+            side: {"first": n / m["first_inner"], "rerun": n / m["rerun_inner"]}
+            for side, m in med.items()
+        },
+    }
+    rps, inner = result["records_per_s"], result["records_per_s_inner"]
+    result["ratio_engine_to_baseline"] = rps["engine"]["first"] / rps["baseline"]["first"]
+    result["ratio_engine_to_baseline_inner"] = (
+        inner["engine"]["first"] / inner["baseline"]["first"]
+    )
+    result["rerun_speedup"] = {
+        side: m["first_wall"] / m["rerun_wall"] for side, m in med.items()
+    }
+    result["rerun_speedup_inner"] = {
+        side: m["first_inner"] / m["rerun_inner"] for side, m in med.items()
+    }
+    print(f"\nthroughput, {n} orders, median of {args.repeat} (wall time of the command)")
+    for side in ("engine", "baseline"):
+        print(
+            f"  {side:8}  first run {rps[side]['first']:8.0f} records/s   "
+            f"re-run {rps[side]['rerun']:8.0f} records/s   "
+            f"speed-up {result['rerun_speedup'][side]:5.2f}x"
+        )
+    print(f"  engine / baseline (first run): {result['ratio_engine_to_baseline']:.2f}")
+    print(
+        f"  without start-up: engine {inner['engine']['first']:.0f}/s, baseline "
+        f"{inner['baseline']['first']:.0f}/s, ratio {result['ratio_engine_to_baseline_inner']:.2f}"
+        f"; re-run speed-up engine {result['rerun_speedup_inner']['engine']:.2f}x"
+    )
+    return result
+
+
+def memory(args: argparse.Namespace, tmp: Path) -> dict:
+    result: dict[str, Any] = {"sizes": {}}
+    for n in args.records:
+        orders = tmp / f"orders-{n}.ndjson"
+        started = time.perf_counter()
+        made = generate(orders, n, seed=args.seed, malformed=args.malformed, invalid=args.invalid)
+        size_mb = orders.stat().st_size / 1e6
+        print(
+            f"{n} orders, {size_mb:.0f} MB, generated in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+        entry: dict[str, Any] = {"file_mb": round(size_mb, 1), "file": made}
+        sides = ("engine", "baseline") if args.with_baseline else ("engine",)
+        for side in sides:
+            work = tmp / f"mem-{side}-{n}"
+            work.mkdir()
+            go = engine_run if side == "engine" else baseline_run
+            job = go(orders, work, sample_every=args.sample_every)
+            rss = [mb for _, mb in job.rss_samples]
+            entry[side] = {
+                "max_rss_mb": round(job.max_rss_mb, 1),
+                "wall_s": round(job.wall_s, 1),
+                "records_per_s": round(n / job.wall_s),
+                "counts": counts_of(job),
+                "rss_quartiles_mb": _quartiles(rss),
+                "rss_samples": job.rss_samples[:: max(1, len(job.rss_samples) // 40)],
+            }
+            print(
+                f"  {side:8}  peak RSS {job.max_rss_mb:6.1f} MB  in {job.wall_s:6.0f} s "
+                f"({n / job.wall_s:.0f} records/s); RSS at 25/50/75/100 % of the run: "
+                f"{entry[side]['rss_quartiles_mb']}",
+                flush=True,
+            )
+            for path in work.rglob("*"):
+                if path.is_file():
+                    path.unlink()
+        orders.unlink()
+        result["sizes"][str(n)] = entry
+    return result
+
+
+def _quartiles(values: list[float]) -> list[float]:
+    if not values:
+        return []
+    return [values[min(len(values) - 1, int(len(values) * q))] for q in (0.25, 0.5, 0.75, 1.0)]
+
+
+def http(args: argparse.Namespace, tmp: Path) -> dict:
+    from tests.support.target import RemoteTarget, spawn_target, stop_target
+
+    result: dict[str, Any] = {"latency_ms": args.latency_ms, "runs": {}}
+    proc, url = spawn_target(tmp / "target", latency_ms=args.latency_ms)
+    target = RemoteTarget(url)
+    try:
+        flow_text = HTTP_FLOW.read_text()
+        flow_text = flow_text.replace("[../mappings]", json.dumps([str(ROOT / "mappings")]))
+        for concurrency in args.concurrency:
+            limit = concurrency * 1000 / args.latency_ms
+            n = max(args.min_records, int(limit * args.seconds))
+            orders = tmp / f"http-orders-{n}.ndjson"
+            if not orders.exists():
+                generate(orders, n, seed=args.seed)
+            flow = tmp / f"http_flow_c{concurrency}.yaml"
+            flow.write_text(
+                re.sub(r"(?m)^concurrency: \d+$", f"concurrency: {concurrency}", flow_text)
+            )
+            work = tmp / f"http-{concurrency}"
+            work.mkdir()
+            target.reset()
+            cmd = [
+                *flowyard(),
+                "run",
+                str(flow),
+                "--state",
+                str(work / "state.db"),
+                "--var",
+                f"orders={orders}",
+                "--var",
+                f"url={url}",
+                "--output",
+                "json",
+            ]
+            job = run_job(cmd)
+            applied = len(target.applied())
+            if applied != n or job.json()["counts"]["done"] != n:
+                raise SystemExit(f"concurrency {concurrency}: {applied} of {n} applied")
+            inner = inner_seconds(job)
+            entry = {
+                "records": n,
+                "limit_per_s": limit,
+                "run_s": inner,
+                "wall_s": round(job.wall_s, 3),
+                "records_per_s": n / inner,
+                "fraction_of_limit": n / inner / limit,
+                "fraction_of_limit_wall": n / job.wall_s / limit,
+            }
+            result["runs"][str(concurrency)] = entry
+            print(
+                f"  concurrency {concurrency:3}: {n:5} sends in {inner:6.2f} s = "
+                f"{entry['records_per_s']:6.1f}/s of a limit of {limit:.0f}/s: "
+                f"{entry['fraction_of_limit']:.0%} (wall time with start-up: "
+                f"{entry['fraction_of_limit_wall']:.0%})",
+                flush=True,
+            )
+    finally:
+        stop_target(proc)
+    return result
+
+
+def startup(args: argparse.Namespace, tmp: Path) -> dict:
+    commands = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "flowyard --help": [*flowyard(), "--help"],
+        "flowyard validate bench/reference_flow.yaml": [
+            *flowyard(),
+            "validate",
+            str(REFERENCE_FLOW.relative_to(ROOT)),
+        ],
+    }
+    result: dict[str, Any] = {}
+    for label, cmd in commands.items():
+        run_job(cmd)  # warm the file cache
+        times = [run_job(cmd).wall_s for _ in range(args.repeat)]
+        result[label] = {"median_s": _median(times), "min_s": min(times), "runs": times}
+        print(f"  {label:45} median {_median(times):.3f} s  (min {min(times):.3f} s)")
+    return result
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    return {
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for row in Path("/proc/cpuinfo").read_text().splitlines():
+            if row.startswith("model name"):
+                return row.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+MEASUREMENTS = {"throughput": throughput, "memory": memory, "http": http, "startup": startup}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--json", type=Path, help="write the results here")
+        q.add_argument("--workdir", type=Path, help="keep the generated files here")
+        q.add_argument("--seed", type=int, default=1)
+
+    t = sub.add_parser("throughput", help="first run and re-run, engine against baseline")
+    t.add_argument("--records", type=int, default=20_000)
+    t.add_argument("--repeat", type=int, default=5)
+    t.add_argument("--malformed", type=float, default=0.01)
+    t.add_argument("--invalid", type=float, default=0.01)
+    m = sub.add_parser("memory", help="peak RSS of a first run at several sizes")
+    m.add_argument("--records", type=int, nargs="+", default=[100_000, 1_000_000])
+    m.add_argument("--malformed", type=float, default=0.01)
+    m.add_argument("--invalid", type=float, default=0.01)
+    m.add_argument("--with-baseline", action="store_true", help="measure the baseline too")
+    m.add_argument("--sample-every", type=float, default=1.0, help="seconds between samples")
+    h = sub.add_parser("http", help="sends to a target with a fixed latency")
+    h.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    h.add_argument("--latency-ms", type=float, default=20)
+    h.add_argument("--seconds", type=float, default=5, help="aim for runs this long")
+    h.add_argument("--min-records", type=int, default=20)
+    s = sub.add_parser("startup", help="flowyard --help and flowyard validate")
+    s.add_argument("--repeat", type=int, default=15)
+    a = sub.add_parser("all", help="every measurement with its defaults")
+    for q in (t, m, h, s, a):
+        common(q)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser().parse_args(argv)
+    commands = list(MEASUREMENTS) if args.command == "all" else [args.command]
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "command": "bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    for command in commands:
+        cmd_args = args if args.command != "all" else parser().parse_args([command])
+        print(f"== {command}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="flowyard-bench-", dir=args.workdir) as tmp:
+            report[command] = MEASUREMENTS[command](cmd_args, Path(tmp))
+    name = args.command
+    out = args.json or BENCH / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"results written to {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
