@@ -126,8 +126,9 @@ def to_canonical(r: dict) -> dict:
         "customer": {
             "id": str(customer["id"]) if customer else None,
             "email": r.get("email") or None,
-            "name": (" ".join(n for n in (customer["first_name"], customer["last_name"]) if n)
-                     or None)
+            "name": (
+                " ".join(n for n in (customer["first_name"], customer["last_name"]) if n) or None
+            )
             if customer
             else None,
             "phone": r["phone"] or (customer["phone"] if customer else None),
@@ -248,8 +249,9 @@ def open_databases(erp_path: Path, state_path: Path) -> tuple[sqlite3.Connection
     erp = sqlite3.connect(erp_path)
     erp.execute("PRAGMA journal_mode=WAL")
     for table, columns in TABLES.items():
-        erp.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)}, "
-                    "PRIMARY KEY (order_id))")
+        erp.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)}, PRIMARY KEY (order_id))"
+        )
     state = sqlite3.connect(state_path)
     state.execute("PRAGMA journal_mode=WAL")
     state.execute("PRAGMA synchronous=NORMAL")
@@ -281,8 +283,18 @@ def run(orders: Path, erp_path: Path, state_path: Path, log_path: Path) -> dict:
             "VALUES (?,?,?,?,?,?)",
             (key, number, step, error, record, time.time()),
         )
-        log.write(json.dumps({"record_key": key, "outcome": "dead_lettered", "step": step,
-                              "error": error, "ts": time.time()}) + "\n")
+        log.write(
+            json.dumps(
+                {
+                    "record_key": key,
+                    "outcome": "dead_lettered",
+                    "step": step,
+                    "error": error,
+                    "ts": time.time(),
+                }
+            )
+            + "\n"
+        )
 
     with open(orders, encoding="utf-8") as source:
         for number, raw in enumerate(source, 1):

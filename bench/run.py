@@ -93,9 +93,7 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
-def run_job(
-    cmd: list[str], *, ok: tuple[int, ...] = (EXIT_OK,), sample_every: float = 0.0
-) -> Job:
+def run_job(cmd: list[str], *, ok: tuple[int, ...] = (EXIT_OK,), sample_every: float = 0.0) -> Job:
     """Run ``cmd`` from the repo root; its peak RSS comes from ``wait4`` on this very child."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
@@ -269,12 +267,8 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict:
     }
     rps, inner = result["records_per_s"], result["records_per_s_inner"]
     result["ratio_engine_to_baseline"] = rps["engine"]["first"] / rps["baseline"]["first"]
-    result["ratio_engine_to_baseline_inner"] = (
-        inner["engine"]["first"] / inner["baseline"]["first"]
-    )
-    result["rerun_speedup"] = {
-        side: m["first_wall"] / m["rerun_wall"] for side, m in med.items()
-    }
+    result["ratio_engine_to_baseline_inner"] = inner["engine"]["first"] / inner["baseline"]["first"]
+    result["rerun_speedup"] = {side: m["first_wall"] / m["rerun_wall"] for side, m in med.items()}
     result["rerun_speedup_inner"] = {
         side: m["first_inner"] / m["rerun_inner"] for side, m in med.items()
     }
