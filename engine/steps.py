@@ -22,10 +22,12 @@ from engine.errors import (
     ConflictError,
     PermanentError,
     RecordError,
+    RecordRejected,
     TransientError,
 )
 from engine.model import (
     CallStep,
+    FailStep,
     FilterStep,
     Flow,
     ForeachStep,
@@ -52,6 +54,17 @@ def worst(a: str | None, b: str) -> str:
 def fingerprint(options: Any) -> str:
     """A stable hash of a request's options: the same request gives the same fingerprint."""
     return hashlib.sha256(dumps_sorted(options).encode()).hexdigest()[:32]
+
+
+def next_sent_key(key: str, previous: str, fp: str) -> str:
+    """The key a changed request is sent with: ``<key>#<hash>``, new for every change.
+
+    The hash covers the previous operation's key as well as the request, so a value that
+    comes back (a stock level 10, 9, 10, 9) never reuses a key a target has already seen:
+    a target that honours ``Idempotency-Key`` would answer it from its store and apply
+    nothing.
+    """
+    return f"{key}#{hashlib.sha256(f'{previous}|{fp}'.encode()).hexdigest()[:12]}"
 
 
 def dumps_sorted(value: Any) -> str:
@@ -204,6 +217,8 @@ class Executor:
         try:
             if isinstance(step, MapStep):
                 data = step.mapping(rec.data, self.context(rec))
+                if step.into is not None:
+                    data = {**rec.data, step.into: data}
                 trace.append([step.name, "mapped"])
                 return _with(rec, data), None
             if isinstance(step, ValidateStep):
@@ -229,6 +244,8 @@ class Executor:
                 return self._foreach(step, rec, trace, failures)
             if isinstance(step, CallStep):
                 return self._call(step, rec, trace)
+            if isinstance(step, FailStep):
+                raise RecordRejected(str(step.message(self.context(rec))))
         except (RecordError, PermanentError) as exc:
             raise _Failed(exc, getattr(exc, "attempts", 1)) from exc
         raise AssertionError(f"unknown step {step!r}")  # the loader only builds the kinds above
@@ -314,9 +331,9 @@ class Executor:
                         f"(run {prev.run_id}); the record changed since. Set on_change: update "
                         "to send the change, or skip to ignore it"
                     )
-                sent_key = f"{key}#{fp[:12]}"
-            else:
-                sent_key = f"{key}#{fp[:12]}"  # a failed request, changed: a new operation
+                sent_key = next_sent_key(key, prev.sent_key, fp)
+            else:  # a failed request, changed: a new operation
+                sent_key = next_sent_key(key, prev.sent_key, fp)
 
         if self.dry_run:
             self.would_send.append(
