@@ -35,6 +35,7 @@ from engine.model import (
     BreakerPolicy,
     CallStep,
     Connection,
+    FailStep,
     FilterStep,
     Flow,
     ForeachStep,
@@ -392,8 +393,20 @@ class _Loader:
             return None
 
     # -- connectors --------------------------------------------------------------------------
-    def check_options(self, options: dict, schema: dict | None, path: list[Any], what: str) -> None:
-        """Check a connector's options against its schema (templates stand for any value)."""
+    def check_options(
+        self,
+        options: dict,
+        schema: dict | None,
+        path: list[Any],
+        what: str,
+        *,
+        of_connection: set[str] | None = None,
+    ) -> None:
+        """Check a connector's options against its schema (templates stand for any value).
+
+        ``of_connection``: the connection's own option names, for a read or call option
+        that belongs on the connection instead.
+        """
         if schema is None:
             return
         for err in jsonschema.Draft7Validator(schema).iter_errors(options):
@@ -404,10 +417,14 @@ class _Loader:
             if err.validator == "additionalProperties" and isinstance(err.instance, dict):
                 allowed = set(err.schema.get("properties", {}))
                 for extra in sorted(set(err.instance) - allowed, key=str):
+                    if of_connection and extra in of_connection and not err.absolute_path:
+                        hint = f"; {extra!r} is an option of the connection: put it there"
+                    else:
+                        hint = did_you_mean(extra, allowed)
                     self.refused(
                         [*path, *err.absolute_path, extra],
-                        f"{what} has no option {extra!r}{did_you_mean(extra, allowed)}; its "
-                        f"options: {', '.join(sorted(allowed)) or 'none'}",
+                        f"{what} has no option {extra!r}{hint}; its options: "
+                        f"{', '.join(sorted(allowed)) or 'none'}",
                         at_key=True,
                     )
                 continue
@@ -507,6 +524,16 @@ class _Loader:
                 return "", None
             name = f"{connector}@{format_path(path)}"
             connections[name] = Connection(name=name, connector=connector, options={})
+            if cls is not None:
+                needed = (cls.options_schema or {}).get("required") or []
+                if needed:
+                    self.problem(
+                        [*path, "connector"],
+                        f"connector {connector!r} needs connection options "
+                        f"({', '.join(needed)}): define a connection under `connections:` and "
+                        "write `connection: NAME` here",
+                    )
+                    return name, None
             return name, self._role(cls, connector, role, [*path, "connector"])
         name = spec.get("connection")
         if not isinstance(name, str):
@@ -542,7 +569,13 @@ class _Loader:
         name, cls = self.connection_for(spec, ["source"], "source", connections)
         options = {k: v for k, v in spec.items() if k not in flow_schema.SOURCE_KEYS}
         if cls is not None:
-            self.check_options(options, cls.read_schema, ["source"], f"source {cls.name!r}")
+            self.check_options(
+                options,
+                cls.read_schema,
+                ["source"],
+                f"source {cls.name!r}",
+                of_connection=set(cls.options_schema.get("properties", {})),
+            )
         for key, value in options.items():
             self.template(value, ["source", key], OPTION_NAMES)
         key = None
@@ -615,6 +648,10 @@ class _Loader:
         kind = kinds[0]
         value = spec[kind]
         at = [*path, kind]
+        if "into" in spec and kind != "map":
+            self.problem(
+                [*path, "into"], f"`into` belongs to map steps only, not to {kind}", at_key=True
+            )
         line = (position(self.data, at) or (None, None))[0]
         base = {
             "name": self.step_name(spec, kind, path),
@@ -637,7 +674,12 @@ class _Loader:
                 )
                 self.problems.extend(problems)
                 self._mappings[cache_key] = compiled
-            return MapStep(**base, mapping=self._mappings[cache_key], mapping_name=value)
+            return MapStep(
+                **base,
+                mapping=self._mappings[cache_key],
+                mapping_name=value,
+                into=spec.get("into"),
+            )
         if kind == "validate":
             if not isinstance(value, str) or not value:
                 return None
@@ -666,6 +708,8 @@ class _Loader:
                     continue
                 fields[key] = self.template(item, [*at, key], names)
             return SetStep(**base, fields=fields)
+        if kind == "fail":
+            return FailStep(**base, message=self.template(value, at, names))
         if kind == "route":
             return RouteStep(**base, branches=self.branches(value, at, connections, names))
         if kind == "foreach":
@@ -784,7 +828,13 @@ class _Loader:
         options = {k: v for k, v in spec.items() if k not in flow_schema.CALL_KEYS}
         self._env_ok += [format_path([*path, key]) for key in options]
         if cls is not None:
-            self.check_options(options, cls.call_schema, path, f"{kind} through {cls.name!r}")
+            self.check_options(
+                options,
+                cls.call_schema,
+                path,
+                f"{kind} through {cls.name!r}",
+                of_connection=set(cls.options_schema.get("properties", {})),
+            )
         if kind == "enrich" and "save_as" not in spec:
             self.problem(
                 path,
@@ -916,7 +966,7 @@ class _Loader:
             flow.warnings = [p for p in self.problems if p.severity == "warning"]
         return flow if self.ok else None
 
-    def build(self) -> Flow:
+    def build(self) -> Flow | None:
         self.check_flow_keys()
         self.check_search_dirs()
         connections = self.connections()
@@ -926,6 +976,8 @@ class _Loader:
         names = self.env_refs()
         if self.ok:  # with errors, "not used" is mostly an echo of them
             self.check_unused(connections)
+        if not self.ok:
+            return None  # the parts above were built to find problems, not to run
         retention = self.data.get("retention")
         retention_s = None
         if isinstance(retention, str) and re.fullmatch(r"\d+[dhm]", retention):
