@@ -10,7 +10,8 @@
     ├── RecordError                   one record cannot be processed; it is dead-lettered
     │   ├── MappingError              a mapping template failed on this record
     │   ├── RecordValidationError     the record does not match its canonical schema
-    │   └── ConflictError             a sent record changed and the flow's on_change is conflict
+    │   ├── ConflictError             a sent record changed and the flow's on_change is conflict
+    │   └── RecordRejected            a `fail` step refused the record, with the flow's reason
     └── RunError                      the run cannot proceed (exit code 3)
         ├── LockHeld                  another run of the same flow holds the lease
         ├── SourceUnavailable         the source could not be read
@@ -37,6 +38,7 @@ __all__ = [
     "PermanentError",
     "Problem",
     "RecordError",
+    "RecordRejected",
     "RecordValidationError",
     "RunError",
     "SourceUnavailable",
@@ -98,6 +100,10 @@ class RecordValidationError(RecordError):
 
 class ConflictError(RecordError):
     """An applied record came back changed and the flow says ``on_change: conflict``."""
+
+
+class RecordRejected(RecordError):
+    """A flow's ``fail`` step refused the record; the message is the flow's own reason."""
 
 
 class RunError(FlowyardError):

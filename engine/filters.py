@@ -39,6 +39,7 @@ __all__ = [
     "minor_units",
     "money_sum",
     "now_utc",
+    "omit",
     "pick",
     "require_defined",
     "round_decimal",
@@ -370,6 +371,14 @@ def pick(value: Any, *keys: str) -> dict:
     return {key: value[key] for key in keys if key in value}
 
 
+def omit(value: Any, *keys: str) -> dict:
+    """A new dict without ``keys``: ``record | omit('erp_lookup')`` drops helper fields."""
+    require_defined(value)
+    if not isinstance(value, Mapping):
+        raise FilterError(f"omit: expected an object, got {_type(value)}")
+    return {key: item for key, item in value.items() if key not in keys}
+
+
 def now_utc() -> str:
     """The current time as UTC ``YYYY-MM-DDTHH:MM:SSZ`` (a global: ``{{ now_utc() }}``)."""
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -385,6 +394,7 @@ FILTERS = {
     "iso_utc": iso_utc,
     "minor_units": minor_units,
     "money_sum": money_sum,
+    "omit": omit,
     "pick": pick,
     "round_decimal": round_decimal,
     "tag_list": tag_list,

@@ -16,7 +16,7 @@ from typing import Any
 
 import jsonschema
 
-STEP_KINDS = ("map", "validate", "filter", "set", "route", "foreach", "send", "enrich")
+STEP_KINDS = ("map", "validate", "filter", "set", "route", "foreach", "send", "enrich", "fail")
 
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_.-]*$"
 IDENTIFIER_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
@@ -217,7 +217,7 @@ SCHEMA: dict[str, Any] = {
         "step": {
             "type": "object",
             "description": "One step: exactly one of map, validate, filter, set, route, "
-            "foreach, send, enrich; and an optional name.",
+            "foreach, send, enrich, fail; and an optional name.",
             "additionalProperties": False,
             "minProperties": 1,
             "properties": {
@@ -231,9 +231,18 @@ SCHEMA: dict[str, Any] = {
                 "map": {
                     "type": "string",
                     "minLength": 1,
-                    "description": "Replace the record with a mapping's output: a mapping "
-                    "name (NAME.yaml in the mapping folders) or a path.",
+                    "description": "Replace the record with a mapping's output (or, with "
+                    "`into`, set one field to it): a mapping name (NAME.yaml in the mapping "
+                    "folders) or a path.",
                     "examples": ["shopify_order_to_canonical"],
+                },
+                "into": {
+                    "type": "string",
+                    "pattern": IDENTIFIER_PATTERN,
+                    "description": "map only: put the mapping's output in this record field "
+                    "instead of replacing the record (e.g. an ERP request body built from "
+                    "the record).",
+                    "examples": ["erp_sale"],
                 },
                 "validate": {
                     "type": "string",
@@ -305,6 +314,13 @@ SCHEMA: dict[str, Any] = {
                     "$ref": "#/definitions/call",
                     "description": "A side effect through a connection, performed once per "
                     "idempotency key.",
+                },
+                "fail": {
+                    **_template,
+                    "minLength": 1,
+                    "description": "Dead-letter the record with this reason, a template "
+                    "written for the person who must act on it (use it in a route branch).",
+                    "examples": ["unknown SKU {{ record.sku }} in order {{ record.number }}"],
                 },
                 "enrich": {
                     "$ref": "#/definitions/call",

@@ -69,6 +69,7 @@ class Step:
 class MapStep(Step):
     mapping: Callable[[dict, dict], dict] = None  # type: ignore[assignment]
     mapping_name: str = ""
+    into: str | None = None  # the field that receives the output; None: replace the record
 
 
 @dataclass
@@ -104,6 +105,13 @@ class ForeachStep(Step):
     as_name: str = "item"
     key: Rendered | None = None
     steps: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class FailStep(Step):
+    """Dead-letter the record with a reason rendered from the record."""
+
+    message: Rendered = None  # type: ignore[assignment]
 
 
 @dataclass
