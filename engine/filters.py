@@ -44,6 +44,7 @@ __all__ = [
     "require_defined",
     "round_decimal",
     "tag_list",
+    "three_way_match",
     "unit_code",
 ]
 
@@ -402,3 +403,9 @@ FILTERS = {
 }
 
 GLOBALS = {"now_utc": now_utc}
+
+# The supplier-invoice match is logic rather than a conversion, so it has its own module;
+# it uses the helpers above, hence the import at the end.
+from engine.matching import three_way_match  # noqa: E402
+
+FILTERS["three_way_match"] = three_way_match
