@@ -254,23 +254,35 @@ class _Loader:
                     severity="warning",
                 )
 
+    def shown(self, path: Path) -> Path:
+        """``path`` as problems show it: relative to the working directory when the flow's
+        own path was given relative (and it lies below), else absolute."""
+        if not self.path.is_absolute():
+            try:
+                return path.relative_to(Path.cwd())
+            except ValueError:
+                pass
+        return path
+
     def find_file(self, name: str, kind: str, subdir: str, suffix: str, path: list[Any]):
         """A mapping or schema by name (searched in the mapping folders) or by path."""
         if name.endswith((".yaml", ".yml", ".json")) or "/" in name:
             candidate = (self.path.parent / name).resolve()
             if candidate.is_file():
-                return candidate
-            self.problem(path, f"{kind} file not found: {candidate} (relative to the flow file)")
+                return self.shown(candidate)
+            self.problem(
+                path, f"{kind} file not found: {self.shown(candidate)} (relative to the flow file)"
+            )
             return None
         known: set[str] = set()
         dirs = [d / subdir if subdir else d for d in self.search_dirs()]
         for d in dirs:
             candidate = d / f"{name}{suffix}"
             if candidate.is_file():
-                return candidate
+                return self.shown(candidate)
             if d.is_dir():
                 known |= {p.name[: -len(suffix)] for p in d.glob(f"*{suffix}")}
-        where = ", ".join(str(d) for d in dirs)
+        where = ", ".join(str(self.shown(d)) for d in dirs)
         have = f"; found: {', '.join(sorted(known))}" if known else ""
         self.problem(
             path,
