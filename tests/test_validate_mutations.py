@@ -58,12 +58,18 @@ steps:
       path: "/customers/{{ record.customer.id }}.json"
       save_as: customer_record
   - map: shopify_order_to_canonical
+    into: canonical
+  - map: shopify_order_to_canonical
   - validate: order
   - filter: record.totals.total | float > 0
   - set:
       channel: web
       label: "order {{ record.order_number }}"
   - route:
+      - when: not record.customer.email
+        steps:
+          - name: no_email
+            fail: "order {{ record.order_number }} has no e-mail"
       - when: record.fulfillment.method == 'pickup'
         steps:
           - name: to_store
