@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import weakref
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
@@ -115,13 +114,18 @@ def _policy(cls: type, value: Any) -> Any:
 
 # Compiled templates, conditions and mappings, per Jinja environment: validating a folder of
 # flows that share a mapping, or loading the same flow again, compiles each once. Keys hold
-# the source text (a mapping's SHA-256), so an edited file is compiled afresh.
-_CACHE: weakref.WeakKeyDictionary[Any, dict] = weakref.WeakKeyDictionary()
+# the source text (a mapping's SHA-256), so an edited file is compiled afresh. The cache
+# lives on the environment (whose renderers refer back to it), so it goes when the engine
+# that made the environment goes.
+_CACHE_ATTRIBUTE = "_flowyard_loader_cache"
 _CACHE_SIZE = 1024
 
 
 def _cached(env: Any, key: tuple, make: Any) -> Any:
-    cache = _CACHE.setdefault(env, {})
+    cache = getattr(env, _CACHE_ATTRIBUTE, None)
+    if cache is None:
+        cache = {}
+        setattr(env, _CACHE_ATTRIBUTE, cache)
     if key not in cache:
         if len(cache) >= _CACHE_SIZE:
             cache.pop(next(iter(cache)))
