@@ -119,7 +119,7 @@ def test_first_run_sends_every_level_then_only_changed_ones(tryton, shop, tmp_pa
     second = eng.run(FLOW, vars=run_vars)
     assert second.counts["done"] == 1 and second.counts["skipped"] == 2
     assert [(r["body"]["sku"], r["body"]["available"]) for r in shop.requests] == [("MUG-LOGO", 28)]
-    assert shop.requests[0]["idempotency_key"].startswith("inventory_level:MUG-LOGO@STO#")
+    assert shop.requests[0]["idempotency_key"].startswith("inventory_level:1:MUG-LOGO@STO#")
     assert shop_levels(shop)["MUG-LOGO@1"] == 28
 
     # nothing changed: nothing is sent
@@ -152,6 +152,20 @@ def test_a_location_the_shop_does_not_know_is_dead_lettered_with_the_reason(
     store.close()
     assert letter.step == "shop_inventory_level" and "BACK" in letter.message, letter.message
     assert sent(shop) == [("A-1", 4)]
+
+
+def test_a_new_generation_sends_every_level_again(tmp_path, shop, monkeypatch):
+    monkeypatch.setenv("TRYTON_PASSWORD", "not used: records are given")
+    rows = [tryton_row("A-1", 4.0), tryton_row("A-2", 6.0)]
+    eng = Engine(state=tmp_path / "state.db")
+    eng.run(FLOW, records=rows, vars={"shop_url": shop.url})
+    set_level(shop, sku="A-1", location_id=1, available=99)  # edited in the shop by hand
+    shop.clear_requests()
+    assert eng.run(FLOW, records=rows, vars={"shop_url": shop.url}).counts["skipped"] == 2
+    assert shop.requests == []  # the flow follows the ERP, not the shop
+    again = eng.run(FLOW, records=rows, vars={"shop_url": shop.url, "generation": "2"})
+    assert again.counts["done"] == 2
+    assert shop_levels(shop) == {"A-1@1": 4, "A-2@1": 6}
 
 
 # -- the engine's idempotency with absolute levels (no ERP needed) ---------------------------
