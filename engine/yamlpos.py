@@ -187,8 +187,9 @@ def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
         ]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        if exc.context_mark and _at_end(exc):
-            mark = exc.context_mark  # an unclosed quote or bracket: point at where it opens
+        if exc.context_mark and (_at_end(exc) or "simple key" in (exc.context or "")):
+            # an unclosed quote or bracket, a line without ':': point at where it starts
+            mark = exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         earlier = loader.problems if loader else []
         return None, earlier + [Problem(file, line, col, "", _explain(exc, text))]
@@ -242,8 +243,20 @@ def _explain(exc: yaml.MarkedYAMLError, text: str) -> str:
         )
     elif value[:1] in "\"'" and "found '<scalar>'" in problem:
         message = "text follows a quoted value; quote the whole value, or nothing of it"
+    elif _BLOCK_END.search(problem) and not started and "'<scalar>'" in problem:
+        message = "unexpected text after a complete value; quote the whole value if it is text"
     elif _BLOCK_END.search(problem):
         message = f"this line is not indented like the lines around it{started}"
+    elif "simple key" in context:
+        message = (
+            "this line has no ':'; inside a mapping every line is `key: value` "
+            "(or it is indented too little to continue the value above)"
+        )
+    elif "expected the node content" in problem:
+        found = problem.rsplit("but found ", 1)[-1]
+        message = f"a value is missing here: found {found} where a value should start"
+    elif "<document start>" in problem:
+        message = "this line does not continue the YAML above it; check its indentation"
     elif "found unexpected end of stream" in problem and "quoted scalar" in context:
         message = "this quoted text is never closed"
     elif "flow sequence" in context or "flow mapping" in context:
