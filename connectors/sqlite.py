@@ -25,6 +25,7 @@ from connectors.errors import PermanentError, TransientError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FETCH = 500
+_STATEMENTS = 256  # cached statements per connector, a bound for rows of ever-new shapes
 
 
 def quote(name: str) -> str:
@@ -125,6 +126,8 @@ class SqliteConnector(Connector):
         self._db: sqlite3.Connection | None = None
         self._columns: dict[str, set[str]] = {}  # tables this connector has seen
         self._keyed: set[tuple[str, tuple[str, ...]]] = set()
+        # built statements by (table, columns, upsert key): rows of one table share them
+        self._statements: dict[tuple, str] = {}
 
     def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
         try:
@@ -208,17 +211,16 @@ class SqliteConnector(Connector):
         missing = [column for column in key if column not in row]
         if missing:
             raise PermanentError(f"row has no value for key column(s) {missing}")
-        columns = [quote(column) for column in row]
-        sql = (
-            f"INSERT INTO {quote(table)} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' for _ in columns)})"
-        )
-        if upsert:
-            target = ", ".join(quote(column) for column in key)
-            updates = [f"{quote(c)} = excluded.{quote(c)}" for c in row if c not in key]
-            action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
-            sql += f" ON CONFLICT ({target}) {action}"
-        sql += " RETURNING rowid"
+        shape = (table, tuple(row), tuple(key) if upsert else None)
+        try:
+            sql = self._statements[shape]
+        except KeyError:
+            sql = _statement(table, list(row), key if upsert else None)
+            if len(self._statements) >= _STATEMENTS:
+                self._statements.clear()
+            self._statements[shape] = sql
+        except TypeError:  # a name that is not a string: _statement says which
+            sql = _statement(table, list(row), key if upsert else None)
         values = [_value(value) for value in row.values()]
         with self._lock:
             try:
@@ -253,6 +255,18 @@ class SqliteConnector(Connector):
             target = ", ".join(quote(k) for k in key)
             db.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {quote(table)} ({target})")
             self._keyed.add((table, key))
+
+
+def _statement(table: str, columns: list[str], key: Sequence[str] | None) -> str:
+    """The INSERT (or upsert, when ``key`` is given) of one row, names checked and quoted."""
+    names = [quote(column) for column in columns]
+    sql = f"INSERT INTO {quote(table)} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    if key is not None:
+        target = ", ".join(quote(column) for column in key)
+        updates = [f"{quote(c)} = excluded.{quote(c)}" for c in columns if c not in key]
+        action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
+        sql += f" ON CONFLICT ({target}) {action}"
+    return sql + " RETURNING rowid"
 
 
 def _value(value: Any) -> Any:
