@@ -86,6 +86,14 @@ class FileConnector(Connector):
                 "default": ",",
                 "description": "CSV field delimiter.",
             },
+            "group_by": {
+                "type": "string",
+                "minLength": 1,
+                "description": "CSV only: consecutive rows with the same value in this column "
+                'become one record {"<column>": value, "rows": [row, ...]}, e.g. the lines '
+                "of one invoice. A group next to an unreadable row is not read without it: "
+                "it becomes an error item naming that row.",
+            },
         },
     }
     call_schema: ClassVar[dict[str, Any] | None] = {
@@ -151,7 +159,9 @@ class FileConnector(Connector):
             if fmt == "ndjson":
                 yield from _read_ndjson(handle, encoding)
             elif fmt == "csv":
-                yield from _read_csv(handle, encoding, options.get("delimiter", ","))
+                rows = _read_csv(handle, encoding, options.get("delimiter", ","))
+                group_by = options.get("group_by")
+                yield from _grouped(rows, group_by) if group_by else rows
             else:
                 data = handle.read()
                 try:
@@ -325,6 +335,55 @@ def _read_csv(handle: io.BufferedReader, encoding: str, delimiter: str) -> Itera
             yield _csv_error(f"row has {count} fields, the header has {len(fields)}", consumed)
         else:
             yield Item(data=row, line=consumed[0][0])
+
+
+def _grouped(rows: Iterator[Item], column: str) -> Iterator[Item]:
+    """Consecutive rows with the same ``column`` value as one item ``{column, rows}``.
+
+    An unreadable row might belong to the group before it or the one after it (its
+    column cannot be read), so unless both are the same group, both become error items:
+    a group is never passed on with a row missing.
+    """
+    group: Item | None = None
+    broken: list[Item] = []  # unreadable rows since the last good row
+    spoiled: list[Item] = []  # unreadable rows that spoil the group being built
+
+    def finish() -> Item:
+        if not spoiled:
+            return group
+        lines = ", ".join(str(bad.line) for bad in spoiled)
+        raw = "\n".join(bad.raw or "" for bad in spoiled)
+        reasons = "; ".join(bad.error for bad in spoiled)
+        value = group.data[column]
+        return Item(
+            error=f"{column} {value!r} (rows from line {group.line}) is not read: "
+            f"it borders the unreadable row(s) at line {lines} ({reasons})",
+            raw=raw,
+            line=group.line,
+        )
+
+    for item in rows:
+        if item.error is not None:
+            broken.append(item)
+            continue
+        if column not in item.data:
+            raise PermanentError(f"the CSV file has no column {column!r} to group by")
+        value = item.data[column]
+        if group is not None and group.data[column] == value:
+            spoiled.extend(broken)
+            group.data["rows"].append(item.data)
+        else:
+            if group is not None:
+                spoiled.extend(broken)
+                yield finish()
+            group, spoiled = Item(data={column: value, "rows": [item.data]}, line=item.line), []
+            spoiled.extend(broken)
+        broken = []
+    if group is not None:
+        spoiled.extend(broken)
+        yield finish()
+    elif broken:  # no readable row at all
+        yield from broken
 
 
 def _csv_error(message: str, consumed: list[tuple[int, str]]) -> Item:
