@@ -25,6 +25,7 @@ SHIPPED_MAPPINGS = sorted((ROOT / "mappings").glob("*.yaml"))
 # Every shipped mapping, the canonical model it produces, and the fixture it is tested on.
 MAPPING_FIXTURES = {
     "shopify_order_to_canonical": ("order", "shopify_orders.ndjson"),
+    "shopify_refund_to_canonical": ("return", "shopify_refunds.ndjson"),
 }
 
 
