@@ -169,6 +169,7 @@ class _Loader:
         self._counter = 0
         self._used_connections: set[str] = set()
         self._env_ok: list[str] = ["connections", "source"]  # where ${env:NAME} is resolved
+        self._vars_used: dict[str, list[Any]] = {}  # vars.NAME read by templates: first use
 
     # -- reporting -------------------------------------------------------------------------
     def problem(
@@ -345,6 +346,8 @@ class _Loader:
         if message:
             self.problem(path, message, lineno=node.lineno)
             return False
+        for name in _vars_read(node):
+            self._vars_used.setdefault(name, path)
         return True
 
     def parsed(self, source: str, parse: Any) -> nodes.Node:
@@ -934,6 +937,18 @@ class _Loader:
                     at_key=True,
                 )
 
+    def check_vars(self) -> None:
+        defaults = self.data.get("vars")
+        defaults = defaults if isinstance(defaults, dict) else {}
+        for name, path in self._vars_used.items():
+            if name not in defaults:
+                self.problem(
+                    path,
+                    f"vars.{name} has no default under `vars:`; a run without "
+                    f"--var {name}=... fails{did_you_mean(name, defaults)}",
+                    severity="warning",
+                )
+
     def run(self) -> Flow | None:
         try:
             text = self.path.read_text(encoding="utf-8")
@@ -990,8 +1005,9 @@ class _Loader:
         self.collect_names(self.data.get("steps"))
         steps = self.steps(self.data.get("steps"), ["steps"], connections, STEP_NAMES)
         names = self.env_refs()
-        if self.ok:  # with errors, "not used" is mostly an echo of them
+        if self.ok:  # with errors, these would mostly echo them
             self.check_unused(connections)
+            self.check_vars()
         if not self.ok:
             return None  # the parts above were built to find problems, not to run
         retention = self.data.get("retention")
@@ -1015,10 +1031,27 @@ class _Loader:
         )
 
 
+def _self_and_all(node: nodes.Node, types: tuple) -> list[nodes.Node]:
+    """``node`` itself (``find_all`` leaves it out) and every node below it of ``types``."""
+    return [n for n in (node, *node.find_all(types)) if isinstance(n, types)]
+
+
+def _vars_read(node: nodes.Node) -> list[str]:
+    """The names read as ``vars.NAME`` or ``vars['NAME']`` in an expression."""
+    found = []
+    for item in _self_and_all(node, (nodes.Getattr, nodes.Getitem)):
+        if isinstance(item.node, nodes.Name) and item.node.name == "vars":
+            if isinstance(item, nodes.Getattr):
+                found.append(item.attr)
+            elif isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+                found.append(item.arg.value)
+    return found
+
+
 def _python_internals(node: nodes.Node, source: str) -> str | None:
     """The first dunder attribute an expression reaches for (``x.__class__``, ``x['__dict__']``)."""
     found = []
-    for item in node.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+    for item in _self_and_all(node, (nodes.Getattr, nodes.Getitem, nodes.Filter)):
         if isinstance(item, nodes.Getattr):
             name = item.attr
         elif isinstance(item, nodes.Getitem) and isinstance(item.arg, nodes.Const):
