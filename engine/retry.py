@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -23,70 +24,121 @@ T = TypeVar("T")
 
 
 class RateLimiter:
-    """Spaces calls on one connection ``1/rate`` seconds apart, across threads."""
+    """At most ``rate`` calls a second on one connection, across threads, as the target sees it.
+
+    Calls start ``1/rate`` seconds apart, and each call counts against a window of
+    ``burst / rate`` seconds (``burst`` is the rate rounded, at least 1) until it *ends*:
+    calls held up after they started (a connection being set up, a slow network) cannot
+    bunch up with later ones at the target, so no window ever holds more than ``burst``.
+    """
 
     def __init__(self, rate: float | None):
         self.interval = 1.0 / rate if rate else 0.0
+        self.burst = max(1, round(rate)) if rate else 0
+        self.window = self.burst * self.interval
         self._next = 0.0
-        self._lock = threading.Lock()
+        self._running = 0
+        self._ended: deque[float] = deque()  # when the calls still in the window ended
+        self._changed = threading.Condition()
 
     def acquire(self) -> None:
+        """Wait for the connection's next slot; pair every call with :meth:`release`."""
         if not self.interval and not self._next:
             return
-        with self._lock:
-            now = time.monotonic()
-            at = max(now, self._next)
-            self._next = at + self.interval
-        if at > now:
-            time.sleep(at - now)
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                while self._ended and self._ended[0] <= now - self.window:
+                    self._ended.popleft()
+                if self.burst and self._running + len(self._ended) >= self.burst:
+                    oldest = self._ended[0] + self.window - now if self._ended else None
+                    self._changed.wait(oldest)  # or until a running call ends
+                elif self._next > now:
+                    self._changed.wait(self._next - now)
+                else:
+                    self._next = now + self.interval
+                    self._running += 1 if self.burst else 0
+                    return
+
+    def release(self) -> None:
+        """A call acquired with :meth:`acquire` has ended."""
+        if not self.burst:
+            return
+        with self._changed:
+            self._running -= 1
+            self._ended.append(time.monotonic())
+            self._changed.notify_all()
 
     def pause(self, seconds: float) -> None:
         """Hold every call on the connection for ``seconds`` (a 429's Retry-After)."""
-        with self._lock:
+        with self._changed:
             self._next = max(self._next, time.monotonic() + seconds)
 
 
 class CircuitBreaker:
-    """Opens after N consecutive transient failures; lets one probe through after a cool-down."""
+    """Opens after N consecutive transient failures; lets one probe through after a cool-down.
+
+    While it is open, a call either raises :class:`CircuitOpen` (``on_open: stop``) or
+    waits (``on_open: wait``) until the cool-down is over and one call, the probe, has
+    found the target answering again. A failed probe opens it for another cool-down.
+    """
 
     def __init__(self, name: str, policy: BreakerPolicy | None):
         self.name = name
         self.policy = policy
         self.failures = 0
         self.opened_at: float | None = None
-        self._lock = threading.Lock()
+        self._probing = False
+        self._changed = threading.Condition()
 
     @property
     def is_open(self) -> bool:
         return self.opened_at is not None
 
+    @property
+    def waits(self) -> bool:
+        return self.policy is not None and self.policy.on_open == "wait"
+
     def before_call(self) -> None:
-        if self.policy is None or self.opened_at is None:
+        if self.policy is None:
             return
-        remaining = self.opened_at + self.policy.cooldown - time.monotonic()
-        if remaining > 0:
-            if self.policy.on_open == "wait":
-                time.sleep(remaining)
-            else:
-                raise CircuitOpen(
-                    f"connection {self.name!r}: circuit breaker open after "
-                    f"{self.policy.failures} consecutive transient failures; records that "
-                    "need it are left for the next run"
-                )
-        # cool-down over: this call is the probe; the next failure re-opens at once
+        with self._changed:
+            while self.opened_at is not None:
+                remaining = self.opened_at + self.policy.cooldown - time.monotonic()
+                if remaining <= 0 and not self._probing:
+                    self._probing = True  # this call is the probe
+                    return
+                self.raise_if_open()
+                self._changed.wait(remaining if remaining > 0 else None)
+
+    def raise_if_open(self) -> None:
+        """With ``on_open: stop``, an open breaker ends the call: the record is parked."""
+        if self.opened_at is not None and not self.waits:
+            raise CircuitOpen(
+                f"connection {self.name!r}: circuit breaker open after "
+                f"{self.policy.failures} consecutive transient failures; the records that "
+                "need it are left for the next run"
+            )
 
     def success(self) -> None:
-        with self._lock:
+        """The target answered (a permanent refusal is an answer too): close."""
+        if self.policy is None:
+            return
+        with self._changed:
             self.failures = 0
             self.opened_at = None
+            self._probing = False
+            self._changed.notify_all()
 
     def failure(self) -> None:
         if self.policy is None:
             return
-        with self._lock:
+        with self._changed:
             self.failures += 1
-            if self.failures >= self.policy.failures:
+            if self._probing or self.failures >= self.policy.failures:
                 self.opened_at = time.monotonic()
+                self._probing = False
+                self._changed.notify_all()
 
 
 class _Wait(tenacity.wait.wait_base):
@@ -136,11 +188,14 @@ def call_with_retry(
             if exc.retry_after:
                 limiter.pause(exc.retry_after)
             on_attempt(attempts, (time.perf_counter() - started) * 1000, exc)
-            breaker.before_call()  # an open breaker stops the retries: the record is parked
+            breaker.raise_if_open()  # on_open: stop ends the retries: the record is parked
             raise
         except Exception as exc:
+            breaker.success()  # not a transient failure: the target answered (or a bug)
             on_attempt(attempts, (time.perf_counter() - started) * 1000, exc)
             raise
+        finally:
+            limiter.release()
         breaker.success()
         on_attempt(attempts, (time.perf_counter() - started) * 1000, None)
         return result
@@ -152,4 +207,11 @@ def call_with_retry(
         sleep=sleep,
         reraise=True,
     )
-    return retrying(attempt), attempts
+    while True:
+        try:
+            return retrying(attempt), attempts
+        except TransientError:
+            if not (breaker.waits and breaker.is_open):
+                raise
+            # on_open: wait and the target is down, not this record: its retries start
+            # again after the cool-down instead of ending in the dead-letter queue

@@ -153,6 +153,8 @@ class Runner:
         self._traces: list[dict] = []
         self._dead: list[dict] = []
         self._replayed: list[tuple[int, bool]] = []
+        self._open_keys: set[str] = set()  # records with open dead letters, before this run
+        self._resolved: list[str] = []
         self.dead_letter_ids: list[int] = []
         self._holder = f"{holder_id()}:{self.run_id}"
         self._stop_lease = threading.Event()
@@ -303,6 +305,8 @@ class Runner:
             self._acquire()
             self.store.mark_abandoned_runs(self.flow.name)
             self.store.start_run(self.run_id, self.flow.name, self.kind)
+            if replay is None:
+                self._open_keys = self.store.open_dead_letter_keys(self.flow.name)
         self.log.event("run_started", kind=self.kind, dry_run=self.dry_run)
         work = self._replay_work(replay) if replay is not None else self._work(records)
         try:
@@ -530,6 +534,8 @@ class Runner:
         )
         if w.dead_letter is not None:
             self._replayed.append((w.dead_letter.id, outcome.outcome))
+        elif w.rec.key in self._open_keys and outcome.outcome in ("done", "skipped", "filtered"):
+            self._resolved.append(w.rec.key)  # an earlier run's dead letter: went through now
         self._finish(w, final=outcome.outcome != "parked")
 
     def _finish(self, w: _Work, final: bool) -> None:
@@ -563,7 +569,9 @@ class Runner:
             self._dead,
             getattr(self, "_cursor", None),
             move_cursor=getattr(self, "_cursor_moved", False),
+            resolved=(self.run_id, self._resolved),
         )
+        self._resolved.clear()
         self.dead_letter_ids.extend(ids)
         for letter_id, outcome in self._replayed:
             if outcome not in ("dead_lettered", "parked"):

@@ -225,10 +225,21 @@ class Store:
         cursor: Any = None,
         *,
         move_cursor: bool = False,
+        resolved: tuple[str, list[str]] | None = None,
     ) -> list[int]:
-        """Write a batch of final record states and move the cursor with them, atomically."""
+        """Write a batch of final record states and move the cursor with them, atomically.
+
+        ``resolved`` is ``(run_id, record keys)``: records with open dead letters that this
+        run took through the flow after all; their dead letters are closed as ``resolved``.
+        """
         ids: list[int] = []
         with self.transaction() as conn:
+            if resolved and resolved[1]:
+                conn.executemany(
+                    "UPDATE dead_letters SET status = 'resolved', replay_run = ? "
+                    "WHERE flow = ? AND status = 'open' AND record_key = ?",
+                    [(resolved[0], flow, key) for key in resolved[1]],
+                )
             if traces:
                 conn.executemany(
                     "INSERT INTO traces (run_id, flow, record_key, outcome, steps, error, at) "
@@ -383,6 +394,14 @@ class Store:
         tail = f" LIMIT {int(limit)}" if limit else ""
         rows = self._query(f"SELECT * FROM dead_letters {where} ORDER BY id{tail}", tuple(params))
         return [self._dead_letter(r) for r in rows]
+
+    def open_dead_letter_keys(self, flow: str) -> set[str]:
+        """The record keys of a flow's open dead letters."""
+        rows = self._query(
+            "SELECT DISTINCT record_key FROM dead_letters WHERE flow = ? AND status = 'open'",
+            (flow,),
+        )
+        return {r["record_key"] for r in rows}
 
     def dead_letter(self, id: int) -> DeadLetter | None:
         rows = self._query("SELECT * FROM dead_letters WHERE id = ?", (id,))
