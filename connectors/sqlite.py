@@ -26,6 +26,7 @@ from connectors.errors import PermanentError, TransientError
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FETCH = 500
 _STATEMENTS = 256  # cached statements per connector, a bound for rows of ever-new shapes
+_MAX_LOOKUP_ROWS = 10_000  # a lookup answers one record: more rows is a query mistake
 
 
 def quote(name: str) -> str:
@@ -89,10 +90,45 @@ class SqliteConnector(Connector):
     call_schema: ClassVar[dict[str, Any] | None] = {
         "type": "object",
         "additionalProperties": False,
-        "required": ["table", "row"],
-        "if": {"properties": {"mode": {"const": "upsert"}}, "required": ["mode"]},
-        "then": {"required": ["key"]},
+        # a write (table and row) or a lookup (query), never both; if/then per key
+        # rather than oneOf, so the flow validator names the key that does not belong
+        "allOf": [
+            *(
+                {
+                    "if": {"required": ["query"]},
+                    "then": {"not": {"required": [name]}},
+                    **({"else": {"required": [name]}} if name in ("table", "row") else {}),
+                }
+                for name in ("table", "row", "mode", "key")
+            ),
+            *(
+                {"if": {"required": ["query"]}, "else": {"not": {"required": [name]}}}
+                for name in ("params", "not_found")
+            ),
+            {
+                "if": {"properties": {"mode": {"const": "upsert"}}, "required": ["mode"]},
+                "then": {"required": ["key"]},
+            },
+        ],
         "properties": {
+            "query": {
+                "type": "string",
+                "minLength": 1,
+                "description": "A lookup instead of a write: a SELECT whose named parameters "
+                "(:name) come from params; the response body is the list of rows. It runs "
+                "on a read-only connection.",
+            },
+            "params": {
+                "type": "object",
+                "description": "Values of the query's named parameters, bound (never pasted "
+                "into the SQL); lists and objects are bound as JSON text (for json_each).",
+            },
+            "not_found": {
+                "type": "string",
+                "minLength": 1,
+                "description": "When the query returns no row, fail the call as permanent "
+                "with this message (the record is dead-lettered with it).",
+            },
             "table": {
                 **_IDENTIFIER_SCHEMA,
                 "description": "Table to write; created from the row's columns when missing.",
@@ -128,6 +164,9 @@ class SqliteConnector(Connector):
         self._keyed: set[tuple[str, tuple[str, ...]]] = set()
         # built statements by (table, columns, upsert key): rows of one table share them
         self._statements: dict[tuple, str] = {}
+        # lookups (query calls) share one read-only connection, opened on first use
+        self._read_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
 
     def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
         try:
@@ -151,13 +190,16 @@ class SqliteConnector(Connector):
         return db
 
     def close(self) -> None:
-        """Close the write connection; a later call opens it again."""
+        """Close the write and lookup connections; a later call opens them again."""
         with self._lock:
             db, self._db = self._db, None
             self._columns.clear()
             self._keyed.clear()
-        if db is not None:
-            db.close()
+        with self._read_lock:
+            reader, self._reader = self._reader, None
+        for connection in (db, reader):
+            if connection is not None:
+                connection.close()
 
     # -- source --------------------------------------------------------------
 
@@ -198,8 +240,13 @@ class SqliteConnector(Connector):
     # -- sink ----------------------------------------------------------------
 
     def call(self, request: Request) -> Response:
-        """Insert or upsert one row and commit; body is ``{"rowid": ..., "changes": ...}``."""
+        """Insert or upsert one row and commit; body is ``{"rowid": ..., "changes": ...}``.
+
+        With ``query``, look rows up instead: the body is the list of rows.
+        """
         options = request.options
+        if "query" in options:
+            return Response(body=self._lookup(options))
         table = options["table"]
         row = options["row"]
         if not isinstance(row, Mapping) or not row:
@@ -232,6 +279,33 @@ class SqliteConnector(Connector):
             except sqlite3.Error as exc:
                 raise _classify(exc, f"writing to {table} failed") from None
         return Response(body={"rowid": returned[0][0] if returned else None, "changes": changes})
+
+    def _lookup(self, options: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Rows of a read-only query with bound parameters, at most ``_MAX_LOOKUP_ROWS``."""
+        params = options.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise PermanentError("params must be an object of parameter name -> value")
+        with self._read_lock:
+            try:
+                if self._reader is None:
+                    if not self.resolve_path(self._path).exists():
+                        raise PermanentError(f"no database file {self._path.name}")
+                    self._reader = self._connect(read_only=True)
+                    self._reader.row_factory = sqlite3.Row
+                cursor = self._reader.execute(
+                    options["query"], {name: _value(v) for name, v in params.items()}
+                )
+                rows = cursor.fetchmany(_MAX_LOOKUP_ROWS + 1)
+                cursor.close()
+            except sqlite3.Error as exc:
+                raise _classify(exc, "the lookup query failed") from None
+        if len(rows) > _MAX_LOOKUP_ROWS:
+            raise PermanentError(
+                f"the lookup query returned more than {_MAX_LOOKUP_ROWS} rows; narrow it"
+            )
+        if not rows and options.get("not_found"):
+            raise PermanentError(str(options["not_found"]))
+        return [dict(row) for row in rows]
 
     def _prepare(self, db: sqlite3.Connection, table: str, names: list[str], key: tuple) -> None:
         """Create the table, add missing columns, ensure a unique index on the upsert key."""
