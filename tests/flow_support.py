@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from connectors._json import dumps
 from connectors.tryton import TrytonConnector
 from engine import Engine
 from engine.validation import compile_validator, load_schema
@@ -44,7 +45,8 @@ def read_ndjson(path: Path) -> list[dict]:
 
 
 def write_ndjson(path: Path, records: Iterable[dict]) -> Path:
-    Path(path).write_text("".join(json.dumps(r) + "\n" for r in records))
+    """Write records as NDJSON, a ``Decimal`` as a JSON number digit for digit."""
+    Path(path).write_text("".join(dumps(r) + "\n" for r in records))
     return Path(path)
 
 
