@@ -47,7 +47,10 @@ OUTCOMES = ("dead_lettered", "parked", "done", "skipped", "filtered")
 _RANK = {name: i for i, name in enumerate(OUTCOMES)}
 
 
-def worst(a: str | None, b: str) -> str:
+def worst(a: str | None, b: str | None) -> str | None:
+    """The worse of two outcomes; None (steps that sent nothing) counts as no outcome."""
+    if b is None:
+        return a
     return b if a is None or _RANK[b] < _RANK[a] else a
 
 
@@ -176,8 +179,8 @@ class Executor:
     # -- the step loop ------------------------------------------------------------------------
     def _run(
         self, steps: list[Step], index: int, rec: Rec, trace: list, failures: list
-    ) -> tuple[str, Rec]:
-        """Run ``steps[index:]``; returns the outcome and the record as the last step left it."""
+    ) -> tuple[str | None, Rec]:
+        """Run ``steps[index:]``; returns the outcome (None: nothing sent) and the record."""
         outcome: str | None = None
         for step in steps[index:]:
             started = time.perf_counter()
@@ -211,7 +214,9 @@ class Executor:
             rec, step_outcome = result
             if step_outcome is not None:
                 outcome = worst(outcome, step_outcome)
-        return outcome or "done", rec
+        # None when nothing was sent: a route branch that only maps must not make a
+        # record whose sends were all skipped count as done
+        return outcome, rec
 
     def _step(self, step: Step, rec: Rec, trace: list, failures: list) -> Any:
         try:

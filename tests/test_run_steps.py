@@ -54,6 +54,39 @@ def test_route_takes_the_first_matching_branch_then_continues(tmp_path):
     assert read_ndjson(tmp_path / "all.ndjson") == ["order 1", "order 2", "order 3"]
 
 
+def test_a_route_branch_without_sends_does_not_make_a_repeat_count_as_done(tmp_path):
+    # one branch per input format, only maps: the record is skipped when its sends are
+    flow = write_flow(
+        tmp_path,
+        """
+        flow: formats
+        connections:
+          out: {connector: file}
+        source: {connector: file, path: unused.ndjson}
+        steps:
+          - route:
+              - when: record.csv
+                steps:
+                  - set: {id: "{{ record.number }}"}
+              - otherwise:
+                  - set: {id: "{{ record.id }}"}
+          - filter: record.id != 'drop'
+          - name: out
+            send: {connection: out, path: "{{ vars.out }}", record: "{{ record.id }}"}
+        """,
+    )
+    records = [
+        {"csv": True, "number": "a"},
+        {"csv": False, "id": "b"},
+        {"csv": False, "id": "drop"},
+    ]
+    eng, run_vars = Engine(state=tmp_path / "s.db"), {"out": str(tmp_path / "out.ndjson")}
+    first = eng.run(flow, records=records, vars=run_vars)
+    assert (first.counts["done"], first.counts["filtered"]) == (2, 1)
+    second = eng.run(flow, records=records, vars=run_vars)
+    assert (second.counts["skipped"], second.counts["filtered"], second.counts["done"]) == (2, 1, 0)
+
+
 def test_foreach_runs_its_steps_per_item_with_the_parent_in_reach(tmp_path):
     flow = write_flow(
         tmp_path,
