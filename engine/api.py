@@ -23,7 +23,7 @@ from engine.flow_schema import SCHEMA
 from engine.loader import check_flow
 from engine.model import Flow
 from engine.runlog import Listener
-from engine.runner import Runner, RunResult
+from engine.runner import LEASE_TTL, Runner, RunResult
 from engine.store import DeadLetter, Store
 from engine.templates import make_environment
 
@@ -40,7 +40,8 @@ class Engine:
 
     ``listeners`` receive every run-log event as a dict (secrets already redacted);
     ``log_stderr`` also writes the JSON lines to stderr. The engine never configures
-    logging for the application that embeds it.
+    logging for the application that embeds it. ``lease_ttl`` is how long a run's lease on
+    its flow lasts without renewal (60 s): a killed run blocks the flow that long.
     """
 
     def __init__(
@@ -49,11 +50,15 @@ class Engine:
         *,
         listeners: Iterable[Listener] = (),
         log_stderr: bool = False,
+        lease_ttl: float = LEASE_TTL,
     ):
+        if lease_ttl <= 0:
+            raise ValueError(f"lease_ttl must be a positive number of seconds, not {lease_ttl}")
         self.state = Path(state) if state is not None else default_state()
         self.registry = Registry()
         self.listeners = list(listeners)
         self.log_stderr = log_stderr
+        self.lease_ttl = lease_ttl
         self._env = make_environment()
 
     # -- definitions ---------------------------------------------------------------------------
@@ -143,6 +148,7 @@ class Engine:
             vars=vars,
             log_stderr=self.log_stderr,
             listeners=self.listeners,
+            lease_ttl=self.lease_ttl,
             **kw,
         )
 

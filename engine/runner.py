@@ -37,7 +37,8 @@ from engine.store import DeadLetter, Store, dumps, holder_id
 
 COMMIT_EVERY = 500  # records per progress commit
 COMMIT_SECONDS = 1.0
-LEASE_TTL = 60.0
+LEASE_TTL = 60.0  # seconds; a run renews its lease every third of it
+PRUNE_SLACK = 3600.0  # how far past its retention a flow's data gets before a run prunes it
 
 EXIT_OK, EXIT_DEAD_LETTERS, EXIT_INVALID, EXIT_CANNOT_PROCEED = 0, 1, 2, 3
 
@@ -110,6 +111,7 @@ class Runner:
         listeners: Iterable[Listener] = (),
         wait_lock: float = 0.0,
         kind: str = "run",
+        lease_ttl: float = LEASE_TTL,
     ):
         self.flow = flow
         self.registry = registry
@@ -118,6 +120,7 @@ class Runner:
         self.dry_run = dry_run
         self.kind = kind
         self.wait_lock = wait_lock
+        self.lease_ttl = lease_ttl
         self.run_id = new_run_id()
         self.env = self._environment()
         self.secrets = set(self.env.values())
@@ -158,6 +161,7 @@ class Runner:
         self.dead_letter_ids: list[int] = []
         self._holder = f"{holder_id()}:{self.run_id}"
         self._stop_lease = threading.Event()
+        self._lease_lost = threading.Event()
 
     # -- environment and secrets -----------------------------------------------------------------
     def _environment(self) -> dict[str, str]:
@@ -223,7 +227,7 @@ class Runner:
         deadline = time.monotonic() + self.wait_lock
         while True:
             try:
-                self.store.acquire_lease(self.flow.name, self._holder, LEASE_TTL)
+                self.store.acquire_lease(self.flow.name, self._holder, self.lease_ttl)
                 break
             except LockHeld:
                 if time.monotonic() >= deadline:
@@ -232,10 +236,12 @@ class Runner:
         threading.Thread(target=self._renew, daemon=True, name="flowyard-lease").start()
 
     def _renew(self) -> None:
-        while not self._stop_lease.wait(LEASE_TTL / 3):
+        while not self._stop_lease.wait(self.lease_ttl / 3):
             try:
-                self.store.renew_lease(self.flow.name, self._holder, LEASE_TTL)
-            except Exception:  # the run goes on; a lost lease shows up as an overlap later
+                if not self.store.renew_lease(self.flow.name, self._holder, self.lease_ttl):
+                    self._lease_lost.set()  # it expired and another run took it: stop
+                    return
+            except Exception:  # a busy or failing store: try again at the next renewal
                 pass
 
     # -- records in ------------------------------------------------------------------------------
@@ -302,7 +308,13 @@ class Runner:
         started = time.perf_counter()
         status, message = "ok", None
         if self.store is not None and not self.dry_run:
-            self._acquire()
+            try:
+                self._acquire()
+            except LockHeld:  # this run never started: leave no trace of it
+                self.log.close()
+                self.log.path.unlink(missing_ok=True)
+                self.store.close()
+                raise
             self.store.mark_abandoned_runs(self.flow.name)
             self.store.start_run(self.run_id, self.flow.name, self.kind)
             if replay is None:
@@ -320,6 +332,8 @@ class Runner:
             self._stop_lease.set()
             for state in self._connections.values():
                 state.connector.close()
+        if self.store is not None and not self.dry_run:
+            self._apply_retention()
         if status == "ok" and self.counts["dead_lettered"]:
             status = "dead_lettered"
         exit_code = {"ok": EXIT_OK, "dead_lettered": EXIT_DEAD_LETTERS}.get(
@@ -538,7 +552,26 @@ class Runner:
             self._resolved.append(w.rec.key)  # an earlier run's dead letter: went through now
         self._finish(w, final=outcome.outcome != "parked")
 
+    def _apply_retention(self) -> None:
+        """Prune the flow's data older than its ``retention``, when some is well past it.
+
+        One indexed look-up per run; the prune itself runs about once per ``PRUNE_SLACK``
+        (or a tenth of the retention, if shorter).
+        """
+        keep = self.flow.retention_s
+        if not keep:
+            return
+        oldest = self.store.oldest_run(self.flow.name)
+        if oldest is not None and oldest < time.time() - keep - min(PRUNE_SLACK, keep / 10):
+            self.log.event("pruned", **self.store.prune(keep, self.flow.name))
+
     def _finish(self, w: _Work, final: bool) -> None:
+        if self._lease_lost.is_set() and self._stop is None:
+            self._stop = (
+                "failed",
+                f"the run lost its lease on flow {self.flow.name!r} (it was not renewed in "
+                f"time and another run took it); stopping so that the two do not overlap",
+            )
         if final:
             self._finished.add(w.seq)
         else:

@@ -330,6 +330,15 @@ class Store:
                 "UPDATE runs SET status = 'crashed' WHERE flow = ? AND status = 'running'", (flow,)
             ).rowcount
 
+    def oldest_run(self, flow: str) -> float | None:
+        """When the flow's oldest finished run started (an index look-up), or None."""
+        rows = self._query(
+            "SELECT started_at FROM runs WHERE flow = ? AND status != 'running' "
+            "ORDER BY started_at LIMIT 1",
+            (flow,),
+        )
+        return rows[0]["started_at"] if rows else None
+
     def list_runs(self, flow: str | None = None, limit: int = 20) -> list[dict]:
         where, params = ("WHERE flow = ?", (flow, limit)) if flow else ("", (limit,))
         rows = self._query(f"SELECT * FROM runs {where} ORDER BY started_at DESC LIMIT ?", params)
@@ -457,15 +466,21 @@ class Store:
 
     # -- retention ---------------------------------------------------------------------------
     def prune(self, older_than_s: float, flow: str | None = None) -> dict[str, int]:
-        """Delete finished runs, their traces and closed dead letters older than the limit.
+        """Delete finished runs with their run logs, traces and closed dead letters older
+        than the limit.
 
         Open dead letters and idempotency keys of records that are still wanted are kept:
         keys are dropped only when older than the limit too (a source that re-sends a
-        record older than the retention will send it again, as documented).
+        record older than the retention will send it again, as documented), and never
+        while in flight.
         """
         cutoff = time.time() - older_than_s
         extra, params = ("AND flow = ?", (cutoff, flow)) if flow else ("", (cutoff,))
         with self.transaction() as conn:
+            old_runs = conn.execute(
+                f"SELECT run_id FROM runs WHERE started_at < ? AND status != 'running' {extra}",
+                params,
+            ).fetchall()
             counts = {
                 "traces": conn.execute(f"DELETE FROM traces WHERE at < ? {extra}", params).rowcount,
                 "runs": conn.execute(
@@ -475,11 +490,15 @@ class Store:
                     f"DELETE FROM dead_letters WHERE at < ? AND status != 'open' {extra}", params
                 ).rowcount,
                 "keys": conn.execute(
-                    f"DELETE FROM keys WHERE updated_at < ? AND state = 'done' {extra}", params
+                    f"DELETE FROM keys WHERE updated_at < ? AND state != 'in_flight' {extra}",
+                    params,
                 ).rowcount,
             }
         with self._lock:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        logs = self.path.parent / "runs"  # where the runner writes each run's log
+        for (run_id,) in old_runs:
+            (logs / f"{Path(run_id).name}.jsonl").unlink(missing_ok=True)
         return counts
 
 
