@@ -6,8 +6,9 @@ order line the line bills (by ``po_line``, else by SKU), adds up what was receiv
 it, and compares, with tolerances:
 
 =====================  =============================================================
-quantity               invoiced (this line and earlier lines billing the same PO
-                       line) must not exceed the **received** quantity, nor the
+quantity               invoiced (this line, earlier lines billing the same PO
+                       line, and earlier invoices given as ``invoiced_lines``)
+                       must not exceed the **received** quantity, nor the
                        **ordered** one, by more than ``qty_tol`` (2 %) of it;
                        billing less (a partial invoice) is fine
 price                  the invoiced unit price may differ from the PO's by at most
@@ -51,8 +52,13 @@ def three_way_match(
     price_tol: Any = "0.05",
     qty_tol: Any = "0.02",
     abs_tol: Any = "0.01",
+    invoiced_lines: Any = None,
 ) -> dict[str, Any]:
     """Match each invoice line against the PO lines and the goods received for them.
+
+    ``invoiced_lines`` are the quantities earlier invoices billed on this order (like
+    receipt lines: ``po_line`` or ``sku``, and ``quantity``): goods received once are
+    paid once, so they count against the received and ordered quantities too.
 
     Returns ``{"outcome", "reasons", "lines", "tolerances"}``: ``outcome`` is matched,
     within_tolerance or exception; ``reasons`` lists the exceptions, each naming the
@@ -69,7 +75,14 @@ def three_way_match(
         raise FilterError(f"three_way_match: expected the invoice, got {type(invoice).__name__}")
     lines = _rows(invoice.get("lines"), "the invoice's lines")
     orders = [_po_line(row, i) for i, row in enumerate(_rows(po_lines, "po_lines"), 1)]
-    receipts = [_receipt(row, i) for i, row in enumerate(_rows(receipt_lines, "receipt_lines"), 1)]
+    receipts = [
+        _receipt(row, f"receipt_lines[{i}]")
+        for i, row in enumerate(_rows(receipt_lines, "receipt_lines"))
+    ]
+    earlier_invoices = [
+        _receipt(row, f"invoiced_lines[{i}]")
+        for i, row in enumerate(_rows(invoiced_lines, "invoiced_lines"))
+    ]
 
     invoice_reasons: list[str] = []
     currency = invoice.get("currency")
@@ -86,7 +99,9 @@ def three_way_match(
     billed: dict[int, Decimal] = {}  # PO line index -> quantity invoiced so far
     results = []
     for position, line in enumerate(lines, 1):
-        results.append(_match_line(line, position, orders, receipts, billed, tolerances, po))
+        results.append(
+            _match_line(line, position, orders, receipts, earlier_invoices, billed, tolerances, po)
+        )
 
     outcome = "exception" if invoice_reasons else "matched"
     for result in results:
@@ -110,6 +125,7 @@ def _match_line(
     position: int,
     orders: list[dict],
     receipts: list[dict],
+    earlier_invoices: list[dict],
     billed: dict[int, Decimal],
     tol: dict[str, Decimal],
     po: str,
@@ -128,6 +144,7 @@ def _match_line(
         "invoiced_qty": str(quantity),
         "received_qty": None,
         "ordered_qty": None,
+        "invoiced_before": None,
         "invoiced_price": str(price),
         "po_price": None,
         "reasons": [],
@@ -142,18 +159,24 @@ def _match_line(
         return result
     order = orders[index]
     received = sum((r["quantity"] for r in receipts if _receipt_for(r, order)), start=Decimal(0))
+    before = sum(
+        (r["quantity"] for r in earlier_invoices if _receipt_for(r, order)), start=Decimal(0)
+    )
     billed[index] = billed.get(index, Decimal(0)) + quantity
     so_far = billed[index]
     result.update(
         po_line=order["po_line"],
         received_qty=str(received),
         ordered_qty=str(order["quantity"]),
+        invoiced_before=str(before),
         po_price=str(order["unit_price"]),
     )
     earlier = "" if so_far == quantity else f" (with earlier lines: {_plain(so_far)})"
+    if before:
+        earlier += f" + {_plain(before)} on earlier invoices"
 
     for reference, what in ((received, "received"), (order["quantity"], "ordered")):
-        excess = so_far - reference
+        excess = so_far + before - reference
         if excess <= 0:
             continue
         allowed = max(abs(reference) * tol["quantity"], tol["absolute"])
@@ -230,8 +253,7 @@ def _po_line(row: Mapping, position: int) -> dict[str, Any]:
     }
 
 
-def _receipt(row: Mapping, position: int) -> dict[str, Any]:
-    who = f"receipt_lines[{position - 1}]"
+def _receipt(row: Mapping, who: str) -> dict[str, Any]:
     po_line = row.get("po_line")
     if po_line is None and row.get("sku") is None:
         raise FilterError(f"three_way_match: {who} has neither po_line nor sku")

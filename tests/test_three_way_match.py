@@ -132,6 +132,22 @@ def test_lines_billing_the_same_po_line_add_up():
     assert "invoiced qty 6 (with earlier lines: 12) > received 10" in result["reasons"][0]
 
 
+def test_goods_billed_by_earlier_invoices_are_not_paid_twice():
+    earlier = [{"po_line": 1, "quantity": "60"}]
+    second = three_way_match(
+        invoice(line("TSHIRT-BLK-M", "40", "7.40")), PO, RECEIVED, invoiced_lines=earlier
+    )
+    assert second["outcome"] == "matched"
+    assert second["lines"][0]["invoiced_before"] == "60"
+    duplicate = three_way_match(
+        invoice(line("TSHIRT-BLK-M", "100", "7.40")), PO, RECEIVED, invoiced_lines=earlier
+    )
+    assert duplicate["reasons"][0] == (
+        "line 1 SKU TSHIRT-BLK-M: invoiced qty 100 + 60 on earlier invoices > received 100 "
+        "beyond 2 %"
+    )
+
+
 def test_receipts_without_a_po_line_count_by_sku():
     received = [{"sku": "MUG-LOGO", "quantity": 4}, {"sku": "MUG-LOGO", "quantity": 6}]
     result = three_way_match(invoice(line("MUG-LOGO", "10", "3.10")), PO, received)
