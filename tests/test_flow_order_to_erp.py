@@ -116,11 +116,23 @@ def test_orders_become_confirmed_sales_with_the_shops_lines_and_totals_and_a_rer
         assert len(read_ndjson(out / "order_tags.ndjson")) == len(orders)
         assert len(read_ndjson(out / "pickups.ndjson")) == 1
 
+        # even with the state lost, the ERP is asked first: no sale and no party twice
+        _, fresh = run_flow("order_to_erp", tmp_path / "fresh_state.db", run_vars)
+        assert fresh.counts["done"] == len(orders) and fresh.exit_code == 0, fresh
+        assert erp.counts() == created
+        numbers = {
+            w["order_number"]: w["external_ids"]["erp_sales_order"] for w in written.values()
+        }
+        again = read_ndjson(out / "order_tags.ndjson")[len(orders) :]
+        assert {w["order_number"]: w["external_ids"]["erp_sales_order"] for w in again} == numbers
+
 
 def test_bad_orders_are_dead_lettered_with_a_reason_and_the_rest_reach_the_erp(tryton, tmp_path):
     """Through the CLI: an unknown SKU and a foreign currency are refused before the ERP
-    is touched; a new customer without an email is found and created by name, once."""
+    is touched, an order the ERP holds half-done is left to a person; a new customer
+    without an email is found and created by name, once."""
     good = example_records(ORDERS, "#2001")
+    half_done = example_records(ORDERS, "#2005")
     problems = example_records("order_to_erp/problem_orders.ndjson")  # #2006 X-1, #2007 EUR
     no_email = dict(
         example_records(ORDERS, "#2005")[0],
@@ -137,13 +149,21 @@ def test_bad_orders_are_dead_lettered_with_a_reason_and_the_rest_reach_the_erp(t
         },
     )
     no_email["billing_address"] = dict(no_email["billing_address"], name="Sam Taylor")
-    source = write_ndjson(tmp_path / "orders.ndjson", [problems[0], *good, problems[1], no_email])
+    source = write_ndjson(
+        tmp_path / "orders.ndjson", [problems[0], *good, problems[1], no_email, *half_done]
+    )
     out = tmp_path / "out"
     args = ["run", FLOWS / "order_to_erp.yaml", "--state", tmp_path / "state.db"]
     for key, value in flow_vars(tryton, out, orders=str(source)).items():
         args += ["--var", f"{key}={value}"]
 
     with Erp(tryton) as erp:
+        # #2005 is in the ERP already, as a draft: a run that stopped half-way
+        erp.connector.execute(
+            "sale.sale",
+            "create",
+            [{"party": tryton.ids["customer"], "reference": "#2005", "lines": []}],
+        )
         before = erp.counts()
         first = flowyard(*args, "--output", "json")
         assert first.returncode == 1, first.stderr  # some records dead-lettered
@@ -153,7 +173,12 @@ def test_bad_orders_are_dead_lettered_with_a_reason_and_the_rest_reach_the_erp(t
             flowyard("dlq", "list", "--state", tmp_path / "state.db", "--output", "json").stdout
         )
         reasons = {letter["record"]["order_number"]: letter for letter in letters}
-        assert sorted(reasons) == ["#2006", "#2007"]
+        assert sorted(reasons) == ["#2005", "#2006", "#2007"]
+        assert reasons["#2005"]["step"] == "sale_half_done"
+        assert (
+            "in state draft (a run stopped between creating and confirming it)"
+            in (reasons["#2005"]["message"])
+        )
         assert reasons["#2006"]["step"] == "unknown_sku"
         assert reasons["#2006"]["message"].startswith("unknown SKU X-1 in order #2006: ")
         assert reasons["#2007"]["message"].startswith(
@@ -164,6 +189,7 @@ def test_bad_orders_are_dead_lettered_with_a_reason_and_the_rest_reach_the_erp(t
         # nothing of the refused orders is in the ERP; the others are, confirmed
         for number in ("#2006", "#2007"):
             assert erp.count("sale.sale", [["reference", "=", number]]) == 0
+        assert erp.count("sale.sale", [["reference", "=", "#2005"]]) == 1  # not a second one
         assert erp.sale("#2001")["state"] == "processing"
         sam = erp.sale("#2008")
         assert sam["state"] == "processing"
@@ -179,4 +205,4 @@ def test_bad_orders_are_dead_lettered_with_a_reason_and_the_rest_reach_the_erp(t
         letters = json.loads(
             flowyard("dlq", "list", "--state", tmp_path / "state.db", "--output", "json").stdout
         )
-        assert len(letters) == 2
+        assert len(letters) == 3
