@@ -139,6 +139,19 @@ def test_refunds_become_credit_notes_for_the_original_customer_and_a_rerun_chang
         assert len(read_ndjson(out / "refunds_to_review.ndjson")) == 1
         assert len(read_ndjson(out / "returns.ndjson")) == len(refunds) - 1
 
+        # finance posts the reviewed draft in Tryton: the next run writes its number back
+        erp.connector.execute("account.invoice", "post", [draft["id"]])
+        _, third = run_flow("return_to_refund", tmp_path / "state.db", run_vars)
+        assert third.counts["done"] == 1 and third.counts["skipped"] == len(refunds) - 1
+        [posted] = credit_notes(erp, "#2004")
+        back = {w["order_number"]: w for w in read_ndjson(out / "returns.ndjson")}["#2004"]
+        assert back["external_ids"]["erp_credit_note"] == posted["number"]
+
+        # with the state lost, the ERP is asked first: no credit note twice
+        _, fresh = run_flow("return_to_refund", tmp_path / "fresh_state.db", run_vars)
+        assert fresh.exit_code == 0, fresh
+        assert erp.counts() == created
+
 
 def test_refunds_the_erp_cannot_credit_are_dead_lettered_with_a_reason_and_the_rest_go_on(
     tryton, tmp_path
