@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-import structlog
-
 from engine.store import dumps
 
 Listener = Callable[[dict], None]
@@ -90,6 +88,10 @@ class RunLog:
             streams.append(sys.stderr)
         self._logger = None
         if streams:
+            # imported here, not at the top: structlog pulls in rich when it is installed,
+            # ~0.1 s that `flowyard validate` and the other commands that log nothing skip
+            import structlog
+
             self._logger = structlog.wrap_logger(
                 _Lines(streams),
                 processors=[self._stamp, structlog.processors.JSONRenderer(serializer=_serialize)],
