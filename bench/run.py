@@ -57,10 +57,21 @@ SINK_TABLES = ("pickups", "shipments", "sales_orders")
 EXIT_OK, EXIT_DEAD_LETTERS = 0, 1
 
 
+# --engine-root: run the engine of another checkout (``python -m cli`` from its folder),
+# e.g. a git worktree of an older commit, to measure a change before and after.
+ENGINE_ROOT: Path | None = None
+
+
 def flowyard() -> list[str]:
     """The console script next to this Python (the venv's), else ``python -m cli``."""
     script = Path(sys.executable).with_name("flowyard")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
+    if ENGINE_ROOT is None and script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "cli"]
+
+
+def engine_cwd() -> Path:
+    return ENGINE_ROOT or ROOT
 
 
 # -- running a job ----------------------------------------------------------------------------
@@ -72,6 +83,7 @@ class Job:
 
     cmd: list[str]
     wall_s: float
+    cpu_s: float  # user + system time of the process: less disturbed by a busy machine
     max_rss_mb: float
     returncode: int
     stdout: str
@@ -93,11 +105,17 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
-def run_job(cmd: list[str], *, ok: tuple[int, ...] = (EXIT_OK,), sample_every: float = 0.0) -> Job:
-    """Run ``cmd`` from the repo root; its peak RSS comes from ``wait4`` on this very child."""
+def run_job(
+    cmd: list[str],
+    *,
+    ok: tuple[int, ...] = (EXIT_OK,),
+    sample_every: float = 0.0,
+    cwd: Path = ROOT,
+) -> Job:
+    """Run ``cmd`` in ``cwd``; its peak RSS and CPU time come from ``wait4`` on this very child."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=cwd)
         samples: list[tuple[float, float]] = []
         stop = threading.Event()
 
@@ -121,6 +139,7 @@ def run_job(cmd: list[str], *, ok: tuple[int, ...] = (EXIT_OK,), sample_every: f
         job = Job(
             cmd,
             wall,
+            usage.ru_utime + usage.ru_stime,
             usage.ru_maxrss / 1024,  # KiB on Linux
             proc.returncode,
             out.read().decode(),
@@ -149,7 +168,7 @@ def engine_run(orders: Path, work: Path, flow: Path = REFERENCE_FLOW, **kw: Any)
         "--output",
         "json",
     ]
-    return run_job(cmd, ok=(EXIT_OK, EXIT_DEAD_LETTERS), **kw)
+    return run_job(cmd, ok=(EXIT_OK, EXIT_DEAD_LETTERS), cwd=engine_cwd(), **kw)
 
 
 def baseline_run(orders: Path, work: Path, **kw: Any) -> Job:
@@ -211,80 +230,91 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+MEASURES = ("wall", "inner", "cpu")  # the command's wall time, the run's own time, CPU time
+
+
+def _times(job: Job) -> dict[str, float]:
+    return {"wall": job.wall_s, "inner": inner_seconds(job), "cpu": job.cpu_s}
+
+
 def throughput(args: argparse.Namespace, tmp: Path) -> dict:
     orders = tmp / "orders.ndjson"
     made = generate(
         orders, args.records, seed=args.seed, malformed=args.malformed, invalid=args.invalid
     )
     print(f"{args.records} orders in {orders} ({made})", flush=True)
-    runs: dict[str, dict[str, list]] = {
-        side: {"first_wall": [], "first_inner": [], "rerun_wall": [], "rerun_inner": []}
-        for side in ("engine", "baseline")
+    sides = ("engine", "baseline")
+    seconds = {
+        side: {run: {m: [] for m in MEASURES} for run in ("first", "rerun")} for side in sides
     }
     counts: dict[str, Any] = {}
     for rep in range(args.repeat):
-        order = ("engine", "baseline") if rep % 2 == 0 else ("baseline", "engine")
+        order = sides if rep % 2 == 0 else sides[::-1]
         for side in order:
             work = tmp / f"{side}-{rep}"
             work.mkdir()
             go = engine_run if side == "engine" else baseline_run
             first = go(orders, work)
             rerun = go(orders, work)
-            runs[side]["first_wall"].append(first.wall_s)
-            runs[side]["first_inner"].append(inner_seconds(first))
-            runs[side]["rerun_wall"].append(rerun.wall_s)
-            runs[side]["rerun_inner"].append(inner_seconds(rerun))
+            for run, job in (("first", first), ("rerun", rerun)):
+                for m, value in _times(job).items():
+                    seconds[side][run][m].append(value)
             counts[side] = {"first": counts_of(first), "rerun": counts_of(rerun)}
             print(
-                f"  rep {rep + 1} {side:8}  first {first.wall_s:6.2f} s  "
-                f"re-run {rerun.wall_s:6.2f} s  {counts[side]['first']}",
+                f"  rep {rep + 1} {side:8}  first {first.wall_s:6.2f} s (cpu {first.cpu_s:6.2f})"
+                f"  re-run {rerun.wall_s:6.2f} s (cpu {rerun.cpu_s:6.2f})  "
+                f"{counts[side]['first']}",
                 flush=True,
             )
         if rep == 0:
             differences = compare_sinks(tmp / "engine-0" / "erp.db", tmp / "baseline-0" / "erp.db")
             if differences or counts["engine"] != counts["baseline"]:
                 raise SystemExit(f"engine and baseline disagree: {differences} {counts}")
-        for side in order:  # keep the disk small: the data file stays
-            for path in (tmp / f"{side}-{rep}").rglob("*"):
-                if path.is_file():
-                    path.unlink()
+        if rep > 0:  # keep the disk small: the data file and the first databases stay
+            for side in order:
+                for path in (tmp / f"{side}-{rep}").rglob("*"):
+                    if path.is_file():
+                        path.unlink()
     n = args.records
-    med = {side: {k: _median(v) for k, v in r.items()} for side, r in runs.items()}
+    med = {
+        side: {run: {m: _median(v) for m, v in runs.items()} for run, runs in by_run.items()}
+        for side, by_run in seconds.items()
+    }
+    rate = {
+        m: {side: {run: n / med[side][run][m] for run in ("first", "rerun")} for side in sides}
+        for m in MEASURES
+    }
     result = {
         "records": n,
+        "repeat": args.repeat,
         "file": made,
         "counts": counts,
-        "seconds": runs,
+        "seconds": seconds,
         "median_seconds": med,
-        "records_per_s": {
-            side: {"first": n / m["first_wall"], "rerun": n / m["rerun_wall"]}
-            for side, m in med.items()
+        "records_per_s": rate,
+        "ratio_engine_to_baseline": {
+            m: rate[m]["engine"]["first"] / rate[m]["baseline"]["first"] for m in MEASURES
         },
-        "records_per_s_inner": {
-            side: {"first": n / m["first_inner"], "rerun": n / m["rerun_inner"]}
-            for side, m in med.items()
+        "rerun_speedup": {
+            m: {side: med[side]["first"][m] / med[side]["rerun"][m] for side in sides}
+            for m in MEASURES
         },
     }
-    rps, inner = result["records_per_s"], result["records_per_s_inner"]
-    result["ratio_engine_to_baseline"] = rps["engine"]["first"] / rps["baseline"]["first"]
-    result["ratio_engine_to_baseline_inner"] = inner["engine"]["first"] / inner["baseline"]["first"]
-    result["rerun_speedup"] = {side: m["first_wall"] / m["rerun_wall"] for side, m in med.items()}
-    result["rerun_speedup_inner"] = {
-        side: m["first_inner"] / m["rerun_inner"] for side, m in med.items()
+    labels = {
+        "wall": "wall time of the command (start-up included)",
+        "inner": "the run's own time (start-up and flow loading excluded)",
+        "cpu": "CPU time of the process (user + system)",
     }
-    print(f"\nthroughput, {n} orders, median of {args.repeat} (wall time of the command)")
-    for side in ("engine", "baseline"):
-        print(
-            f"  {side:8}  first run {rps[side]['first']:8.0f} records/s   "
-            f"re-run {rps[side]['rerun']:8.0f} records/s   "
-            f"speed-up {result['rerun_speedup'][side]:5.2f}x"
-        )
-    print(f"  engine / baseline (first run): {result['ratio_engine_to_baseline']:.2f}")
-    print(
-        f"  without start-up: engine {inner['engine']['first']:.0f}/s, baseline "
-        f"{inner['baseline']['first']:.0f}/s, ratio {result['ratio_engine_to_baseline_inner']:.2f}"
-        f"; re-run speed-up engine {result['rerun_speedup_inner']['engine']:.2f}x"
-    )
+    print(f"\nthroughput, {n} orders, median of {args.repeat}")
+    for m in MEASURES:
+        print(f"  by {labels[m]}:")
+        for side in sides:
+            print(
+                f"    {side:8}  first run {rate[m][side]['first']:7.0f} records/s   "
+                f"re-run {rate[m][side]['rerun']:7.0f} records/s   "
+                f"re-run speed-up {result['rerun_speedup'][m][side]:5.2f}x"
+            )
+        print(f"    engine / baseline, first run: {result['ratio_engine_to_baseline'][m]:.2f}")
     return result
 
 
@@ -370,8 +400,8 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
                 "--output",
                 "json",
             ]
-            job = run_job(cmd)
-            applied = len(target.applied())
+            job = run_job(cmd, cwd=engine_cwd())
+            applied = len(target.applied)
             if applied != n or job.json()["counts"]["done"] != n:
                 raise SystemExit(f"concurrency {concurrency}: {applied} of {n} applied")
             inner = inner_seconds(job)
@@ -404,13 +434,13 @@ def startup(args: argparse.Namespace, tmp: Path) -> dict:
         "flowyard validate bench/reference_flow.yaml": [
             *flowyard(),
             "validate",
-            str(REFERENCE_FLOW.relative_to(ROOT)),
+            str(REFERENCE_FLOW),
         ],
     }
     result: dict[str, Any] = {}
     for label, cmd in commands.items():
-        run_job(cmd)  # warm the file cache
-        times = [run_job(cmd).wall_s for _ in range(args.repeat)]
+        run_job(cmd, cwd=engine_cwd())  # warm the file cache
+        times = [run_job(cmd, cwd=engine_cwd()).wall_s for _ in range(args.repeat)]
         result[label] = {"median_s": _median(times), "min_s": min(times), "runs": times}
         print(f"  {label:45} median {_median(times):.3f} s  (min {min(times):.3f} s)")
     return result
@@ -426,7 +456,25 @@ def machine() -> dict:
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average": os.getloadavg(),
     }
+
+
+def _version(root: Path) -> str:
+    """The engine checkout's commit, with ``+changes`` when its tree is not clean."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return commit + ("+changes" if dirty else "")
 
 
 def _cpu_model() -> str:
@@ -452,8 +500,15 @@ def parser() -> argparse.ArgumentParser:
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--json", type=Path, help="write the results here")
-        q.add_argument("--workdir", type=Path, help="keep the generated files here")
+        q.add_argument(
+            "--workdir", type=Path, help="work in a new folder here and keep it (files, databases)"
+        )
         q.add_argument("--seed", type=int, default=1)
+        q.add_argument(
+            "--engine-root",
+            type=Path,
+            help="run the engine from this checkout (python -m cli there), e.g. a worktree",
+        )
 
     t = sub.add_parser("throughput", help="first run and re-run, engine against baseline")
     t.add_argument("--records", type=int, default=20_000)
@@ -480,17 +535,27 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    global ENGINE_ROOT
     args = parser().parse_args(argv)
+    ENGINE_ROOT = args.engine_root.resolve() if args.engine_root else None
     commands = list(MEASUREMENTS) if args.command == "all" else [args.command]
     report: dict[str, Any] = {
         "machine": machine(),
         "command": "bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "engine": _version(engine_cwd()),
     }
     for command in commands:
         cmd_args = args if args.command != "all" else parser().parse_args([command])
         print(f"== {command}", flush=True)
-        with tempfile.TemporaryDirectory(prefix="flowyard-bench-", dir=args.workdir) as tmp:
+        if args.workdir:  # kept: the generated files, the first databases, the logs
+            args.workdir.mkdir(parents=True, exist_ok=True)
+            tmp = tempfile.mkdtemp(prefix=f"{command}-", dir=args.workdir)
             report[command] = MEASUREMENTS[command](cmd_args, Path(tmp))
+            report[command]["workdir"] = tmp
+            continue
+        with tempfile.TemporaryDirectory(prefix="flowyard-bench-") as tmp:
+            report[command] = MEASUREMENTS[command](cmd_args, Path(tmp))
+    report["machine"]["load_average_end"] = os.getloadavg()
     name = args.command
     out = args.json or BENCH / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,111 @@
+"""The benchmark scripts keep working (bench/, docs/benchmarks.md). No timing is asserted.
+
+Small inputs, one repetition: the generator's promises, the engine and the hand-written
+baseline writing exactly the same rows, and every measurement of bench/run.py running
+through to its JSON report.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from bench import run as bench
+from bench.gen_orders import generate
+
+TABLES = ("pickups", "shipments", "sales_orders")
+
+
+def rows(path) -> dict[str, list[tuple]]:
+    db = sqlite3.connect(path)
+    try:
+        return {t: db.execute(f"SELECT * FROM {t} ORDER BY order_id").fetchall() for t in TABLES}
+    finally:
+        db.close()
+
+
+def test_the_generator_is_seeded_and_writes_shopify_orders(tmp_path):
+    path = tmp_path / "orders.ndjson"
+    made = generate(path, 200, seed=7, malformed=0.05, invalid=0.05)
+    again = tmp_path / "again.ndjson"
+    assert generate(again, 200, seed=7, malformed=0.05, invalid=0.05) == made
+    assert again.read_bytes() == path.read_bytes()
+    assert generate(tmp_path / "other.ndjson", 200, seed=8) != made
+
+    parsed, broken = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            parsed.append(json.loads(line))
+        except json.JSONDecodeError:
+            broken += 1
+    assert broken == made["malformed"] > 0 and made["invalid"] > 0
+    assert all(o["id"] > 2**53 and o["line_items"][0]["id"] > 2**53 for o in parsed)
+    assert all(isinstance(o["total_price"], str) and "." in o["total_price"] for o in parsed)
+    assert {len(o["line_items"]) for o in parsed} == {1, 2, 3, 4, 5}
+    pickups = [
+        o
+        for o in parsed
+        if o["fulfillment_orders"][0]["delivery_method"]["method_type"] == "PICK_UP"
+    ]
+    assert pickups and all(o["shipping_address"] is None for o in pickups)
+
+
+def test_engine_and_baseline_write_the_same_rows_and_a_rerun_skips_them(tmp_path):
+    report = bench.main(
+        [
+            "throughput",
+            "--records",
+            "200",
+            "--repeat",
+            "1",
+            "--workdir",
+            str(tmp_path),
+            "--json",
+            str(tmp_path / "results.json"),
+        ]
+    )
+    result = report["throughput"]
+    made = result["file"]
+    good = made["lines"] - made["malformed"] - made["invalid"]
+    engine, baseline = result["counts"]["engine"], result["counts"]["baseline"]
+    assert (
+        engine["first"]
+        == baseline["first"]
+        == {
+            "read": 200,
+            "done": good,
+            "skipped": 0,
+            "dead_lettered": made["malformed"] + made["invalid"],
+        }
+    )
+    assert engine["rerun"] == baseline["rerun"] == {**engine["first"], "done": 0, "skipped": good}
+
+    work = tmp_path / result["workdir"]
+    written = rows(work / "engine-0" / "erp.db")
+    assert written == rows(work / "baseline-0" / "erp.db")  # every row, column for column
+    assert len(written["sales_orders"]) == good
+    assert len(written["pickups"]) + len(written["shipments"]) == good
+    assert written["pickups"] and written["shipments"]
+
+    assert all(r > 0 for r in result["ratio_engine_to_baseline"].values())
+    assert all(s > 0 for by_side in result["rerun_speedup"].values() for s in by_side.values())
+    assert json.loads((tmp_path / "results.json").read_text())["throughput"]["records"] == 200
+
+
+def test_memory_http_and_startup_measurements_run_and_report(tmp_path):
+    out = tmp_path / "results.json"
+    common = ["--json", str(out)]
+
+    report = bench.main(["memory", "--records", "40", "--sample-every", "0.05", *common])
+    assert report["memory"]["sizes"]["40"]["engine"]["max_rss_mb"] > 10
+    assert json.loads(out.read_text())["memory"]["sizes"]["40"]["engine"]["counts"]["read"] == 40
+
+    report = bench.main(
+        ["http", "--concurrency", "4", "--seconds", "0", "--min-records", "20", *common]
+    )
+    run = report["http"]["runs"]["4"]
+    assert run["records"] == 20 and 0 < run["fraction_of_limit"] <= 1.05
+
+    report = bench.main(["startup", "--repeat", "1", *common])
+    assert set(report["startup"]) >= {"flowyard --help", "python -c pass"}
+    assert report["machine"]["nproc"] >= 1
