@@ -227,7 +227,9 @@ class Runner:
         deadline = time.monotonic() + self.wait_lock
         while True:
             try:
-                self.store.acquire_lease(self.flow.name, self._holder, self.lease_ttl)
+                dead = self.store.acquire_lease(self.flow.name, self._holder, self.lease_ttl)
+                if dead:
+                    self.log.event("lease_taken_over", holder=dead, reason="holder is gone")
                 break
             except LockHeld:
                 if time.monotonic() >= deadline:

@@ -433,22 +433,30 @@ class Store:
             return conn.execute("DELETE FROM dead_letters").rowcount
 
     # -- leases ------------------------------------------------------------------------------
-    def acquire_lease(self, flow: str, holder: str, ttl: float) -> None:
-        """Take the flow's lease or raise :class:`LockHeld` naming the live holder."""
+    def acquire_lease(self, flow: str, holder: str, ttl: float) -> str | None:
+        """Take the flow's lease or raise :class:`LockHeld` naming the live holder.
+
+        A lease still running whose holder was a process on this host that is gone (killed,
+        crashed) is taken at once rather than after it expires; the dead holder is returned.
+        """
         now = time.time()
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT holder, pid, host, expires_at FROM leases WHERE flow = ?", (flow,)
             ).fetchone()
+            dead = None
             if row and row[0] != holder and row[3] > now:
-                raise LockHeld(
-                    f"flow {flow!r} is being run by {row[0]} (pid {row[1]} on "
-                    f"{row[2]}); its lease expires in {row[3] - now:.0f} s"
-                )
+                if not _gone(row[1], row[2]):
+                    raise LockHeld(
+                        f"flow {flow!r} is being run by {row[0]} (pid {row[1]} on "
+                        f"{row[2]}); its lease expires in {row[3] - now:.0f} s"
+                    )
+                dead = row[0]
             conn.execute(
                 "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?)",
                 (flow, holder, os.getpid(), socket.gethostname(), now, now + ttl),
             )
+        return dead
 
     def renew_lease(self, flow: str, holder: str, ttl: float) -> bool:
         with self.transaction() as conn:
@@ -500,6 +508,19 @@ class Store:
         for (run_id,) in old_runs:
             (logs / f"{Path(run_id).name}.jsonl").unlink(missing_ok=True)
         return counts
+
+
+def _gone(pid: int | None, host: str | None) -> bool:
+    """Whether ``pid`` was a process on this host that no longer exists."""
+    if host != socket.gethostname() or not pid or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (as another user's process)
+        return False
+    return False
 
 
 def holder_id() -> str:

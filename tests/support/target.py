@@ -489,7 +489,11 @@ class Target:
                 h.rfile.readline()
             return b"".join(chunks)
         length = int(h.headers.get("Content-Length") or 0)
-        return h.rfile.read(length) if length else b""
+        body = h.rfile.read(length) if length else b""
+        if len(body) < length:
+            # the client went away mid-request (killed): a real server never acts on it
+            raise ConnectionResetError("request body shorter than its Content-Length")
+        return body
 
     @staticmethod
     def _send(
