@@ -146,6 +146,9 @@ def test_a_replay_after_fixing_the_mapping_delivers_the_dead_letters(erp, target
     assert replayed.returncode == 0, replayed.stderr
     result = json.loads(replayed.stdout)
     assert result["counts"]["done"] == 3 and result["counts"]["dead_lettered"] == 0
+    log = [json.loads(line) for line in open(result["log_path"], encoding="utf-8")]
+    assert log[0]["event"] == "run_started" and log[0]["kind"] == "replay"
+    assert sorted(e["replay_of"] for e in log if e["event"] == "record") == [1, 2, 3]
     assert posted(target, "/orders") == [101, 102, 103]
     assert sorted(a["body"]["amount"] for a in target.applied if a["path"] == "/invoices") == [
         "101.50",
