@@ -59,6 +59,17 @@ def fingerprint(options: Any) -> str:
     return hashlib.sha256(dumps_sorted(options).encode()).hexdigest()[:32]
 
 
+def first_sent_key(key: str, fp: str) -> str:
+    """The ``Idempotency-Key`` a key's first request is sent with: ``<key>#<request hash>``.
+
+    The request's own hash is part of it, so the header is never reused with a different
+    request, even when the state that remembers keys was lost or pruned: the same request
+    gets the same header (a target that honours it answers from its store), a different
+    one gets a new header (instead of a 422 for a reused key).
+    """
+    return f"{key}#{fp[:12]}"
+
+
 def next_sent_key(key: str, previous: str, fp: str) -> str:
     """The key a changed request is sent with: ``<key>#<hash>``, new for every change.
 
@@ -311,7 +322,7 @@ class Executor:
         )
         fp = fingerprint(options)
         prev = self.store.get_key(self.flow.name, key) if self.store is not None else None
-        sent_key = key
+        sent_key = first_sent_key(key, fp)
         if prev is not None:
             if prev.fingerprint == fp:
                 if prev.state == "done":

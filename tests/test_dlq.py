@@ -157,8 +157,8 @@ def test_a_replay_after_fixing_the_mapping_delivers_the_dead_letters(erp, target
     ]
 
     # closed as replayed, named by the replay run, and nothing left open
-    closed = json.loads(erp.cli("dlq", "list", "--all", "--output", "json").stdout)
-    assert [(d["status"], d["replay_run"]) for d in closed] == [("replayed", result["run_id"])] * 3
+    closed = erp.letters(status=None)
+    assert [(d.status, d.replay_run) for d in closed] == [("replayed", result["run_id"])] * 3
     # the replay is in the record's trace, as a run of kind replay
     trace = erp.cli("trace", "101").stdout
     assert f"replay {result['run_id']}  done" in trace
@@ -216,7 +216,9 @@ def test_a_replay_repeats_an_exhausted_send_with_the_same_idempotency_key(erp, t
 
     assert erp.engine.replay(erp.flow, vars=erp.vars).exit_code == 0
     assert posted(target, "/orders") == [101, 102, 103]  # 101 applied once
-    repeat = [r["outcome"] for r in target.requests if r["idempotency_key"] == "order:101"]
+    repeat = [
+        r["outcome"] for r in target.requests if r["idempotency_key"].startswith("order:101#")
+    ]
     assert repeat == ["applied_status_502", "status_503", "status_503", "replayed"]
 
 
