@@ -220,5 +220,5 @@ def test_concurrent_sends_keep_records_with_one_key_in_order(tmp_path, target):
         assert seen == sorted(seen) and len(seen) == 10
     # sends overlapped: one at a time, each arrival would follow the last by the 20 ms latency
     arrivals = sorted(r["time"] for r in target.requests)
-    overlapping = sum(1 for a, b in zip(arrivals, arrivals[1:]) if b - a < 0.01)
+    overlapping = sum(1 for a, b in zip(arrivals, arrivals[1:], strict=False) if b - a < 0.01)
     assert overlapping >= 10, arrivals
