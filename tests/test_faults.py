@@ -147,14 +147,14 @@ def test_with_on_open_wait_concurrent_lanes_wait_and_nothing_is_lost(tmp_path, t
 
 # -- rate limits -------------------------------------------------------------------------------
 def test_a_rate_limit_holds_across_concurrent_sends(tmp_path, target):
-    flow = shop_flow(tmp_path, n=50, concurrency=8, erp="rate_limit: 20/s")
+    flow = shop_flow(tmp_path, n=30, concurrency=8, erp="rate_limit: 20/s")
     target.configure(latency_ms=5)
     result = Engine(state=tmp_path / "state.db").run(flow, vars={"url": target.url})
-    assert result.counts["done"] == 50
+    assert result.counts["done"] == 30
     times = sorted(r["time"] for r in target.requests)
     busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
-    assert busiest <= 21, busiest
-    assert result.duration_s >= 49 / 20 - 0.1
+    assert busiest <= 20, busiest  # at most the limit in any second at the target
+    assert result.duration_s >= 29 / 20 - 0.1
 
 
 def test_a_429_with_retry_after_pauses_every_send_on_the_connection(tmp_path, target):
