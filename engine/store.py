@@ -267,44 +267,31 @@ class Store:
                     "step IS ? AND status = 'open' ORDER BY id DESC LIMIT 1",
                     (flow, d.get("record_key"), d.get("step")),
                 ).fetchone()
+                facts = (
+                    d["run_id"],
+                    d["error_class"],
+                    d["message"],
+                    d.get("attempts", 1),
+                    dumps(d.get("record")),
+                    dumps(d.get("context")),
+                    d.get("raw"),
+                    d.get("line"),
+                    time.time(),
+                )
                 if same is not None:
                     conn.execute(
                         "UPDATE dead_letters SET run_id = ?, error_class = ?, message = ?, "
                         "attempts = ?, record = ?, context = ?, raw = ?, line = ?, at = ? "
                         "WHERE id = ?",
-                        (
-                            d["run_id"],
-                            d["error_class"],
-                            d["message"],
-                            d.get("attempts", 1),
-                            dumps(d.get("record")),
-                            dumps(d.get("context")),
-                            d.get("raw"),
-                            d.get("line"),
-                            time.time(),
-                            same[0],
-                        ),
+                        (*facts, same[0]),
                     )
                     ids.append(same[0])
                     continue
                 cur = conn.execute(
-                    "INSERT INTO dead_letters (flow, run_id, record_key, step, error_class, "
+                    "INSERT INTO dead_letters (flow, record_key, step, run_id, error_class, "
                     "message, attempts, record, context, raw, line, at) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        flow,
-                        d["run_id"],
-                        d.get("record_key"),
-                        d.get("step"),
-                        d["error_class"],
-                        d["message"],
-                        d.get("attempts", 1),
-                        dumps(d.get("record")),
-                        dumps(d.get("context")),
-                        d.get("raw"),
-                        d.get("line"),
-                        time.time(),
-                    ),
+                    (flow, d.get("record_key"), d.get("step"), *facts),
                 )
                 ids.append(cur.lastrowid)
             if move_cursor:
