@@ -169,13 +169,20 @@ class Runner:
 
         missing = sorted(n for n in self.flow.env_names if n not in os.environ)
         if missing:
+            # the loader found where each one is used: report them there, now as errors
+            where = {
+                name: p
+                for p in self.flow.warnings
+                for name in missing
+                if f"environment variable {name} " in p.message
+            }
             raise FlowError(
                 [
                     Problem(
                         self.flow.file,
-                        None,
-                        None,
-                        "",
+                        where[name].line if name in where else None,
+                        where[name].column if name in where else None,
+                        where[name].path if name in where else "",
                         f"environment variable {name} is not set; the flow needs it to run",
                     )
                     for name in missing
