@@ -161,6 +161,15 @@ class Runner:
         self.dead_letter_ids: list[int] = []
         self._holder = f"{holder_id()}:{self.run_id}"
         self._stop_lease = threading.Event()
+        # the watermark: the cursor moves over the contiguous run of final records only
+        self._pending: dict[int, _Work] = {}
+        self._finished: set[int] = set()
+        self._next_seq = 0
+        self._cursor: Any = None
+        self._cursor_moved = False
+        self._cursor_blocked = False  # a parked record: the cursor stays before it
+        self._last_commit = time.monotonic()
+        self._stop: tuple[str, str] | None = None
         self._lease_lost = threading.Event()
 
     # -- environment and secrets -----------------------------------------------------------------
@@ -380,13 +389,6 @@ class Runner:
 
     def _loop(self, work: Iterator[_Work]) -> tuple[str, str] | None:
         """Process every work item; returns (status, message) when the run stopped early."""
-        self._pending: dict[int, _Work] = {}
-        self._finished: set[int] = set()
-        self._next_seq = 0
-        self._cursor: Any = None
-        self._cursor_moved = False
-        self._last_commit = time.monotonic()
-        self._stop: tuple[str, str] | None = None
         if self.flow.concurrency <= 1:
             for w in work:
                 self._pending[w.seq] = w
@@ -586,7 +588,7 @@ class Runner:
         else:
             self._cursor_blocked = True
         # advance the watermark over the contiguous run of final records
-        while self._next_seq in self._finished and not getattr(self, "_cursor_blocked", False):
+        while self._next_seq in self._finished and not self._cursor_blocked:
             done = self._pending.pop(self._next_seq)
             self._finished.discard(self._next_seq)
             if done.has_position:
@@ -603,14 +605,12 @@ class Runner:
             self._traces.clear()
             self._dead.clear()
             return
-        if getattr(self, "_traces", None) is None:
-            return
         ids = self.store.commit_progress(
             self.flow.name,
             self._traces,
             self._dead,
-            getattr(self, "_cursor", None),
-            move_cursor=getattr(self, "_cursor_moved", False),
+            self._cursor,
+            move_cursor=self._cursor_moved,
             resolved=(self.run_id, self._resolved),
         )
         self._resolved.clear()
