@@ -34,6 +34,7 @@ from engine.retry import CircuitBreaker, RateLimiter
 from engine.runlog import Listener, RunLog
 from engine.steps import OUTCOMES, ConnectionState, Executor, Outcome, Rec
 from engine.store import DeadLetter, Store, dumps, holder_id
+from engine.templates import compile_value, default_environment
 
 COMMIT_EVERY = 500  # records per progress commit
 COMMIT_SECONDS = 1.0
@@ -212,10 +213,12 @@ class Runner:
         return self.log.redact(value)
 
     def _options(self, raw: dict) -> dict:
-        """Connection and source options: ``{{ vars.x }}`` rendered, ``${env:X}`` resolved."""
-        from engine.templates import compile_value, make_environment
+        """Connection and source options: ``{{ vars.x }}`` rendered, ``${env:X}`` resolved.
 
-        rendered = compile_value(make_environment(), raw)(
+        They were checked at load time; compiled here once per run, in the shared
+        environment that caches compiled templates.
+        """
+        rendered = compile_value(default_environment(), raw)(
             {"vars": self.vars, "run": self.executor.run_info}
         )
         return self._resolve(rendered)
