@@ -359,23 +359,26 @@ class HttpConnector(Connector):
         idempotent: bool = False,
     ) -> httpx.Response:
         client = self.client
-        where = f"{method} {_path(client, url)}"
+
+        def where() -> str:  # for error messages only: joining the URL costs ~5 % of a send
+            return f"{method} {_path(client, url)}"
+
         try:
             if url.startswith(("http:", "https:")) and _origin(httpx.URL(url)) != self._origin:
-                raise PermanentError(f"{where}: refusing to send credentials to another origin")
+                raise PermanentError(f"{where()}: refusing to send credentials to another origin")
             response = client.request(
                 method, url, params=_query(params), headers=headers, content=content
             )
         except httpx.TimeoutException:
-            raise TransientError(f"{where}: timed out") from None
+            raise TransientError(f"{where()}: timed out") from None
         except (httpx.UnsupportedProtocol, httpx.TooManyRedirects, httpx.LocalProtocolError) as exc:
-            raise PermanentError(f"{where}: {type(exc).__name__}") from None
+            raise PermanentError(f"{where()}: {type(exc).__name__}") from None
         except httpx.RequestError as exc:  # connection refused or reset, proxy, decoding
-            raise TransientError(f"{where}: {type(exc).__name__}") from None
+            raise TransientError(f"{where()}: {type(exc).__name__}") from None
         except (httpx.InvalidURL, ValueError, TypeError) as exc:
             # The message may quote a header value (a token): name the class only.
             raise PermanentError(
-                f"{where}: cannot build the request: {type(exc).__name__}"
+                f"{where()}: cannot build the request: {type(exc).__name__}"
             ) from None
         status = response.status_code
         if status < 300:
