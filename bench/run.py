@@ -365,15 +365,28 @@ def _quartiles(values: list[float]) -> list[float]:
     return [values[min(len(values) - 1, int(len(values) * q))] for q in (0.25, 0.5, 0.75, 1.0)]
 
 
-def http(args: argparse.Namespace, tmp: Path) -> dict:
-    from tests.support.target import RemoteTarget, spawn_target, stop_target
+def _spawn_target(latency_ms: float) -> tuple[subprocess.Popen, str]:
+    """tests/support/target.py in its own process, with no state dir: no fsync per request."""
+    cmd = [sys.executable, "-m", "tests.support.target", "--port", "0"]
+    proc = subprocess.Popen(
+        [*cmd, "--latency-ms", str(latency_ms)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    ready = proc.stdout.readline().split()
+    if ready[:1] != ["READY"]:
+        proc.kill()
+        raise RuntimeError(f"the target did not start: {ready}")
+    return proc, ready[1]
 
-    result: dict[str, Any] = {"latency_ms": args.latency_ms, "runs": {}}
-    proc, url = spawn_target(tmp / "target", latency_ms=args.latency_ms)
+
+def http(args: argparse.Namespace, tmp: Path) -> dict:
+    from tests.support.target import RemoteTarget, stop_target
+
+    result: dict[str, Any] = {"latency_ms": args.latency_ms, "repeat": args.repeat, "runs": {}}
+    proc, url = _spawn_target(args.latency_ms)
     target = RemoteTarget(url)
+    flow_text = HTTP_FLOW.read_text()
+    flow_text = flow_text.replace("[../mappings]", json.dumps([str(ROOT / "mappings")]))
     try:
-        flow_text = HTTP_FLOW.read_text()
-        flow_text = flow_text.replace("[../mappings]", json.dumps([str(ROOT / "mappings")]))
         for concurrency in args.concurrency:
             limit = concurrency * 1000 / args.latency_ms
             n = max(args.min_records, int(limit * args.seconds))
@@ -384,42 +397,44 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
             flow.write_text(
                 re.sub(r"(?m)^concurrency: \d+$", f"concurrency: {concurrency}", flow_text)
             )
-            work = tmp / f"http-{concurrency}"
-            work.mkdir()
-            target.reset()
-            cmd = [
-                *flowyard(),
-                "run",
-                str(flow),
-                "--state",
-                str(work / "state.db"),
-                "--var",
-                f"orders={orders}",
-                "--var",
-                f"url={url}",
-                "--output",
-                "json",
-            ]
-            job = run_job(cmd, cwd=engine_cwd())
-            applied = len(target.applied)
-            if applied != n or job.json()["counts"]["done"] != n:
-                raise SystemExit(f"concurrency {concurrency}: {applied} of {n} applied")
-            inner = inner_seconds(job)
+            engine_s, engine_wall_s, bare_s = [], [], []
+            for rep in range(args.repeat):
+                work = tmp / f"http-{concurrency}-{rep}"
+                work.mkdir()
+                target.reset()
+                cmd = [*flowyard(), "run", str(flow), "--state", str(work / "state.db")]
+                cmd += ["--var", f"orders={orders}", "--var", f"url={url}", "--output", "json"]
+                job = run_job(cmd, cwd=engine_cwd())
+                applied = len(target.applied)
+                if applied != n or job.json()["counts"]["done"] != n:
+                    raise SystemExit(f"concurrency {concurrency}: {applied} of {n} applied")
+                engine_s.append(inner_seconds(job))
+                engine_wall_s.append(job.wall_s)
+                target.reset()
+                bare = run_job(
+                    [sys.executable, str(BENCH / "http_ceiling.py"), url]
+                    + ["--records", str(n), "--concurrency", str(concurrency)]
+                )
+                bare_s.append(bare.json()["seconds"])
+            inner, wall, ceiling = _median(engine_s), _median(engine_wall_s), _median(bare_s)
             entry = {
                 "records": n,
                 "limit_per_s": limit,
-                "run_s": inner,
-                "wall_s": round(job.wall_s, 3),
+                "run_s": engine_s,
+                "wall_s": engine_wall_s,
+                "bare_client_s": bare_s,
                 "records_per_s": n / inner,
                 "fraction_of_limit": n / inner / limit,
-                "fraction_of_limit_wall": n / job.wall_s / limit,
+                "fraction_of_limit_wall": n / wall / limit,
+                "bare_client_fraction_of_limit": n / ceiling / limit,
             }
             result["runs"][str(concurrency)] = entry
             print(
                 f"  concurrency {concurrency:3}: {n:5} sends in {inner:6.2f} s = "
                 f"{entry['records_per_s']:6.1f}/s of a limit of {limit:.0f}/s: "
-                f"{entry['fraction_of_limit']:.0%} (wall time with start-up: "
-                f"{entry['fraction_of_limit_wall']:.0%})",
+                f"{entry['fraction_of_limit']:.0%} (with start-up: "
+                f"{entry['fraction_of_limit_wall']:.0%}); a bare httpx client: "
+                f"{entry['bare_client_fraction_of_limit']:.0%}",
                 flush=True,
             )
     finally:
@@ -526,6 +541,7 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--latency-ms", type=float, default=20)
     h.add_argument("--seconds", type=float, default=5, help="aim for runs this long")
     h.add_argument("--min-records", type=int, default=20)
+    h.add_argument("--repeat", type=int, default=3)
     s = sub.add_parser("startup", help="flowyard --help and flowyard validate")
     s.add_argument("--repeat", type=int, default=15)
     a = sub.add_parser("all", help="every measurement with its defaults")

@@ -101,10 +101,22 @@ def test_memory_http_and_startup_measurements_run_and_report(tmp_path):
     assert json.loads(out.read_text())["memory"]["sizes"]["40"]["engine"]["counts"]["read"] == 40
 
     report = bench.main(
-        ["http", "--concurrency", "4", "--seconds", "0", "--min-records", "20", *common]
+        [
+            "http",
+            "--concurrency",
+            "4",
+            "--seconds",
+            "0",
+            "--min-records",
+            "20",
+            "--repeat",
+            "1",
+            *common,
+        ]
     )
     run = report["http"]["runs"]["4"]
     assert run["records"] == 20 and 0 < run["fraction_of_limit"] <= 1.05
+    assert 0 < run["bare_client_fraction_of_limit"] <= 1.05
 
     report = bench.main(["startup", "--repeat", "1", *common])
     assert set(report["startup"]) >= {"flowyard --help", "python -c pass"}
