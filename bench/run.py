@@ -171,7 +171,7 @@ def engine_run(orders: Path, work: Path, flow: Path = REFERENCE_FLOW, **kw: Any)
     return run_job(cmd, ok=(EXIT_OK, EXIT_DEAD_LETTERS), cwd=engine_cwd(), **kw)
 
 
-def baseline_run(orders: Path, work: Path, **kw: Any) -> Job:
+def baseline_run(orders: Path, work: Path, validator: str = "jsonschema", **kw: Any) -> Job:
     cmd = [
         sys.executable,
         str(BENCH / "baseline.py"),
@@ -181,6 +181,8 @@ def baseline_run(orders: Path, work: Path, **kw: Any) -> Job:
         str(work / "erp.db"),
         "--state",
         str(work / "state.db"),
+        "--validator",
+        validator,
     ]
     return run_job(cmd, **kw)
 
@@ -253,9 +255,11 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict:
         for side in order:
             work = tmp / f"{side}-{rep}"
             work.mkdir()
-            go = engine_run if side == "engine" else baseline_run
-            first = go(orders, work)
-            rerun = go(orders, work)
+            if side == "engine":
+                first, rerun = engine_run(orders, work), engine_run(orders, work)
+            else:
+                first = baseline_run(orders, work, args.baseline_validator)
+                rerun = baseline_run(orders, work, args.baseline_validator)
             for run, job in (("first", first), ("rerun", rerun)):
                 for m, value in _times(job).items():
                     seconds[side][run][m].append(value)
@@ -287,6 +291,7 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict:
     result = {
         "records": n,
         "repeat": args.repeat,
+        "baseline_validator": args.baseline_validator,
         "file": made,
         "counts": counts,
         "seconds": seconds,
@@ -530,6 +535,12 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--repeat", type=int, default=5)
     t.add_argument("--malformed", type=float, default=0.01)
     t.add_argument("--invalid", type=float, default=0.01)
+    t.add_argument(
+        "--baseline-validator",
+        choices=["jsonschema", "fastjsonschema"],
+        default="jsonschema",
+        help="what the baseline validates with (the engine uses fastjsonschema)",
+    )
     m = sub.add_parser("memory", help="peak RSS of a first run at several sizes")
     m.add_argument("--records", type=int, nargs="+", default=[100_000, 1_000_000])
     m.add_argument("--malformed", type=float, default=0.01)
