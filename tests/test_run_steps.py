@@ -105,7 +105,10 @@ def test_foreach_runs_its_steps_per_item_with_the_parent_in_reach(tmp_path):
                   send:
                     connection: out
                     path: "{{ vars.dir }}/lines.ndjson"
-                    record: {order: "{{ parent.id }}", sku: "{{ line.sku }}", qty: "{{ record.qty }}"}
+                    record:
+                      order: "{{ parent.id }}"
+                      sku: "{{ line.sku }}"
+                      qty: "{{ record.qty }}"
           - name: order_out
             send: {connection: out, path: "{{ vars.dir }}/orders.ndjson", record: "{{ record.id }}"}
     """,
@@ -202,7 +205,10 @@ def test_the_run_log_has_one_json_line_per_event_with_the_facts_and_no_secret(
         source: {connector: file, path: unused.ndjson}
         steps:
           - name: post
-            send: {connection: erp, path: /x, body: {secret: "${env:ERP_TOKEN}", id: "{{ record.id }}"}}
+            send:
+              connection: erp
+              path: /x
+              body: {secret: "${env:ERP_TOKEN}", id: "{{ record.id }}"}
     """,
     )
     target.script([{"status": 503}])
