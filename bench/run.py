@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -60,18 +61,20 @@ EXIT_OK, EXIT_DEAD_LETTERS = 0, 1
 # --engine-root: run the engine of another checkout (``python -m cli`` from its folder),
 # e.g. a git worktree of an older commit, to measure a change before and after.
 ENGINE_ROOT: Path | None = None
+# --sink-dir: where the target databases go (e.g. /dev/shm, where fsync costs nothing).
+SINK_DIR: Path | None = None
 
 
-def flowyard() -> list[str]:
+def flowyard(root: Path | None = None) -> list[str]:
     """The console script next to this Python (the venv's), else ``python -m cli``."""
     script = Path(sys.executable).with_name("flowyard")
-    if ENGINE_ROOT is None and script.exists():
+    if (root or ENGINE_ROOT) is None and script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "cli"]
+    return [sys.executable, "-m", "cli"]  # run in the checkout's folder: its engine is found
 
 
-def engine_cwd() -> Path:
-    return ENGINE_ROOT or ROOT
+def engine_cwd(root: Path | None = None) -> Path:
+    return root or ENGINE_ROOT or ROOT
 
 
 # -- running a job ----------------------------------------------------------------------------
@@ -153,10 +156,17 @@ def run_job(
     return job
 
 
-def engine_run(orders: Path, work: Path, flow: Path = REFERENCE_FLOW, **kw: Any) -> Job:
+def sink(work: Path) -> Path:
+    """The target database of a run in ``work`` (under --sink-dir when one is given)."""
+    return (SINK_DIR / work.name if SINK_DIR else work) / "erp.db"
+
+
+def engine_run(
+    orders: Path, work: Path, flow: Path = REFERENCE_FLOW, root: Path | None = None, **kw: Any
+) -> Job:
     """``flowyard run`` of the reference flow: state and target database under ``work``."""
     cmd = [
-        *flowyard(),
+        *flowyard(root),
         "run",
         str(flow),
         "--state",
@@ -164,11 +174,11 @@ def engine_run(orders: Path, work: Path, flow: Path = REFERENCE_FLOW, **kw: Any)
         "--var",
         f"orders={orders}",
         "--var",
-        f"erp={work / 'erp.db'}",
+        f"erp={sink(work)}",
         "--output",
         "json",
     ]
-    return run_job(cmd, ok=(EXIT_OK, EXIT_DEAD_LETTERS), cwd=engine_cwd(), **kw)
+    return run_job(cmd, ok=(EXIT_OK, EXIT_DEAD_LETTERS), cwd=engine_cwd(root), **kw)
 
 
 def baseline_run(orders: Path, work: Path, validator: str = "jsonschema", **kw: Any) -> Job:
@@ -178,7 +188,7 @@ def baseline_run(orders: Path, work: Path, validator: str = "jsonschema", **kw: 
         "--orders",
         str(orders),
         "--erp",
-        str(work / "erp.db"),
+        str(sink(work)),
         "--state",
         str(work / "state.db"),
         "--validator",
@@ -245,18 +255,25 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict:
         orders, args.records, seed=args.seed, malformed=args.malformed, invalid=args.invalid
     )
     print(f"{args.records} orders in {orders} ({made})", flush=True)
-    sides = ("engine", "baseline")
+    sides: tuple[str, ...] = ("engine", "baseline")
+    if args.before_root:
+        sides += ("before",)
     seconds = {
         side: {run: {m: [] for m in MEASURES} for run in ("first", "rerun")} for side in sides
     }
     counts: dict[str, Any] = {}
     for rep in range(args.repeat):
-        order = sides if rep % 2 == 0 else sides[::-1]
+        order = sides[rep % len(sides) :] + sides[: rep % len(sides)]
         for side in order:
             work = tmp / f"{side}-{rep}"
             work.mkdir()
+            sink(work).parent.mkdir(exist_ok=True)
             if side == "engine":
                 first, rerun = engine_run(orders, work), engine_run(orders, work)
+            elif side == "before":
+                root = args.before_root.resolve()
+                first = engine_run(orders, work, root=root)
+                rerun = engine_run(orders, work, root=root)
             else:
                 first = baseline_run(orders, work, args.baseline_validator)
                 rerun = baseline_run(orders, work, args.baseline_validator)
@@ -271,14 +288,17 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict:
                 flush=True,
             )
         if rep == 0:
-            differences = compare_sinks(tmp / "engine-0" / "erp.db", tmp / "baseline-0" / "erp.db")
-            if differences or counts["engine"] != counts["baseline"]:
+            differences = compare_sinks(sink(tmp / "engine-0"), sink(tmp / "baseline-0"))
+            if "before" in sides:
+                differences += compare_sinks(sink(tmp / "engine-0"), sink(tmp / "before-0"))
+            if differences or any(c != counts["engine"] for c in counts.values()):
                 raise SystemExit(f"engine and baseline disagree: {differences} {counts}")
         if rep > 0:  # keep the disk small: the data file and the first databases stay
             for side in order:
-                for path in (tmp / f"{side}-{rep}").rglob("*"):
-                    if path.is_file():
-                        path.unlink()
+                for folder in (tmp / f"{side}-{rep}", sink(tmp / f"{side}-{rep}").parent):
+                    for path in folder.rglob("*"):
+                        if path.is_file():
+                            path.unlink()
     n = args.records
     med = {
         side: {run: {m: _median(v) for m, v in runs.items()} for run, runs in by_run.items()}
@@ -292,6 +312,7 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict:
         "records": n,
         "repeat": args.repeat,
         "baseline_validator": args.baseline_validator,
+        "sink_dir": str(args.sink_dir) if args.sink_dir else None,
         "file": made,
         "counts": counts,
         "seconds": seconds,
@@ -300,6 +321,7 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict:
         "ratio_engine_to_baseline": {
             m: rate[m]["engine"]["first"] / rate[m]["baseline"]["first"] for m in MEASURES
         },
+        "before": _version(args.before_root) if args.before_root else None,
         "rerun_speedup": {
             m: {side: med[side]["first"][m] / med[side]["rerun"][m] for side in sides}
             for m in MEASURES
@@ -320,6 +342,9 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict:
                 f"re-run speed-up {result['rerun_speedup'][m][side]:5.2f}x"
             )
         print(f"    engine / baseline, first run: {result['ratio_engine_to_baseline'][m]:.2f}")
+        if "before" in sides:
+            first, rerun = (rate[m]["engine"][r] / rate[m]["before"][r] for r in ("first", "rerun"))
+            print(f"    engine / before: first run {first:.2f}, re-run {rerun:.2f}")
     return result
 
 
@@ -448,21 +473,29 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
 
 
 def startup(args: argparse.Namespace, tmp: Path) -> dict:
-    commands = {
-        "python -c pass": [sys.executable, "-c", "pass"],
-        "flowyard --help": [*flowyard(), "--help"],
-        "flowyard validate bench/reference_flow.yaml": [
-            *flowyard(),
-            "validate",
-            str(REFERENCE_FLOW),
-        ],
+    roots: dict[str, Path | None] = {"": None}
+    if args.before_root:
+        roots["before: "] = args.before_root.resolve()
+    commands: dict[str, tuple[list[str], Path]] = {
+        "python -c pass": ([sys.executable, "-c", "pass"], ROOT)
     }
+    for prefix, root in roots.items():
+        cwd = engine_cwd(root)
+        commands[f"{prefix}flowyard --help"] = ([*flowyard(root), "--help"], cwd)
+        commands[f"{prefix}flowyard validate bench/reference_flow.yaml"] = (
+            [*flowyard(root), "validate", str(REFERENCE_FLOW)],
+            cwd,
+        )
+    for cmd, cwd in commands.values():
+        run_job(cmd, cwd=cwd)  # warm the file cache
+    times: dict[str, list[float]] = {label: [] for label in commands}
+    for _ in range(args.repeat):  # round robin, so a busy moment hits every command alike
+        for label, (cmd, cwd) in commands.items():
+            times[label].append(run_job(cmd, cwd=cwd).wall_s)
     result: dict[str, Any] = {}
-    for label, cmd in commands.items():
-        run_job(cmd, cwd=engine_cwd())  # warm the file cache
-        times = [run_job(cmd, cwd=engine_cwd()).wall_s for _ in range(args.repeat)]
-        result[label] = {"median_s": _median(times), "min_s": min(times), "runs": times}
-        print(f"  {label:45} median {_median(times):.3f} s  (min {min(times):.3f} s)")
+    for label, runs in times.items():
+        result[label] = {"median_s": _median(runs), "min_s": min(runs), "runs": runs}
+        print(f"  {label:53} median {_median(runs):.3f} s  (min {min(runs):.3f} s)")
     return result
 
 
@@ -541,6 +574,17 @@ def parser() -> argparse.ArgumentParser:
         default="jsonschema",
         help="what the baseline validates with (the engine uses fastjsonschema)",
     )
+    t.add_argument(
+        "--before-root",
+        type=Path,
+        help="also run the engine of this checkout (e.g. a worktree before a change), "
+        "alternating with the others",
+    )
+    t.add_argument(
+        "--sink-dir",
+        type=Path,
+        help="put the target databases here, e.g. /dev/shm to take their fsyncs away",
+    )
     m = sub.add_parser("memory", help="peak RSS of a first run at several sizes")
     m.add_argument("--records", type=int, nargs="+", default=[100_000, 1_000_000])
     m.add_argument("--malformed", type=float, default=0.01)
@@ -555,6 +599,7 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--repeat", type=int, default=3)
     s = sub.add_parser("startup", help="flowyard --help and flowyard validate")
     s.add_argument("--repeat", type=int, default=15)
+    s.add_argument("--before-root", type=Path, help="also time the CLI of this checkout")
     a = sub.add_parser("all", help="every measurement with its defaults")
     for q in (t, m, h, s, a):
         common(q)
@@ -562,9 +607,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    global ENGINE_ROOT
+    global ENGINE_ROOT, SINK_DIR
     args = parser().parse_args(argv)
     ENGINE_ROOT = args.engine_root.resolve() if args.engine_root else None
+    SINK_DIR = None
+    if getattr(args, "sink_dir", None):
+        SINK_DIR = Path(tempfile.mkdtemp(prefix="flowyard-sinks-", dir=args.sink_dir))
     commands = list(MEASUREMENTS) if args.command == "all" else [args.command]
     report: dict[str, Any] = {
         "machine": machine(),
@@ -583,6 +631,8 @@ def main(argv: list[str] | None = None) -> dict:
         with tempfile.TemporaryDirectory(prefix="flowyard-bench-") as tmp:
             report[command] = MEASUREMENTS[command](cmd_args, Path(tmp))
     report["machine"]["load_average_end"] = os.getloadavg()
+    if SINK_DIR is not None:
+        shutil.rmtree(SINK_DIR, ignore_errors=True)
     name = args.command
     out = args.json or BENCH / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
