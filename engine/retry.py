@@ -200,6 +200,18 @@ def call_with_retry(
         on_attempt(attempts, (time.perf_counter() - started) * 1000, None)
         return result
 
+    try:
+        return attempt(), attempts  # most calls succeed at once: no retry machinery for them
+    except TransientError as exc:
+        first = [exc]
+
+    def again() -> T:
+        # tenacity's first attempt re-raises the one already made, so its waits and its
+        # count of attempts are exactly those of a call it had made from the start
+        if first:
+            raise first.pop()
+        return attempt()
+
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientError),
         stop=tenacity.stop_after_attempt(policy.attempts),
@@ -209,7 +221,7 @@ def call_with_retry(
     )
     while True:
         try:
-            return retrying(attempt), attempts
+            return retrying(again), attempts
         except TransientError:
             if not (breaker.waits and breaker.is_open):
                 raise
