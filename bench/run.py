@@ -16,14 +16,20 @@ docs/benchmarks.md records the figures.
 
 - ``throughput``: engine and baseline alternately, ``--repeat`` times each, on the same
   file: a first run into empty databases, then a re-run in which every record is a
-  duplicate. Medians of records/s (wall time of the whole command, start-up included),
-  the engine/baseline ratio, each side's re-run speed-up. The first repetition checks
-  that both wrote exactly the same rows.
+  duplicate. Medians of records/s by three clocks (the command's wall time, start-up
+  included; the run's own time; the process's CPU time, which a busy machine disturbs
+  least), the engine/baseline ratio and each side's re-run speed-up. The first
+  repetition checks that both wrote exactly the same rows. ``--sink-dir /dev/shm`` puts
+  the target databases where fsync is free; ``--baseline-validator fastjsonschema``
+  lets the baseline validate as fast as the engine; ``--before-root`` adds the engine
+  of another checkout (a worktree before a change) as a third side.
 - ``memory``: peak RSS (``wait4`` of the process) of a first run at each size, and its
   RSS sampled from /proc while it runs.
 - ``http``: bench/http_flow.yaml against tests/support/target.py answering after a fixed
-  latency, at each concurrency: records/s against the limit concurrency/latency.
-- ``startup``: ``flowyard --help`` and ``flowyard validate bench/reference_flow.yaml``.
+  latency, at each concurrency: records/s against the limit concurrency/latency, next to
+  a bare threaded httpx client (bench/http_ceiling.py) against the same server.
+- ``startup``: ``python -c pass``, ``flowyard --help`` and ``flowyard validate
+  bench/reference_flow.yaml``, round robin.
 """
 
 from __future__ import annotations
