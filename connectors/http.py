@@ -1,7 +1,9 @@
 """HTTP APIs as sources (paged JSON reads) and actions (one request per record).
 
-One ``httpx.Client`` per connector, created on first use and shared by every thread
-(httpx clients are thread-safe). Errors are classified by class, so the engine's retry
+One ``httpx.Client`` per connector and thread, created on first use: the engine's lanes
+each send through their own client and connection. (One client shared by 16 lanes spent a
+sixth of the run waiting on, and scanning, its connection pool under a lock; see
+docs/benchmarks.md.) Errors are classified by class, so the engine's retry
 policy never reads a message:
 
 * ``TransientError``: timeouts, connection errors, 408, 429, 5xx, and 409 when an
@@ -217,17 +219,21 @@ class HttpConnector(Connector):
 
     def __init__(self, options: Mapping[str, Any] | None = None):
         super().__init__(options)
-        self._client: httpx.Client | None = None
+        self._local = threading.local()  # .client: this thread's client
+        self._clients: list[httpx.Client] = []  # every thread's, to close them
         self._lock = threading.Lock()
         self._origin = _origin(httpx.URL(str(self.options.get("base_url", ""))))
 
     @property
     def client(self) -> httpx.Client:
-        """The shared client, created on first use."""
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
+        """This thread's client, created on first use."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._make_client()
+            with self._lock:
+                self._clients.append(client)
+                self._local.client = client
+        return client
 
     def _make_client(self) -> httpx.Client:
         headers = {"Accept": "application/json"}
@@ -259,10 +265,11 @@ class HttpConnector(Connector):
             raise PermanentError(f"cannot load the CA bundle: {exc.strerror}") from None
 
     def close(self) -> None:
-        """Close the client; a later call opens a new one."""
+        """Close every thread's client; a later call opens a new one."""
         with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
+            clients, self._clients = self._clients, []
+            self._local = threading.local()
+        for client in clients:
             client.close()
 
     # -- source --------------------------------------------------------------

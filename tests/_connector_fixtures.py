@@ -25,6 +25,7 @@ class Seen:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes = b""
+    peer_port: int = 0  # the client's TCP port: one per connection it opened
 
     def param(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -58,6 +59,8 @@ class LocalServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as an API server would
+
             def _handle(self) -> None:
                 url = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
@@ -67,6 +70,7 @@ class LocalServer:
                     query=parse_qs(url.query),
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=self.rfile.read(length) if length else b"",
+                    peer_port=self.client_address[1],
                 )
                 server.seen.append(request)
                 reply = server.routes.get((self.command, url.path))

@@ -6,6 +6,7 @@ import base64
 import email.utils
 import json
 import socket
+import threading
 import time
 from decimal import Decimal
 
@@ -315,3 +316,26 @@ def test_close_then_call_opens_a_new_client(server, http):
     call(http, path="/orders", body={})
     http.close()
     assert call(http, path="/orders", body={}).status == 201
+
+
+def test_each_thread_sends_over_its_own_kept_alive_connection(server, http):
+    server.on("POST", "/api/orders", lambda req: (201, {}, {}))
+
+    def lane(n: int) -> None:
+        for _ in range(3):
+            call(http, path="/orders", body=n)
+
+    for n in range(4):  # one after another: a shared pool would reuse one connection
+        thread = threading.Thread(target=lane, args=(n,))
+        thread.start()
+        thread.join()
+    ports: dict[int, set[int]] = {}
+    for seen in server.seen:
+        ports.setdefault(int(seen.body), set()).add(seen.peer_port)
+    assert sorted(ports) == [0, 1, 2, 3]
+    assert all(len(p) == 1 for p in ports.values()), ports  # kept alive within a thread
+    assert len(set.union(*ports.values())) == 4, ports  # never shared between threads
+
+    http.close()  # closes every thread's client: the next call opens a new connection
+    call(http, path="/orders", body=9)
+    assert server.seen[-1].peer_port not in set.union(*ports.values())
