@@ -1,0 +1,263 @@
+"""The connections and the source of a flow file: connectors resolved, options checked.
+
+A connection names a connector and its options; the source and each send or enrich step
+go through one, by name (the source may also name a connector and take its defaults).
+Every connector option is checked against the JSON Schema the connector declares for the
+role it plays, so a misspelled or missing option is reported before any run; a template
+or an ``${env:NAME}`` stands for any value, since its type is known only once rendered.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields as dataclass_fields
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+
+from engine import flow_schema
+from engine.flow_schema import did_you_mean
+from engine.flow_templates import OPTION_NAMES, SOURCE_KEY_NAMES
+from engine.model import BreakerPolicy, Connection, RetryPolicy, Source
+from engine.templates import is_template
+from engine.yamlpos import format_path
+
+if TYPE_CHECKING:
+    from engine.loader import _Loader
+
+ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def parse_rate(text: str) -> float:
+    """``20/s`` -> 20.0 requests per second."""
+    amount, _, unit = text.partition("/")
+    return float(amount) / {"s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+
+
+def policy(cls: type, value: Any) -> Any:
+    """``cls(**value)`` when ``value`` has only ``cls``'s fields, else ``cls()``."""
+    names = {f.name for f in dataclass_fields(cls)}
+    if isinstance(value, dict) and set(value) <= names:
+        return cls(**value)
+    return cls()
+
+
+class ConnectionBuilder:
+    """Builds the connections and the source of one flow file, reporting to its loader.
+
+    ``used`` holds the names of the connections the source or a step goes through.
+    """
+
+    def __init__(self, loader: _Loader):
+        self.loader = loader
+        self.problem = loader.problem
+        self.refused = loader.refused
+        self.registry = loader.registry
+        self.templates = loader.templates
+        self.used: set[str] = set()
+
+    def check_options(
+        self,
+        options: dict,
+        schema: dict | None,
+        path: list[Any],
+        what: str,
+        *,
+        of_connection: set[str] | None = None,
+    ) -> None:
+        """Check a connector's options against its schema (templates stand for any value).
+
+        ``of_connection``: the connection's own option names, for a read or call option
+        that belongs on the connection instead.
+        """
+        if schema is None:
+            return
+        for err in jsonschema.Draft7Validator(schema).iter_errors(options):
+            if isinstance(err.instance, str) and (
+                is_template(err.instance) or ENV_REF.search(err.instance)
+            ):
+                continue  # rendered later; its type is known only then
+            if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+                allowed = set(err.schema.get("properties", {}))
+                for extra in sorted(set(err.instance) - allowed, key=str):
+                    if of_connection and extra in of_connection and not err.absolute_path:
+                        hint = f"; {extra!r} is an option of the connection: put it there"
+                    else:
+                        hint = did_you_mean(extra, allowed)
+                    self.refused(
+                        [*path, *err.absolute_path, extra],
+                        f"{what} has no option {extra!r}{hint}; its options: "
+                        f"{', '.join(sorted(allowed)) or 'none'}",
+                        at_key=True,
+                    )
+                continue
+            if err.validator == "required" and isinstance(err.instance, dict):
+                missing = [k for k in err.validator_value if k not in err.instance]
+                where = list(err.absolute_path)
+                key = missing[0] if missing else "?"
+                message = (
+                    f"{what}: `{format_path(where)}` needs `{key}`"
+                    if where
+                    else f"{what} needs the option `{key}`"
+                )
+                condition = flow_schema.schema_condition(schema, err.schema_path)
+                self.problem(
+                    [*path, *where],
+                    message + (f" {condition}" if condition else ""),
+                    at_key=bool([*path, *where]),
+                )
+                continue
+            where, message, at_key = flow_schema.explain(err, schema)
+            self.refused([*path, *where], f"{what}: {message}", at_key=at_key)
+
+    def connector_class(self, name: Any, path: list[Any]) -> Any:
+        """The connector class registered as ``name``; None (reported) when there is none."""
+        if not isinstance(name, str):
+            return None  # the schema said so
+        cls = self.registry.get(name)
+        if cls is None:
+            broken = self.registry.broken().get(name)
+            if broken:
+                self.problem(path, f"connector {name!r} is installed but failed to load: {broken}")
+            else:
+                names = self.registry.names()
+                self.problem(
+                    path,
+                    f"unknown connector {name!r}{did_you_mean(name, names)}; installed: "
+                    f"{', '.join(names)}",
+                )
+        return cls
+
+    def connections(self) -> dict[str, Connection]:
+        """The flow's ``connections:``, by name, each with its options checked."""
+        out: dict[str, Connection] = {}
+        specs = self.loader.data.get("connections")
+        if not isinstance(specs, dict):
+            return out
+        for name, spec in specs.items():
+            path = ["connections", name]
+            if not isinstance(spec, dict):
+                continue  # the schema said so
+            connector = spec.get("connector")
+            cls = self.connector_class(connector, [*path, "connector"])
+            options = {k: v for k, v in spec.items() if k not in flow_schema.CONNECTION_KEYS}
+            if cls is not None:
+                self.check_options(options, cls.options_schema, path, f"connector {connector!r}")
+            for key, value in options.items():
+                self.templates.template(value, [*path, key], OPTION_NAMES)
+            rate = spec.get("rate_limit")
+            rate_limit = None
+            if isinstance(rate, str) and re.fullmatch(r"\d+(\.\d+)?/[smh]", rate):
+                rate_limit = parse_rate(rate)
+                if rate_limit <= 0:
+                    self.problem([*path, "rate_limit"], "a rate limit must allow some requests")
+            breaker = spec.get("circuit_breaker")
+            out[str(name)] = Connection(
+                name=str(name),
+                connector=connector if isinstance(connector, str) else "",
+                options=options,
+                retry=policy(RetryPolicy, spec.get("retry")),
+                rate_limit=rate_limit,
+                breaker=policy(BreakerPolicy, breaker) if breaker is not None else None,
+            )
+        return out
+
+    def connection_for(
+        self, spec: dict, path: list[Any], role: str, connections: dict[str, Connection]
+    ) -> tuple[str, Any]:
+        """Resolve ``connection:`` (a name) or ``connector:`` (inline) to a connection name."""
+        has_connection, has_connector = "connection" in spec, "connector" in spec
+        if has_connection and has_connector and role == "source":
+            self.problem(
+                path,
+                "name either `connection:` (one of the flow's connections) or `connector:` "
+                "(a connector used with its defaults), not both",
+            )
+            return "", None
+        if not has_connection and role == "source":
+            if not has_connector:
+                self.problem(
+                    path,
+                    "missing `connection:` (one of the flow's connections) or `connector:` "
+                    "(a connector used with its defaults)",
+                )
+                return "", None
+            connector = spec["connector"]
+            cls = self.connector_class(connector, [*path, "connector"])
+            if not isinstance(connector, str):
+                return "", None
+            name = f"{connector}@{format_path(path)}"
+            connections[name] = Connection(name=name, connector=connector, options={})
+            if cls is not None:
+                needed = (cls.options_schema or {}).get("required") or []
+                if needed:
+                    self.problem(
+                        [*path, "connector"],
+                        f"connector {connector!r} needs connection options "
+                        f"({', '.join(needed)}): define a connection under `connections:` and "
+                        "write `connection: NAME` here",
+                    )
+                    return name, None
+            return name, self._role(cls, connector, role, [*path, "connector"])
+        name = spec.get("connection")
+        if not isinstance(name, str):
+            return "", None  # missing or not text: the schema said so
+        if name not in connections:
+            named = sorted(n for n in connections if "@" not in n)  # not the inline ones
+            self.problem(
+                [*path, "connection"],
+                f"unknown connection {name!r}{did_you_mean(name, named)}; defined: "
+                f"{', '.join(named) or 'none (add it under `connections:`)'}",
+            )
+            return "", None
+        self.used.add(name)
+        connector = connections[name].connector
+        cls = self.registry.get(connector) if connector else None
+        return name, self._role(cls, connector, role, [*path, "connection"])
+
+    def _role(self, cls: Any, connector: str, role: str, path: list[Any]) -> Any:
+        if cls is not None and role not in cls.roles():
+            use = "as a source" if role == "source" else "in a send or enrich step"
+            self.problem(
+                path,
+                f"connector {connector!r} cannot be used {use}; it offers: "
+                f"{', '.join(cls.roles()) or 'nothing'}",
+            )
+            return None
+        return cls
+
+    def source(self, connections: dict[str, Connection]) -> Source | None:
+        """The flow's ``source:``: its connection, read options and record key template."""
+        spec = self.loader.data.get("source")
+        if not isinstance(spec, dict):
+            return None  # the schema said so
+        name, cls = self.connection_for(spec, ["source"], "source", connections)
+        options = {k: v for k, v in spec.items() if k not in flow_schema.SOURCE_KEYS}
+        if cls is not None:
+            self.check_options(
+                options,
+                cls.read_schema,
+                ["source"],
+                f"source {cls.name!r}",
+                of_connection=set(cls.options_schema.get("properties", {})),
+            )
+        for key, value in options.items():
+            self.templates.template(value, ["source", key], OPTION_NAMES)
+        key = None
+        if "key" in spec:
+            key = self.templates.key_template(
+                spec["key"], ["source", "key"], SOURCE_KEY_NAMES, "source.key"
+            )
+        return Source(connection=name, options=options, key=key)
+
+    def check_unused(self, connections: dict[str, Connection]) -> None:
+        """Warn about each connection that neither the source nor any step goes through."""
+        specs = self.loader.data.get("connections")
+        for name in specs if isinstance(specs, dict) else []:
+            if str(name) not in self.used and str(name) in connections:
+                self.problem(
+                    ["connections", name],
+                    f"connection {name!r} is not used by the source or any step",
+                    severity="warning",
+                    at_key=True,
+                )

@@ -1,0 +1,351 @@
+"""The steps of a flow file: each named, checked and built into its step of the model.
+
+A step has exactly one kind (map, validate, filter, set, route, foreach, send, enrich,
+fail); route branches and a foreach hold steps of their own, built the same way. A step
+without a name gets ``kind_N``, avoiding every name given explicitly anywhere in the flow.
+Mappings and canonical schemas are found by name in the mapping folders and compiled
+once per Jinja environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import nodes
+
+from engine import flow_schema
+from engine.errors import Problem
+from engine.flow_connections import policy
+from engine.flow_templates import STEP_NAMES, cached
+from engine.mapping import load_mapping
+from engine.model import (
+    Branch,
+    CallStep,
+    FailStep,
+    FilterStep,
+    ForeachStep,
+    MapStep,
+    RetryPolicy,
+    RouteStep,
+    SetStep,
+    Step,
+    ValidateStep,
+)
+from engine.templates import CONTEXT_NAMES, TemplateProblem, is_template, parse_template
+from engine.validation import compile_validator, load_schema
+from engine.yamlpos import format_path, position
+
+if TYPE_CHECKING:
+    from engine.loader import _Loader
+
+
+def _digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""  # the reader reports it
+
+
+def _schema(found: Path) -> tuple[Any, list[Problem]]:
+    schema, problems = load_schema(str(found))
+    return (compile_validator(schema) if schema else None), problems
+
+
+class StepBuilder:
+    """Builds the steps of one flow file, reporting to its loader."""
+
+    def __init__(self, loader: _Loader):
+        self.loader = loader
+        self.problem = loader.problem
+        self.templates = loader.templates
+        self.connection_builder = loader.connection_builder
+        self._mappings: dict[tuple[Path, tuple[str, ...]], Any] = {}
+        self._step_names: dict[str, str] = {}
+        self._explicit_names: set[str] = set()
+        self._counter = 0
+
+    def collect_names(self, specs: Any) -> None:
+        """Explicit step names, so generated ones (kind_N) can avoid them."""
+        for spec in specs if isinstance(specs, list) else []:
+            if not isinstance(spec, dict):
+                continue
+            if isinstance(spec.get("name"), str):
+                self._explicit_names.add(spec["name"])
+            route = spec.get("route")
+            for branch in route if isinstance(route, list) else []:
+                if isinstance(branch, dict):
+                    self.collect_names(branch.get("steps"))
+                    self.collect_names(branch.get("otherwise"))
+            foreach = spec.get("foreach")
+            if isinstance(foreach, dict):
+                self.collect_names(foreach.get("steps"))
+
+    def step_name(self, spec: dict, kind: str, path: list[Any]) -> str:
+        """The step's name, given or generated; a name used twice is reported."""
+        self._counter += 1
+        name = spec.get("name")
+        if not isinstance(name, str):
+            name = f"{kind}_{self._counter}"
+            while name in self._explicit_names:
+                name += "_"
+        if name in self._step_names:
+            self.problem(
+                [*path, "name"],
+                f"step name {name!r} is already used at {self._step_names[name]}; step names "
+                "must be unique in a flow",
+            )
+        self._step_names[name] = format_path(path)
+        return name
+
+    def steps(
+        self, specs: Any, path: list[Any], connections: dict, names: tuple[str, ...]
+    ) -> list[Step]:
+        """The steps of a list (the flow's, a branch's or a foreach's) that could be built."""
+        out: list[Step] = []
+        if not isinstance(specs, list):
+            return out  # the schema said so
+        if not specs:
+            self.problem(path, "no steps here: records pass unchanged", severity="warning")
+        for i, spec in enumerate(specs):
+            if isinstance(spec, dict):
+                step = self.step(spec, [*path, i], connections, names)
+                if step is not None:
+                    out.append(step)
+        return out
+
+    def step(
+        self, spec: dict, path: list[Any], connections: dict, names: tuple[str, ...]
+    ) -> Step | None:
+        """One step, or None when it has a problem that leaves nothing to build."""
+        kinds = [k for k in flow_schema.STEP_KINDS if k in spec]
+        if not kinds and self.loader.refused_under(path):
+            return None  # an unknown key was reported, most likely the misspelled kind
+        if len(kinds) != 1:
+            if kinds:
+                found = f"found {' and '.join(kinds)}; split it into {len(kinds)} steps"
+            else:
+                found = "found none"
+            self.problem(
+                path, f"a step has exactly one kind ({', '.join(flow_schema.STEP_KINDS)}); {found}"
+            )
+            return None
+        kind = kinds[0]
+        value = spec[kind]
+        at = [*path, kind]
+        if "into" in spec and kind != "map":
+            self.problem(
+                [*path, "into"], f"`into` belongs to map steps only, not to {kind}", at_key=True
+            )
+        line = (position(self.loader.data, at) or (None, None))[0]
+        base = {
+            "name": self.step_name(spec, kind, path),
+            "kind": kind,
+            "path": format_path(path),
+            "line": line,
+        }
+        env = self.loader.env
+        if kind == "map":
+            if not isinstance(value, str) or not value:
+                return None
+            found = self.loader.find_file(value, "mapping", "", ".yaml", at)
+            if found is None:
+                return None
+            cache_key = (found, names)
+            if cache_key not in self._mappings:
+                compiled, problems = cached(
+                    env,
+                    ("mapping", str(found), _digest(found), names),
+                    lambda: load_mapping(str(found), env, names=names),
+                )
+                self.loader.problems.extend(problems)
+                self._mappings[cache_key] = compiled
+            return MapStep(
+                **base,
+                mapping=self._mappings[cache_key],
+                mapping_name=value,
+                into=spec.get("into"),
+            )
+        if kind == "validate":
+            if not isinstance(value, str) or not value:
+                return None
+            found = self.loader.find_file(
+                value, "canonical schema", "canonical", ".schema.json", at
+            )
+            if found is None:
+                return None
+            validator, problems = cached(
+                env, ("schema", str(found), _digest(found)), lambda: _schema(found)
+            )
+            self.loader.problems.extend(problems)
+            return ValidateStep(**base, validator=validator, schema_name=value)
+        if kind == "filter":
+            return FilterStep(**base, condition=self.templates.condition(value, at, names))
+        if kind == "set":
+            if not isinstance(value, dict):
+                return None
+            fields = {}
+            for key, item in value.items():
+                if not self.templates.check_field_name(key, [*at, key]):
+                    continue
+                fields[key] = self.templates.template(item, [*at, key], names)
+            return SetStep(**base, fields=fields)
+        if kind == "fail":
+            return FailStep(**base, message=self.templates.template(value, at, names))
+        if kind == "route":
+            return RouteStep(**base, branches=self.branches(value, at, connections, names))
+        if kind == "foreach":
+            return self.foreach(value, base, at, connections, names)
+        if not isinstance(value, dict):
+            return None
+        return self.call(kind, value, base, at, connections, names)
+
+    def foreach(
+        self, spec: Any, base: dict, path: list[Any], connections: dict, names: tuple[str, ...]
+    ) -> Step | None:
+        """A foreach step: its items template, the item's name, its key and its steps."""
+        if not isinstance(spec, dict):
+            return None
+        as_name = spec.get("as", "item")
+        if not isinstance(as_name, str):
+            as_name = "item"
+        elif as_name in (*CONTEXT_NAMES, "loop"):
+            self.problem(
+                [*path, "as"],
+                f"as: {as_name} would hide `{as_name}` inside the foreach; choose another name",
+            )
+        inner = (*STEP_NAMES, "parent", as_name)
+        items = None
+        value = spec.get("items")
+        if isinstance(value, str):
+            try:
+                node = self.templates.parsed(value, parse_template) if is_template(value) else None
+            except TemplateProblem:
+                node = None  # reported by template() below
+            if not is_template(value) or isinstance(node, nodes.Concat | nodes.Const):
+                self.problem(
+                    [*path, "items"],
+                    'items is one template expression giving a list, e.g. "{{ record.lines }}", '
+                    "without text around it",
+                )
+            else:
+                items = self.templates.template(value, [*path, "items"], names)
+        key = None
+        if "key" in spec:
+            key = self.templates.key_template(spec["key"], [*path, "key"], inner, "foreach.key")
+        return ForeachStep(
+            **base,
+            items=items,
+            as_name=as_name,
+            key=key,
+            steps=self.steps(spec.get("steps"), [*path, "steps"], connections, inner),
+        )
+
+    def branches(
+        self, specs: Any, path: list[Any], connections: dict, names: tuple[str, ...]
+    ) -> list[Branch]:
+        """The branches of a route: each `when` with its steps, then at most one `otherwise`."""
+        out: list[Branch] = []
+        if not isinstance(specs, list):
+            return out
+        for i, spec in enumerate(specs):
+            at = [*path, i]
+            if not isinstance(spec, dict):
+                continue
+            if "otherwise" in spec:
+                if set(spec) != {"otherwise"}:
+                    others = ", ".join(f"`{k}`" for k in spec if k != "otherwise")
+                    self.problem(
+                        at,
+                        f"an `otherwise` branch holds only its steps (`- otherwise: [...]`); "
+                        f"it also has {others}",
+                    )
+                if i != len(specs) - 1:
+                    self.problem(
+                        [*at, "otherwise"],
+                        "`otherwise` must be the last branch; the branches after it could "
+                        "never run",
+                        at_key=True,
+                    )
+                steps = self.steps(spec["otherwise"], [*at, "otherwise"], connections, names)
+                out.append(Branch(None, steps))
+            elif "when" in spec and "steps" in spec:
+                condition = self.templates.condition(spec["when"], [*at, "when"], names)
+                steps = self.steps(spec["steps"], [*at, "steps"], connections, names)
+                out.append(Branch(condition, steps))
+            elif "when" in spec:
+                self.problem(
+                    at, "this branch has `when:` but no `steps:`, the steps of its records"
+                )
+            elif "steps" in spec:
+                self.problem(
+                    at,
+                    "this branch has `steps:` but no `when:`; write `- when: <expression>`, "
+                    "or `- otherwise:` for the records no branch took",
+                )
+            else:
+                self.problem(
+                    at,
+                    "a branch is `- when: <expression>` with `steps: [...]`, or "
+                    "`- otherwise: [...]`",
+                )
+        return out
+
+    def call(
+        self,
+        kind: str,
+        spec: dict,
+        base: dict,
+        path: list[Any],
+        connections: dict,
+        names: tuple[str, ...],
+    ) -> Step | None:
+        """A send or enrich step: its connection, its call options and its keys."""
+        if "connector" in spec and "connection" not in spec:
+            self.loader.refused(
+                [*path, "connector"],
+                f"a {kind} goes through a named connection: define it under `connections:` "
+                "and write `connection: NAME`",
+                at_key=True,
+            )
+        name, cls = self.connection_builder.connection_for(spec, path, "action", connections)
+        options = {k: v for k, v in spec.items() if k not in flow_schema.CALL_KEYS}
+        self.loader.env_ok += [format_path([*path, key]) for key in options]
+        if cls is not None:
+            self.connection_builder.check_options(
+                options,
+                cls.call_schema,
+                path,
+                f"{kind} through {cls.name!r}",
+                of_connection=set(cls.options_schema.get("properties", {})),
+            )
+        if kind == "enrich" and "save_as" not in spec:
+            self.problem(
+                path,
+                "an enrich step needs `save_as:`, the record field that receives the answer",
+                at_key=True,
+            )
+        for key in ("idempotency_key", "on_change"):
+            if kind == "enrich" and key in spec:
+                self.problem(
+                    [*path, key],
+                    f"`{key}` applies to send steps only; an enrich step is a lookup and is "
+                    "never deduplicated",
+                    at_key=True,
+                )
+        idempotency_key = None
+        if kind == "send" and "idempotency_key" in spec:
+            idempotency_key = self.templates.key_template(
+                spec["idempotency_key"], [*path, "idempotency_key"], names, "idempotency_key"
+            )
+        retry = spec.get("retry")
+        return CallStep(
+            **base,
+            connection=name,
+            options=self.templates.template(options, path, names),
+            idempotency_key=idempotency_key,
+            on_change=spec.get("on_change", "conflict"),
+            save_as=spec.get("save_as"),
+            retry=policy(RetryPolicy, retry) if retry is not None else None,
+        )

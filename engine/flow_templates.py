@@ -1,0 +1,228 @@
+"""The templates and conditions of a flow file: checked where they stand, compiled once.
+
+A template is checked before it is compiled, so that each problem is reported at its own
+place in the file (a line inside a multi-line template, a key YAML read as a number): its
+syntax, the names it reads (only what the engine gives it where it stands), and any reach
+for Python internals, which the sandbox would refuse on every record. The ``vars.NAME`` a
+template reads are noted, so the loader can warn about those without a default.
+
+Compiled templates, conditions and mappings are cached per Jinja environment (see
+:func:`cached`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from jinja2 import nodes
+
+from engine.templates import (
+    CONDITION_HINT,
+    TemplateProblem,
+    check_free_names,
+    compile_condition,
+    compile_value,
+    constant_spec,
+    is_template,
+    parse_condition,
+    parse_template,
+)
+from engine.yamlpos import format_path
+
+# What templates see, where (see engine/steps.py and engine/runner.py).
+OPTION_NAMES = ("vars", "run")  # connection and source options, rendered once per run
+SOURCE_KEY_NAMES = ("record", "vars")
+STEP_NAMES = ("record", "vars", "meta", "run")  # plus parent and the item's name in a foreach
+
+# Compiled templates, conditions and mappings, per Jinja environment: validating a folder of
+# flows that share a mapping, or loading the same flow again, compiles each once. Keys hold
+# the source text (a mapping's SHA-256), so an edited file is compiled afresh. The cache
+# lives on the environment (whose renderers refer back to it), so it goes when the engine
+# that made the environment goes.
+_CACHE_ATTRIBUTE = "_flowyard_loader_cache"
+_CACHE_SIZE = 1024
+
+
+def cached(env: Any, key: tuple, make: Callable[[], Any]) -> Any:
+    """``make()``, or what it gave before for ``key`` in ``env``'s cache."""
+    cache = getattr(env, _CACHE_ATTRIBUTE, None)
+    if cache is None:
+        cache = {}
+        setattr(env, _CACHE_ATTRIBUTE, cache)
+    if key not in cache:
+        if len(cache) >= _CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[key] = make()
+    return cache[key]
+
+
+def _try(function: Any, *args: Any) -> Any:
+    try:
+        return function(*args)
+    except TemplateProblem as exc:
+        return exc
+
+
+class FlowTemplates:
+    """Checks and compiles the templates and conditions of one flow file.
+
+    ``problem`` is the loader's report (``problem(path, message, *, at_key, lineno)``);
+    ``vars_used`` holds each ``vars.NAME`` read, with the path of its first use.
+    """
+
+    def __init__(self, env: Any, problem: Callable[..., None]):
+        self.env = env
+        self.problem = problem
+        self.vars_used: dict[str, list[Any]] = {}
+
+    def check(self, value: Any, path: list[Any], names: tuple[str, ...]) -> bool:
+        """Check every template and constant inside ``value``, each at its own position."""
+        ok = True
+        if isinstance(value, dict):
+            for key, item in value.items():
+                ok = self.check_field_name(key, [*path, key]) and ok
+                ok = self.check(item, [*path, key], names) and ok
+            return ok
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                ok = self.check(item, [*path, i], names) and ok
+            return ok
+        if isinstance(value, str) and is_template(value):
+            try:
+                node = self.parsed(value, parse_template)
+            except TemplateProblem as exc:
+                self.problem(path, exc.message, lineno=exc.lineno)
+                return False
+            return self.check_expression(node, path, names, value)
+        try:
+            constant_spec(value, format_path(path))
+        except TemplateProblem as exc:
+            self.problem(path, exc.message)
+            return False
+        return True
+
+    def check_field_name(self, key: Any, path: list[Any]) -> bool:
+        """Whether ``key``, a field name at ``path``, is text (YAML reads ``1:`` as a number)."""
+        if isinstance(key, str):
+            return True
+        self.problem(
+            path,
+            f"field names are text; YAML read {key!r} as a {type(key).__name__}: quote it",
+            at_key=True,
+        )
+        return False
+
+    def check_expression(
+        self, node: nodes.Node, path: list[Any], names: tuple[str, ...], source: str
+    ) -> bool:
+        """Check a parsed expression: no Python internals, only ``names``; note its vars."""
+        internal = _python_internals(node, source)
+        if internal:
+            self.problem(
+                path,
+                f"templates cannot reach Python internals ({internal!r}); the sandbox would "
+                "refuse it on every record",
+                lineno=node.lineno,
+            )
+            return False
+        message = check_free_names(self.env, node, names)
+        if message:
+            self.problem(path, message, lineno=node.lineno)
+            return False
+        for name in _vars_read(node):
+            self.vars_used.setdefault(name, path)
+        return True
+
+    def parsed(self, source: str, parse: Any) -> nodes.Node:
+        """The parsed template or condition (raises TemplateProblem), parsed once."""
+        result = cached(self.env, (parse.__name__, source), lambda: _try(parse, self.env, source))
+        if isinstance(result, TemplateProblem):
+            raise result
+        return result
+
+    def template(self, value: Any, path: list[Any], names: tuple[str, ...]) -> Any:
+        """``value`` compiled once (a constant, a template, or dicts and lists of them)."""
+        if not self.check(value, path, names):
+            return None
+        try:
+            return cached(
+                self.env,
+                ("value", repr(value), names),
+                lambda: compile_value(self.env, value, names=names),
+            )
+        except TemplateProblem as exc:  # checked above; a refusal of the compiler itself
+            self.problem(path, exc.message)
+            return None
+
+    def key_template(self, value: Any, path: list[Any], names: tuple[str, ...], what: str) -> Any:
+        """A key template: a constant would give every record the same key."""
+        if not isinstance(value, str):
+            return None  # the schema said so
+        if not is_template(value):
+            self.problem(
+                path,
+                f'{what} is a template, e.g. "{{{{ record.id }}}}"; the constant {value!r} '
+                "would give every record the same key",
+            )
+            return None
+        return self.template(value, path, names)
+
+    def condition(self, expr: Any, path: list[Any], names: tuple[str, ...]) -> Any:
+        """A condition (a bare expression) compiled once, or None when it has a problem."""
+        if not isinstance(expr, str):
+            return None  # the schema said so
+        if is_template(expr):
+            self.problem(path, CONDITION_HINT)
+            return None
+        try:
+            node = self.parsed(expr, parse_condition)
+        except TemplateProblem as exc:
+            self.problem(path, exc.message, lineno=exc.lineno)
+            return None
+        if not self.check_expression(node, path, names, expr):
+            return None
+        try:
+            return cached(
+                self.env,
+                ("condition", expr, names),
+                lambda: compile_condition(self.env, expr, names=names),
+            )
+        except TemplateProblem as exc:
+            self.problem(path, exc.message, lineno=exc.lineno)
+            return None
+
+
+def _self_and_all(node: nodes.Node, types: tuple) -> list[nodes.Node]:
+    """``node`` itself (``find_all`` leaves it out) and every node below it of ``types``."""
+    return [n for n in (node, *node.find_all(types)) if isinstance(n, types)]
+
+
+def _vars_read(node: nodes.Node) -> list[str]:
+    """The names read as ``vars.NAME`` or ``vars['NAME']`` in an expression."""
+    found = []
+    for item in _self_and_all(node, (nodes.Getattr, nodes.Getitem)):
+        if isinstance(item.node, nodes.Name) and item.node.name == "vars":
+            if isinstance(item, nodes.Getattr):
+                found.append(item.attr)
+            elif isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+                found.append(item.arg.value)
+    return found
+
+
+def _python_internals(node: nodes.Node, source: str) -> str | None:
+    """The first dunder attribute an expression reaches for (``x.__class__``, ``x['__dict__']``)."""
+    found = []
+    for item in _self_and_all(node, (nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        if isinstance(item, nodes.Getattr):
+            name = item.attr
+        elif isinstance(item, nodes.Getitem) and isinstance(item.arg, nodes.Const):
+            name = item.arg.value
+        elif isinstance(item, nodes.Filter) and item.name == "attr" and item.args:
+            arg = item.args[0]
+            name = arg.value if isinstance(arg, nodes.Const) else None
+        else:
+            continue
+        if isinstance(name, str) and name.startswith("__"):
+            found.append(name)
+    return min(found, key=source.find) if found else None
