@@ -40,7 +40,7 @@ from engine.model import (
 )
 from engine.retry import CircuitBreaker, RateLimiter, call_with_retry
 from engine.runlog import RunLog
-from engine.store import Store, _default
+from engine.store import KeyState, Store, _default
 
 # How a source record ended, worst first: the worst outcome of any branch wins.
 OUTCOMES = ("dead_lettered", "parked", "done", "skipped", "filtered")
@@ -335,12 +335,12 @@ class Executor:
                         reason="duplicate",
                         key=key,
                     )
-                    return self._saved(step, rec, prev.response), "skipped"
+                    return self._saved_key(step, rec, prev), "skipped"
                 sent_key = prev.sent_key  # in flight or failed: repeat the very same request
             elif prev.state in ("done", "in_flight"):
                 if step.on_change == "skip":
                     trace.append([step.name, "skipped", "changed, on_change: skip"])
-                    return self._saved(step, rec, prev.response), "skipped"
+                    return self._saved_key(step, rec, prev), "skipped"
                 if step.on_change == "conflict":
                     raise ConflictError(
                         f"idempotency key {key!r} was already sent with a different request "
@@ -441,6 +441,10 @@ class Executor:
         if step.save_as is None:
             return rec
         return _with(rec, {**rec.data, step.save_as: body})
+
+    def _saved_key(self, step: CallStep, rec: Rec, prev: KeyState) -> Rec:
+        """A skipped send: its stored response, decoded only when ``save_as`` needs it."""
+        return rec if step.save_as is None else self._saved(step, rec, prev.response)
 
     def _unanswered(self, step: CallStep, rec: Rec) -> Rec:
         """A dry run's call: ``save_as`` is null, and later failures may stem from that."""

@@ -90,8 +90,13 @@ class KeyState:
     state: str  # in_flight | done | failed
     fingerprint: str
     sent_key: str
-    response: Any
+    response_json: str | None  # decoded on use: most skipped sends never read it
     run_id: str | None
+
+    @property
+    def response(self) -> Any:
+        """The stored response of the key's last request, decoded."""
+        return loads(self.response_json)
 
 
 @dataclass
@@ -172,13 +177,13 @@ class Store:
 
     # -- idempotency keys ------------------------------------------------------------------
     def get_key(self, flow: str, key: str) -> KeyState | None:
-        rows = self._query("SELECT * FROM keys WHERE flow = ? AND key = ?", (flow, key))
-        if not rows:
-            return None
-        r = rows[0]
-        return KeyState(
-            r["key"], r["state"], r["fingerprint"], r["sent_key"], loads(r["response"]), r["run_id"]
-        )
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT key, state, fingerprint, sent_key, response, run_id FROM keys "
+                "WHERE flow = ? AND key = ?",
+                (flow, key),
+            ).fetchone()
+        return None if row is None else KeyState(*row)
 
     def set_key(
         self,
