@@ -433,7 +433,7 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
             flow.write_text(
                 re.sub(r"(?m)^concurrency: \d+$", f"concurrency: {concurrency}", flow_text)
             )
-            engine_s, engine_wall_s, bare_s = [], [], []
+            engine_s, engine_wall_s, bare_s, engine_cpu_s, bare_cpu_s = [], [], [], [], []
             for rep in range(args.repeat):
                 work = tmp / f"http-{concurrency}-{rep}"
                 work.mkdir()
@@ -446,12 +446,14 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
                     raise SystemExit(f"concurrency {concurrency}: {applied} of {n} applied")
                 engine_s.append(inner_seconds(job))
                 engine_wall_s.append(job.wall_s)
+                engine_cpu_s.append(job.cpu_s)
                 target.reset()
                 bare = run_job(
                     [sys.executable, str(BENCH / "http_ceiling.py"), url]
                     + ["--records", str(n), "--concurrency", str(concurrency)]
                 )
                 bare_s.append(bare.json()["seconds"])
+                bare_cpu_s.append(bare.cpu_s)
             inner, wall, ceiling = _median(engine_s), _median(engine_wall_s), _median(bare_s)
             entry = {
                 "records": n,
@@ -459,6 +461,12 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
                 "run_s": engine_s,
                 "wall_s": engine_wall_s,
                 "bare_client_s": bare_s,
+                "cpu_s": engine_cpu_s,
+                "bare_client_cpu_s": bare_cpu_s,
+                # CPU per send, start-up included: one interpreter lock spreads it over the
+                # lanes, so 1000 / cpu_ms_per_send bounds the sends per second
+                "cpu_ms_per_send": 1000 * _median(engine_cpu_s) / n,
+                "bare_client_cpu_ms_per_send": 1000 * _median(bare_cpu_s) / n,
                 "records_per_s": n / inner,
                 "fraction_of_limit": n / inner / limit,
                 "fraction_of_limit_wall": n / wall / limit,
@@ -470,7 +478,9 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
                 f"{entry['records_per_s']:6.1f}/s of a limit of {limit:.0f}/s: "
                 f"{entry['fraction_of_limit']:.0%} (with start-up: "
                 f"{entry['fraction_of_limit_wall']:.0%}); a bare httpx client: "
-                f"{entry['bare_client_fraction_of_limit']:.0%}",
+                f"{entry['bare_client_fraction_of_limit']:.0%}; CPU per send "
+                f"{entry['cpu_ms_per_send']:.2f} ms, "
+                f"bare {entry['bare_client_cpu_ms_per_send']:.2f} ms",
                 flush=True,
             )
     finally:
