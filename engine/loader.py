@@ -53,11 +53,6 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def env_names(value: Any) -> set[str]:
-    """Every ``${env:NAME}`` named anywhere inside ``value``."""
-    return {name for _, text in _strings(value, []) for name in ENV_REF.findall(text)}
-
-
 def _strings(value: Any, path: list[Any]) -> list[tuple[list[Any], str]]:
     """Every string inside ``value`` with its path, depth first."""
     if isinstance(value, str):
