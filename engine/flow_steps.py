@@ -153,10 +153,11 @@ class StepBuilder:
             if found is None:
                 return None
             cache_key = (found, names)
+            digest = self.loader.digests[str(found)] = _digest(found)
             if cache_key not in self._mappings:
                 compiled, problems = cached(
                     env,
-                    ("mapping", str(found), _digest(found), names),
+                    ("mapping", str(found), digest, names),
                     lambda: load_mapping(str(found), env, names=names),
                 )
                 self.loader.problems.extend(problems)
@@ -175,8 +176,9 @@ class StepBuilder:
             )
             if found is None:
                 return None
+            digest = self.loader.digests[str(found)] = _digest(found)
             validator, problems = cached(
-                env, ("schema", str(found), _digest(found)), lambda: _schema(found)
+                env, ("schema", str(found), digest), lambda: _schema(found)
             )
             self.loader.problems.extend(problems)
             return ValidateStep(**base, validator=validator, schema_name=value)

@@ -21,6 +21,7 @@ a default). The parts are built by collaborators that report through the loader:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -81,6 +82,7 @@ class _Loader:
         self.lines: list[str] = []
         self._reported: list[str] = []  # paths whose value the YAML or the schema refused
         self.env_ok: list[str] = ["connections", "source"]  # where ${env:NAME} is resolved
+        self.digests: dict[str, str] = {}  # SHA-256 of the flow file and each file it uses
         self.templates = FlowTemplates(env, self.problem)
         self.connection_builder = ConnectionBuilder(self)
         self.step_builder = StepBuilder(self)
@@ -280,6 +282,7 @@ class _Loader:
             )
             return None
         self.lines = text.splitlines()
+        self.digests[self.file] = hashlib.sha256(text.encode()).hexdigest()
         self.data, problems = load_yaml(text, self.file)
         self.problems.extend(problems)
         # a template left unquoted became null: later checks of that value would only echo it
@@ -344,6 +347,9 @@ class _Loader:
             schedule=self.data.get("schedule"),
             retention_s=retention_s,
             env_names=names,
+            definition_digest=hashlib.sha256(
+                "\n".join(digest for _, digest in sorted(self.digests.items())).encode()
+            ).hexdigest(),
         )
 
 

@@ -87,6 +87,11 @@ class CompiledMapping:
         except TemplateRenderError as exc:
             raise exc.located(mapping=self.name, record_key=_record_key(context)) from exc
 
+    @property
+    def names_read(self) -> frozenset[str]:
+        """Every name the mapping's expressions read."""
+        return self._renderer.names_read
+
     def __repr__(self) -> str:
         return f"<CompiledMapping {self.name} from {self.file}>"
 

@@ -144,6 +144,8 @@ class Flow:
     retention_s: float | None = None
     warnings: list[Problem] = field(default_factory=list)
     env_names: set[str] = field(default_factory=set)
+    # SHA-256 over the flow file and every mapping and schema file it compiled
+    definition_digest: str = ""
 
     def walk(self) -> list[tuple[Step, list[Step], int]]:
         """Every step with the list that holds it and its index there, depth first."""

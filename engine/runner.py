@@ -35,6 +35,7 @@ from engine.runlog import Listener, RunLog
 from engine.steps import OUTCOMES, ConnectionState, Executor, Outcome, Rec
 from engine.store import DeadLetter, Store, dumps, holder_id
 from engine.templates import compile_value, default_environment
+from engine.unchanged import FINAL_CLEAN, RecordDigests
 
 COMMIT_EVERY = 500  # records per progress commit
 COMMIT_SECONDS = 1.0
@@ -76,6 +77,8 @@ class _Work:
     dead_letter: DeadLetter | None = None
     position: Any = None
     has_position: bool = False
+    digest: str | None = None  # the record's digest, when the flow remembers them
+    unchanged: bool = False  # skipped: the same as when it last went through
 
 
 # a lane's answer for work it skipped because the run is stopping: the item stays not final
@@ -158,6 +161,8 @@ class Runner:
         self._dead: list[dict] = []
         self._replayed: list[tuple[int, bool]] = []
         self._open_keys: set[str] = set()  # records with open dead letters, before this run
+        self._digests: RecordDigests | None = None  # set per run: None for replays
+        self._clean: list[tuple[str, str, str, str, float]] = []  # digests to remember
         self._resolved: list[str] = []
         self.dead_letter_ids: list[int] = []
         self._holder = f"{holder_id()}:{self.run_id}"
@@ -340,6 +345,9 @@ class Runner:
             self.store.start_run(self.run_id, self.flow.name, self.kind)
             if replay is None:
                 self._open_keys = self.store.open_dead_letter_keys(self.flow.name)
+        if replay is None and self.store is not None and not self.dry_run:
+            digests = RecordDigests(self.flow, self.vars)
+            self._digests = digests if digests.enabled else None
         self.log.event("run_started", kind=self.kind, dry_run=self.dry_run)
         work = self._replay_work(replay) if replay is not None else self._work(records)
         try:
@@ -469,6 +477,14 @@ class Runner:
     def _execute(self, w: _Work) -> Outcome | None:
         if w.rec is None:
             return None  # an unreadable input: dead-lettered as it is in _complete
+        if self._digests is not None:
+            w.digest = self._digests.of(w.rec.key, w.rec.data, w.rec.meta)
+            last = self.store.record_digest(self.flow.name, w.rec.key)
+            if last is not None and last[0] == w.digest:
+                # a filter would drop it again; done or skipped, its sends would be duplicates
+                w.unchanged = True
+                outcome = "filtered" if last[1] == "filtered" else "skipped"
+                return Outcome(outcome, [["unchanged", outcome, f"as in run {last[2]}"]], [])
         return self.executor.process(w.rec, w.start)
 
     def _complete(self, w: _Work, outcome: Outcome | None) -> None:
@@ -559,7 +575,11 @@ class Runner:
             record_key=w.rec.key,
             outcome=outcome.outcome,
             **({"replay_of": w.dead_letter.id} if w.dead_letter else {}),
+            **({"reason": "unchanged"} if w.unchanged else {}),
         )
+        if w.digest and not w.unchanged and not outcome.failures:
+            if outcome.outcome in FINAL_CLEAN:
+                self._clean.append((w.rec.key, w.digest, outcome.outcome, self.run_id, now))
         if w.dead_letter is not None:
             self._replayed.append((w.dead_letter.id, outcome.outcome))
         elif w.rec.key in self._open_keys and outcome.outcome in ("done", "skipped", "filtered"):
@@ -607,6 +627,7 @@ class Runner:
         if self.store is None or self.dry_run:
             self._traces.clear()
             self._dead.clear()
+            self._clean.clear()
             return
         ids = self.store.commit_progress(
             self.flow.name,
@@ -615,8 +636,10 @@ class Runner:
             self._cursor,
             move_cursor=self._cursor_moved,
             resolved=(self.run_id, self._resolved),
+            digests=self._clean,
         )
         self._resolved.clear()
+        self._clean.clear()
         self.dead_letter_ids.extend(ids)
         for letter_id, outcome in self._replayed:
             if outcome not in ("dead_lettered", "parked"):

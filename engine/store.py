@@ -1,7 +1,8 @@
 """The state store: one SQLite file holding what a run must remember.
 
 Idempotency keys with request fingerprints and stored responses, source cursors,
-runs, per-record traces, dead letters and per-flow leases. Everything the engine
+runs, per-record traces, dead letters, the digest of each record that last went through
+cleanly (engine/unchanged.py) and per-flow leases. Everything the engine
 persists goes through :class:`Store`, so a PostgreSQL store for workers on several
 machines can be written against the same small interface.
 
@@ -57,6 +58,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     raw TEXT, line INTEGER, at REAL NOT NULL, status TEXT NOT NULL DEFAULT 'open',
     replay_run TEXT);
 CREATE INDEX IF NOT EXISTS dead_letters_flow ON dead_letters (flow, status);
+CREATE TABLE IF NOT EXISTS record_digests (
+    flow TEXT NOT NULL, record_key TEXT NOT NULL, digest TEXT NOT NULL, outcome TEXT NOT NULL,
+    run_id TEXT, at REAL NOT NULL, PRIMARY KEY (flow, record_key));
 CREATE TABLE IF NOT EXISTS leases (
     flow TEXT PRIMARY KEY, holder TEXT NOT NULL, pid INTEGER, host TEXT,
     acquired_at REAL NOT NULL, expires_at REAL NOT NULL);
@@ -226,6 +230,16 @@ class Store:
             (flow,),
         )
 
+    # -- records that went through cleanly ----------------------------------------------------
+    def record_digest(self, flow: str, record_key: str) -> tuple[str, str, str | None] | None:
+        """``(digest, outcome, run_id)`` of the record's last clean pass, or None."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT digest, outcome, run_id FROM record_digests "
+                "WHERE flow = ? AND record_key = ?",
+                (flow, record_key),
+            ).fetchone()
+
     # -- cursors -----------------------------------------------------------------------------
     def get_cursor(self, flow: str) -> Any:
         rows = self._query("SELECT position FROM cursors WHERE flow = ?", (flow,))
@@ -241,14 +255,22 @@ class Store:
         *,
         move_cursor: bool = False,
         resolved: tuple[str, list[str]] | None = None,
+        digests: list[tuple[str, str, str, str, float]] = (),
     ) -> list[int]:
         """Write a batch of final record states and move the cursor with them, atomically.
 
         ``resolved`` is ``(run_id, record keys)``: records with open dead letters that this
         run took through the flow after all; their dead letters are closed as ``resolved``.
+        ``digests`` are ``(record_key, digest, outcome, run_id, at)`` of records that went
+        through cleanly.
         """
         ids: list[int] = []
         with self.transaction() as conn:
+            if digests:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO record_digests VALUES (?, ?, ?, ?, ?, ?)",
+                    [(flow, *d) for d in digests],
+                )
             if resolved and resolved[1]:
                 conn.executemany(
                     "UPDATE dead_letters SET status = 'resolved', replay_run = ? "
@@ -499,11 +521,17 @@ class Store:
                 "dead_letters": conn.execute(
                     f"DELETE FROM dead_letters WHERE at < ? AND status != 'open' {extra}", params
                 ).rowcount,
-                "keys": conn.execute(
-                    f"DELETE FROM keys WHERE updated_at < ? AND state != 'in_flight' {extra}",
-                    params,
-                ).rowcount,
             }
+            # a record whose keys go must be evaluated again, not skipped as unchanged
+            conn.execute(
+                "DELETE FROM record_digests WHERE (at < ? OR (flow, record_key) IN (SELECT "
+                "flow, record_key FROM keys WHERE updated_at < ? AND state != 'in_flight')) "
+                + extra,
+                (cutoff, *params),
+            )
+            counts["keys"] = conn.execute(
+                f"DELETE FROM keys WHERE updated_at < ? AND state != 'in_flight' {extra}", params
+            ).rowcount
         with self._lock:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         logs = self.path.parent / "runs"  # where the runner writes each run's log

@@ -63,6 +63,7 @@ __all__ = [
     "TemplateProblem",
     "TemplateRenderError",
     "UndefinedValueError",
+    "VARYING_NAMES",
     "check_free_names",
     "compile_condition",
     "compile_value",
@@ -74,6 +75,7 @@ __all__ = [
     "make_environment",
     "parse_condition",
     "parse_template",
+    "spec_names",
 ]
 
 #: The names the engine puts in a template's context (loop variables come on top).
@@ -270,6 +272,23 @@ def parse_condition(env: FlowyardEnvironment, source: str) -> nodes.Expr:
 def free_names(node: nodes.Node) -> set[str]:
     """The context names an expression reads (``record``, ``vars``, loop variables ...)."""
     return {n.name for n in node.find_all(nodes.Name) if n.ctx == "load"}
+
+
+# Names whose value differs from one run to the next even for the same record: a flow that
+# reads them cannot skip a record for being the same as last time (see engine/unchanged.py).
+VARYING_NAMES = frozenset({"run", "now_utc"})
+
+
+def spec_names(spec: Any) -> frozenset[str]:
+    """Every name the expressions of a compiled value tree read."""
+    if isinstance(spec, Expr):
+        return frozenset(free_names(spec.node))
+    if isinstance(spec, Each):
+        return spec_names(spec.each) | spec_names(spec.body)
+    if isinstance(spec, When):
+        return spec_names(spec.condition) | spec_names(spec.body)
+    children = spec.fields.values() if isinstance(spec, Obj) else getattr(spec, "items", ())
+    return frozenset().union(*(spec_names(child) for child in children))
 
 
 def check_free_names(
@@ -516,11 +535,12 @@ class Renderer:
     variables). Failures raise :class:`TemplateRenderError` naming the failing field.
     """
 
-    __slots__ = ("source", "constant", "_spec", "_compiled", "_slow")
+    __slots__ = ("source", "constant", "names_read", "_spec", "_compiled", "_slow")
 
     def __init__(self, env: FlowyardEnvironment, spec: Any, source: Any, name: str = "value"):
         self.source = source
         self.constant = _is_constant(spec)
+        self.names_read = spec_names(spec)
         self._spec = spec
         extra: dict[str, Any] = {}
         self._compiled = _Compiled(env, _to_node(spec, extra, env), name, extra)
@@ -598,6 +618,7 @@ class _ConstantRenderer(Renderer):
     def __init__(self, value: Any):
         self.source = value
         self.constant = True
+        self.names_read = frozenset()
         self._value = value
 
     def __call__(self, context: Mapping[str, Any] | None = None) -> Any:
@@ -633,10 +654,11 @@ def _check_tree_names(env: FlowyardEnvironment, spec: Any, names: Collection[str
 class Condition:
     """A compiled bare expression: ``condition(context) -> bool``."""
 
-    __slots__ = ("source", "_compiled")
+    __slots__ = ("source", "names_read", "_compiled")
 
     def __init__(self, env: FlowyardEnvironment, source: str, node: nodes.Expr):
         self.source = source
+        self.names_read = frozenset(free_names(node))
         self._compiled = _Compiled(env, node, "condition")
 
     def __call__(self, context: Mapping[str, Any] | None = None) -> bool:
