@@ -1,10 +1,9 @@
 """HTTP APIs as sources (paged JSON reads) and actions (one request per record).
 
 One ``httpx.Client`` per connector and thread, created on first use: the engine's lanes
-each send through their own client and connection. (One client shared by 16 lanes spent a
-sixth of the run waiting on, and scanning, its connection pool under a lock; see
-docs/benchmarks.md.) Errors are classified by class, so the engine's retry
-policy never reads a message:
+each send through their own client and connection. (With one client shared by 16 lanes,
+the lanes queued on its connection pool's lock; see docs/benchmarks.md.) Errors are
+classified by class, so the engine's retry policy never reads a message:
 
 * ``TransientError``: timeouts, connection errors, 408, 429, 5xx, and 409 when an
   ``Idempotency-Key`` was sent (the target is still processing the same key);

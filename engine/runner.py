@@ -162,7 +162,7 @@ class Runner:
         self._replayed: list[tuple[int, bool]] = []
         self._open_keys: set[str] = set()  # records with open dead letters, before this run
         self._digests: RecordDigests | None = None  # set per run: None for replays
-        self._clean: list[tuple[str, str, str, str, float]] = []  # digests to remember
+        self._clean: list[tuple[str, str | None, str, str, float]] = []  # digests to write
         self._resolved: list[str] = []
         self.dead_letter_ids: list[int] = []
         self._holder = f"{holder_id()}:{self.run_id}"
@@ -345,9 +345,12 @@ class Runner:
             self.store.start_run(self.run_id, self.flow.name, self.kind)
             if replay is None:
                 self._open_keys = self.store.open_dead_letter_keys(self.flow.name)
-        if replay is None and self.store is not None and not self.dry_run:
+        if self.store is not None and not self.dry_run:
             digests = RecordDigests(self.flow, self.vars)
-            self._digests = digests if digests.enabled else None
+            if replay is None and digests.enabled:
+                self._digests = digests
+            else:  # this run may change keys behind the digests' back
+                self.store.forget_record_digests(self.flow.name)
         self.log.event("run_started", kind=self.kind, dry_run=self.dry_run)
         work = self._replay_work(replay) if replay is not None else self._work(records)
         try:
@@ -577,9 +580,11 @@ class Runner:
             **({"replay_of": w.dead_letter.id} if w.dead_letter else {}),
             **({"reason": "unchanged"} if w.unchanged else {}),
         )
-        if w.digest and not w.unchanged and not outcome.failures:
-            if outcome.outcome in FINAL_CLEAN:
-                self._clean.append((w.rec.key, w.digest, outcome.outcome, self.run_id, now))
+        if w.digest and not w.unchanged:
+            # a record that did not go through may have sent part of its requests: forget it
+            clean = outcome.outcome in FINAL_CLEAN and not outcome.failures
+            digest = w.digest if clean else None
+            self._clean.append((w.rec.key, digest, outcome.outcome, self.run_id, now))
         if w.dead_letter is not None:
             self._replayed.append((w.dead_letter.id, outcome.outcome))
         elif w.rec.key in self._open_keys and outcome.outcome in ("done", "skipped", "filtered"):

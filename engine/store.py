@@ -240,6 +240,11 @@ class Store:
                 (flow, record_key),
             ).fetchone()
 
+    def forget_record_digests(self, flow: str) -> None:
+        """Forget every record's digest: a run that does not keep them may change keys."""
+        with self._lock:
+            self._conn.execute("DELETE FROM record_digests WHERE flow = ?", (flow,))
+
     # -- cursors -----------------------------------------------------------------------------
     def get_cursor(self, flow: str) -> Any:
         rows = self._query("SELECT position FROM cursors WHERE flow = ?", (flow,))
@@ -255,21 +260,25 @@ class Store:
         *,
         move_cursor: bool = False,
         resolved: tuple[str, list[str]] | None = None,
-        digests: list[tuple[str, str, str, str, float]] = (),
+        digests: list[tuple[str, str | None, str, str, float]] = (),
     ) -> list[int]:
         """Write a batch of final record states and move the cursor with them, atomically.
 
         ``resolved`` is ``(run_id, record keys)``: records with open dead letters that this
         run took through the flow after all; their dead letters are closed as ``resolved``.
         ``digests`` are ``(record_key, digest, outcome, run_id, at)`` of records that went
-        through cleanly.
+        through cleanly; a digest of None forgets the record's (it did not go through).
         """
         ids: list[int] = []
         with self.transaction() as conn:
             if digests:
                 conn.executemany(
                     "INSERT OR REPLACE INTO record_digests VALUES (?, ?, ?, ?, ?, ?)",
-                    [(flow, *d) for d in digests],
+                    [(flow, *d) for d in digests if d[1] is not None],
+                )
+                conn.executemany(
+                    "DELETE FROM record_digests WHERE flow = ? AND record_key = ?",
+                    [(flow, d[0]) for d in digests if d[1] is None],
                 )
             if resolved and resolved[1]:
                 conn.executemany(

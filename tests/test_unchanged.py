@@ -147,3 +147,30 @@ def test_flows_that_read_the_run_or_look_data_up_evaluate_every_record(tmp_path)
     )
     assert "enrich" in varying_reason(engine.load(write_flow(tmp_path, lookup, "lookup.yaml")))
     assert varying_reason(engine.load(write_flow(tmp_path, FLOW, "plain.yaml"))) is None
+
+
+def test_a_record_that_failed_is_not_skipped_when_it_comes_back_as_it_was(tmp_path):
+    # between the two clean passes its keys may have changed: it must be evaluated again
+    flow, engine = setup(tmp_path, [{"id": 1, "qty": 1}])
+    engine.run(flow)
+    write_ndjson(tmp_path / "export.ndjson", [{"id": 1, "qty": -1}])
+    assert engine.run(flow).counts["dead_lettered"] == 1
+    write_ndjson(tmp_path / "export.ndjson", [{"id": 1, "qty": 1}])
+    assert engine.run(flow).counts["skipped"] == 1
+    assert trace_steps(engine, "1")[-1][-1] == ["to_erp", "skipped", "duplicate"]
+
+
+def test_a_run_that_keeps_no_digests_makes_the_next_one_evaluate_every_record(tmp_path):
+    flow, engine = setup(tmp_path, [{"id": 1, "qty": 1}])
+    engine.run(flow)
+    plain = flow.read_text()
+    flow.write_text(
+        plain.replace("  - map: order_row\n", "  - map: order_row\n  - set: {at: '{{ run.id }}'}\n")
+    )
+    engine.run(flow)  # reads run: keeps no digests, and may have changed keys
+    flow.write_text(plain)
+    engine.run(flow)
+    # the second run sent the order with `at`: the plain order goes again as an update,
+    # which skipping it as unchanged since the first run would have missed
+    assert trace_steps(engine, "1")[-1][-1][:2] == ["to_erp", "sent"]
+    assert "at" not in read_ndjson(tmp_path / "erp.ndjson")[-1]
