@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from bench import run as bench
 from bench.gen_orders import generate
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TABLES = ("pickups", "shipments", "sales_orders")
 
@@ -117,7 +124,26 @@ def test_memory_http_and_startup_measurements_run_and_report(tmp_path):
     run = report["http"]["runs"]["4"]
     assert run["records"] == 20 and 0 < run["fraction_of_limit"] <= 1.05
     assert 0 < run["bare_client_fraction_of_limit"] <= 1.05
+    assert run["cpu_ms_per_send"] > 0 and run["bare_client_cpu_ms_per_send"] > 0
 
     report = bench.main(["startup", "--repeat", "1", *common])
     assert set(report["startup"]) >= {"flowyard --help", "python -c pass"}
     assert report["machine"]["nproc"] >= 1
+
+
+@pytest.mark.parametrize("client", ["httpx", "httpx-per-thread", "http.client"])
+def test_the_http_ceiling_measures_each_client(client):
+    from tests.support.target import Target
+
+    with Target(latency_ms=0) as target:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "http_ceiling.py"), target.url]
+            + ["--records", "12", "--concurrency", "3", "--client", client],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["client"] == client and report["cpu_ms_per_request"] > 0
+        assert len(target.applied) == 12
