@@ -162,7 +162,7 @@ class Runner:
         self._replayed: list[tuple[int, bool]] = []
         self._open_keys: set[str] = set()  # records with open dead letters, before this run
         self._digests: RecordDigests | None = None  # set per run: None for replays
-        self._clean: list[tuple[str, str | None, str, str, float]] = []  # digests to write
+        self._digest_writes: list[tuple[str, str | None, str, str, float]] = []  # None: forget
         self._resolved: list[str] = []
         self.dead_letter_ids: list[int] = []
         self._holder = f"{holder_id()}:{self.run_id}"
@@ -584,10 +584,10 @@ class Runner:
             # a record that did not go through may have sent part of its requests: forget it
             clean = outcome.outcome in FINAL_CLEAN and not outcome.failures
             digest = w.digest if clean else None
-            self._clean.append((w.rec.key, digest, outcome.outcome, self.run_id, now))
+            self._digest_writes.append((w.rec.key, digest, outcome.outcome, self.run_id, now))
         if w.dead_letter is not None:
             self._replayed.append((w.dead_letter.id, outcome.outcome))
-        elif w.rec.key in self._open_keys and outcome.outcome in ("done", "skipped", "filtered"):
+        elif w.rec.key in self._open_keys and outcome.outcome in FINAL_CLEAN:
             self._resolved.append(w.rec.key)  # an earlier run's dead letter: went through now
         self._finish(w, final=outcome.outcome != "parked")
 
@@ -632,7 +632,7 @@ class Runner:
         if self.store is None or self.dry_run:
             self._traces.clear()
             self._dead.clear()
-            self._clean.clear()
+            self._digest_writes.clear()
             return
         ids = self.store.commit_progress(
             self.flow.name,
@@ -641,10 +641,10 @@ class Runner:
             self._cursor,
             move_cursor=self._cursor_moved,
             resolved=(self.run_id, self._resolved),
-            digests=self._clean,
+            digests=self._digest_writes,
         )
         self._resolved.clear()
-        self._clean.clear()
+        self._digest_writes.clear()
         self.dead_letter_ids.extend(ids)
         for letter_id, outcome in self._replayed:
             if outcome not in ("dead_lettered", "parked"):

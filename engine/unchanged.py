@@ -21,12 +21,11 @@ keys, which the store keeps at least as long as these digests (they are pruned t
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from functools import lru_cache
 from typing import Any
 
 from engine.model import Flow
-from engine.steps import dumps_sorted
+from engine.steps import fingerprint
 from engine.templates import VARYING_NAMES
 
 FINAL_CLEAN = frozenset({"done", "skipped", "filtered"})  # outcomes worth remembering
@@ -78,9 +77,7 @@ class RecordDigests:
 
     def __init__(self, flow: Flow, vars: dict[str, Any]):
         self.reason = varying_reason(flow)
-        self._prefix = hashlib.sha256(
-            "\n".join([flow.definition_digest, engine_version(), dumps_sorted(vars)]).encode()
-        ).digest()
+        self._prefix = fingerprint([flow.definition_digest, engine_version(), vars])
         self._with_meta = any("meta" in _names_read(step) for step, _, _ in flow.walk())
 
     @property
@@ -93,7 +90,5 @@ class RecordDigests:
         The record's ``meta`` (its line and position in the source) counts only when a
         step reads it, so that a record moved to another line of a file stays unchanged.
         """
-        parts = [key, data, meta] if self._with_meta else [key, data]
-        h = hashlib.sha256(self._prefix)
-        h.update(dumps_sorted(parts).encode())
-        return h.hexdigest()[:32]
+        parts = [self._prefix, key, data, meta] if self._with_meta else [self._prefix, key, data]
+        return fingerprint(parts)
