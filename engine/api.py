@@ -180,15 +180,18 @@ class Engine:
     # -- records that need a person ----------------------------------------------------------
     def reviews(
         self,
-        flow: Flow | str | None = None,
+        flow: Flow | str | os.PathLike | None = None,
         *,
         queue: str | None = None,
         status: str | None = "open",
     ) -> list[ReviewItem]:
-        """Review items, oldest first: of one flow (a ``Flow`` or its name) and queue, or
-        all; ``status`` open (default), resolved, closed, or None for any."""
+        """Review items, oldest first: of one flow (a ``Flow``, its file as a ``Path``, or
+        its name as text) and queue, or all; ``status`` open (default), resolved, closed, or
+        None for any."""
         if not self.state.exists():
             return []
+        if isinstance(flow, os.PathLike):
+            flow = self.load(flow)
         name = flow.name if isinstance(flow, Flow) else flow
         with _closing(Store(self.state)) as store:
             return store.reviews(flow=name, queue=queue, status=status)

@@ -103,12 +103,13 @@ def compare(pairs: list[tuple[str, Any, Any, Decimal]]) -> Comparison:
 
 
 def _figure(parsed: Decimal | None, raw: Any) -> Any:
-    """How an amount is kept in the figures: its exact digits, or what it was instead."""
+    """How an amount is kept in the figures: its exact digits as text, or what it was
+    instead (a float stays a JSON number, so that it is told apart from text)."""
     if parsed is not None:
         return str(parsed)
-    if raw is None or isinstance(raw, str | bool):
+    if raw is None or isinstance(raw, str | bool | float):
         return raw
-    return repr(raw) if isinstance(raw, float) else str(raw)
+    return _shown(raw)
 
 
 def _unusable(value: Any) -> str:
