@@ -144,7 +144,7 @@ def test_dead_letters_rank_above_review_items_in_the_run_status(tmp_path):
     assert len(result.dead_letter_ids) == 1 and len(result.review_ids) == 1
 
 
-# -- reconcile ------------------------------------------------------------------------------------
+# -- reconcile ---------------------------------------------------------------------------------
 ERP_CHECK = """
 flow: sales_to_erp
 connections:
@@ -377,7 +377,7 @@ def test_amounts_given_per_record_by_one_template_with_their_own_tolerances(tmp_
     assert "tolerance of the step must be a decimal of 0 or more" in letter.message
 
 
-# -- the state store ------------------------------------------------------------------------------
+# -- the state store -------------------------------------------------------------------------
 # The CREATE statements of schema version 1 (main before review items), as they were.
 SCHEMA_1 = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT);
@@ -461,7 +461,7 @@ def test_a_state_file_of_schema_1_is_upgraded_in_place_and_keeps_its_dead_letter
         assert store.schema_version() == 2
 
 
-# -- the CLI ----------------------------------------------------------------------------------------
+# -- the CLI ---------------------------------------------------------------------------------
 def test_review_list_show_and_close_from_the_cli(shop, tmp_path):
     flow, _ = shop
     write_ndjson(
