@@ -144,6 +144,40 @@ def test_dead_letters_rank_above_review_items_in_the_run_status(tmp_path):
     assert len(result.dead_letter_ids) == 1 and len(result.review_ids) == 1
 
 
+def test_a_review_does_not_stop_a_flow_that_stops_at_its_first_failure(tmp_path):
+    flow = write_flow(tmp_path, HOLD_UNPAID + "on_error: stop\n")
+    eng = Engine(state=tmp_path / "state.db")
+    result = run_file(eng, flow, [order(1, "pending"), order(2), order(3, "authorized")])
+    assert (result.counts["review"], result.counts["done"]) == (2, 1)
+    assert result.status == "review" and result.message is None
+
+
+def test_a_replayed_dead_letter_that_now_needs_review_is_superseded_by_the_review_item(tmp_path):
+    # first the flow refuses unpaid orders outright; then it is changed to hold them
+    refusing = HOLD_UNPAID.replace(
+        """            review:
+              queue: finance
+              reason: "order {{ record.name }} is {{ record.financial_status }}: not charged yet"
+              figures:
+                total: "{{ record.total_price }}"
+                financial_status: "{{ record.financial_status }}"
+""",
+        '            fail: "order {{ record.name }} is not paid"\n',
+    )
+    assert refusing != HOLD_UNPAID
+    flow = write_flow(tmp_path, refusing)
+    eng = Engine(state=tmp_path / "state.db")
+    assert run_file(eng, flow, [order(1, "pending")]).counts["dead_lettered"] == 1
+    write_flow(tmp_path, HOLD_UNPAID)
+    replay = eng.replay(flow)
+    assert (replay.counts["review"], replay.status, replay.exit_code) == (1, "review", 1)
+    with closing(eng.store()) as store:
+        [letter] = store.dead_letters(status=None)
+    assert (letter.status, letter.replay_run) == ("superseded", replay.run_id)
+    [item] = eng.reviews()
+    assert (item.record_key, item.step, item.run_id) == ("1001", "not_paid", replay.run_id)
+
+
 # -- reconcile ---------------------------------------------------------------------------------
 ERP_CHECK = """
 flow: sales_to_erp
