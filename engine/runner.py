@@ -236,6 +236,7 @@ class Runner:
                 cls = self.registry.get(conn.connector)
                 connector: Connector = cls(self._options(conn.options))
                 connector.root = Path(self.flow.file).resolve().parent
+                connector.on_secret(self.log.redact.add)  # masked from now on, encoded too
                 state = ConnectionState(
                     name,
                     connector,
