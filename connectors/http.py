@@ -426,11 +426,12 @@ class HttpConnector(Connector):
                 url = self._url(path)
             except PermanentError as exc:
                 raise PermanentError(f"{where()}: {exc}") from None
+            query = _query(params)
+            if query:  # merged with the query the URL has (httpx's params would replace it)
+                url = str(httpx.URL(url).copy_merge_params(query))
             if headers is None:
                 headers = httpx.Headers(self._credentials)
-            response = client.request(
-                method, url, params=_query(params), headers=headers, content=content
-            )
+            response = client.request(method, url, headers=headers, content=content)
             for _ in range(_MAX_REDIRECTS):
                 if response.status_code not in _REDIRECTS or "Location" not in response.headers:
                     break
@@ -485,6 +486,9 @@ class HttpConnector(Connector):
         """
         if not path.startswith("/") or path.startswith("//"):
             parsed = httpx.URL(path)
+            if parsed.host and not parsed.scheme:  # //host/x takes base_url's scheme
+                path = f"{self._origin[0]}:{path}"
+                parsed = httpx.URL(path)
             if parsed.scheme or parsed.host:
                 origin = _origin(parsed)
                 if origin != self._origin:

@@ -116,7 +116,12 @@ class ConnectionBuilder:
             found = cls.lint(role, options, connection)
         except Exception as exc:  # a third-party connector's check must not break validation
             found = []
-            self.problem(path, f"connector {cls.name!r} could not check its options: {exc!r}")
+            self.problem(
+                path,
+                f"connector {cls.name!r} failed to check its options ({exc!r}); they are "
+                "checked against its schema only",
+                severity="warning",
+            )
         for lint in found:
             self.problem([*path, *lint.path], lint.message, severity=lint.severity)
 
