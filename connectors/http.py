@@ -530,11 +530,14 @@ class HttpConnector(Connector):
             return str(target), True
         if origin in self._redirect_origins:
             return str(target), False
+        if origin[:2] == ("https", self._origin[1]) and self._origin[0] == "http":
+            hint = "the API moved to https: start base_url with https://"
+        else:
+            hint = f"list {_show(origin)} under redirect_origins to follow it, without credentials"
         raise PermanentError(
             f"{what}: redirected to {_show(origin)}, another origin than the connection's "
             f"({_show(self._origin)}); not followed, since requests and credentials go only "
-            f"there (list {_show(origin)} under redirect_origins to follow it, without "
-            "credentials)",
+            f"there ({hint})",
             status=status,
         )
 

@@ -71,6 +71,7 @@ class _Redactor:
         self._known: set[str] = set()
         self._forms: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._shortest = 0  # a shorter string holds no form: it is returned at once
         self.add(*secrets)
 
     def add(self, *secrets: str) -> None:
@@ -83,11 +84,14 @@ class _Redactor:
             for secret in new:
                 self._forms |= encoded_forms(secret)
             ordered = sorted(self._forms, key=len, reverse=True)
+            self._shortest = len(ordered[-1])
             self._pattern = re.compile("|".join(map(re.escape, ordered)))
 
     def text(self, value: str) -> str:
         pattern = self._pattern
-        return value if pattern is None else pattern.sub(MASK, value)
+        if pattern is None or len(value) < self._shortest:
+            return value
+        return pattern.sub(MASK, value)
 
     def __call__(self, value: Any) -> Any:
         if self._pattern is None:

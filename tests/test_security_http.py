@@ -169,6 +169,13 @@ def test_a_listed_redirect_origin_is_followed_without_credentials(own, other):
     assert "authorization" not in download.headers
 
 
+def test_a_redirect_from_http_to_https_says_to_fix_base_url(own):
+    own.on("GET", "/api/orders", redirect(301, f"https://127.0.0.1:{port(own)}/api/orders"))
+    with connector(own) as http, pytest.raises(PermanentError, match="start base_url with https"):
+        call(http, method="GET", path="/orders")
+    assert len(own.seen) == 1
+
+
 def test_a_redirect_loop_ends_in_a_permanent_error(own):
     own.on("GET", "/api/a", redirect(302, "/api/b"))
     own.on("GET", "/api/b", redirect(302, "/api/a"))
