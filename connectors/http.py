@@ -248,7 +248,7 @@ class HttpConnector(Connector):
         parts = urlsplit(base_url)
         self._prefix = f"{parts.scheme}://{parts.netloc}"
         self._base_path, self._base_query = parts.path, parts.query
-        self._base_dir = parts.path if parts.path.endswith("/") else parts.path + "/"
+        self._join_at = parts.path if parts.path.endswith("/") else parts.path + "/"
         self._redirect_origins = frozenset(
             _origin(str(url)) for url in self.options.get("redirect_origins") or ()
         )
@@ -500,7 +500,7 @@ class HttpConnector(Connector):
                 return path
         path, _, query = path.partition("#")[0].partition("?")
         if path:
-            path = self._base_dir + path.lstrip("/")
+            path = self._join_at + path.lstrip("/")
         else:
             path = self._base_path
         if self._base_query:

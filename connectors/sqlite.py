@@ -4,11 +4,10 @@ Values always travel as bound parameters; table and column names are checked aga
 ``^[A-Za-z_][A-Za-z0-9_]*$`` and quoted, so no record can change a statement. The SQL
 text of a query is never a template: a flow that writes ``{{ ... }}`` into it is refused
 when it loads (:meth:`SqliteConnector.lint`), with the same query written with a named
-parameter instead. Each call
-commits before it returns (WAL journal), so a written row survives the process being
-killed right after. One connection serves every thread, behind a lock; each read uses
-its own read-only connection, and the file is switched to WAL on first use, so a long
-read never holds up writers.
+parameter instead. Each call commits before it returns (WAL journal), so a written row
+survives the process being killed right after. One connection serves every thread,
+behind a lock; each read uses its own read-only connection, and the file is switched to
+WAL on first use, so a long read never holds up writers.
 """
 
 from __future__ import annotations

@@ -359,7 +359,7 @@ class Runner:
             if stopped:
                 status, message = stopped
         except RunError as exc:
-            status, message = "failed", str(exc)
+            status, message = "failed", self.mask(str(exc))  # it may quote a URL path
         finally:
             self._flush(final=True)
             self._stop_lease.set()

@@ -206,3 +206,29 @@ def test_a_token_a_connector_declares_at_run_time_is_masked(tmp_path, target):
     assert "Session ***" in stored
     assert token not in stored
     assert not leaks(stored, token)
+
+
+SOURCE_FLOW = """
+flow: key_in_path
+connections:
+  shop:
+    connector: http
+    base_url: "{{ vars.url }}/bot${env:SHOP_BOT_TOKEN}"
+source: {connection: shop, path: /orders}
+steps:
+  - filter: "true"
+"""
+
+
+def test_a_secret_in_a_url_path_is_masked_in_the_message_of_a_failed_run(
+    tmp_path, target, monkeypatch
+):
+    monkeypatch.setenv("SHOP_BOT_TOKEN", "77310:AAH-bot-secret")
+    target.script({"status": 404})
+    eng = Engine(state=tmp_path / "state.db")
+    result = eng.run(eng.load(write_flow(tmp_path, SOURCE_FLOW)), vars={"url": target.url})
+    assert result.status == "failed" and "/bot***/orders" in result.message
+    store = eng.store()
+    stored = store.get_run(result.run_id)
+    store.close()
+    assert "AAH-bot-secret" not in json.dumps(stored) and "***" in stored["message"]
