@@ -10,6 +10,11 @@ single ``write`` to a file opened for appending, so a process killed right after
 never leaves a lost or half-written record. A JSON array file is rewritten atomically
 (temporary file in the same directory, then ``os.replace``) on every call, which costs
 the whole file per record: use it for small outputs only.
+
+Where a send may write: with ``base_dir`` on the connection, nowhere outside it (a path
+rendered from a record cannot leave it with ``..``, ``~`` or an absolute path). Without
+it, anywhere the process may write, so a send whose path is rendered from record data
+and whose connection has no ``base_dir`` is warned about when the flow loads.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from connectors import _json
-from connectors.base import Connector, Item, Request, Response
+from connectors.base import Connector, Item, Lint, Request, Response, depends_on_record
 from connectors.errors import PermanentError
 
 FORMATS = ("ndjson", "json", "csv")
@@ -46,7 +51,7 @@ _PATH_SCHEMA = {
     "type": "string",
     "minLength": 1,
     "description": "The file; a relative path is resolved against the connection's base_dir "
-    "(or the working directory).",
+    "(or the flow file's folder).",
 }
 
 
@@ -61,8 +66,9 @@ class FileConnector(Connector):
         "properties": {
             "base_dir": {
                 "type": "string",
-                "description": "Directory that relative paths are resolved against. When set, "
-                "no path may point outside it (a rendered path cannot escape with '..').",
+                "description": "Directory that paths are resolved against (a relative one "
+                "from the flow file's folder). When set, no path may point outside it: a path "
+                "rendered from a record cannot escape with '..', '~' or an absolute path.",
             },
         },
     }
@@ -119,19 +125,50 @@ class FileConnector(Connector):
 
     def __init__(self, options: Mapping[str, Any] | None = None):
         super().__init__(options)
-        base_dir = self.options.get("base_dir")
-        self._base_dir = Path(base_dir).resolve() if base_dir else None
+        self._base_dir: tuple[Any, Path | None] = (object(), None)  # (root, base_dir)
         # One lock for all writes: the CSV header check and the JSON rewrite are
         # read-modify-write, and appends stay ordered per connector.
         self._lock = threading.Lock()
         self._csv_headers: dict[Path, list[str]] = {}
 
+    @classmethod
+    def lint(
+        cls, role: str, options: Mapping[str, Any], connection: Mapping[str, Any]
+    ) -> list[Lint]:
+        """Warn about a send whose path is rendered from a record, with no base_dir."""
+        if (
+            role != "action"
+            or connection.get("base_dir")
+            or not depends_on_record(options.get("path"))
+        ):
+            return []
+        return [
+            Lint(
+                ("path",),
+                "this path is rendered from record data and the connection has no base_dir: "
+                "a record can make the send write anywhere this process may ('~/...', "
+                "'../...', an absolute path). Set base_dir on the connection (e.g. "
+                "base_dir: out); paths then stay inside it",
+            )
+        ]
+
     # -- paths ---------------------------------------------------------------
 
+    @property
+    def base_dir(self) -> Path | None:
+        """``base_dir`` as an absolute path (a relative one from :attr:`root`), or None."""
+        root, resolved = self._base_dir
+        if root is not self.root:  # the engine sets root after construction
+            base_dir = self.options.get("base_dir")
+            resolved = self.resolve_path(str(base_dir)).resolve() if base_dir else None
+            self._base_dir = (self.root, resolved)
+        return resolved
+
     def _resolve(self, path: str) -> Path:
-        base = self._base_dir or self.root or Path.cwd()
+        base_dir = self.base_dir
+        base = base_dir or self.root or Path.cwd()
         resolved = (base / Path(path).expanduser()).resolve()
-        if self._base_dir is not None and not resolved.is_relative_to(self._base_dir):
+        if base_dir is not None and not resolved.is_relative_to(base_dir):
             raise PermanentError(f"path {path!r} is outside base_dir")
         return resolved
 

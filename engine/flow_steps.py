@@ -424,6 +424,7 @@ class StepBuilder:
                 f"{kind} through {cls.name!r}",
                 of_connection=set(cls.options_schema.get("properties", {})),
             )
+            self.connection_builder.lint(cls, "action", options, path, connections[name].options)
         if kind == "enrich" and "save_as" not in spec:
             self.problem(
                 path,

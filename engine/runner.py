@@ -262,6 +262,7 @@ class Runner:
                 cls = self.registry.get(conn.connector)
                 connector: Connector = cls(self._options(conn.options))
                 connector.root = Path(self.flow.file).resolve().parent
+                connector.on_secret(self.log.redact.add)  # masked from now on, encoded too
                 state = ConnectionState(
                     name,
                     connector,
@@ -418,7 +419,7 @@ class Runner:
             if stopped:
                 status, message = stopped
         except RunError as exc:
-            status, message = "failed", str(exc)
+            status, message = "failed", self.mask(str(exc))  # it may quote a URL path
         finally:
             self._flush(final=True)
             self._stop_lease.set()
