@@ -13,10 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from engine import Engine
-from tests.conftest import ROOT, write_flow
+from tests.conftest import ROOT, flowyard, write_flow
 from tests.support.webshop import (
     API,
     ITEMS,
@@ -458,3 +459,58 @@ def test_the_shipped_location_map_names_a_location_of_the_demo_shop():
     demo = webshop.load_catalog(None)
     assert {int(r["shop_location_id"]) for r in rows} <= {loc["id"] for loc in demo["locations"]}
     assert API.startswith("/admin/api/")
+
+
+# -- the example's story, on the command line -------------------------------------------------
+
+
+@pytest.mark.tryton
+def test_the_examples_story_on_the_command_line(tryton, tmp_path, monkeypatch):
+    """examples/inventory_sync/README.md: the demo shop lacks the cap; create it, go on."""
+    monkeypatch.setenv("WEBSHOP_TOKEN", TOKEN)
+    env = {"FLOWYARD_STATE": str(tmp_path / "state.db")}
+    items = tmp_path / "shop_items.csv"
+    script = str(ROOT / "examples/inventory_sync/item_map_from_shop.py")
+    with webshop.WebShop(token=TOKEN) as demo:  # the demo catalogue and location map
+        run = [
+            "run",
+            str(FLOW),
+            "--var",
+            "safety_stock=2",
+            "--var",
+            f"tryton_url={tryton.url}",
+            "--var",
+            f"shop_url={demo.url}",
+            "--var",
+            f"item_map={items}",
+        ]
+        export = [sys.executable, script, "--shop-url", demo.url, "--out", str(items)]
+        assert subprocess.run(export, capture_output=True, timeout=60).returncode == 0
+        first = flowyard(*run, env=env)
+        assert first.returncode == 1, first.stderr
+        assert "read 3  dead_lettered 1  done 2" in first.stdout
+        shown = flowyard("dlq", "show", "1", env=env)
+        assert (
+            f"message: SKU CAP-RED has no inventory item in the shop: add it to the item map "
+            f"{items} (sku,inventory_item_id) or create the variant in the shop"
+        ) in shown.stdout
+
+        created = httpx.post(
+            f"{demo.url}{API}/products.json",
+            json={
+                "product": {
+                    "title": "Red cap",
+                    "variants": [{"sku": "CAP-RED", "inventory_management": "shopify"}],
+                }
+            },
+            headers={webshop.TOKEN_HEADER: TOKEN},
+        )
+        assert created.status_code == 201
+        assert subprocess.run(export, capture_output=True, timeout=60).returncode == 0
+        second = flowyard(*run, env=env)
+        assert second.returncode == 0 and "read 3  done 1  skipped 2" in second.stdout
+        assert flowyard("dlq", "list", env=env).stdout.strip() == "(none)"
+        third = flowyard(*run, env=env)
+        assert third.returncode == 0 and "read 3  skipped 3" in third.stdout
+        levels = {lv["inventory_item_id"]: lv["available"] for lv in demo.levels()}
+        assert sorted(levels.values()) == sorted(q - 2 for q in tryton.ids["stock"].values())
