@@ -666,7 +666,10 @@ class _EachRenderer:
         self.uses_loop = spec.uses_loop
 
     def map(self, parent: Mapping[str, Any], items: Any) -> list:
-        _check_items(items)
+        if type(items) is not list:  # JSON lists are lists: the other checks are rare
+            _check_items(items)
+        elif not items:  # many of a record's lists are empty (no allocations, no properties)
+            return []
         scope = dict(parent)
         compiled = self.compiled
         ctx = _Scope(compiled.env, scope, compiled.globals, compiled.eval_ctx)
