@@ -11,15 +11,17 @@ strict about missing data, with the retail filters of :mod:`engine.filters`).
 Compilation happens once: a value, however deeply nested, becomes ONE Jinja AST and one
 generated Python function (see :class:`Renderer`); a render makes a light context over
 the caller's variables (no copy) and runs that function, with no ``Template.render``
-machinery on the way. Only when a render fails are the parts evaluated one by one, to name
-the field that failed.
+machinery on the way. Only when a render fails are the parts evaluated one by one, to
+report every field that fails, each in the record's own terms where it can be
+(``line_items[2].sku is missing``, found by where the object a template read sits in the
+record), see :class:`FieldProblem`.
 
 Errors::
 
     TemplateProblem                 the template itself is wrong (load time, with .lineno)
     RecordError
     └── MappingError
-        └── TemplateRenderError     a template failed on one record (.field, .source)
+        └── TemplateRenderError     a record failed: .problems (every field), .field, .source
             ├── UndefinedValueError a name or field it uses is missing
             └── SandboxViolation    it tried to reach Python internals or passed a limit
 """
