@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors import Connector, Item, Registry
+from engine.envrefs import ENV_CONTEXT, env_references
 from engine.errors import (
     CircuitOpen,
     ConnectorError,
@@ -33,7 +34,6 @@ from engine.errors import (
     RunError,
     SourceUnavailable,
 )
-from engine.loader import ENV_REF
 from engine.model import Flow
 from engine.retry import CircuitBreaker, RateLimiter
 from engine.runlog import Listener, RunLog
@@ -179,7 +179,7 @@ class Runner:
             self.log,
             dry_run=dry_run,
             mask=self.mask,
-            resolve=self._resolve if self.env else None,
+            env=self.env,
         )
         self.counts = {"read": 0, **{name: 0 for name in OUTCOMES}}
         self._traces: list[dict] = []
@@ -231,28 +231,19 @@ class Runner:
             )
         return {name: os.environ[name] for name in self.flow.env_names}
 
-    def _resolve(self, value: Any) -> Any:
-        if isinstance(value, str) and "${env:" in value:
-            return ENV_REF.sub(lambda m: self.env[m.group(1)], value)
-        if isinstance(value, dict):
-            return {k: self._resolve(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._resolve(v) for v in value]
-        return value
-
     def mask(self, value: Any) -> Any:
         return self.log.redact(value)
 
     def _options(self, raw: dict) -> dict:
-        """Connection and source options: ``{{ vars.x }}`` rendered, ``${env:X}`` resolved.
+        """Connection and source options: ``{{ vars.x }}`` and ``${env:X}`` rendered.
 
         They were checked at load time; compiled here once per run, in the shared
-        environment that caches compiled templates.
+        environment that caches compiled templates. ``${env:X}`` is a reference made from
+        the flow's own text (engine/envrefs.py): a var holding that text stays that text.
         """
-        rendered = compile_value(default_environment(), raw)(
-            {"vars": self.vars, "run": self.executor.run_info}
+        return compile_value(default_environment(), env_references(raw))(
+            {"vars": self.vars, "run": self.executor.run_info, ENV_CONTEXT: self.env}
         )
-        return self._resolve(rendered)
 
     def connection(self, name: str) -> ConnectionState:
         with self._conn_lock:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors import Connector, Request
+from engine.envrefs import ENV_CONTEXT
 from engine.errors import (
     CircuitOpen,
     ConflictError,
@@ -173,7 +174,7 @@ class Executor:
     dry_run: bool = False
     would_send: list[dict] = field(default_factory=list)
     mask: Callable[[Any], Any] = lambda v: v
-    resolve: Callable[[Any], Any] | None = None  # fills ${env:NAME} in call options
+    env: dict[str, str] = field(default_factory=dict)  # the values of the flow's ${env:NAME}
 
     def __post_init__(self) -> None:
         self.run_info = {"id": self.run_id, "flow": self.flow.name}
@@ -414,9 +415,9 @@ class Executor:
     def _call(self, step: CallStep, rec: Rec, trace: list) -> Any:
         conn = self.connection(step.connection)
         ctx = self.context(rec)
-        options = step.options(ctx)
-        if self.resolve is not None:
-            options = self.resolve(options)
+        # the flow's ${env:NAME} became references at load (engine/envrefs.py): the values
+        # go where the flow's text put them, and the record's text is never scanned for more
+        options = step.options({**ctx, ENV_CONTEXT: self.env} if self.env else ctx)
         if step.kind == "enrich":
             if self.dry_run:
                 trace.append([step.name, "not looked up (dry run)"])
