@@ -26,6 +26,7 @@ from engine.errors import (
     PermanentError,
     RecordError,
     RecordRejected,
+    RunError,
     TransientError,
 )
 from engine.model import (
@@ -253,21 +254,25 @@ class Executor:
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
                 return "review", rec
-            except _Failed as failed:
+            except RunError:
+                raise  # the run cannot go on (the state file failed): not this record's doing
+            except Exception as exc:
+                # _Failed, or anything else a step raised on this record (a value too big for
+                # a filter, a recursion): the record is dead-lettered, the run goes on
+                failed = exc if isinstance(exc, _Failed) else _Failed(exc)
                 unknown = rec.meta.get("dry_run_unknown") if self.dry_run else None
                 if unknown:  # it needed an answer a dry run does not get: not the record's fault
                     trace.append([step.name, f"not checked (dry run: no answer of {unknown})"])
                     return worst(outcome, "done"), rec
                 failures.append(Failure(step.name, failed.error, failed.attempts, rec))
-                trace.append(
-                    [step.name, "dead_lettered", f"{type(failed.error).__name__}: {failed.error}"]
-                )
+                error = f"{type(failed.error).__name__}: {failed.error}"
+                trace.append([step.name, "dead_lettered", error])
                 self.log.event(
                     "step",
                     step=step.name,
                     record_key=rec.key,
                     outcome="dead_lettered",
-                    error=f"{type(failed.error).__name__}: {failed.error}",
+                    error=error,
                     attempt=failed.attempts,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
@@ -549,6 +554,7 @@ class Executor:
                 record_key=rec.key,
                 run_id=self.run_id,
                 response=self.mask(response),
+                source_key=rec.meta.get("key", rec.key),
             )
 
     def _saved(self, step: CallStep, rec: Rec, body: Any) -> Rec:
