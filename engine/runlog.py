@@ -100,7 +100,9 @@ class RunLog:
         streams: list[IO[str]] = []
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", encoding="utf-8", buffering=1 << 16)
+            self._file = path.open(
+                "a", encoding="utf-8", errors="backslashreplace", buffering=1 << 16
+            )
             streams.append(self._file)
         if stderr:
             streams.append(sys.stderr)
