@@ -309,6 +309,8 @@ def _run_and_report(action: Any, output: str) -> None:
         _fail(str(exc), EXIT_STATE)
     except RunError as exc:
         _fail(str(exc), EXIT_CANNOT_PROCEED)
+    if result.status == "failed":  # cron mails stderr: the reason goes there too, one line
+        typer.echo(f"flowyard: {result.message}", err=True)
     if output == "json":
         _json(result.to_dict())
     else:

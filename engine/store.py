@@ -163,7 +163,11 @@ def check_state_file(path: Path) -> None:
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
     valid = header[24:28] == header[92:96]  # the page count is valid only then (SQLite)
-    if valid and pages and pages * page_size > size:
+    # a write-ahead log beside it may hold the pages a checkpoint did not write (a disk
+    # that filled up during one): SQLite reads them from there
+    wal = Path(f"{path}-wal")
+    pending = wal.exists() and wal.stat().st_size > 0
+    if valid and pages and pages * page_size > size and not pending:
         raise StateError(
             f"state file {path}: truncated ({size} bytes, its header says "
             f"{pages * page_size}); restore it from a backup",
@@ -175,7 +179,7 @@ def state_error(exc: BaseException, path: Path | str) -> StateError:
     """A one-line :class:`StateError` naming the file, for an SQLite or OS error on it."""
     text = str(exc) or type(exc).__name__
     low = text.lower()
-    if "readonly" in low or "read-only" in low:
+    if "readonly" in low or "read-only" in low or _read_only(Path(path)):
         hint = (
             "the file or its folder is read-only: flowyard writes the state file and "
             "creates its -wal and -shm files beside it"
@@ -196,6 +200,20 @@ def state_error(exc: BaseException, path: Path | str) -> StateError:
     else:
         hint = "the state file cannot be used"
     return StateError(f"state file {path}: {text}; {hint}", str(path))
+
+
+def _read_only(path: Path) -> bool:
+    """Whether the state file or its folder cannot be written (a read-only mount, or
+    permissions; root ignores the latter, never the former)."""
+    for item in (path, path.parent):
+        try:
+            if os.statvfs(item).f_flag & os.ST_RDONLY:
+                return True
+        except OSError:
+            continue
+        if item.exists() and not os.access(item, os.W_OK):
+            return True
+    return False
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
