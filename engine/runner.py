@@ -88,6 +88,7 @@ class _Work:
     has_position: bool = False
     digest: str | None = None  # the record's digest, when the flow remembers them
     unchanged: bool = False  # skipped: the same as when it last went through
+    seen_again: bool = False  # unchanged, and its digest's time is due to be refreshed
 
 
 # a lane's answer for work it skipped because the run is stopping: the item stays not final
@@ -206,6 +207,7 @@ class Runner:
             dry_run=dry_run,
             mask=self.mask,
             env=self.env,
+            refresh_after=min(PRUNE_SLACK, (flow.retention_s or PRUNE_SLACK) / 10),
         )
         self.counts = {"read": 0, **{name: 0 for name in OUTCOMES}}
         self._traces: list[dict] = []
@@ -214,6 +216,7 @@ class Runner:
         self._open_keys: set[str] = set()  # records with open items, before this run
         self._digests: RecordDigests | None = None  # set per run: None for replays
         self._digest_writes: list[tuple[str, str | None, str, str, float]] = []  # None: forget
+        self._seen: list[str] = []  # records seen again unchanged: keep their state alive
         self._resolved: list[str] = []
         self.dead_letter_ids: list[int] = []
         self.review_ids: list[int] = []
@@ -632,6 +635,7 @@ class Runner:
             if last is not None and last[0] == w.digest:
                 # a filter would drop it again; done or skipped, its sends would be duplicates
                 w.unchanged = True
+                w.seen_again = last[3] < time.time() - self.executor.refresh_after
                 outcome = "filtered" if last[1] == "filtered" else "skipped"
                 return Outcome(outcome, [["unchanged", outcome, f"as in run {last[2]}"]], [])
         return self.executor.process(w.rec, w.start)
@@ -686,6 +690,8 @@ class Runner:
             ),
             **({"reason": "unchanged"} if w.unchanged else {}),
         )
+        if w.seen_again:
+            self._seen.append(w.rec.key)
         if w.digest and not w.unchanged:
             # a record that did not go through may have sent part of its requests: forget it
             clean = outcome.outcome in FINAL_CLEAN and not outcome.failures
@@ -819,6 +825,8 @@ class Runner:
             self._traces.clear()
             self._dead.clear()
             self._digest_writes.clear()
+            self._seen.clear()
+            self.executor.take_seen_keys()
             return
         ids = self.store.commit_progress(
             self.flow.name,
@@ -828,9 +836,11 @@ class Runner:
             move_cursor=self._cursor_moved,
             resolved=(self.run_id, self._resolved),
             digests=self._digest_writes,
+            seen=(self._seen, self.executor.take_seen_keys()),
         )
         self._resolved.clear()
         self._digest_writes.clear()
+        self._seen.clear()
         for item, item_id in zip(self._dead, ids, strict=True):
             (self.review_ids if item.get("kind") == "review" else self.dead_letter_ids).append(
                 item_id

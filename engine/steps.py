@@ -176,9 +176,12 @@ class Executor:
     would_send: list[dict] = field(default_factory=list)
     mask: Callable[[Any], Any] = lambda v: v
     env: dict[str, str] = field(default_factory=dict)  # the values of the flow's ${env:NAME}
+    # a key skipped as a duplicate is kept alive when its time is older than this (seconds)
+    refresh_after: float = 3600.0
 
     def __post_init__(self) -> None:
         self.run_info = {"id": self.run_id, "flow": self.flow.name}
+        self._seen_keys: list[str] = []  # duplicates met again: the runner refreshes them
         # continuation of each step: the lists and positions that follow it
         self._where: dict[str, list[tuple[list[Step], int, Step | None]]] = {}
         self._index(self.flow.steps, [])
@@ -193,6 +196,13 @@ class Executor:
             elif isinstance(step, ForeachStep):
                 # a foreach body ends its item: nothing of the outer flow follows it
                 self._index(step.steps, [])
+
+    def take_seen_keys(self) -> list[str]:
+        """The idempotency keys skipped as duplicates since the last call, for the runner to
+        keep alive with its next progress commit (retention counts from when a key was last
+        seen, so a source that keeps delivering a record never has it sent again)."""
+        taken, self._seen_keys = self._seen_keys, []  # one swap: lanes may append meanwhile
+        return taken
 
     def context(self, rec: Rec) -> dict[str, Any]:
         ctx = {"record": rec.data, "vars": self.vars, "meta": rec.meta, "run": self.run_info}
@@ -445,6 +455,8 @@ class Executor:
         if prev is not None:
             if prev.fingerprint == fp:
                 if prev.state == "done":
+                    if prev.updated_at < time.time() - self.refresh_after:
+                        self._seen_keys.append(key)
                     trace.append([step.name, "skipped", "duplicate"])
                     self.log.event(
                         "step",

@@ -292,6 +292,7 @@ class KeyState:
     sent_key: str
     response_json: str | None  # decoded on use: most skipped sends never read it
     run_id: str | None
+    updated_at: float = 0.0  # when it was last written or seen again (retention counts from it)
 
     @property
     def response(self) -> Any:
@@ -450,8 +451,13 @@ class Store:
             for table, columns in _ADDED_COLUMNS.items():
                 have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
                 for name, definition in columns.items():
-                    if name not in have:
-                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+                    if name in have:
+                        continue
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+                    if (table, name) == ("keys", "source_key"):
+                        # keys written before: their record's key is the source record's
+                        # (a foreach item's is not, and is then only never kept alive)
+                        conn.execute("UPDATE keys SET source_key = record_key")
             for create in _ADDED_INDEXES.values():
                 conn.execute(create)
             conn.execute(
@@ -511,8 +517,8 @@ class Store:
     def get_key(self, flow: str, key: str) -> KeyState | None:
         with self._lock:
             row = self._conn.execute(
-                "SELECT key, state, fingerprint, sent_key, response, run_id FROM keys "
-                "WHERE flow = ? AND key = ?",
+                "SELECT key, state, fingerprint, sent_key, response, run_id, updated_at "
+                "FROM keys WHERE flow = ? AND key = ?",
                 (flow, key),
             ).fetchone()
         return None if row is None else KeyState(*row)
@@ -568,11 +574,14 @@ class Store:
         )
 
     # -- records that went through cleanly ----------------------------------------------------
-    def record_digest(self, flow: str, record_key: str) -> tuple[str, str, str | None] | None:
-        """``(digest, outcome, run_id)`` of the record's last clean pass, or None."""
+    def record_digest(
+        self, flow: str, record_key: str
+    ) -> tuple[str, str, str | None, float] | None:
+        """``(digest, outcome, run_id, at)`` of the record's last clean pass (``at``: when it
+        went through, or was last seen again unchanged), or None."""
         with self._lock:
             return self._conn.execute(
-                "SELECT digest, outcome, run_id FROM record_digests "
+                "SELECT digest, outcome, run_id, at FROM record_digests "
                 "WHERE flow = ? AND record_key = ?",
                 (flow, record_key),
             ).fetchone()
@@ -598,6 +607,7 @@ class Store:
         move_cursor: bool = False,
         resolved: tuple[str, list[str]] | None = None,
         digests: list[tuple[str, str | None, str, str, float]] = (),
+        seen: tuple[list[str], list[str]] = ([], []),
     ) -> list[int]:
         """Write a batch of final record states and move the cursor with them, atomically.
 
@@ -608,9 +618,30 @@ class Store:
         ``resolved``.
         ``digests`` are ``(record_key, digest, outcome, run_id, at)`` of records that went
         through cleanly; a digest of None forgets the record's (it did not go through).
+        ``seen`` is ``(record keys, idempotency keys)`` the source delivered again: records
+        skipped as unchanged, whose digests and keys are kept alive, and sends skipped as
+        duplicates. Their time is set to now, so that retention forgets only what the
+        source stopped delivering.
         """
         ids: list[int] = []
+        now = time.time()
         with self.transaction() as conn:
+            records, keys = seen
+            if records:
+                conn.executemany(
+                    "UPDATE record_digests SET at = ? WHERE flow = ? AND record_key = ?",
+                    [(now, flow, key) for key in records],
+                )
+                conn.executemany(
+                    "UPDATE keys SET updated_at = ? WHERE flow = ? AND source_key = ? "
+                    "AND state = 'done'",
+                    [(now, flow, key) for key in records],
+                )
+            if keys:
+                conn.executemany(
+                    "UPDATE keys SET updated_at = ? WHERE flow = ? AND key = ? AND state = 'done'",
+                    [(now, flow, key) for key in keys],
+                )
             if digests:
                 conn.executemany(
                     "INSERT OR REPLACE INTO record_digests VALUES (?, ?, ?, ?, ?, ?)",
