@@ -15,7 +15,8 @@
     └── RunError                      the run cannot proceed (exit code 3)
         ├── LockHeld                  another run of the same flow holds the lease
         ├── SourceUnavailable         the source could not be read
-        └── CircuitOpen               a connection's circuit breaker is open
+        ├── CircuitOpen               a connection's circuit breaker is open
+        └── StateError                the state file or run log cannot be used (exit code 4)
 
 Catch ``FlowError`` around :meth:`engine.Engine.load`; a run reports record
 failures in its result and raises only ``RunError`` subclasses.
@@ -42,6 +43,7 @@ __all__ = [
     "RecordValidationError",
     "RunError",
     "SourceUnavailable",
+    "StateError",
     "TransientError",
 ]
 
@@ -120,3 +122,12 @@ class SourceUnavailable(RunError):
 
 class CircuitOpen(RunError):
     """A connection's circuit breaker is open; the records that need it are left for later."""
+
+
+class StateError(RunError):
+    """The state file or the run-log folder cannot be used: not a flowyard state, damaged,
+    read-only, or the disk is full. ``path`` names the file; the CLI exits 4."""
+
+    def __init__(self, message: str, path: str = ""):
+        super().__init__(message)
+        self.path = path
