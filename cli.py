@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
 if TYPE_CHECKING:
-    from engine import Engine
+    from engine import Engine, Problem, RunResult
 
 EXIT_INVALID = 2
 EXIT_CANNOT_PROCEED = 3
@@ -55,8 +56,21 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(review_app, name="review")
 
+
+def _output(value: str) -> str:
+    """``--output`` of every command: table or json, anything else exits 2."""
+    if value not in ("table", "json"):
+        _fail(f"--output must be table or json, not {value!r}", EXIT_INVALID)
+    return value
+
+
 OutputOpt = typer.Option(
-    "table", "--output", "-o", help="table (for people) or json.", case_sensitive=False
+    "table",
+    "--output",
+    "-o",
+    help="table (for people) or json.",
+    case_sensitive=False,
+    callback=_output,
 )
 StateOpt = typer.Option(
     None,
@@ -66,13 +80,7 @@ StateOpt = typer.Option(
 )
 
 
-def _out(value: str) -> str:
-    if value not in ("table", "json"):
-        _fail(f"--output must be table or json, not {value!r}", EXIT_INVALID)
-    return value
-
-
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     typer.echo(f"flowyard: {message}", err=True)
     raise typer.Exit(code)
 
@@ -94,17 +102,37 @@ def _engine(state: Path | None, **kw: Any) -> Engine:
     return Engine(state=state, **kw)
 
 
-def _json(value: Any) -> None:
-    from engine.store import dumps
+def _reader(state: Path | None) -> Engine:
+    """The engine of a command that reads the state file; a missing file is a clear error."""
+    from engine import Engine
 
-    typer.echo(json.dumps(json.loads(dumps(value)), indent=2, ensure_ascii=False))
+    eng = Engine(state=state)
+    if not eng.state.exists():
+        _fail(f"no state file at {eng.state} (run a flow first, or pass --state)", EXIT_INVALID)
+    return eng
+
+
+# -- rendering: every command's output goes through _render ---------------------------------------
+def _render(output: str, data: Any, table: Callable[[], None]) -> None:
+    """Print ``data`` as JSON (``--output json``), or call ``table`` to print it for people."""
+    if output == "json":
+        typer.echo(_json_text(data))
+    else:
+        table()
+
+
+def _json_text(value: Any, ensure_ascii: bool = False) -> str:
+    """Indented JSON with Decimals as exact strings (as the state keeps them)."""
+    from engine import dumps
+
+    return json.dumps(json.loads(dumps(value)), indent=2, ensure_ascii=ensure_ascii)
 
 
 def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
-def _table(rows: list[dict], columns: list[str]) -> None:
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     if not rows:
         typer.echo("(none)")
         return
@@ -115,12 +143,19 @@ def _table(rows: list[dict], columns: list[str]) -> None:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _print_problems(problems: list, output: str) -> None:
-    if output == "json":
-        _json([p.to_dict() for p in problems])
-        return
-    for p in problems:
-        typer.echo(str(p), err=p.severity == "error")
+def _fields(data: dict[str, Any], names: tuple[str, ...]) -> None:
+    """``name: value`` lines of the fields that have a value."""
+    for name in names:
+        if data.get(name) is not None:
+            typer.echo(f"{name}: {data[name]}")
+
+
+def _print_problems(problems: list[Problem], output: str) -> None:
+    def table() -> None:
+        for p in problems:
+            typer.echo(str(p), err=p.severity == "error")
+
+    _render(output, [p.to_dict() for p in problems], table)
 
 
 # -- definitions ---------------------------------------------------------------------------------
@@ -134,7 +169,6 @@ def validate(
     Missing ${env:NAME} variables are warnings here (they are errors when running).
     Exit 0 when every flow is valid, 2 when any is not.
     """
-    output = _out(output)
     from engine import Engine
 
     eng = Engine(state=Path("/nonexistent/flowyard-validate.db"))
@@ -144,7 +178,7 @@ def validate(
             files += sorted(p for p in path.rglob("*.y*ml") if _is_flow_file(p))
         else:
             files.append(path)
-    problems = []
+    problems: list[Problem] = []
     for file in files:
         if not file.exists():
             from engine import Problem
@@ -184,7 +218,6 @@ def schema() -> None:
 @app.command()
 def connectors(output: str = OutputOpt) -> None:
     """List the installed connectors, their roles and options; broken plugins are reported."""
-    output = _out(output)
     from connectors import Registry
 
     registry = Registry()
@@ -204,16 +237,17 @@ def connectors(output: str = OutputOpt) -> None:
             }
         )
     broken = registry.broken()
-    if output == "json":
-        _json({"connectors": rows, "broken": broken})
-        return
-    for row in rows:
-        typer.echo(f"{row['name']}  ({', '.join(row['roles'])})  {row['description']}")
-        for label in ("options", "source_options", "call_options"):
-            if row[label]:
-                typer.echo(f"    {label.replace('_', ' ')}: {', '.join(row[label])}")
-    for name, reason in broken.items():
-        typer.echo(f"{name}  BROKEN: {reason}", err=True)
+
+    def table() -> None:
+        for row in rows:
+            typer.echo(f"{row['name']}  ({', '.join(row['roles'])})  {row['description']}")
+            for label in ("options", "source_options", "call_options"):
+                if row[label]:
+                    typer.echo(f"    {label.replace('_', ' ')}: {', '.join(row[label])}")
+        for name, reason in broken.items():
+            typer.echo(f"{name}  BROKEN: {reason}", err=True)
+
+    _render(output, {"connectors": rows, "broken": broken}, table)
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -295,7 +329,7 @@ class _Progress:
             sys.stderr.write("\r\033[K")
 
 
-def _run_and_report(action: Any, output: str) -> None:
+def _run_and_report(action: Callable[[], RunResult], output: str) -> None:
     from engine import FlowError, RunError, StateError
 
     try:
@@ -311,27 +345,28 @@ def _run_and_report(action: Any, output: str) -> None:
         _fail(str(exc), EXIT_CANNOT_PROCEED)
     if result.status == "failed":  # cron mails stderr: the reason goes there too, one line
         typer.echo(f"flowyard: {result.message}", err=True)
-    if output == "json":
-        _json(result.to_dict())
-    else:
-        counts = "  ".join(f"{k} {v}" for k, v in result.counts.items() if v or k == "read")
-        label = "dry run" if result.dry_run else "run"
-        typer.echo(
-            f"{label} {result.run_id} of {result.flow}: {result.status} in "
-            f"{result.duration_s:.2f} s\n  {counts}"
-        )
-        if result.message:
-            typer.echo(f"  {result.message}")
-        if result.counts.get("dead_lettered") and not result.dry_run:
-            typer.echo("  see them with: flowyard dlq list")
-        if result.counts.get("review") and not result.dry_run:
-            typer.echo("  held for review: flowyard review list")
-        for send in result.would_send:
-            typer.echo(
-                f"  would send {send['step']} via {send['connection']} key "
-                f"{send['idempotency_key']}: {json.dumps(send['request'], default=str)}"
-            )
+    _render(output, result.to_dict(), lambda: _summary(result))
     raise typer.Exit(result.exit_code)
+
+
+def _summary(result: RunResult) -> None:
+    counts = "  ".join(f"{k} {v}" for k, v in result.counts.items() if v or k == "read")
+    label = "dry run" if result.dry_run else "run"
+    typer.echo(
+        f"{label} {result.run_id} of {result.flow}: {result.status} in "
+        f"{result.duration_s:.2f} s\n  {counts}"
+    )
+    if result.message:
+        typer.echo(f"  {result.message}")
+    if result.counts.get("dead_lettered") and not result.dry_run:
+        typer.echo("  see them with: flowyard dlq list")
+    if result.counts.get("review") and not result.dry_run:
+        typer.echo("  held for review: flowyard review list")
+    for send in result.would_send:
+        typer.echo(
+            f"  would send {send['step']} via {send['connection']} key "
+            f"{send['idempotency_key']}: {json.dumps(send['request'], default=str)}"
+        )
 
 
 @app.command()
@@ -364,7 +399,6 @@ def run(
     (or the --state folder does not exist), 3 the run could not proceed, 4 the state file
     cannot be used (damaged, read-only, not a flowyard state, disk full).
     """
-    output = _out(output)
     run_vars = _vars(var, vars_file)
     progress = _Progress()
     eng = _engine(state, listeners=[progress], log_stderr=log_stderr)
@@ -385,23 +419,26 @@ def runs_list(
     output: str = OutputOpt,
 ) -> None:
     """List recent runs with their status and counts."""
-    output = _out(output)
-    with _store(state) as store:
-        rows = store.list_runs(flow, limit)
-    if output == "json":
-        _json(rows)
-        return
-    _table(
-        [
-            {
-                **r,
-                "started": _when(r["started_at"]),
-                "counts": " ".join(f"{k}={v}" for k, v in (r["counts"] or {}).items() if v),
-            }
-            for r in rows
-        ],
-        ["run_id", "flow", "kind", "started", "status", "exit_code", "counts"],
+    runs = _reader(state).runs(flow, limit)
+    _render(
+        output,
+        [r.to_dict() for r in runs],
+        lambda: _table(
+            [
+                {
+                    **r.to_dict(),
+                    "started": _when(r.started_at),
+                    "counts": " ".join(f"{k}={v}" for k, v in (r.counts or {}).items() if v),
+                }
+                for r in runs
+            ],
+            ["run_id", "flow", "kind", "started", "status", "exit_code", "counts"],
+        ),
     )
+
+
+# what `runs show` says of each record (the run, flow and kind are the run's)
+_RECORD_FIELDS = ("record_key", "outcome", "steps", "error", "at")
 
 
 @runs_app.command("show")
@@ -411,26 +448,30 @@ def runs_show(
     output: str = OutputOpt,
 ) -> None:
     """Show one run and what happened to each of its records."""
-    output = _out(output)
-    with _store(state) as store:
-        info = store.get_run(run_id)
-        if info is None:
-            _fail(f"no run {run_id!r} in {store.path}", EXIT_INVALID)
-        records = store.run_records(info["run_id"])
-    if output == "json":
-        _json({**info, "records": records})
-        return
-    typer.echo(
-        f"run {info['run_id']} of {info['flow']} ({info['kind']}): {info['status']}, "
-        f"exit {info['exit_code']}, started {_when(info['started_at'])}, "
-        f"ended {_when(info['ended_at'])}"
-    )
-    if info.get("message"):
-        typer.echo(f"  {info['message']}")
-    _table([{**r, "path": _path(r["steps"])} for r in records], ["record_key", "outcome", "path"])
+    eng = _reader(state)
+    info = eng.get_run(run_id)
+    if info is None:
+        _fail(f"no run {run_id!r} in {eng.state}", EXIT_INVALID)
+    records = [
+        {name: getattr(t, name) for name in _RECORD_FIELDS} for t in eng.run_records(info.run_id)
+    ]
+
+    def table() -> None:
+        typer.echo(
+            f"run {info.run_id} of {info.flow} ({info.kind}): {info.status}, "
+            f"exit {info.exit_code}, started {_when(info.started_at)}, "
+            f"ended {_when(info.ended_at)}"
+        )
+        if info.message:
+            typer.echo(f"  {info.message}")
+        _table(
+            [{**r, "path": _path(r["steps"])} for r in records], ["record_key", "outcome", "path"]
+        )
+
+    _render(output, {**info.to_dict(), "records": records}, table)
 
 
-def _path(steps: list | None) -> str:
+def _path(steps: list[list[Any]] | None) -> str:
     return " > ".join(f"{s[0]}:{s[1]}" for s in steps or [])
 
 
@@ -442,42 +483,19 @@ def trace(
     output: str = OutputOpt,
 ) -> None:
     """Show every run and step that touched a record, with outcomes and responses."""
-    output = _out(output)
-    with _store(state) as store:
-        rows = store.trace(record_key, flow)
-    if output == "json":
-        _json(rows)
-        return
-    if not rows:
-        typer.echo(f"no record {record_key!r} in any run")
-        raise typer.Exit(1)
-    for r in rows:
-        typer.echo(
-            f"{_when(r['at'])}  {r['flow']}  {r['kind'] or 'run'} {r['run_id']}  {r['outcome']}"
-        )
-        for step in r["steps"] or []:
-            extra = f"  {json.dumps(step[2], default=str)}" if len(step) > 2 else ""
-            typer.echo(f"    {step[0]}: {step[1]}{extra}")
+    traces = _reader(state).trace(record_key, flow)
 
+    def table() -> None:
+        if not traces:
+            typer.echo(f"no record {record_key!r} in any run")
+            raise typer.Exit(1)
+        for t in traces:
+            typer.echo(f"{_when(t.at)}  {t.flow}  {t.kind or 'run'} {t.run_id}  {t.outcome}")
+            for step in t.steps or []:
+                extra = f"  {json.dumps(step[2], default=str)}" if len(step) > 2 else ""
+                typer.echo(f"    {step[0]}: {step[1]}{extra}")
 
-class _store:
-    """Open the state store for reading commands; a missing file is a clear error."""
-
-    def __init__(self, state: Path | None):
-        from engine import default_state
-
-        self.path = state or default_state()
-
-    def __enter__(self) -> Any:
-        from engine.store import Store
-
-        if not self.path.exists():
-            _fail(f"no state file at {self.path} (run a flow first, or pass --state)", EXIT_INVALID)
-        self.store = Store(self.path)  # a StateError is reported by main()
-        return self.store
-
-    def __exit__(self, *exc: object) -> None:
-        self.store.close()
+    _render(output, [t.to_dict() for t in traces], table)
 
 
 # -- dead letters --------------------------------------------------------------------------------
@@ -489,18 +507,17 @@ def dlq_list(
     output: str = OutputOpt,
 ) -> None:
     """List dead letters: the record, the step that failed and why."""
-    output = _out(output)
-    with _store(state) as store:
-        letters = store.dead_letters(flow=flow, status=None if all_ else "open")
-    if output == "json":
-        _json([d.to_dict() for d in letters])
-        return
-    _table(
-        [
-            {**d.to_dict(), "when": _when(d.at), "error": f"{d.error_class}: {d.message}"[:90]}
-            for d in letters
-        ],
-        ["id", "flow", "record_key", "step", "status", "when", "error"],
+    letters = _reader(state).dead_letters(flow=flow, status=None if all_ else "open")
+    _render(
+        output,
+        [d.to_dict() for d in letters],
+        lambda: _table(
+            [
+                {**d.to_dict(), "when": _when(d.at), "error": f"{d.error_class}: {d.message}"[:90]}
+                for d in letters
+            ],
+            ["id", "flow", "record_key", "step", "status", "when", "error"],
+        ),
     )
 
 
@@ -511,37 +528,34 @@ def dlq_show(
     output: str = OutputOpt,
 ) -> None:
     """Show one dead letter whole: record, step, error, attempts, run."""
-    output = _out(output)
-    with _store(state) as store:
-        letter = store.dead_letter(id)
+    letter = _reader(state).dead_letter(id)
     if letter is None:
         _fail(f"no dead letter {id}", EXIT_INVALID)
-    if output == "json":
-        _json(letter.to_dict())
-        return
-    d = letter.to_dict()
-    for key in (
-        "id",
-        "flow",
-        "record_key",
-        "step",
-        "error_class",
-        "message",
-        "attempts",
-        "run_id",
-        "status",
-        "replay_run",
-        "line",
-        "raw",
-    ):
-        if d.get(key) is not None:
-            typer.echo(f"{key}: {d[key]}")
-    typer.echo(f"at: {_when(letter.at)}")
-    if letter.record is not None:
-        typer.echo("record:")
-        from engine.store import dumps
 
-        typer.echo(json.dumps(json.loads(dumps(letter.record)), indent=2))
+    def table() -> None:
+        _fields(
+            letter.to_dict(),
+            (
+                "id",
+                "flow",
+                "record_key",
+                "step",
+                "error_class",
+                "message",
+                "attempts",
+                "run_id",
+                "status",
+                "replay_run",
+                "line",
+                "raw",
+            ),
+        )
+        typer.echo(f"at: {_when(letter.at)}")
+        if letter.record is not None:
+            typer.echo("record:")
+            typer.echo(_json_text(letter.record, ensure_ascii=True))
+
+    _render(output, letter.to_dict(), table)
 
 
 @dlq_app.command("replay")
@@ -569,11 +583,10 @@ def dlq_replay(
     the source delivered it. Sends go through the same idempotency keys, so replaying
     twice is harmless.
     """
-    output = _out(output)
     run_vars = _vars(var, vars_file)
     eng = _engine(state)
 
-    def action() -> Any:
+    def action() -> RunResult:
         try:
             return eng.replay(
                 flow, ids or None, vars=run_vars, dry_run=dry_run, from_start=from_start
@@ -593,15 +606,10 @@ def dlq_purge(
     output: str = OutputOpt,
 ) -> None:
     """Delete dead letters for good (by id, by flow, or all)."""
-    output = _out(output)
     if not (ids or flow or all_):
         _fail("say what to purge: --id N, --flow NAME or --all", EXIT_INVALID)
-    with _store(state) as store:
-        n = store.purge_dead_letters(ids or None, flow)
-    if output == "json":
-        _json({"purged": n})
-    else:
-        typer.echo(f"purged {n} dead letter(s)")
+    n = _reader(state).purge_dead_letters(ids or None, flow)
+    _render(output, {"purged": n}, lambda: typer.echo(f"purged {n} dead letter(s)"))
 
 
 # -- review items --------------------------------------------------------------------------------
@@ -616,15 +624,17 @@ def review_list(
     output: str = OutputOpt,
 ) -> None:
     """List records held for review: queue, record, step and reason."""
-    output = _out(output)
-    with _store(state) as store:
-        items = store.reviews(flow=flow, queue=queue, status=None if all_ else "open")
-    if output == "json":
-        _json([item.to_dict() for item in items])
-        return
-    _table(
-        [{**item.to_dict(), "when": _when(item.at), "reason": item.reason[:90]} for item in items],
-        ["id", "flow", "queue", "record_key", "step", "status", "when", "reason"],
+    items = _reader(state).reviews(flow, queue=queue, status=None if all_ else "open")
+    _render(
+        output,
+        [item.to_dict() for item in items],
+        lambda: _table(
+            [
+                {**item.to_dict(), "when": _when(item.at), "reason": item.reason[:90]}
+                for item in items
+            ],
+            ["id", "flow", "queue", "record_key", "step", "status", "when", "reason"],
+        ),
     )
 
 
@@ -635,33 +645,28 @@ def review_show(
     output: str = OutputOpt,
 ) -> None:
     """Show one review item whole: reason, figures, record, and who closed it."""
-    output = _out(output)
-    with _store(state) as store:
-        item = store.review(id)
+    item = _reader(state).review(id)
     if item is None:
         _fail(f"no review item {id}", EXIT_INVALID)
-    if output == "json":
-        _json(item.to_dict())
-        return
-    d = item.to_dict()
-    for key in ("id", "flow", "queue", "record_key", "step", "reason", "run_id", "status"):
-        if d.get(key) is not None:
-            typer.echo(f"{key}: {d[key]}")
-    typer.echo(f"at: {_when(item.at)}")
-    if item.resolved_run:
-        typer.echo(f"resolved by run: {item.resolved_run}")
-    if item.decided_by:
-        typer.echo(f"closed by: {item.decided_by} at {_when(item.decided_at)}")
-        if item.comment:
-            typer.echo(f"comment: {item.comment}")
-    from engine.store import dumps
 
-    if item.figures:
-        typer.echo("figures:")
-        typer.echo(json.dumps(json.loads(dumps(item.figures)), indent=2, ensure_ascii=False))
-    if item.record is not None:
-        typer.echo("record:")
-        typer.echo(json.dumps(json.loads(dumps(item.record)), indent=2, ensure_ascii=False))
+    def table() -> None:
+        fields = ("id", "flow", "queue", "record_key", "step", "reason", "run_id", "status")
+        _fields(item.to_dict(), fields)
+        typer.echo(f"at: {_when(item.at)}")
+        if item.resolved_run:
+            typer.echo(f"resolved by run: {item.resolved_run}")
+        if item.decided_by:
+            typer.echo(f"closed by: {item.decided_by} at {_when(item.decided_at)}")
+            if item.comment:
+                typer.echo(f"comment: {item.comment}")
+        if item.figures:
+            typer.echo("figures:")
+            typer.echo(_json_text(item.figures))
+        if item.record is not None:
+            typer.echo("record:")
+            typer.echo(_json_text(item.record))
+
+    _render(output, item.to_dict(), table)
 
 
 @review_app.command("close")
@@ -678,18 +683,20 @@ def review_close(
     that the source delivers again and that goes through closes its item by itself
     (resolved).
     """
-    output = _out(output)
-    with _store(state) as store:
-        if not by.strip():
-            _fail("--by must name who closes the item", EXIT_INVALID)
-        try:
-            item = store.close_review(id, by.strip(), comment)
-        except (LookupError, ValueError) as exc:
-            _fail(str(exc), EXIT_INVALID)
-    if output == "json":
-        _json(item.to_dict())
-    else:
-        typer.echo(f"closed review item {item.id} ({item.record_key}) by {item.decided_by}")
+    eng = _reader(state)
+    if not by.strip():
+        _fail("--by must name who closes the item", EXIT_INVALID)
+    try:
+        item = eng.close_review(id, by, comment)
+    except (LookupError, ValueError) as exc:
+        _fail(str(exc), EXIT_INVALID)
+    _render(
+        output,
+        item.to_dict(),
+        lambda: typer.echo(
+            f"closed review item {item.id} ({item.record_key}) by {item.decided_by}"
+        ),
+    )
 
 
 @app.command()
@@ -704,19 +711,16 @@ def prune(
     Open dead letters are kept. A record re-sent by its source after its key was
     pruned is sent again: keep the retention longer than your sources re-deliver.
     """
-    output = _out(output)
-    from engine.loader import parse_duration
-
+    eng = _reader(state)
     try:
-        seconds = parse_duration(older_than)
-    except ValueError as exc:
+        counts = eng.prune(older_than, flow).counts()
+    except ValueError as exc:  # not an age
         _fail(str(exc), EXIT_INVALID)
-    with _store(state) as store:
-        counts = store.prune(seconds, flow)
-    if output == "json":
-        _json(counts)
-    else:
-        typer.echo("pruned " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    _render(
+        output,
+        counts,
+        lambda: typer.echo("pruned " + ", ".join(f"{v} {k}" for k, v in counts.items())),
+    )
 
 
 def main() -> None:

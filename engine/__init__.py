@@ -4,6 +4,7 @@ The public API is what ``__all__`` lists; everything else is internal.
 """
 
 from engine.api import Engine, default_state
+from engine.codec import dumps
 from engine.errors import (
     CircuitOpen,
     ConflictError,
@@ -23,8 +24,9 @@ from engine.errors import (
     TransientError,
 )
 from engine.model import Flow
+from engine.outcomes import Outcome, RunStatus
 from engine.runner import RunResult
-from engine.store import DeadLetter, ReviewItem
+from engine.store import DeadLetter, Pruned, ReviewItem, Run, StateStore, Trace
 
 __all__ = [
     "CircuitOpen",
@@ -37,16 +39,23 @@ __all__ = [
     "FlowyardError",
     "LockHeld",
     "MappingError",
+    "Outcome",
     "PermanentError",
     "Problem",
+    "Pruned",
     "RecordError",
     "RecordRejected",
     "RecordValidationError",
     "ReviewItem",
+    "Run",
     "RunError",
     "RunResult",
+    "RunStatus",
     "SourceUnavailable",
     "StateError",
+    "StateStore",
+    "Trace",
     "TransientError",
     "default_state",
+    "dumps",
 ]

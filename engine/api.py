@@ -18,14 +18,24 @@ from pathlib import Path
 from typing import Any
 
 from connectors import Connector, Registry
+from engine.codec import dumps_sorted
 from engine.errors import FlowError, Problem
 from engine.flow_schema import SCHEMA
-from engine.loader import check_flow
+from engine.loader import check_flow, parse_duration
 from engine.model import Flow
-from engine.runlog import Listener
+from engine.runlog import Listener, remove_run_logs
 from engine.runner import LEASE_TTL, Runner, RunResult
-from engine.steps import dumps_sorted
-from engine.store import DeadLetter, ReviewItem, Store
+from engine.store import (
+    DeadLetter,
+    NullStore,
+    Pruned,
+    ReviewItem,
+    Run,
+    SqliteStore,
+    StateStore,
+    Trace,
+    open_store,
+)
 from engine.templates import make_environment
 
 DEFAULT_STATE = Path(".flowyard") / "state.db"
@@ -153,12 +163,12 @@ class Engine:
     def _letters_to_replay(
         self, flow: Flow, ids: Iterable[int] | None, from_start: bool = False
     ) -> list[DeadLetter]:
-        letters: list[DeadLetter] = []
-        if self.state.exists():
-            with _closing(Store(self.state, readonly=True)) as store:
-                letters = store.dead_letters(flow=flow.name, status="open")
+        with open_store(self.state, dry_run=True) as store:  # read only
+            letters = store.dead_letters(flow=flow.name, status="open")
         # an unreadable source line has no record to replay: fix the source and run again
-        replayable = [d for d in letters if d.step != "source" and flow.step(d.step) is not None]
+        replayable = [
+            d for d in letters if d.step not in (None, "source") and flow.step(d.step) is not None
+        ]
         if ids is None:
             return self._from_start_check(replayable) if from_start else replayable
         wanted = set(ids)
@@ -174,9 +184,9 @@ class Engine:
 
     def _vars_of(self, letters: list[DeadLetter]) -> dict[str, Any]:
         """The vars the runs that wrote ``letters`` were given; they must agree."""
-        if not letters or not self.state.exists():
+        if not letters:
             return {}
-        with _closing(Store(self.state, readonly=True)) as store:
+        with open_store(self.state, dry_run=True) as store:  # read only
             given = store.run_vars(sorted({d.run_id for d in letters}))
         distinct = {dumps_sorted(v): (run_id, v) for run_id, v in given.items()}
         if len(distinct) > 1:
@@ -198,7 +208,7 @@ class Engine:
             )
         return letters
 
-    def _runner(self, flow: Flow, vars: dict | None, **kw: Any) -> Runner:
+    def _runner(self, flow: Flow, vars: dict[str, Any] | None, **kw: Any) -> Runner:
         if not kw.get("dry_run"):  # a dry run writes nothing, so needs no folder
             ensure_state_folder(self.state)
         return Runner(
@@ -213,11 +223,68 @@ class Engine:
         )
 
     # -- what happened ---------------------------------------------------------------------------
-    def store(self) -> Store:
+    def store(self) -> StateStore:
         """The state store, opened read-write (created when missing, in a folder that
-        exists). Close it when done."""
+        exists). Close it when done, or use it in a ``with`` block."""
         ensure_state_folder(self.state)
-        return Store(self.state)
+        return SqliteStore(self.state)
+
+    def _existing(self) -> StateStore:
+        """The state store when the state file exists, else a store that holds nothing."""
+        return SqliteStore(self.state) if self.state.exists() else NullStore()
+
+    def runs(self, flow: str | None = None, limit: int = 20) -> list[Run]:
+        """Recent runs (of the flow named ``flow``, or all), newest first."""
+        with self._existing() as store:
+            return store.list_runs(flow, limit)
+
+    def get_run(self, run_id: str) -> Run | None:
+        """Run ``run_id`` (a unique prefix is enough), or None."""
+        with self._existing() as store:
+            return store.get_run(run_id)
+
+    def run_records(self, run_id: str) -> list[Trace]:
+        """What happened to each record of run ``run_id`` (its full id), in order."""
+        with self._existing() as store:
+            return store.run_records(run_id)
+
+    def trace(self, record_key: str, flow: str | None = None) -> list[Trace]:
+        """Every run and step that touched a record, oldest first, with the run's kind."""
+        with self._existing() as store:
+            return store.trace(record_key, flow)
+
+    # -- dead letters --------------------------------------------------------------------------
+    def dead_letters(
+        self, flow: str | None = None, status: str | None = "open"
+    ) -> list[DeadLetter]:
+        """Dead letters of the flow named ``flow`` (or all), oldest first; ``status`` open
+        (default), replayed, superseded, resolved, or None for any."""
+        with self._existing() as store:
+            return store.dead_letters(flow=flow, status=status)
+
+    def dead_letter(self, id: int) -> DeadLetter | None:
+        """Dead letter ``id`` with its record, or None."""
+        with self._existing() as store:
+            return store.dead_letter(id)
+
+    def purge_dead_letters(self, ids: Iterable[int] | None = None, flow: str | None = None) -> int:
+        """Delete dead letters for good (``ids``, those of the flow named ``flow``, or all
+        when neither is given); review items stay. Returns how many went."""
+        with self._existing() as store:
+            return store.purge_dead_letters(list(ids) if ids is not None else None, flow)
+
+    def prune(self, older_than: str | float, flow: str | None = None) -> Pruned:
+        """Delete runs (with their run logs), traces, closed dead letters and review items,
+        and idempotency keys not seen since, older than ``older_than`` (seconds, or an age
+        such as ``"30d"``, ``"12h"``, ``"90m"``); open items stay. :class:`ValueError` for an
+        age that is not one."""
+        seconds = parse_duration(older_than) if isinstance(older_than, str) else older_than
+        if not seconds >= 0:
+            raise ValueError(f"an age cannot be negative: {older_than}")
+        with self._existing() as store:
+            pruned = store.prune(seconds, flow)
+        remove_run_logs(self.state, pruned.run_ids)
+        return pruned
 
     # -- records that need a person ----------------------------------------------------------
     def reviews(
@@ -235,14 +302,12 @@ class Engine:
         if isinstance(flow, os.PathLike):
             flow = self.load(flow)
         name = flow.name if isinstance(flow, Flow) else flow
-        with _closing(Store(self.state)) as store:
+        with self._existing() as store:
             return store.reviews(flow=name, queue=queue, status=status)
 
     def review(self, id: int) -> ReviewItem | None:
         """Review item ``id`` with its figures and record, or None."""
-        if not self.state.exists():
-            return None
-        with _closing(Store(self.state)) as store:
+        with self._existing() as store:
             return store.review(id)
 
     def close_review(self, id: int, by: str, comment: str | None = None) -> ReviewItem:
@@ -253,16 +318,5 @@ class Engine:
             raise ValueError("say who closes the review item (by)")
         if not self.state.exists():
             raise LookupError(f"no review item {id} (no state file at {self.state})")
-        with _closing(Store(self.state)) as store:
+        with SqliteStore(self.state) as store:
             return store.close_review(id, by.strip(), comment)
-
-
-class _closing:
-    def __init__(self, store: Store):
-        self.store = store
-
-    def __enter__(self) -> Store:
-        return self.store
-
-    def __exit__(self, *exc: object) -> None:
-        self.store.close()

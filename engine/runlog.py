@@ -23,9 +23,20 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, quote_plus
 
-from engine.store import dumps
+from engine.codec import dumps
 
-Listener = Callable[[dict], None]
+Listener = Callable[[dict[str, Any]], None]
+
+
+def run_log_path(state: Path, run_id: str) -> Path:
+    """Where a run's log is: ``runs/<run_id>.jsonl`` beside the state file."""
+    return state.parent / "runs" / f"{Path(run_id).name}.jsonl"
+
+
+def remove_run_logs(state: Path, run_ids: Iterable[str]) -> None:
+    """Delete the logs of runs that were pruned from the state."""
+    for run_id in run_ids:
+        run_log_path(state, run_id).unlink(missing_ok=True)
 
 
 MASK = "***"

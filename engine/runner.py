@@ -1,48 +1,58 @@
 """The run loop: source to steps to store, with bounded memory.
 
-Records stream from the source one by one; with ``concurrency`` above 1 they are
-spread over worker lanes by key, so records that share a key stay in order. Final
-record states (traces, dead letters and review items) are committed in batches together
-with the source cursor, and the cursor only moves past a record once every record
-before it is final.
+Records stream from the source one by one; with ``concurrency`` above 1 they are spread
+over worker lanes by key, so records that share a key stay in order. The runner builds the
+run's context (engine/context.py) and hands each record to the executor
+(engine/executor.py), which returns a typed result; the runner turns results into traces,
+dead letters and review items and commits them in batches together with the source cursor
+(engine/progress.py), which only moves past a record once every record before it is final.
 
-A replay takes each dead letter back to the record's first lookup (the first ``enrich``
-it went through, with the record as it reached it), so every answer is looked up again
-and every step that used one runs again; or, ``from_start``, to the flow's first step
-with the record as the source delivered it.
+The one path, each layer calling down only::
+
+    Engine.run ─▶ Runner.run ─▶ work items (engine/work.py)
+                      │             ─▶ Executor.process(rec) ─▶ connectors, store keys
+                      │             ◀─ RecordResult
+                      └─▶ Batch/Watermark ─▶ StateStore.commit_progress
 """
 
 from __future__ import annotations
 
 import queue
-import sqlite3
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connectors import Connector, Item, Registry
-from engine.envrefs import ENV_CONTEXT, env_references
+from connectors import Item, Registry
+from engine.context import RunContext, flow_environment
 from engine.errors import (
     CircuitOpen,
     ConnectorError,
-    FlowError,
-    LockHeld,
-    Problem,
     RunError,
     SourceUnavailable,
     StateError,
 )
+from engine.executor import Executor, Failure, RecordResult
+from engine.lease import LeaseKeeper
 from engine.model import Flow
-from engine.retry import CircuitBreaker, RateLimiter
-from engine.runlog import Listener, RunLog
-from engine.steps import OUTCOMES, ConnectionState, Executor, Failure, Outcome, Rec
-from engine.store import DeadLetter, Store, dumps, holder_id, state_error
-from engine.templates import compile_value, default_environment
-from engine.unchanged import FINAL_CLEAN, RecordDigests
+from engine.outcomes import FINAL_CLEAN, Outcome, RunStatus
+from engine.progress import Batch, Watermark, describe, raw_text
+from engine.runlog import Listener, RunLog, remove_run_logs, run_log_path
+from engine.store import (
+    DeadLetter,
+    DigestWrite,
+    ParkedItem,
+    StateStore,
+    Trace,
+    holder_id,
+    open_store,
+)
+from engine.unchanged import RecordDigests
+from engine.work import BadInput, RecordWork, Work, one_line, replay_work, source_work
 
 COMMIT_EVERY = 500  # records per progress commit
 COMMIT_SECONDS = 1.0
@@ -59,13 +69,13 @@ class RunResult:
 
     run_id: str
     flow: str
-    status: str  # ok | dead_lettered | review | stopped | failed
+    status: str  # a RunStatus: ok | dead_lettered | review | stopped | failed
     counts: dict[str, int]
     duration_s: float
     exit_code: int
     message: str | None = None
     dry_run: bool = False
-    would_send: list[dict] = field(default_factory=list)
+    would_send: list[dict[str, Any]] = field(default_factory=list)
     log_path: str | None = None
     dead_letter_ids: list[int] = field(default_factory=list)
     review_ids: list[int] = field(default_factory=list)
@@ -77,64 +87,30 @@ class RunResult:
         return out
 
 
-@dataclass
-class _Work:
-    seq: int
-    rec: Rec | None
-    item: Item | None = None
-    start: str | None = None
-    letters: list[DeadLetter] = field(default_factory=list)  # what a replay replays
-    position: Any = None
-    has_position: bool = False
-    digest: str | None = None  # the record's digest, when the flow remembers them
-    unchanged: bool = False  # skipped: the same as when it last went through
-    seen_again: bool = False  # unchanged, and its digest's time is due to be refreshed
+class _NotRun:
+    """A lane's answer for work it skipped because the run is stopping: not final."""
 
 
-# a lane's answer for work it skipped because the run is stopping: the item stays not final
-_NOT_RUN = object()
+_NOT_RUN = _NotRun()
+_Answer = RecordResult | None | BaseException | _NotRun
 
 
-def _replayed_as(letter: DeadLetter, outcome: Outcome, others: set[str]) -> str:
+def _replayed_as(letter: DeadLetter, result: RecordResult, others: set[str]) -> str:
     """How a replayed dead letter's record did: ``through`` (it went on), ``again`` (it, or
     what it went on to, stopped again: dead-lettered or held for review) or ``parked``.
 
     ``others`` are the record keys of the other dead letters replayed by the same pass (the
     items of one record, replayed from the start): their failures are theirs.
     """
-    if outcome.outcome == "parked":
+    if result.outcome == Outcome.PARKED:
         return "parked"
     stopped = [
         f
-        for f in outcome.failures
+        for f in result.failures
         if not isinstance(f.error, CircuitOpen)
         and (f.rec.key == letter.record_key or f.rec.key not in others)
     ]
     return "again" if stopped else "through"
-
-
-def describe(error: BaseException) -> str:
-    """An error's message with the target's answer, which is what a person can act on."""
-    message = str(error)
-    response = getattr(error, "response", None)
-    if response not in (None, "", {}):
-        answer = response if isinstance(response, str) else dumps(response)
-        if answer not in message:
-            message += f"; the target answered: {answer[:2000]}"
-    return message
-
-
-def _raw_text(data: Any) -> str | None:
-    """A record as JSON text, for a dead letter that has no raw line of its own."""
-    try:
-        return dumps(data)
-    except Exception:  # what cannot be written as JSON is shown as Python shows it
-        return repr(data)[:100_000]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def new_run_id() -> str:
@@ -150,7 +126,7 @@ class Runner:
         *,
         registry: Registry,
         state: Path,
-        vars: dict | None = None,
+        vars: dict[str, Any] | None = None,
         dry_run: bool = False,
         log_stderr: bool = False,
         listeners: Iterable[Listener] = (),
@@ -159,252 +135,62 @@ class Runner:
         lease_ttl: float = LEASE_TTL,
     ):
         self.flow = flow
-        self.registry = registry
         self.state = Path(state)
         self.given_vars = dict(vars or {})  # kept with the run, for a replay to reuse
         self.vars = {**flow.vars, **self.given_vars}
-        self._exit: int | None = None  # an exit code that the status alone does not tell
         self.dry_run = dry_run
         self.kind = kind
         self.wait_lock = wait_lock
-        self.lease_ttl = lease_ttl
         self.run_id = new_run_id()
-        self.env = self._environment()
-        self.secrets = set(self.env.values())
-        self.store: Store | None = None
-        if dry_run:
-            if self.state.exists():
-                self.store = Store(self.state, readonly=True)
-        else:
-            self.store = Store(self.state)
-        log_path = None if dry_run else self.state.parent / "runs" / f"{self.run_id}.jsonl"
+        env = flow_environment(flow)
+        self.store: StateStore = open_store(self.state, dry_run=dry_run)
+        self.log = self._open_log(env, log_stderr, listeners)
+        self.ctx = RunContext.create(
+            flow,
+            run_id=self.run_id,
+            registry=registry,
+            store=self.store,
+            log=self.log,
+            vars=self.vars,
+            env=env,
+            dry_run=dry_run,
+            refresh_after=min(PRUNE_SLACK, (flow.retention_s or PRUNE_SLACK) / 10),
+        )
+        self.executor = Executor(self.ctx)
+        self._lease = LeaseKeeper(self.store, flow.name, f"{holder_id()}:{self.run_id}", lease_ttl)
+        self.counts = {"read": 0, **{outcome.value: 0 for outcome in Outcome}}
+        self.would_send: list[dict[str, Any]] = []
+        self.dead_letter_ids: list[int] = []
+        self.review_ids: list[int] = []
+        self._batch = Batch()
+        self._watermark = Watermark()
+        self._open_keys: set[str] = set()  # records with open items, before this run
+        self._digests: RecordDigests | None = None  # set per run: None for replays
+        self._last_commit = time.monotonic()
+        self._stop: tuple[str, str] | None = None  # (status, why) once the run must stop
+        self._exit: int | None = None  # an exit code that the status alone does not tell
+
+    def _open_log(self, env: dict[str, str], stderr: bool, listeners: Iterable[Listener]) -> RunLog:
+        path = None if self.dry_run else run_log_path(self.state, self.run_id)
         try:
-            self.log = RunLog(
+            return RunLog(
                 self.run_id,
-                flow.name,
-                path=log_path,
-                stderr=log_stderr,
-                secrets=self.secrets,
+                self.flow.name,
+                path=path,
+                stderr=stderr,
+                secrets=set(env.values()),
                 listeners=listeners,
             )
         except OSError as exc:
-            if self.store is not None:
-                self.store.close()
+            self.store.close()
+            assert path is not None  # a dry run writes no log file
             raise StateError(
-                f"run log {log_path}: cannot write it: {exc.strerror or exc}; flowyard writes "
-                f"each run's log in {log_path.parent}, beside the state file",
-                str(log_path),
+                f"run log {path}: cannot write it: {exc.strerror or exc}; flowyard writes "
+                f"each run's log in {path.parent}, beside the state file",
+                str(path),
             ) from None
-        self._connections: dict[str, ConnectionState] = {}
-        self._conn_lock = threading.Lock()
-        self.executor = Executor(
-            flow,
-            self.run_id,
-            self.vars,
-            self.connection,
-            self.store,
-            self.log,
-            dry_run=dry_run,
-            mask=self.mask,
-            env=self.env,
-            refresh_after=min(PRUNE_SLACK, (flow.retention_s or PRUNE_SLACK) / 10),
-        )
-        self.counts = {"read": 0, **{name: 0 for name in OUTCOMES}}
-        self._traces: list[dict] = []
-        self._dead: list[dict] = []
-        self._replayed: list[tuple[int, str]] = []  # (dead letter, through | again | parked)
-        self._open_keys: set[str] = set()  # records with open items, before this run
-        self._digests: RecordDigests | None = None  # set per run: None for replays
-        self._digest_writes: list[tuple[str, str | None, str, str, float]] = []  # None: forget
-        self._seen: list[str] = []  # records seen again unchanged: keep their state alive
-        self._resolved: list[str] = []
-        self.dead_letter_ids: list[int] = []
-        self.review_ids: list[int] = []
-        self._holder = f"{holder_id()}:{self.run_id}"
-        self._stop_lease = threading.Event()
-        # the watermark: the cursor moves over the contiguous run of final records only
-        self._pending: dict[int, _Work] = {}
-        self._finished: set[int] = set()
-        self._next_seq = 0
-        self._cursor: Any = None
-        self._cursor_moved = False
-        self._cursor_blocked = False  # a parked record: the cursor stays before it
-        self._last_commit = time.monotonic()
-        self._stop: tuple[str, str] | None = None
-        self._lease_lost = threading.Event()
 
-    # -- environment and secrets -----------------------------------------------------------------
-    def _environment(self) -> dict[str, str]:
-        import os
-
-        missing = sorted(n for n in self.flow.env_names if n not in os.environ)
-        if missing:
-            # the loader found where each one is used: report them there, now as errors
-            where = {
-                name: p
-                for p in self.flow.warnings
-                for name in missing
-                if f"environment variable {name} " in p.message
-            }
-            raise FlowError(
-                [
-                    Problem(
-                        self.flow.file,
-                        where[name].line if name in where else None,
-                        where[name].column if name in where else None,
-                        where[name].path if name in where else "",
-                        f"environment variable {name} is not set; the flow needs it to run",
-                    )
-                    for name in missing
-                ]
-            )
-        return {name: os.environ[name] for name in self.flow.env_names}
-
-    def mask(self, value: Any) -> Any:
-        return self.log.redact(value)
-
-    def _options(self, raw: dict) -> dict:
-        """Connection and source options: ``{{ vars.x }}`` and ``${env:X}`` rendered.
-
-        They were checked at load time; compiled here once per run, in the shared
-        environment that caches compiled templates. ``${env:X}`` is a reference made from
-        the flow's own text (engine/envrefs.py): a var holding that text stays that text.
-        """
-        return compile_value(default_environment(), env_references(raw))(
-            {"vars": self.vars, "run": self.executor.run_info, ENV_CONTEXT: self.env}
-        )
-
-    def connection(self, name: str) -> ConnectionState:
-        with self._conn_lock:
-            state = self._connections.get(name)
-            if state is None:
-                conn = self.flow.connections[name]
-                cls = self.registry.get(conn.connector)
-                connector: Connector = cls(self._options(conn.options))
-                connector.root = Path(self.flow.file).resolve().parent
-                connector.on_secret(self.log.redact.add)  # masked from now on, encoded too
-                state = ConnectionState(
-                    name,
-                    connector,
-                    conn.retry,
-                    RateLimiter(conn.rate_limit),
-                    CircuitBreaker(name, conn.breaker),
-                )
-                self._connections[name] = state
-            return state
-
-    # -- lease -----------------------------------------------------------------------------------
-    def _acquire(self) -> None:
-        deadline = time.monotonic() + self.wait_lock
-        while True:
-            try:
-                dead = self.store.acquire_lease(self.flow.name, self._holder, self.lease_ttl)
-                if dead:
-                    self.log.event("lease_taken_over", holder=dead, reason="holder is gone")
-                break
-            except LockHeld:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
-        threading.Thread(target=self._renew, daemon=True, name="flowyard-lease").start()
-
-    def _renew(self) -> None:
-        while not self._stop_lease.wait(self.lease_ttl / 3):
-            try:
-                if not self.store.renew_lease(self.flow.name, self._holder, self.lease_ttl):
-                    self._lease_lost.set()  # it expired and another run took it: stop
-                    return
-            except Exception:  # a busy or failing store: try again at the next renewal
-                pass
-
-    # -- records in ------------------------------------------------------------------------------
-    def _key(self, data: Any, item: Item, seq: int) -> str:
-        if self.flow.source.key is not None:
-            return str(self.flow.source.key({"record": data, "vars": self.vars}))
-        if isinstance(data, dict) and data.get("id") is not None:
-            return str(data["id"])
-        return f"line:{item.line}" if item.line is not None else f"#{seq}"
-
-    def _source(self, records: Iterable[Any] | None) -> Iterator[Item]:
-        if records is not None:
-            for data in records:
-                yield data if isinstance(data, Item) else Item(data=data)
-            return
-        source = self.flow.source
-        state = self.connection(source.connection)
-        cursor = self.store.get_cursor(self.flow.name) if self.store is not None else None
-        try:
-            yield from state.connector.read(self._options(source.options), cursor)
-        except ConnectorError as exc:
-            raise SourceUnavailable(
-                f"source {source.connection!r} could not be read: {exc}"
-            ) from exc
-        except OSError as exc:
-            raise SourceUnavailable(
-                f"source {source.connection!r} could not be read: {exc}"
-            ) from exc
-
-    def _work(self, records: Iterable[Any] | None) -> Iterator[_Work]:
-        for seq, item in enumerate(self._source(records)):
-            work = _Work(
-                seq, None, item=item, position=item.position, has_position=item.position is not None
-            )
-            if item.error is None:
-                try:
-                    key = self._key(item.data, item, seq)
-                    work.rec = Rec(
-                        key=key,
-                        data=item.data,
-                        meta={"key": key, "line": item.line, "position": item.position},
-                        source=item.data,
-                    )
-                except Exception as exc:  # a key template failing on this record
-                    item.error = f"the record key cannot be made: {_one_line(exc)}"
-            yield work
-
-    def _replay_work(self, letters: list[DeadLetter], from_start: bool) -> Iterator[_Work]:
-        if from_start:
-            yield from self._replay_from_start(letters)
-            return
-        for seq, letter in enumerate(letters):
-            context = letter.context or {}
-            meta = {**(context.get("meta") or {}), "replay_of": letter.id}
-            start, data = letter.step, letter.record
-            lookup = context.get("lookup")
-            if lookup and self.flow.step(lookup.get("step")) is not None:
-                # look everything up again: the answers saved in the record may be stale
-                start, data = lookup["step"], lookup.get("record")
-            rec = Rec(
-                key=letter.record_key or f"dead_letter:{letter.id}",
-                data=data,
-                meta=meta,
-                parent=context.get("parent"),
-                loop=context.get("loop") or {},
-                source=letter.source_record,
-            )
-            yield _Work(seq, rec, start=start, letters=[letter])
-
-    def _replay_from_start(self, letters: list[DeadLetter]) -> Iterator[_Work]:
-        # the items of one source record (a foreach) are replayed by one pass of the record
-        works: dict[str, _Work] = {}
-        for letter in letters:
-            meta = dict((letter.context or {}).get("meta") or {})
-            key = str(meta.get("key") or letter.record_key or f"dead_letter:{letter.id}")
-            if key in works:
-                works[key].letters.append(letter)
-                continue
-            for name in ("index", "dry_run_unknown"):
-                meta.pop(name, None)
-            rec = Rec(
-                key=key,
-                data=letter.source_record,
-                meta={**meta, "key": key, "replay_of": letter.id},
-                source=letter.source_record,
-            )
-            works[key] = _Work(len(works), rec, letters=[letter])
-        yield from works.values()
-
-    # -- the loop --------------------------------------------------------------------------------
+    # -- the run ---------------------------------------------------------------------------------
     def run(
         self,
         records: Iterable[Any] | None = None,
@@ -416,62 +202,37 @@ class Runner:
         code), except those before the run started: :class:`LockHeld` and a state file that
         cannot be opened (:class:`StateError`)."""
         started = time.perf_counter()
-        if self.store is not None and not self.dry_run:
-            self._start(replay)
-        status, message = "ok", None
+        self._start(replay)
+        status, message = RunStatus.OK.value, None
         try:
-            if self.store is not None and not self.dry_run:
-                digests = RecordDigests(self.flow, self.vars)
-                if replay is None and digests.enabled:
-                    self._digests = digests
-                else:  # this run may change keys behind the digests' back
-                    self.store.forget_record_digests(self.flow.name)
+            self._use_digests(replay is None)
             self.log.event("run_started", kind=self.kind, dry_run=self.dry_run)
             self.log.flush()
-            work = (
-                self._replay_work(replay, from_start) if replay is not None else self._work(records)
+            work: Iterator[Work] | Iterator[RecordWork] = (
+                replay_work(self.flow, replay, from_start)
+                if replay is not None
+                else source_work(self.flow, self.vars, self._source(records))
             )
             stopped = self._loop(work)
             if stopped:
                 status, message = stopped
         except Exception as exc:  # the run cannot go on: say why in one line, never a traceback
-            status, message = "failed", self.mask(self._failure(exc))  # it may quote a URL path
+            status, message = RunStatus.FAILED.value, self.ctx.mask(self._failure(exc))
         finally:
-            self._stop_lease.set()
-            for state in self._connections.values():
-                try:
-                    state.connector.close()
-                except Exception as exc:
-                    self.log.event("connection_close_failed", connection=state.name, error=str(exc))
-        for final_step in (self._flush_final, self._apply_retention):
-            if self._exit is not None and self._exit == EXIT_STATE:
-                break  # the state cannot be written: do not try again
-            try:
-                final_step()
-            except Exception as exc:
-                if status != "failed":
-                    status, message = "failed", self._failure(exc)
-        if status == "ok" and self.counts["dead_lettered"]:
-            status = "dead_lettered"
-        elif status == "ok" and self.counts["review"]:
-            status = "review"
-        exit_code = {"ok": EXIT_OK, "dead_lettered": EXIT_DEAD_LETTERS, "review": EXIT_REVIEW}.get(
-            status, EXIT_CANNOT_PROCEED if status == "failed" else EXIT_DEAD_LETTERS
-        )
-        if status == "stopped" and self.counts["parked"]:
-            exit_code = EXIT_CANNOT_PROCEED
-        if self._exit is not None:
-            exit_code = self._exit
+            self._lease.stop()
+            for name, error in self.ctx.connections.close():
+                self.log.event("connection_close_failed", connection=name, error=str(error))
+        status, message = self._wind_up(status, message)
         result = RunResult(
             self.run_id,
             self.flow.name,
             status,
             dict(self.counts),
             round(time.perf_counter() - started, 3),
-            exit_code,
+            self._exit_code(status),
             message,
             self.dry_run,
-            self.executor.would_send,
+            self.would_send,
             str(self.log.path) if self.log.path else None,
             self.dead_letter_ids,
             self.review_ids,
@@ -491,29 +252,73 @@ class Runner:
         """Take the flow's lease and record the run; nothing of a run that never started
         is left behind (its run log goes too)."""
         try:
-            self._acquire()
+            dead = self._lease.acquire(self.wait_lock)
+            if dead:
+                self.log.event("lease_taken_over", holder=dead, reason="holder is gone")
             self.store.mark_abandoned_runs(self.flow.name)
-            self.store.start_run(self.run_id, self.flow.name, self.kind, self.given_vars)
+            self.store.start_run(
+                self.run_id,
+                self.flow.name,
+                kind=self.kind,
+                vars=self.given_vars,
+                holder=holder_id(),
+            )
             if replay is None:
                 self._open_keys = self.store.open_item_keys(self.flow.name)
         except BaseException:
-            self._stop_lease.set()
+            self._lease.stop()
             self.log.close()
-            self.log.path.unlink(missing_ok=True)
+            if self.log.path is not None:
+                self.log.path.unlink(missing_ok=True)
             try:
-                self.store.release_lease(self.flow.name, self._holder)
+                self._lease.release()
             except Exception:
                 pass  # the lease expires by itself; the error below is the one to report
             self.store.close()
             raise
 
+    def _use_digests(self, from_source: bool) -> None:
+        """Skip records unchanged since they last went through, where the flow allows it
+        (engine/unchanged.py); a replay, which may change keys behind the digests' back,
+        makes the flow forget them."""
+        digests = RecordDigests(self.flow, self.vars)
+        if from_source and digests.enabled:
+            self._digests = digests
+        else:
+            self.store.forget_record_digests(self.flow.name)
+
+    def _wind_up(self, status: str, message: str | None) -> tuple[str, str | None]:
+        """Commit what is left and prune by the flow's retention; a failure there fails the
+        run. Then the status says whether records need a person."""
+        for final_step in (self._flush, self._apply_retention):
+            if self._exit == EXIT_STATE:
+                break  # the state cannot be written: do not try again
+            try:
+                final_step()
+            except Exception as exc:
+                if status != RunStatus.FAILED:
+                    status, message = RunStatus.FAILED.value, self._failure(exc)
+        if status == RunStatus.OK and self.counts[Outcome.DEAD_LETTERED]:
+            status = RunStatus.DEAD_LETTERED.value
+        elif status == RunStatus.OK and self.counts[Outcome.REVIEW]:
+            status = RunStatus.REVIEW.value
+        return status, message
+
+    def _exit_code(self, status: str) -> int:
+        if self._exit is not None:
+            return self._exit
+        if status == RunStatus.STOPPED and self.counts[Outcome.PARKED]:
+            return EXIT_CANNOT_PROCEED
+        return {
+            RunStatus.OK: EXIT_OK,
+            RunStatus.DEAD_LETTERED: EXIT_DEAD_LETTERS,
+            RunStatus.REVIEW: EXIT_REVIEW,
+            RunStatus.FAILED: EXIT_CANNOT_PROCEED,
+        }.get(RunStatus(status), EXIT_DEAD_LETTERS)
+
     def _failure(self, exc: BaseException) -> str:
         """The one-line reason for a run that cannot go on; the traceback goes to the run
-        log only. A fault of the state file sets the exit code 4."""
-        import traceback
-
-        if isinstance(exc, sqlite3.Error):
-            exc = state_error(exc, self.state)
+        log only. A fault of the state sets the exit code 4."""
         if isinstance(exc, StateError):
             self._exit = EXIT_STATE
             return str(exc)
@@ -526,20 +331,14 @@ class Runner:
             traceback=traceback.format_exc(),
         )
         where = f"; the traceback is in {self.log.path}" if self.log.path else ""
-        return f"unexpected {type(exc).__name__}: {_one_line(exc)}{where}"
-
-    def _flush_final(self) -> None:
-        self._flush(final=True)
+        return f"unexpected {type(exc).__name__}: {one_line(exc)}{where}"
 
     def _finish_run(self, result: RunResult) -> None:
-        if self.store is None:
-            return
         try:
-            if not self.dry_run:
-                self.store.finish_run(
-                    self.run_id, result.status, result.counts, result.exit_code, result.message
-                )
-                self.store.release_lease(self.flow.name, self._holder)
+            self.store.finish_run(
+                self.run_id, result.status, result.counts, result.exit_code, result.message
+            )
+            self._lease.release()
         except Exception:
             # the state cannot be written (the reason is the run's message): the run stays
             # ``running`` in it, and the next run marks it ``crashed`` and takes the lease
@@ -547,24 +346,58 @@ class Runner:
         finally:
             self.store.close()
 
-    def _loop(self, work: Iterator[_Work]) -> tuple[str, str] | None:
+    def _apply_retention(self) -> None:
+        """Prune the flow's data older than its ``retention``, when some is well past it.
+
+        One indexed look-up per run; the prune itself runs about once per ``PRUNE_SLACK``
+        (or a tenth of the retention, if shorter).
+        """
+        keep = self.flow.retention_s
+        if not keep:
+            return
+        oldest = self.store.oldest_run(self.flow.name)
+        if oldest is not None and oldest < time.time() - keep - min(PRUNE_SLACK, keep / 10):
+            pruned = self.store.prune(keep, self.flow.name)
+            remove_run_logs(self.state, pruned.run_ids)
+            self.log.event("pruned", **pruned.counts())
+
+    # -- records in ------------------------------------------------------------------------------
+    def _source(self, records: Iterable[Any] | None) -> Iterator[Item]:
+        if records is not None:
+            for data in records:
+                yield data if isinstance(data, Item) else Item(data=data)
+            return
+        source = self.flow.source
+        connector = self.ctx.connections.get(source.connection).connector
+        cursor = self.store.cursor(self.flow.name)
+        try:
+            yield from connector.read(
+                self.ctx.render_options(source.options), cursor.position if cursor else None
+            )
+        except (ConnectorError, OSError) as exc:
+            raise SourceUnavailable(
+                f"source {source.connection!r} could not be read: {exc}"
+            ) from exc
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _loop(self, work: Iterable[Work]) -> tuple[str, str] | None:
         """Process every work item; returns (status, message) when the run stopped early."""
         if self.flow.concurrency <= 1:
             for w in work:
-                self._pending[w.seq] = w
+                self._watermark.add(w.seq, w.position)
                 self._complete(w, self._execute(w))
                 if self._stop:
                     break
             return self._stop
         return self._loop_concurrent(work)
 
-    def _loop_concurrent(self, work: Iterator[_Work]) -> tuple[str, str] | None:
+    def _loop_concurrent(self, work: Iterable[Work]) -> tuple[str, str] | None:
         lanes = self.flow.concurrency
-        inboxes: list[queue.Queue] = [queue.Queue(maxsize=32) for _ in range(lanes)]
-        done: queue.Queue = queue.Queue()
+        inboxes: list[queue.Queue[Work | None]] = [queue.Queue(maxsize=32) for _ in range(lanes)]
+        done: queue.Queue[tuple[Work, _Answer]] = queue.Queue()
         stop = threading.Event()
 
-        def lane(inbox: queue.Queue) -> None:
+        def lane(inbox: queue.Queue[Work | None]) -> None:
             while True:
                 w = inbox.get()
                 if w is None:
@@ -586,15 +419,15 @@ class Runner:
             nonlocal in_flight
             while in_flight:
                 try:
-                    w, outcome = done.get(block=block, timeout=0.2 if block else None)
+                    w, answer = done.get(block=block, timeout=0.2 if block else None)
                 except queue.Empty:
                     return
                 in_flight -= 1
-                if isinstance(outcome, BaseException):
+                if isinstance(answer, BaseException):
                     stop.set()
-                    raise outcome
-                if outcome is not _NOT_RUN:  # None: an unreadable input, dead-lettered
-                    self._complete(w, outcome)
+                    raise answer
+                if not isinstance(answer, _NotRun):
+                    self._complete(w, answer)
                 if self._stop:
                     stop.set()
                 block = False
@@ -603,8 +436,8 @@ class Runner:
             for w in work:
                 if stop.is_set():
                     break
-                self._pending[w.seq] = w
-                lane_no = hash(w.rec.key if w.rec else w.seq) % lanes
+                self._watermark.add(w.seq, w.position)
+                lane_no = hash(w.rec.key if isinstance(w, RecordWork) else w.seq) % lanes
                 while True:
                     try:
                         inboxes[lane_no].put(w, timeout=0.05)
@@ -616,16 +449,19 @@ class Runner:
             while in_flight:
                 drain(block=True)
         finally:
-            stop.set() if self._stop else None
+            if self._stop:
+                stop.set()
             for q in inboxes:
                 q.put(None)
             for t in threads:
                 t.join()
         return self._stop
 
-    def _execute(self, w: _Work) -> Outcome | None:
-        if w.rec is None:
-            return None  # an unreadable input: dead-lettered as it is in _complete
+    def _execute(self, w: Work) -> RecordResult | None:
+        """Take a record through the steps, unless it is unchanged since it last went
+        through (then it is skipped before its first step). Runs on a lane."""
+        if isinstance(w, BadInput):
+            return None  # dead-lettered as it is, in _complete
         if self._digests is not None:
             try:
                 w.digest = self._digests.of(w.rec.key, w.rec.data, w.rec.meta)
@@ -633,133 +469,76 @@ class Runner:
                 w.digest = None
         if w.digest is not None:
             last = self.store.record_digest(self.flow.name, w.rec.key)
-            if last is not None and last[0] == w.digest:
+            if last is not None and last.digest == w.digest:
                 # a filter would drop it again; done or skipped, its sends would be duplicates
                 w.unchanged = True
-                w.seen_again = last[3] < time.time() - self.executor.refresh_after
-                outcome = "filtered" if last[1] == "filtered" else "skipped"
-                return Outcome(outcome, [["unchanged", outcome, f"as in run {last[2]}"]], [])
+                w.seen_again = last.at < time.time() - self.ctx.refresh_after
+                outcome = Outcome.FILTERED if last.outcome == Outcome.FILTERED else Outcome.SKIPPED
+                trace = [["unchanged", outcome.value, f"as in run {last.run_id}"]]
+                return RecordResult(outcome, trace)
         return self.executor.process(w.rec, w.start)
 
-    def _complete(self, w: _Work, outcome: Outcome | None) -> None:
-        """Account for one finished work item (main thread only)."""
+    # -- results in (main thread only) -----------------------------------------------------------
+    def _complete(self, w: Work, result: RecordResult | None) -> None:
+        """Account for one finished work item."""
+        if isinstance(w, BadInput):
+            self._complete_bad_input(w)
+        elif result is not None:
+            self._complete_record(w, result)
+
+    def _complete_record(self, w: RecordWork, result: RecordResult) -> None:
         now = time.time()
         if not w.letters:
             self.counts["read"] += 1
-        if outcome is None:
-            self._source_dead_letter(w, now)
-            return
-        self.counts[outcome.outcome] += 1
+        self.counts[result.outcome] += 1
+        self.would_send += result.would_send
+        self._batch.seen_keys += result.seen_keys
+        error = self._park_failures(result)
+        self._batch.traces.append(
+            Trace(
+                self.run_id,
+                self.flow.name,
+                w.rec.key,
+                result.outcome,
+                self.ctx.mask(result.trace),
+                self.ctx.mask(error),
+                now,
+            )
+        )
+        self._log_record(w, result.outcome)
+        self._remember_pass(w, result, now)
+        self._finish(w, final=result.outcome != Outcome.PARKED)
+
+    def _park_failures(self, result: RecordResult) -> str | None:
+        """Dead letters and review items for the record's failures; returns the error its
+        trace shows. An open circuit, or a failure under ``on_error: stop``, stops the run."""
         error = None
-        for failure in outcome.failures:
+        for failure in result.failures:
             if isinstance(failure.error, CircuitOpen):
                 error = str(failure.error)
                 if self._stop is None:
-                    self._stop = ("stopped", error)
+                    self._stop = (RunStatus.STOPPED.value, error)
                 continue
-            self._dead.append(self.mask(self._parked_item(failure)))
+            self._batch.items.append(self._parked_item(failure))
             if failure.review is not None:
                 error = error or failure.review.reason
                 continue  # a record held for a person is no failure of the flow's
             error = f"{type(failure.error).__name__}: {describe(failure.error)}"
-            rec = failure.rec
             if self.flow.on_error == "stop" and self._stop is None:
                 self._stop = (
-                    "stopped",
-                    f"record {rec.key} failed at {failure.step} and the flow says on_error: stop",
+                    RunStatus.STOPPED.value,
+                    f"record {failure.rec.key} failed at {failure.step} and the flow says "
+                    "on_error: stop",
                 )
-        self._traces.append(
-            {
-                "run_id": self.run_id,
-                "flow": self.flow.name,
-                "record_key": w.rec.key,
-                "outcome": outcome.outcome,
-                "steps": self.mask(outcome.trace),
-                "error": self.mask(error),
-                "at": now,
-            }
-        )
-        replay_of = [letter.id for letter in w.letters]
-        self.log.event(
-            "record",
-            record_key=w.rec.key,
-            outcome=outcome.outcome,
-            **(
-                {"replay_of": replay_of[0] if len(replay_of) == 1 else replay_of}
-                if w.letters
-                else {}
-            ),
-            **({"reason": "unchanged"} if w.unchanged else {}),
-        )
-        if w.seen_again:
-            self._seen.append(w.rec.key)
-        if w.digest and not w.unchanged:
-            # a record that did not go through may have sent part of its requests: forget it
-            clean = outcome.outcome in FINAL_CLEAN and not outcome.failures
-            digest = w.digest if clean else None
-            self._digest_writes.append((w.rec.key, digest, outcome.outcome, self.run_id, now))
-        for letter in w.letters:
-            others = {other.record_key for other in w.letters if other is not letter}
-            self._replayed.append((letter.id, _replayed_as(letter, outcome, others)))
-        if not w.letters and w.rec.key in self._open_keys and outcome.outcome in FINAL_CLEAN:
-            self._resolved.append(w.rec.key)  # an earlier run's dead letter: went through now
-        self._finish(w, final=outcome.outcome != "parked")
+        return error
 
-    def _source_dead_letter(self, w: _Work, now: float) -> None:
-        """Dead-letter an input that could not become a record: unreadable, or no key.
-
-        It is kept under a key of its own: its line (``line:N``, the same line refreshes
-        the same dead letter on every run of a file), else this run and its place in the
-        run's input (``input:<run>#<n>``), so two such inputs never share a dead letter.
-        The record (when it was read) and its raw text are kept with it.
-        """
-        item = w.item
-        key = f"line:{item.line}" if item.line is not None else f"input:{self.run_id}#{w.seq}"
-        raw = item.raw
-        if raw is None and item.data is not None:
-            raw = _raw_text(item.data)
-        error_class = "UnreadableRecord" if item.data is None else "UnkeyedRecord"
-        self.counts["dead_lettered"] += 1
-        self._dead.append(
-            self.mask(
-                {
-                    "run_id": self.run_id,
-                    "record_key": key,
-                    "step": "source",
-                    "error_class": error_class,
-                    "message": item.error,
-                    "raw": raw,
-                    "line": item.line,
-                    "attempts": 1,
-                    "record": item.data,
-                    "source_record": item.data,
-                    "context": {"meta": {"line": item.line, "position": item.position}},
-                }
-            )
-        )
-        self._traces.append(
-            {
-                "run_id": self.run_id,
-                "flow": self.flow.name,
-                "record_key": key,
-                "outcome": "dead_lettered",
-                "steps": [["source", "unreadable" if item.data is None else "unkeyed", item.error]],
-                "error": item.error,
-                "at": now,
-            }
-        )
-        self.log.event(
-            "record", record_key=key, outcome="dead_lettered", step="source", error=item.error
-        )
-        self._finish(w, final=True)
-
-    def _parked_item(self, failure: Failure) -> dict:
-        """A dead letter or review item for the store, with what a replay needs."""
+    def _parked_item(self, failure: Failure) -> ParkedItem:
+        """A dead letter or review item for the store, with what a replay needs; masked."""
         rec = failure.rec
         context: dict[str, Any] = {"meta": rec.meta, "parent": rec.parent, "loop": rec.loop}
         if rec.lookup is not None:
             context["lookup"] = {"step": rec.lookup[0], "record": rec.lookup[1]}
-        item = {
+        item: dict[str, Any] = {
             "run_id": self.run_id,
             "record_key": rec.key,
             "step": failure.step,
@@ -771,94 +550,125 @@ class Runner:
         }
         if failure.review is not None:
             review = failure.review
-            return {
-                **item,
-                "kind": "review",
-                "queue": review.queue,
-                "message": review.reason,
-                "figures": review.figures,
-            }
-        return {
-            **item,
-            "error_class": type(failure.error).__name__,
-            "message": describe(failure.error),
-        }
+            item.update(
+                kind="review", queue=review.queue, message=review.reason, figures=review.figures
+            )
+        else:
+            item.update(
+                kind="dead_letter",
+                error_class=type(failure.error).__name__,
+                message=describe(failure.error),
+            )
+        return ParkedItem(**self.ctx.mask(item))
 
-    def _apply_retention(self) -> None:
-        """Prune the flow's data older than its ``retention``, when some is well past it.
+    def _log_record(self, w: RecordWork, outcome: Outcome) -> None:
+        replay_of = [letter.id for letter in w.letters]
+        self.log.event(
+            "record",
+            record_key=w.rec.key,
+            outcome=outcome.value,
+            **(
+                {"replay_of": replay_of[0] if len(replay_of) == 1 else replay_of}
+                if w.letters
+                else {}
+            ),
+            **({"reason": "unchanged"} if w.unchanged else {}),
+        )
 
-        One indexed look-up per run; the prune itself runs about once per ``PRUNE_SLACK``
-        (or a tenth of the retention, if shorter).
+    def _remember_pass(self, w: RecordWork, result: RecordResult, now: float) -> None:
+        """What a record's pass changes beyond its trace: its digest, the dead letters it
+        replayed, and the open items of an earlier run it resolved."""
+        key, outcome = w.rec.key, result.outcome
+        if w.seen_again:
+            self._batch.seen_records.append(key)
+        if w.digest and not w.unchanged:
+            # a record that did not go through may have sent part of its requests: forget it
+            clean = outcome in FINAL_CLEAN and not result.failures
+            digest = w.digest if clean else None
+            self._batch.digests.append(DigestWrite(key, digest, outcome, self.run_id, now))
+        for letter in w.letters:
+            others = {other.record_key for other in w.letters if other is not letter}
+            replayed = _replayed_as(letter, result, {k for k in others if k is not None})
+            self._batch.replayed.append((letter.id, replayed))
+        if not w.letters and key in self._open_keys and outcome in FINAL_CLEAN:
+            self._batch.resolved.append(key)  # an earlier run's dead letter: went through now
+
+    def _complete_bad_input(self, w: BadInput) -> None:
+        """Dead-letter an input that could not become a record: unreadable, or no key.
+
+        It is kept under a key of its own: its line (``line:N``, the same line refreshes
+        the same dead letter on every run of a file), else this run and its place in the
+        run's input (``input:<run>#<n>``), so two such inputs never share a dead letter.
+        The record (when it was read) and its raw text are kept with it.
         """
-        keep = self.flow.retention_s
-        if not keep:
-            return
-        oldest = self.store.oldest_run(self.flow.name)
-        if oldest is not None and oldest < time.time() - keep - min(PRUNE_SLACK, keep / 10):
-            self.log.event("pruned", **self.store.prune(keep, self.flow.name))
+        item = w.item
+        key = f"line:{item.line}" if item.line is not None else f"input:{self.run_id}#{w.seq}"
+        raw = item.raw
+        if raw is None and item.data is not None:
+            raw = raw_text(item.data)
+        unreadable = item.data is None
+        self.counts["read"] += 1
+        self.counts[Outcome.DEAD_LETTERED] += 1
+        letter = {
+            "kind": "dead_letter",
+            "run_id": self.run_id,
+            "record_key": key,
+            "step": "source",
+            "error_class": "UnreadableRecord" if unreadable else "UnkeyedRecord",
+            "message": w.error,
+            "raw": raw,
+            "line": item.line,
+            "attempts": 1,
+            "record": item.data,
+            "source_record": item.data,
+            "context": {"meta": {"line": item.line, "position": item.position}},
+        }
+        self._batch.items.append(ParkedItem(**self.ctx.mask(letter)))
+        self._batch.traces.append(
+            Trace(
+                self.run_id,
+                self.flow.name,
+                key,
+                Outcome.DEAD_LETTERED,
+                [["source", "unreadable" if unreadable else "unkeyed", w.error]],
+                w.error,
+                time.time(),
+            )
+        )
+        self.log.event(
+            "record",
+            record_key=key,
+            outcome=Outcome.DEAD_LETTERED.value,
+            step="source",
+            error=w.error,
+        )
+        self._finish(w, final=True)
 
-    def _finish(self, w: _Work, final: bool) -> None:
-        if self._lease_lost.is_set() and self._stop is None:
+    def _finish(self, w: Work, final: bool) -> None:
+        if self._lease.lost and self._stop is None:
             self._stop = (
-                "failed",
+                RunStatus.FAILED.value,
                 f"the run lost its lease on flow {self.flow.name!r} (it was not renewed in "
                 f"time and another run took it); stopping so that the two do not overlap",
             )
-        if final:
-            self._finished.add(w.seq)
-        else:
-            self._cursor_blocked = True
-        # advance the watermark over the contiguous run of final records
-        while self._next_seq in self._finished and not self._cursor_blocked:
-            done = self._pending.pop(self._next_seq)
-            self._finished.discard(self._next_seq)
-            if done.has_position:
-                self._cursor, self._cursor_moved = done.position, True
-            self._next_seq += 1
+        self._watermark.finish(w.seq, final)
         if (
-            len(self._traces) >= COMMIT_EVERY
+            len(self._batch.traces) >= COMMIT_EVERY
             or time.monotonic() - self._last_commit >= COMMIT_SECONDS
         ):
             self._flush()
 
-    def _flush(self, final: bool = False) -> None:
-        if self.store is None or self.dry_run:
-            self._traces.clear()
-            self._dead.clear()
-            self._digest_writes.clear()
-            self._seen.clear()
-            self.executor.take_seen_keys()
-            return
-        ids = self.store.commit_progress(
-            self.flow.name,
-            self._traces,
-            self._dead,
-            self._cursor,
-            move_cursor=self._cursor_moved,
-            resolved=(self.run_id, self._resolved),
-            digests=self._digest_writes,
-            seen=(self._seen, self.executor.take_seen_keys()),
-        )
-        self._resolved.clear()
-        self._digest_writes.clear()
-        self._seen.clear()
-        for item, item_id in zip(self._dead, ids, strict=True):
-            (self.review_ids if item.get("kind") == "review" else self.dead_letter_ids).append(
-                item_id
-            )
-        for letter_id, how in self._replayed:
-            if how == "through":
-                self.store.close_dead_letter(letter_id, "replayed", self.run_id)
-            elif how == "again" and letter_id not in ids:
-                # it failed at another step, or went on to review: the new item replaces it
-                self.store.close_dead_letter(letter_id, "superseded", self.run_id)
-            # failed again at the same step: the same dead letter was refreshed and stays open
-        self._replayed.clear()
-        self._traces.clear()
-        self._dead.clear()
-        self._cursor_moved = False
+    # -- commits ---------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        """Commit the batch with the cursor, then close the dead letters a replay settled;
+        the run log's lines up to here reach the file with the state they describe."""
+        progress = self._batch.progress(self.run_id, self._watermark.moved_to())
+        ids = self.store.commit_progress(self.flow.name, progress)
+        self._watermark.committed()
+        self._note_item_ids(progress.items, ids)
+        self._close_replayed(ids)
+        self._batch.clear()
         self._last_commit = time.monotonic()
-        # the log's lines up to here reach the file with the state they describe
         self.log.flush()
         if self.log.error is not None:
             raise StateError(
@@ -866,3 +676,17 @@ class Runner:
                 f"{self.log.error.strerror or self.log.error}",
                 str(self.log.path),
             )
+
+    def _note_item_ids(self, items: list[ParkedItem], ids: list[int]) -> None:
+        """Keep the ids of the items written, for the result (a dry run writes none)."""
+        for item, item_id in zip(items, ids, strict=False):
+            (self.review_ids if item.kind == "review" else self.dead_letter_ids).append(item_id)
+
+    def _close_replayed(self, ids: list[int]) -> None:
+        for letter_id, how in self._batch.replayed:
+            if how == "through":
+                self.store.close_dead_letter(letter_id, "replayed", self.run_id)
+            elif how == "again" and letter_id not in ids:
+                # it failed at another step, or went on to review: the new item replaces it
+                self.store.close_dead_letter(letter_id, "superseded", self.run_id)
+            # failed again at the same step: the same dead letter was refreshed and stays open

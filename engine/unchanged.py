@@ -24,11 +24,9 @@ import dataclasses
 from functools import lru_cache
 from typing import Any
 
+from engine.idempotency import fingerprint
 from engine.model import Flow
-from engine.steps import fingerprint
 from engine.templates import VARYING_NAMES
-
-FINAL_CLEAN = frozenset({"done", "skipped", "filtered"})  # outcomes worth remembering
 
 
 def varying_reason(flow: Flow) -> str | None:

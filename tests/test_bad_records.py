@@ -10,7 +10,7 @@ from contextlib import closing
 
 from connectors import Connector, Item
 from engine import Engine
-from engine.store import Store
+from engine.store import SqliteStore
 from tests.conftest import flowyard, read_ndjson, write_flow
 
 # Inputs a JSON parser reads, or half-reads, that a record must not hold.
@@ -93,7 +93,7 @@ def test_a_record_a_step_chokes_on_is_dead_lettered_whatever_the_error(tmp_path)
     result = Engine(state=tmp_path / "s.db").run(flow)
     assert (result.status, result.exit_code) == ("dead_lettered", 1)
     assert result.counts["done"] == 2 and result.counts["dead_lettered"] == 1
-    with closing(Store(tmp_path / "s.db")) as store:
+    with closing(SqliteStore(tmp_path / "s.db")) as store:
         [letter] = store.dead_letters()
     assert (letter.record_key, letter.step, letter.error_class) == ("2", "write", "TypeError")
 
@@ -154,10 +154,10 @@ def test_records_before_an_unexpected_failure_are_kept_and_the_run_is_not_left_r
     assert (result.status, result.exit_code) == ("failed", 3)
     assert result.counts["done"] == 2 and "KeyError" in result.message
     assert read_ndjson(tmp_path / "out.ndjson") == [{"id": 1}, {"id": 2}]
-    with closing(Store(tmp_path / "s.db")) as store:
+    with closing(SqliteStore(tmp_path / "s.db")) as store:
         [run] = store.list_runs()
-        traced = {t["record_key"] for t in store.run_records(run["run_id"])}
-    assert (run["status"], run["exit_code"]) == ("failed", 3) and traced == {"1", "2"}
+        traced = {t.record_key for t in store.run_records(run.run_id)}
+    assert (run.status, run.exit_code) == ("failed", 3) and traced == {"1", "2"}
 
 
 def test_records_whose_key_cannot_be_made_are_each_kept_with_their_record(tmp_path):
@@ -189,7 +189,7 @@ def test_records_whose_key_cannot_be_made_are_each_kept_with_their_record(tmp_pa
     first = eng.run(flow)
     assert first.counts == {**first.counts, "read": 4, "done": 2, "dead_lettered": 2}
     assert eng.run(flow).counts["read"] == 0  # the cursor moved past them: they are kept
-    with closing(Store(tmp_path / "s.db")) as store:
+    with closing(SqliteStore(tmp_path / "s.db")) as store:
         letters = store.dead_letters()
     assert len({d.record_key for d in letters}) == 2
     assert sorted(d.record["seq"] for d in letters) == [2, 3]
@@ -208,7 +208,7 @@ def test_unkeyed_lines_of_a_file_keep_their_line_and_text(tmp_path):
     write_lines(tmp_path / "in.ndjson", ['{"order": {"id": 1}}', '{"id": 2}', '{"x": 3}'])
     result = Engine(state=tmp_path / "s.db").run(tmp_path / "flow.yaml")
     assert result.counts["done"] == 1 and result.counts["dead_lettered"] == 2
-    with closing(Store(tmp_path / "s.db")) as store:
+    with closing(SqliteStore(tmp_path / "s.db")) as store:
         letters = {d.record_key: d for d in store.dead_letters()}
     assert set(letters) == {"line:2", "line:3"}
     assert letters["line:3"].record == {"x": 3} and json.loads(letters["line:3"].raw) == {"x": 3}
@@ -228,7 +228,7 @@ def test_text_no_encoding_can_write_is_stored_escaped_not_a_crash(tmp_path):
     eng = Engine(state=tmp_path / "s.db")
     result = eng.run(flow, records=[{"id": "k\ud800", "name": "x\udfff"}])
     assert (result.status, result.counts["dead_lettered"]) == ("dead_lettered", 1)
-    with closing(Store(tmp_path / "s.db")) as store:
+    with closing(SqliteStore(tmp_path / "s.db")) as store:
         [letter] = store.dead_letters()
     assert letter.record == {"id": "k\ud800", "name": "x\udfff"}  # JSON columns: as it was
     assert letter.record_key == "k\\ud800"  # plain text: escaped, readable

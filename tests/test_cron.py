@@ -113,7 +113,7 @@ def test_wait_lock_waits_for_the_running_one_to_finish(tmp_path, target):
     store = Engine(state=state).store()
     second_run, first_run = store.list_runs()
     store.close()
-    assert second_run["started_at"] >= first_run["ended_at"]
+    assert second_run.started_at >= first_run.ended_at
 
 
 def kill_holder_mid_run(flow, state, target, ttl):
@@ -131,7 +131,7 @@ def finish_after_kill(eng, flow, target, **kw):
     store = eng.store()
     runs = store.list_runs()
     store.close()
-    assert [r["status"] for r in runs] == ["ok", "crashed"]
+    assert [r.status for r in runs] == ["ok", "crashed"]
     return result, runs[0]
 
 
@@ -159,7 +159,7 @@ def test_a_killed_holder_on_another_host_blocks_until_its_lease_expires(tmp_path
         eng.run(flow, vars={"url": target.url})
     _, run = finish_after_kill(eng, flow, target, wait_lock=10)
     # the lease ran out at most its TTL after the kill (the waiting run looks twice a second)
-    assert 0 < run["started_at"] - killed < 2 + 0.5 + 0.2
+    assert 0 < run.started_at - killed < 2 + 0.5 + 0.2
 
 
 def test_a_run_that_lost_its_lease_stops_rather_than_overlap(tmp_path, target):
@@ -272,7 +272,7 @@ def test_a_flow_with_retention_keeps_its_state_bounded_over_many_runs(tmp_path):
         ("shop_sync", "bad"),
         ("other_flow", "bad"),
     ]
-    assert [r["flow"] for r in store.list_runs(limit=100)].count("other_flow") == 1
+    assert [r.flow for r in store.list_runs(limit=100)].count("other_flow") == 1
     store.close()
     assert len(list((tmp_path / "runs").iterdir())) == sizes[-1]["runs"]  # logs pruned too
 

@@ -162,7 +162,7 @@ def test_a_replay_after_fixing_the_mapping_delivers_the_dead_letters(erp, target
     # the replay is in the record's trace, as a run of kind replay
     trace = erp.cli("trace", "101").stdout
     assert f"replay {result['run_id']}  done" in trace
-    assert [(t["kind"], t["outcome"]) for t in erp.trace("101")] == [
+    assert [(t.kind, t.outcome) for t in erp.trace("101")] == [
         ("run", "dead_lettered"),
         ("replay", "done"),
     ]

@@ -58,7 +58,8 @@ def applied_ids(target):
 def state_of(eng):
     store = eng.store()
     try:
-        return store.get_cursor("orders_sync"), store.dead_letters()
+        cursor = store.cursor("orders_sync")
+        return (cursor.position if cursor else None), store.dead_letters()
     finally:
         store.close()
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import Engine
-from engine.store import Store
+from engine.store import SqliteStore
 from tests.conftest import flowyard, write_flow
 
 FLOW = """
@@ -97,17 +97,17 @@ def readable(raw: bytes) -> bool | None:
 
 def check_run(tmp_path, lines: list[bytes], result) -> None:
     (tmp_path / "in.ndjson").write_bytes(b"".join(line + b"\n" for line in lines))
-    with closing(Store(tmp_path / "state.db")) as store:
+    with closing(SqliteStore(tmp_path / "state.db")) as store:
         runs = store.list_runs()
         letters = store.dead_letters()
-        traces = store.run_records(runs[0]["run_id"])
-    assert all(r["status"] != "running" for r in runs)
+        traces = store.run_records(runs[0].run_id)
+    assert all(r.status != "running" for r in runs)
     expected = {n: readable(raw) for n, raw in enumerate(lines, start=1)}
     at_source = {d.line for d in letters if d.step == "source"}
     unreadable = {n for n, ok in expected.items() if ok is False}
     assert unreadable <= at_source, (unreadable - at_source, lines)
     assert len(traces) == sum(ok is not None for ok in expected.values())
-    assert all(t["outcome"] in ("done", "skipped", "dead_lettered") for t in traces)
+    assert all(t.outcome in ("done", "skipped", "dead_lettered") for t in traces)
     assert result in (0, 1)
 
 

@@ -100,7 +100,7 @@ def test_a_replay_looks_the_product_up_again_after_it_was_created_in_the_erp(erp
     assert sales(target) == [{"order": 1001, "product": 7}]
     with closing(eng.store()) as store:
         [closed] = store.dead_letters(status=None)
-        steps = [s[:2] for s in store.trace("1001")[-1]["steps"]]
+        steps = [s[:2] for s in store.trace("1001")[-1].steps]
     assert (closed.status, closed.replay_run) == ("replayed", replay.run_id)
     # the replay started at the lookup and took the route again
     assert steps == [
@@ -154,7 +154,7 @@ def test_replay_from_start_takes_the_source_record_through_a_fixed_flow(erp, tmp
     assert sales(target) == [{"order": 1002, "product": 7}]
     with closing(eng.store()) as store:
         [closed] = store.dead_letters(status=None)
-        [first, *_] = store.trace("1002")[-1]["steps"]
+        [first, *_] = store.trace("1002")[-1].steps
     assert (closed.status, closed.replay_run) == ("replayed", result["run_id"])
     assert first[:2] == ["product_code", "set"]  # from the flow's first step
 

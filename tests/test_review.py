@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 
 from engine import Engine, ReviewItem
-from engine.store import SCHEMA_VERSION, Store
+from engine.store import SCHEMA_VERSION, SqliteStore
 from tests.conftest import flowyard, read_ndjson, write_flow, write_ndjson
 
 HOLD_UNPAID = """
@@ -89,9 +89,9 @@ def test_a_review_step_holds_the_record_for_a_person_and_the_run_exits_1(shop, t
     with closing(eng.store()) as store:
         assert store.dead_letters() == [] and store.dead_letter(item.id) is None
         [trace] = store.trace("1002")
-    assert trace["outcome"] == "review"
-    assert trace["steps"][-1][:2] == ["not_paid", "review"]
-    assert trace["steps"][-1][2]["reason"] == item.reason
+    assert trace.outcome == "review"
+    assert trace.steps[-1][:2] == ["not_paid", "review"]
+    assert trace.steps[-1][2]["reason"] == item.reason
 
     records = [e for e in events if e["event"] == "record"]
     assert [(e["record_key"], e["outcome"]) for e in records] == [
@@ -270,7 +270,7 @@ def test_reconcile_lets_confirmed_money_through_and_holds_a_difference_for_revie
     }
     with closing(eng.store()) as store:
         [ok] = store.trace("1")
-    [reconciled] = [s for s in ok["steps"] if s[0] == "sale_matches_order"]
+    [reconciled] = [s for s in ok.steps if s[0] == "sale_matches_order"]
     assert reconciled[1] == "reconciled"
     assert reconciled[2]["total"] == {
         "expected": "104.00",
@@ -464,7 +464,7 @@ def test_a_state_file_of_schema_1_is_upgraded_in_place_and_keeps_its_dead_letter
     state = old_state(tmp_path / "state.db")
 
     # read-only first (a dry run): the old file is read as it is, not changed
-    with closing(Store(state, readonly=True)) as store:
+    with closing(SqliteStore(state, readonly=True)) as store:
         assert store.schema_version() == 1
         assert [d.record_key for d in store.dead_letters()] == ["1009"]
         assert store.reviews() == [] and store.review(1) is None
@@ -481,7 +481,7 @@ def test_a_state_file_of_schema_1_is_upgraded_in_place_and_keeps_its_dead_letter
         assert store.schema_version() == SCHEMA_VERSION
         [letter] = store.dead_letters()
         assert (letter.id, letter.record_key, letter.source_record) == (1, "1009", None)
-        assert store.list_runs()[-1]["run_id"] == "20261101T000000-aaaaaa"
+        assert store.list_runs()[-1].run_id == "20261101T000000-aaaaaa"
     assert [(i.id, i.record_key) for i in eng.reviews()] == [(2, "1002")]
 
     # the old dead letter keeps no source record: it replays from its step, not the start
@@ -491,7 +491,7 @@ def test_a_state_file_of_schema_1_is_upgraded_in_place_and_keeps_its_dead_letter
     assert replayed.counts["done"] == 1
     assert [r["order"] for r in read_ndjson(tmp_path / "erp.ndjson")] == ["#1009"]
     # opening it again changes nothing more
-    with closing(Store(state)) as store:
+    with closing(SqliteStore(state)) as store:
         assert store.schema_version() == SCHEMA_VERSION
 
 

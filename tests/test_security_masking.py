@@ -231,4 +231,4 @@ def test_a_secret_in_a_url_path_is_masked_in_the_message_of_a_failed_run(
     store = eng.store()
     stored = store.get_run(result.run_id)
     store.close()
-    assert "AAH-bot-secret" not in json.dumps(stored) and "***" in stored["message"]
+    assert "AAH-bot-secret" not in json.dumps(stored.to_dict()) and "***" in stored.message

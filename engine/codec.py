@@ -1,0 +1,38 @@
+"""JSON text as flowyard writes it: in the state store, the run log and ``--output json``.
+
+Money must survive the trip: a :class:`~decimal.Decimal` is written as its exact string
+and read back (:func:`loads`) as a ``Decimal``, never as a float. Sets and tuples become
+lists, bytes become text; anything else JSON cannot hold is written as ``str(value)``.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def dumps(value: Any) -> str:
+    """JSON for the store and the run log: Decimals as exact strings, never floats."""
+    return json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps_sorted(value: Any) -> str:
+    """The same value always gives the same text (keys sorted): for hashes and comparisons."""
+    return json.dumps(value, default=_default, sort_keys=True, separators=(",", ":"))
+
+
+def loads(text: str | None) -> Any:
+    """Text written by :func:`dumps` back to values, numbers with a fraction as Decimals;
+    None stays None."""
+    return None if text is None else json.loads(text, parse_float=Decimal)

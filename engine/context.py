@@ -1,0 +1,209 @@
+"""What a run hands down to the executor: the run context.
+
+The runner builds one :class:`RunContext` per run and gives it to the executor
+(engine/executor.py), which takes records through the steps with it and returns typed
+results. Everything a step needs at run time is here (the flow, the run's vars and
+``${env:NAME}`` values, its connections, its store, its log and masking), so nothing
+below the runner ever calls back up into it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from connectors import Connector, Registry
+from engine.envrefs import ENV_CONTEXT, env_references
+from engine.errors import FlowError, Problem
+from engine.model import Flow, RetryPolicy
+from engine.retry import CircuitBreaker, RateLimiter
+from engine.runlog import RunLog
+from engine.store import StateStore
+from engine.templates import compile_value, default_environment
+
+
+class ConnectionState:
+    """A connection opened for one run: the connector and what governs calls through it."""
+
+    def __init__(
+        self,
+        name: str,
+        connector: Connector,
+        retry: RetryPolicy,
+        limiter: RateLimiter,
+        breaker: CircuitBreaker,
+    ):
+        self.name = name
+        self.connector = connector
+        self.retry = retry
+        self.limiter = limiter
+        self.breaker = breaker
+
+
+def render_options(
+    raw: dict[str, Any], *, vars: dict[str, Any], run: dict[str, str], env: dict[str, str]
+) -> dict[str, Any]:
+    """Connection and source options with ``{{ vars.x }}`` and ``${env:X}`` rendered.
+
+    They were checked at load time; compiled here once per run, in the shared environment
+    that caches compiled templates. ``${env:X}`` is a reference made from the flow's own
+    text (engine/envrefs.py): a var holding that text stays that text.
+    """
+    rendered: dict[str, Any] = compile_value(default_environment(), env_references(raw))(
+        {"vars": vars, "run": run, ENV_CONTEXT: env}
+    )
+    return rendered
+
+
+class Connections:
+    """A run's connections, each opened on first use (from any thread) and closed once at
+    the end of the run. The secrets a connector declares are masked from then on."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        registry: Registry,
+        render: Callable[[dict[str, Any]], dict[str, Any]],
+        on_secret: Callable[[str], None],
+    ):
+        self._flow = flow
+        self._registry = registry
+        self._render = render
+        self._on_secret = on_secret
+        self._open: dict[str, ConnectionState] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> ConnectionState:
+        """Connection ``name`` of the flow, opened now if this is its first use."""
+        with self._lock:
+            state = self._open.get(name)
+            if state is None:
+                conn = self._flow.connections[name]
+                cls = self._registry.get(conn.connector)
+                if cls is None:  # the loader checked every connector: only a plugin gone since
+                    raise LookupError(f"connector {conn.connector!r} is not installed")
+                connector = cls(self._render(conn.options))
+                connector.root = Path(self._flow.file).resolve().parent
+                connector.on_secret(self._on_secret)  # masked from now on, encoded too
+                state = ConnectionState(
+                    name,
+                    connector,
+                    conn.retry,
+                    RateLimiter(conn.rate_limit),
+                    CircuitBreaker(name, conn.breaker),
+                )
+                self._open[name] = state
+            return state
+
+    def close(self) -> list[tuple[str, Exception]]:
+        """Close every connection opened; returns those whose close failed, with why."""
+        failed = []
+        with self._lock:
+            opened, self._open = list(self._open.values()), {}
+        for state in opened:
+            try:
+                state.connector.close()
+            except Exception as exc:
+                failed.append((state.name, exc))
+        return failed
+
+
+def flow_environment(flow: Flow) -> dict[str, str]:
+    """The values of the flow's ``${env:NAME}``; :class:`FlowError` naming where each
+    missing one is used."""
+    missing = sorted(n for n in flow.env_names if n not in os.environ)
+    if missing:
+        # the loader found where each one is used: report them there, now as errors
+        where = {
+            name: p
+            for p in flow.warnings
+            for name in missing
+            if f"environment variable {name} " in p.message
+        }
+        raise FlowError(
+            [
+                Problem(
+                    flow.file,
+                    where[name].line if name in where else None,
+                    where[name].column if name in where else None,
+                    where[name].path if name in where else "",
+                    f"environment variable {name} is not set; the flow needs it to run",
+                )
+                for name in missing
+            ]
+        )
+    return {name: os.environ[name] for name in flow.env_names}
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything one run gives the executor.
+
+    ``refresh_after``: a send skipped as a duplicate has its key's time refreshed (so
+    retention keeps it) when the time is older than this many seconds.
+    """
+
+    flow: Flow
+    run_id: str
+    vars: dict[str, Any]
+    env: dict[str, str]  # the values of the flow's ${env:NAME}
+    store: StateStore
+    log: RunLog
+    connections: Connections
+    dry_run: bool = False
+    refresh_after: float = 3600.0
+    #: what templates see as ``run``
+    run_info: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run_info", {"id": self.run_id, "flow": self.flow.name})
+
+    def mask(self, value: Any) -> Any:
+        """``value`` with every secret of the run masked as ``***``."""
+        return self.log.redact(value)
+
+    def render_options(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Options of a connection or of the source, rendered for this run."""
+        return render_options(raw, vars=self.vars, run=self.run_info, env=self.env)
+
+    @classmethod
+    def create(
+        cls,
+        flow: Flow,
+        *,
+        run_id: str,
+        registry: Registry,
+        store: StateStore,
+        log: RunLog,
+        vars: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        dry_run: bool = False,
+        refresh_after: float = 3600.0,
+    ) -> RunContext:
+        """A run's context with its connections (opened on first use); ``vars`` default
+        to the flow's, ``env`` to the flow's ``${env:NAME}`` values."""
+        run_vars = dict(flow.vars) if vars is None else vars
+        run_env = flow_environment(flow) if env is None else env
+        run = {"id": run_id, "flow": flow.name}
+        connections = Connections(
+            flow,
+            registry,
+            partial(render_options, vars=run_vars, run=run, env=run_env),
+            log.redact.add,
+        )
+        return cls(
+            flow,
+            run_id,
+            run_vars,
+            run_env,
+            store,
+            log,
+            connections,
+            dry_run=dry_run,
+            refresh_after=refresh_after,
+        )

@@ -1,0 +1,439 @@
+"""The state store contract: a pytest suite any :class:`StateStore` runs against itself.
+
+The SQLite store passes it (tests/test_store_contract.py); a second store (PostgreSQL)
+must pass it unchanged. Subclass it in a test module and say how to open the store::
+
+    from engine.store.contract import StoreContract
+
+    class TestMyStoreContract(StoreContract):
+        def open_store(self, tmp_path):
+            return MyStore(dsn_for(tmp_path))
+
+``open_store`` is called once per handle: called twice in one test, it must open the same
+state twice, as two processes would. Each test starts from an empty state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from engine.errors import LockHeld
+from engine.outcomes import Outcome
+from engine.store.protocol import StateStore
+from engine.store.rows import (
+    DigestWrite,
+    KeyWrite,
+    ParkedItem,
+    Progress,
+    SendState,
+    Trace,
+)
+
+__all__ = ["StoreContract"]
+
+FLOW = "orders_to_erp"
+
+
+def _key(key: str, state: SendState = SendState.DONE, **kw: object) -> KeyWrite:
+    facts: dict[str, object] = {
+        "fingerprint": "fp-" + key,
+        "sent_key": key + "#1",
+        "step": "post",
+        "record_key": key,
+        "run_id": "run-1",
+        **kw,
+    }
+    return KeyWrite(key=key, state=state, **facts)  # type: ignore[arg-type]
+
+
+def _trace(record_key: str, outcome: Outcome = Outcome.DONE, run_id: str = "run-1") -> Trace:
+    steps: list[list[object]] = [["map", "mapped"], ["post", "sent", {"status": 201}]]
+    return Trace(run_id, FLOW, record_key, outcome, steps, None, time.time())
+
+
+def _letter(record_key: str, step: str = "post", run_id: str = "run-1") -> ParkedItem:
+    return ParkedItem(
+        kind="dead_letter",
+        run_id=run_id,
+        record_key=record_key,
+        step=step,
+        message="the target answered 422",
+        attempts=2,
+        record={"id": record_key, "total": Decimal("10.50")},
+        source_record={"id": record_key},
+        context={"meta": {"key": record_key, "line": 3}},
+        line=3,
+        error_class="PermanentError",
+    )
+
+
+def _review(record_key: str, queue: str = "finance", run_id: str = "run-1") -> ParkedItem:
+    return ParkedItem(
+        kind="review",
+        run_id=run_id,
+        record_key=record_key,
+        step="check_total",
+        message="the ERP's total differs",
+        record={"id": record_key},
+        queue=queue,
+        figures={"total": {"expected": Decimal("10.50"), "actual": Decimal("10.05")}},
+    )
+
+
+class StoreContract:
+    """The behaviour every state store promises the engine; subclass it in a test module."""
+
+    def open_store(self, tmp_path: Path) -> StateStore:
+        """Open the store under test over the state that belongs to ``tmp_path``."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def store(self, tmp_path: Path):  # type: ignore[no-untyped-def]
+        with self.open_store(tmp_path) as store:
+            yield store
+
+    def _run(self, store: StateStore, run_id: str = "run-1", flow: str = FLOW) -> None:
+        store.start_run(run_id, flow, vars={"day": "2026-12-01"}, holder="host:1")
+
+    # -- the protocol and its lifecycle -------------------------------------------------------
+    def test_is_a_state_store(self, store: StateStore) -> None:
+        assert isinstance(store, StateStore)
+        assert store.schema_version() >= 1
+
+    def test_closing_twice_is_harmless(self, tmp_path: Path) -> None:
+        store = self.open_store(tmp_path)
+        store.close()
+        store.close()
+
+    def test_what_one_handle_commits_another_reads(self, tmp_path: Path) -> None:
+        with self.open_store(tmp_path) as first:
+            first.write_keys(FLOW, [_key("k1")])
+            first.commit_progress(FLOW, Progress("run-1", traces=[_trace("1")], cursor=7))
+        with self.open_store(tmp_path) as second:
+            found = second.get_key(FLOW, "k1")
+            assert found is not None and found.state == SendState.DONE
+            cursor = second.cursor(FLOW)
+            assert cursor is not None and cursor.position == 7
+            assert [t.record_key for t in second.trace("1")] == ["1"]
+
+    # -- idempotency keys ------------------------------------------------------------------------
+    def test_a_key_is_read_back_as_written_with_its_response(self, store: StateStore) -> None:
+        assert store.get_key(FLOW, "order:1") is None
+        store.write_keys(FLOW, [_key("order:1", response={"id": 7, "total": Decimal("9.90")})])
+        store.write_keys(FLOW, [_key("order:2", response={"total": 9.9})])
+        second = store.get_key(FLOW, "order:2")
+        assert second is not None and second.response == {"total": Decimal("9.9")}
+        found = store.get_key(FLOW, "order:1")
+        assert found is not None
+        assert (found.key, found.state, found.fingerprint, found.sent_key, found.run_id) == (
+            "order:1",
+            "done",
+            "fp-order:1",
+            "order:1#1",
+            "run-1",
+        )
+        # money stays exact: a Decimal comes back as its exact text, a fraction as a Decimal
+        assert found.response == {"id": 7, "total": "9.90"}
+        assert found.updated_at > 0
+        assert store.get_key("another_flow", "order:1") is None
+
+    def test_a_key_state_replaces_the_last_one(self, store: StateStore) -> None:
+        store.write_keys(FLOW, [_key("order:1", SendState.IN_FLIGHT)])
+        assert [k.key for k in store.keys_in_flight(FLOW)] == ["order:1"]
+        store.write_keys(FLOW, [_key("order:1", SendState.DONE, response={"ok": True})])
+        found = store.get_key(FLOW, "order:1")
+        assert found is not None and found.state == "done" and found.response == {"ok": True}
+        assert store.keys_in_flight(FLOW) == []
+
+    def test_keys_written_together_are_all_kept(self, store: StateStore) -> None:
+        store.write_keys(FLOW, [_key(f"k{i}", SendState.IN_FLIGHT) for i in range(5)])
+        assert sorted(k.key for k in store.keys_in_flight(FLOW)) == [f"k{i}" for i in range(5)]
+        store.write_keys(FLOW, [])
+
+    def test_keys_written_from_several_threads_are_all_kept(self, store: StateStore) -> None:
+        def write(lane: int) -> None:
+            for i in range(20):
+                store.write_keys(FLOW, [_key(f"lane{lane}:{i}")])
+
+        threads = [threading.Thread(target=write, args=(lane,)) for lane in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(
+            store.get_key(FLOW, f"lane{lane}:{i}") is not None
+            for lane in range(4)
+            for i in range(20)
+        )
+
+    # -- progress ----------------------------------------------------------------------------------
+    def test_the_cursor_moves_only_with_a_commit_that_moves_it(self, store: StateStore) -> None:
+        assert store.cursor(FLOW) is None
+        store.commit_progress(FLOW, Progress("run-1", cursor={"offset": 3, "file": "a.ndjson"}))
+        moved = store.cursor(FLOW)
+        assert moved is not None and moved.position == {"offset": 3, "file": "a.ndjson"}
+        store.commit_progress(FLOW, Progress("run-1", traces=[_trace("4")]))
+        stayed = store.cursor(FLOW)
+        assert stayed is not None and stayed.position == {"offset": 3, "file": "a.ndjson"}
+        assert store.cursor("another_flow") is None
+
+    def test_traces_and_items_are_written_and_their_ids_returned_in_order(
+        self, store: StateStore
+    ) -> None:
+        self._run(store)
+        ids = store.commit_progress(
+            FLOW,
+            Progress(
+                "run-1",
+                traces=[_trace("1"), _trace("2", Outcome.DEAD_LETTERED), _trace("3")],
+                items=[_letter("2"), _review("3")],
+            ),
+        )
+        assert len(ids) == 2 and len(set(ids)) == 2
+        letter = store.dead_letter(ids[0])
+        assert letter is not None
+        assert (letter.flow, letter.record_key, letter.step, letter.status) == (
+            FLOW,
+            "2",
+            "post",
+            "open",
+        )
+        assert (letter.error_class, letter.attempts, letter.line) == ("PermanentError", 2, 3)
+        assert letter.record == {"id": "2", "total": "10.50"}
+        assert letter.source_record == {"id": "2"}
+        assert letter.context == {"meta": {"key": "2", "line": 3}}
+        review = store.review(ids[1])
+        assert review is not None
+        assert (review.queue, review.reason, review.status) == (
+            "finance",
+            "the ERP's total differs",
+            "open",
+        )
+        assert review.figures["total"]["actual"] == "10.05"
+        # a dead letter is no review item and a review item no dead letter
+        assert store.review(ids[0]) is None and store.dead_letter(ids[1]) is None
+        traces = store.run_records("run-1")
+        assert [(t.record_key, t.outcome) for t in traces] == [
+            ("1", "done"),
+            ("2", "dead_lettered"),
+            ("3", "done"),
+        ]
+        assert traces[0].steps == [["map", "mapped"], ["post", "sent", {"status": 201}]]
+        [traced] = store.trace("2")
+        assert (traced.run_id, traced.flow, traced.outcome, traced.kind) == (
+            "run-1",
+            FLOW,
+            Outcome.DEAD_LETTERED,
+            "run",
+        )
+        assert store.trace("2", flow="another_flow") == []
+        assert store.open_item_keys(FLOW) == {"2", "3"}
+
+    def test_the_same_failure_again_refreshes_its_open_item(self, store: StateStore) -> None:
+        [first] = store.commit_progress(FLOW, Progress("run-1", items=[_letter("2")]))
+        [again] = store.commit_progress(
+            FLOW, Progress("run-2", items=[_letter("2", run_id="run-2")])
+        )
+        assert again == first
+        [letter] = store.dead_letters(FLOW)
+        assert letter.run_id == "run-2"
+        [elsewhere] = store.commit_progress(FLOW, Progress("run-3", items=[_letter("2", "map")]))
+        assert elsewhere != first
+        assert len(store.dead_letters(FLOW)) == 2
+
+    def test_a_record_that_went_through_resolves_its_open_items(self, store: StateStore) -> None:
+        ids = store.commit_progress(FLOW, Progress("run-1", items=[_letter("2"), _review("3")]))
+        store.commit_progress(FLOW, Progress("run-2", resolved=["2", "3"]))
+        letter, review = store.dead_letter(ids[0]), store.review(ids[1])
+        assert letter is not None and (letter.status, letter.replay_run) == ("resolved", "run-2")
+        assert review is not None and (review.status, review.resolved_run) == (
+            "resolved",
+            "run-2",
+        )
+        assert store.open_item_keys(FLOW) == set()
+
+    def test_record_digests_are_remembered_and_forgotten(self, store: StateStore) -> None:
+        now = time.time()
+        store.commit_progress(
+            FLOW,
+            Progress(
+                "run-1",
+                digests=[
+                    DigestWrite("1", "d1", "done", "run-1", now),
+                    DigestWrite("2", "d2", "filtered", "run-1", now),
+                ],
+            ),
+        )
+        one = store.record_digest(FLOW, "1")
+        assert one is not None and (one.digest, one.outcome, one.run_id) == ("d1", "done", "run-1")
+        store.commit_progress(FLOW, Progress("run-2", digests=[DigestWrite("1", None, "", "", 0)]))
+        assert store.record_digest(FLOW, "1") is None
+        assert store.record_digest(FLOW, "2") is not None
+        store.forget_record_digests(FLOW)
+        assert store.record_digest(FLOW, "2") is None
+
+    def test_what_the_source_delivers_again_is_kept_alive(self, store: StateStore) -> None:
+        then = time.time() - 3600
+        store.write_keys(FLOW, [_key("a", source_key="1"), _key("b", SendState.IN_FLIGHT)])
+        store.write_keys(FLOW, [_key("c")])
+        store.commit_progress(
+            FLOW, Progress("run-1", digests=[DigestWrite("1", "d1", "done", "run-1", then)])
+        )
+        before = {k: store.get_key(FLOW, k) for k in "abc"}
+        time.sleep(0.02)
+        store.commit_progress(FLOW, Progress("run-2", seen_records=["1"], seen_keys=["c", "b"]))
+        after = {k: store.get_key(FLOW, k) for k in "abc"}
+        digest = store.record_digest(FLOW, "1")
+        assert digest is not None and digest.at > then
+        a0, a1, b0, b1, c0, c1 = (x for k in "abc" for x in (before[k], after[k]))
+        assert a0 and a1 and a1.updated_at > a0.updated_at  # the record's key, with it
+        assert c0 and c1 and c1.updated_at > c0.updated_at  # a duplicate send
+        assert b0 and b1 and b1.updated_at == b0.updated_at  # in flight: never refreshed
+
+    # -- runs --------------------------------------------------------------------------------------
+    def test_runs_are_listed_newest_first_and_found_by_a_prefix(self, store: StateStore) -> None:
+        store.start_run("20261201T000000-aaaaaa", FLOW, vars={"day": "1"}, holder="h:1")
+        time.sleep(0.01)
+        store.start_run("20261201T000001-bbbbbb", FLOW, kind="replay", holder="h:1")
+        time.sleep(0.01)
+        store.start_run("20261201T000002-cccccc", "another_flow")
+        store.finish_run("20261201T000000-aaaaaa", "dead_lettered", {"read": 2}, 1, "one failed")
+        assert [r.run_id[-6:] for r in store.list_runs()] == ["cccccc", "bbbbbb", "aaaaaa"]
+        assert [r.run_id[-6:] for r in store.list_runs(FLOW, limit=1)] == ["bbbbbb"]
+        run = store.get_run("20261201T000000")
+        assert run is not None
+        assert (run.flow, run.status, run.counts, run.exit_code, run.message, run.kind) == (
+            FLOW,
+            "dead_lettered",
+            {"read": 2},
+            1,
+            "one failed",
+            "run",
+        )
+        assert run.vars == {"day": "1"} and run.ended_at is not None and run.holder == "h:1"
+        assert store.get_run("20261201T00000") is None  # three runs start so
+        assert store.get_run("nothing") is None
+        assert store.run_vars(["20261201T000000-aaaaaa", "20261201T000001-bbbbbb", "x"]) == {
+            "20261201T000000-aaaaaa": {"day": "1"},
+            "20261201T000001-bbbbbb": {},
+        }
+
+    def test_runs_that_never_ended_are_marked_crashed(self, store: StateStore) -> None:
+        self._run(store, "run-1")
+        self._run(store, "run-2")
+        store.finish_run("run-2", "ok", {}, 0)
+        assert store.oldest_run(FLOW) is not None  # the finished one
+        assert store.mark_abandoned_runs(FLOW) == 1
+        run = store.get_run("run-1")
+        assert run is not None and run.status == "crashed"
+
+    def test_the_oldest_run_counts_finished_runs_only(self, store: StateStore) -> None:
+        self._run(store, "run-1")
+        assert store.oldest_run(FLOW) is None
+        store.finish_run("run-1", "ok", {}, 0)
+        started = store.get_run("run-1")
+        assert started is not None and store.oldest_run(FLOW) == started.started_at
+
+    # -- dead letters and review items --------------------------------------------------------
+    def test_dead_letters_are_listed_closed_and_purged(self, store: StateStore) -> None:
+        ids = store.commit_progress(
+            FLOW, Progress("run-1", items=[_letter("1"), _letter("2"), _review("3")])
+        )
+        store.commit_progress("another_flow", Progress("run-2", items=[_letter("9")]))
+        assert [d.record_key for d in store.dead_letters(FLOW)] == ["1", "2"]
+        assert [d.record_key for d in store.dead_letters()] == ["1", "2", "9"]
+        store.close_dead_letter(ids[0], "replayed", "run-3")
+        assert [d.record_key for d in store.dead_letters(FLOW)] == ["2"]
+        [closed] = store.dead_letters(FLOW, status="replayed")
+        assert (closed.id, closed.replay_run) == (ids[0], "run-3")
+        assert len(store.dead_letters(FLOW, status=None)) == 2
+        assert len(store.dead_letters(status=None, limit=1)) == 1
+        assert store.purge_dead_letters([ids[1], ids[2]]) == 1  # review items stay
+        assert store.purge_dead_letters(flow="another_flow") == 1
+        assert store.purge_dead_letters() == 1
+        assert store.dead_letters(status=None) == []
+        assert store.review(ids[2]) is not None
+
+    def test_review_items_are_listed_by_queue_and_closed_by_a_person(
+        self, store: StateStore
+    ) -> None:
+        ids = store.commit_progress(
+            FLOW, Progress("run-1", items=[_review("1"), _review("2", "returns"), _letter("3")])
+        )
+        assert [r.record_key for r in store.reviews()] == ["1", "2"]
+        assert [r.record_key for r in store.reviews(FLOW, queue="returns")] == ["2"]
+        assert store.reviews("another_flow") == []
+        closed = store.close_review(ids[0], "ann", "voided in the shop")
+        assert (closed.status, closed.decided_by, closed.comment) == (
+            "closed",
+            "ann",
+            "voided in the shop",
+        )
+        assert closed.decided_at is not None and closed.decided_at > 0
+        assert [r.record_key for r in store.reviews()] == ["2"]
+        assert [r.status for r in store.reviews(status=None)] == ["closed", "open"]
+        with pytest.raises(ValueError, match="not open"):
+            store.close_review(ids[0], "bob")
+        with pytest.raises(LookupError):
+            store.close_review(ids[2], "bob")  # a dead letter
+        with pytest.raises(LookupError):
+            store.close_review(10_000, "bob")
+
+    # -- leases ------------------------------------------------------------------------------------
+    def test_a_lease_is_held_renewed_and_released(self, store: StateStore) -> None:
+        assert store.acquire_lease(FLOW, "me:run-1", 60) is None
+        lease = store.lease(FLOW)
+        assert lease is not None and lease.holder == "me:run-1"
+        assert lease.expires_at > time.time() + 50
+        with pytest.raises(LockHeld, match="being run by me:run-1"):
+            store.acquire_lease(FLOW, "you:run-2", 60)
+        assert store.acquire_lease("another_flow", "you:run-2", 60) is None
+        assert store.renew_lease(FLOW, "me:run-1", 60) is True
+        assert store.renew_lease(FLOW, "you:run-2", 60) is False
+        store.release_lease(FLOW, "you:run-2")  # not the holder: nothing happens
+        assert store.lease(FLOW) is not None
+        store.release_lease(FLOW, "me:run-1")
+        assert store.lease(FLOW) is None
+        assert store.acquire_lease(FLOW, "you:run-2", 60) is None
+
+    def test_an_expired_lease_is_taken_over(self, store: StateStore) -> None:
+        store.acquire_lease(FLOW, "me:run-1", 0.05)
+        time.sleep(0.1)
+        assert store.acquire_lease(FLOW, "you:run-2", 60) is None
+        assert store.renew_lease(FLOW, "me:run-1", 60) is False  # it lost the lease
+        lease = store.lease(FLOW)
+        assert lease is not None and lease.holder == "you:run-2"
+
+    # -- retention ---------------------------------------------------------------------------------
+    def test_prune_deletes_what_is_old_and_finished_and_keeps_the_rest(
+        self, store: StateStore
+    ) -> None:
+        self._run(store, "old")
+        store.finish_run("old", "ok", {}, 0)
+        self._run(store, "still-running")
+        ids = store.commit_progress(
+            FLOW,
+            Progress(
+                "old",
+                traces=[_trace("1", run_id="old")],
+                items=[_letter("1", run_id="old"), _letter("2", run_id="old")],
+                digests=[DigestWrite("1", "d1", "done", "old", time.time())],
+            ),
+        )
+        store.close_dead_letter(ids[0], "replayed", "old")
+        store.write_keys(FLOW, [_key("done", source_key="1"), _key("sent", SendState.IN_FLIGHT)])
+        time.sleep(0.02)
+        assert store.prune(3600).counts() == {"traces": 0, "runs": 0, "dead_letters": 0, "keys": 0}
+        pruned = store.prune(0, FLOW)
+        assert pruned.counts() == {"traces": 1, "runs": 1, "dead_letters": 1, "keys": 1}
+        assert pruned.run_ids == ["old"]
+        assert store.get_run("old") is None and store.get_run("still-running") is not None
+        assert [d.record_key for d in store.dead_letters(FLOW)] == ["2"]  # open: kept
+        assert store.get_key(FLOW, "done") is None
+        assert store.get_key(FLOW, "sent") is not None  # in flight: kept
+        assert store.record_digest(FLOW, "1") is None  # its keys went: it goes through again

@@ -1,0 +1,222 @@
+"""The state store's declared interface: what the engine asks of any store.
+
+:class:`StateStore` is what the runner, the executor, the library API and the CLI use;
+nothing outside ``engine/store/`` sees SQL. The SQLite store (engine/store/sqlite.py) is
+the embedded default; a PostgreSQL store for workers on several machines implements the
+same protocol and passes the same contract suite (engine/store/contract.py). The null
+store (engine/store/null.py) is what a dry run writes to.
+
+What every implementation promises, beyond the signatures:
+
+- **Durability**: a method that writes has committed when it returns. :meth:`write_keys`
+  commits its writes together (all or none), so a group of sends can be marked in flight
+  in one transaction; :meth:`commit_progress` commits traces, items, digests, refreshed
+  times, resolved items and the cursor together: the cursor never passes a record whose
+  final state was not written.
+- **Faults**: anything wrong with the store's medium (a damaged, read-only or full file; a
+  lost connection) raises :class:`~engine.errors.StateError` saying what and where.
+- **Threads**: a store may be used from several threads at once (a run's lanes).
+- **Lifecycle**: ``with store:`` closes it at the end; :meth:`close` may be called twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, Self, runtime_checkable
+
+from engine.store.rows import (
+    Cursor,
+    DeadLetter,
+    KeyState,
+    KeyWrite,
+    Lease,
+    Progress,
+    Pruned,
+    RecordDigest,
+    ReviewItem,
+    Run,
+    Trace,
+)
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """What a run must remember, and what people ask of it afterwards."""
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the store's connection; further calls are not allowed."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def schema_version(self) -> int:
+        """The version of the store's layout (engine/store/schema.py)."""
+        ...
+
+    # -- idempotency keys ------------------------------------------------------------------------
+    def get_key(self, flow: str, key: str) -> KeyState | None:
+        """What is remembered of idempotency ``key`` of ``flow``, or None."""
+        ...
+
+    def write_keys(self, flow: str, writes: Sequence[KeyWrite]) -> None:
+        """Record the new states of keys, all in one transaction, committed on return (a
+        request is only sent once its key's ``in_flight`` is committed)."""
+        ...
+
+    def keys_in_flight(self, flow: str) -> list[KeyState]:
+        """The flow's keys whose last request may or may not have been applied."""
+        ...
+
+    # -- cursors and digests -----------------------------------------------------------------------
+    def cursor(self, flow: str) -> Cursor | None:
+        """Where the flow's source resumes, or None before its first commit."""
+        ...
+
+    def record_digest(self, flow: str, record_key: str) -> RecordDigest | None:
+        """The record's digest from its last clean pass, or None."""
+        ...
+
+    def forget_record_digests(self, flow: str) -> None:
+        """Forget every record digest of the flow (a run that may change keys behind them)."""
+        ...
+
+    # -- progress ----------------------------------------------------------------------------------
+    def commit_progress(self, flow: str, progress: Progress) -> list[int]:
+        """Write one batch of final record states and move the cursor, atomically.
+
+        Returns the ids of ``progress.items`` in their order (a store that keeps nothing,
+        the null store, returns none). An item with the same flow, record key, step and kind
+        as an open one refreshes that one (same id) instead of adding another: a record
+        that fails the same way on every run keeps one open item.
+        """
+        ...
+
+    # -- runs --------------------------------------------------------------------------------------
+    def start_run(
+        self,
+        run_id: str,
+        flow: str,
+        *,
+        kind: str = "run",
+        vars: dict[str, Any] | None = None,
+        holder: str | None = None,
+    ) -> None:
+        """Record a run as ``running`` with the vars it was given (never a secret: the values
+        of ``${env:NAME}`` are not vars) and who runs it."""
+        ...
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        counts: dict[str, int],
+        exit_code: int,
+        message: str | None = None,
+    ) -> None:
+        """Record how a run ended."""
+        ...
+
+    def mark_abandoned_runs(self, flow: str) -> int:
+        """Mark the flow's runs still ``running`` as ``crashed`` (call it holding the
+        flow's lease: they were killed); returns how many."""
+        ...
+
+    def run_vars(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The vars each of ``run_ids`` was given (runs from before they were kept: absent)."""
+        ...
+
+    def oldest_run(self, flow: str) -> float | None:
+        """When the flow's oldest finished run started, or None."""
+        ...
+
+    def list_runs(self, flow: str | None = None, limit: int = 20) -> list[Run]:
+        """Recent runs (of one flow, or all), newest first."""
+        ...
+
+    def get_run(self, run_id: str) -> Run | None:
+        """Run ``run_id``, or the one run whose id starts with it; None if none or several."""
+        ...
+
+    def run_records(self, run_id: str, limit: int = 1000) -> list[Trace]:
+        """The traces of one run, in the order they were committed."""
+        ...
+
+    def trace(self, record_key: str, flow: str | None = None) -> list[Trace]:
+        """Every trace of a record across runs (with the run's kind), oldest first."""
+        ...
+
+    # -- dead letters ------------------------------------------------------------------------------
+    def dead_letters(
+        self, flow: str | None = None, status: str | None = "open", limit: int | None = None
+    ) -> list[DeadLetter]:
+        """A flow's (or every flow's) dead letters with ``status`` (None: any), oldest first."""
+        ...
+
+    def dead_letter(self, id: int) -> DeadLetter | None:
+        """Dead letter ``id``, or None (a review item is not a dead letter)."""
+        ...
+
+    def open_item_keys(self, flow: str) -> set[str]:
+        """The record keys of a flow's open dead letters and review items."""
+        ...
+
+    def close_dead_letter(self, id: int, status: str, replay_run: str) -> None:
+        """Close a dead letter as ``replayed`` or ``superseded`` by run ``replay_run``."""
+        ...
+
+    def purge_dead_letters(self, ids: list[int] | None = None, flow: str | None = None) -> int:
+        """Delete dead letters (by id, by flow, or all) for good; review items stay."""
+        ...
+
+    # -- review items ------------------------------------------------------------------------------
+    def reviews(
+        self,
+        flow: str | None = None,
+        queue: str | None = None,
+        status: str | None = "open",
+        limit: int | None = None,
+    ) -> list[ReviewItem]:
+        """Review items of a flow and queue (None: all) with ``status`` (None: any), oldest
+        first."""
+        ...
+
+    def review(self, id: int) -> ReviewItem | None:
+        """Review item ``id``, or None (a dead letter is not a review item)."""
+        ...
+
+    def close_review(self, id: int, by: str, comment: str | None = None) -> ReviewItem:
+        """Close open review item ``id`` as decided by ``by``, now, with ``comment``.
+
+        Raises :class:`LookupError` when there is no such item and :class:`ValueError` when
+        it is no longer open.
+        """
+        ...
+
+    # -- leases ------------------------------------------------------------------------------------
+    def acquire_lease(self, flow: str, holder: str, ttl: float) -> str | None:
+        """Take the flow's lease for ``ttl`` seconds or raise :class:`~engine.errors.LockHeld`
+        naming the live holder. An expired lease is taken over; so is one whose holder is
+        gone (:meth:`Lease.holder_gone`) before it expired, and that holder is returned."""
+        ...
+
+    def renew_lease(self, flow: str, holder: str, ttl: float) -> bool:
+        """Extend ``holder``'s lease; False when it no longer holds it."""
+        ...
+
+    def release_lease(self, flow: str, holder: str) -> None:
+        """Give the lease up (nothing happens when ``holder`` does not hold it)."""
+        ...
+
+    def lease(self, flow: str) -> Lease | None:
+        """The flow's lease as it stands (perhaps expired), or None."""
+        ...
+
+    # -- retention ---------------------------------------------------------------------------------
+    def prune(self, older_than_s: float, flow: str | None = None) -> Pruned:
+        """Delete finished runs, traces and closed items older than the limit, and keys not
+        written or seen again since then (never in flight), with the digests of their
+        records. Open items stay. The run logs of ``Pruned.run_ids`` are the caller's."""
+        ...

@@ -1,0 +1,137 @@
+"""The SQLite state file's layout, and how a file written by an older flowyard is upgraded.
+
+``meta.schema_version`` says which layout a file has. Version 2 added review items (a
+``kind`` of row in ``dead_letters``, with a queue, figures and a person's decision) and
+the record as the source delivered it; version 3 the vars a run was given (a replay reuses
+them) and the source record each idempotency key belongs to (a record seen again keeps its
+keys alive). An older file is brought up to date in place when it is opened for writing:
+columns and indexes are added, nothing is rewritten. Opened read-only (a dry run), it is
+read as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.errors import StateError
+from engine.store.faults import Connection
+
+SCHEMA_VERSION = 3
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, flow TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
+    status TEXT NOT NULL, counts TEXT, exit_code INTEGER, kind TEXT, holder TEXT, message TEXT,
+    vars TEXT);
+CREATE INDEX IF NOT EXISTS runs_flow ON runs (flow, started_at);
+CREATE TABLE IF NOT EXISTS keys (
+    flow TEXT NOT NULL, key TEXT NOT NULL, state TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    sent_key TEXT NOT NULL, step TEXT, record_key TEXT, run_id TEXT, response TEXT,
+    updated_at REAL NOT NULL, source_key TEXT, PRIMARY KEY (flow, key));
+CREATE TABLE IF NOT EXISTS cursors (flow TEXT PRIMARY KEY, position TEXT, updated_at REAL);
+CREATE TABLE IF NOT EXISTS traces (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, flow TEXT NOT NULL, record_key TEXT,
+    outcome TEXT NOT NULL, steps TEXT, error TEXT, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS traces_key ON traces (record_key, at);
+CREATE INDEX IF NOT EXISTS traces_run ON traces (run_id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY, flow TEXT NOT NULL, run_id TEXT NOT NULL, record_key TEXT,
+    step TEXT, error_class TEXT, message TEXT, attempts INTEGER, record TEXT, context TEXT,
+    raw TEXT, line INTEGER, at REAL NOT NULL, status TEXT NOT NULL DEFAULT 'open',
+    replay_run TEXT, kind TEXT NOT NULL DEFAULT 'dead_letter', queue TEXT, figures TEXT,
+    source_record TEXT, decided_by TEXT, decided_at REAL, comment TEXT);
+CREATE INDEX IF NOT EXISTS dead_letters_flow ON dead_letters (flow, status);
+CREATE TABLE IF NOT EXISTS record_digests (
+    flow TEXT NOT NULL, record_key TEXT NOT NULL, digest TEXT NOT NULL, outcome TEXT NOT NULL,
+    run_id TEXT, at REAL NOT NULL, PRIMARY KEY (flow, record_key));
+CREATE TABLE IF NOT EXISTS leases (
+    flow TEXT PRIMARY KEY, holder TEXT NOT NULL, pid INTEGER, host TEXT,
+    acquired_at REAL NOT NULL, expires_at REAL NOT NULL);
+"""
+
+# Columns added to ``dead_letters`` in schema version 2 (an older file gets them in place):
+# what kind of item a row is, the review queue and figures, the record as the source
+# delivered it (for a replay from the start) and a person's decision.
+_ITEM_COLUMNS = {
+    "kind": "TEXT NOT NULL DEFAULT 'dead_letter'",  # dead_letter | review
+    "queue": "TEXT",
+    "figures": "TEXT",
+    "source_record": "TEXT",
+    "decided_by": "TEXT",
+    "decided_at": "REAL",
+    "comment": "TEXT",
+}
+# Columns added since version 1, per table, and the indexes over them.
+ADDED_COLUMNS = {
+    "dead_letters": _ITEM_COLUMNS,
+    "runs": {"vars": "TEXT"},
+    "keys": {"source_key": "TEXT"},
+}
+ADDED_INDEXES = {
+    "items_kind": "CREATE INDEX IF NOT EXISTS items_kind "
+    "ON dead_letters (kind, status, flow, queue)",
+    "keys_source": "CREATE INDEX IF NOT EXISTS keys_source ON keys (flow, source_key)",
+}
+
+
+def columns(conn: Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def check(conn: Connection, path: Path) -> None:
+    """A flowyard state (or an empty database), of a schema version this code knows."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    version = None
+    if "meta" in tables:
+        row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        version = row[0] if row else None
+    if tables and "meta" not in tables:
+        shown = ", ".join(sorted(tables)[:5])
+        raise StateError(
+            f"state file {path}: an SQLite database, but not a flowyard state (it "
+            f"holds {shown} and no meta table); pass the path of a flowyard state file, "
+            "or of a new file in an existing folder",
+            str(path),
+        )
+    if version is not None and str(version).isdigit() and int(version) > SCHEMA_VERSION:
+        raise StateError(
+            f"state file {path}: written by a newer flowyard (schema {version}; this "
+            f"one knows {SCHEMA_VERSION}); upgrade flowyard to use it",
+            str(path),
+        )
+
+
+def create(conn: Connection) -> None:
+    """Create what is missing of this schema (a new file gets all of it)."""
+    conn.executescript(TABLES)
+    conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+
+def up_to_date(conn: Connection) -> bool:
+    """Whether the file has every column and index of this schema (no write lock taken)."""
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    return set(ADDED_INDEXES) <= indexes and all(
+        set(added) <= columns(conn, table) for table, added in ADDED_COLUMNS.items()
+    )
+
+
+def upgrade(conn: Connection) -> None:
+    """Bring a file written by an older flowyard up to this schema; call it inside a write
+    transaction (one process upgrades; the others find it done)."""
+    for table, added in ADDED_COLUMNS.items():
+        have = columns(conn, table)
+        for name, definition in added.items():
+            if name in have:
+                continue
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+            if (table, name) == ("keys", "source_key"):
+                # keys written before: their record's key is the source record's
+                # (a foreach item's is not, and is then only never kept alive)
+                conn.execute("UPDATE keys SET source_key = record_key")
+    for create_index in ADDED_INDEXES.values():
+        conn.execute(create_index)
+    conn.execute(
+        "UPDATE meta SET value = ? WHERE name = 'schema_version' AND CAST(value AS INTEGER) < ?",
+        (str(SCHEMA_VERSION), SCHEMA_VERSION),
+    )
