@@ -82,3 +82,19 @@ def test_what_the_source_stopped_delivering_is_forgotten(tmp_path):
     with closing(sqlite3.connect(state)) as conn:
         kept = {row[0] for row in conn.execute("SELECT record_key FROM keys")}
     assert kept == {str(i) for i in range(10)}
+
+
+def test_a_dry_run_of_a_flow_with_retention_prunes_nothing_and_succeeds(tmp_path):
+    flow = export_flow(tmp_path)
+    write_ndjson(tmp_path / "orders.ndjson", [{"id": i} for i in range(3)])
+    state = tmp_path / "state.db"
+    eng = Engine(state=state)
+    before_any = eng.run(flow, dry_run=True)  # no state yet
+    assert (before_any.status, before_any.exit_code) == ("ok", 0), before_any.message
+    assert not state.exists()
+    assert eng.run(flow).counts["done"] == 3
+    age(state, 7200)  # the run is past the retention: a real run would prune it now
+    before = state.read_bytes()
+    dry = eng.run(flow, dry_run=True)
+    assert (dry.status, dry.exit_code, dry.counts["skipped"]) == ("ok", 0, 3), dry.message
+    assert state.read_bytes() == before
