@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -251,7 +251,7 @@ def connectors(output: str = OutputOpt) -> None:
 
 
 # -- running -------------------------------------------------------------------------------------
-def _vars(pairs: list[str], files: list[Path] = ()) -> dict[str, Any]:
+def _vars(pairs: list[str], files: Sequence[Path] = ()) -> dict[str, Any]:
     """The run's vars: each ``--vars FILE`` in turn, then the ``--var`` pairs over them."""
     out: dict[str, Any] = {}
     for file in files:
@@ -313,7 +313,7 @@ class _Progress:
         self.counts: dict[str, int] = {}
         self.last = 0.0
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event: dict[str, Any]) -> None:
         if not self.enabled or event.get("event") != "record":
             return
         self.counts[event["outcome"]] = self.counts.get(event["outcome"], 0) + 1

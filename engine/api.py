@@ -78,7 +78,7 @@ class Engine:
 
     def __init__(
         self,
-        state: str | os.PathLike | None = None,
+        state: str | os.PathLike[str] | None = None,
         *,
         listeners: Iterable[Listener] = (),
         log_stderr: bool = False,
@@ -98,11 +98,11 @@ class Engine:
         """Make ``cls`` available to flows loaded by this engine as ``connector: name``."""
         self.registry.register(name, cls)
 
-    def check(self, path: str | os.PathLike) -> list[Problem]:
+    def check(self, path: str | os.PathLike[str]) -> list[Problem]:
         """Every problem of a flow file, warnings included; an empty list means valid."""
         return check_flow(path, self.registry, self._env)[1]
 
-    def load(self, path: str | os.PathLike) -> Flow:
+    def load(self, path: str | os.PathLike[str]) -> Flow:
         """Load, validate and compile a flow; raises :class:`FlowError` listing every problem."""
         flow, problems = check_flow(path, self.registry, self._env)
         if flow is None:
@@ -117,7 +117,7 @@ class Engine:
     # -- running -------------------------------------------------------------------------------
     def run(
         self,
-        flow: Flow | str | os.PathLike,
+        flow: Flow | str | os.PathLike[str],
         records: Iterable[Any] | None = None,
         vars: dict[str, Any] | None = None,
         *,
@@ -135,7 +135,7 @@ class Engine:
 
     def replay(
         self,
-        flow: Flow | str | os.PathLike,
+        flow: Flow | str | os.PathLike[str],
         ids: Iterable[int] | None = None,
         *,
         vars: dict[str, Any] | None = None,
@@ -289,7 +289,7 @@ class Engine:
     # -- records that need a person ----------------------------------------------------------
     def reviews(
         self,
-        flow: Flow | str | os.PathLike | None = None,
+        flow: Flow | str | os.PathLike[str] | None = None,
         *,
         queue: str | None = None,
         status: str | None = "open",

@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.errors import Problem
 
-Rendered = Callable[[dict], Any]
+Rendered = Callable[[dict[str, Any]], Any]
 
 
 @dataclass
@@ -67,7 +67,7 @@ class Step:
 
 @dataclass
 class MapStep(Step):
-    mapping: Callable[[dict, dict], dict] = None  # type: ignore[assignment]
+    mapping: Callable[[Any, dict[str, Any]], Any] = None  # type: ignore[assignment]
     mapping_name: str = ""
     into: str | None = None  # the field that receives the output; None: replace the record
 
@@ -80,7 +80,7 @@ class ValidateStep(Step):
 
 @dataclass
 class FilterStep(Step):
-    condition: Callable[[dict], bool] = None  # type: ignore[assignment]
+    condition: Callable[[dict[str, Any]], bool] = None  # type: ignore[assignment]
 
 
 @dataclass
@@ -90,7 +90,7 @@ class SetStep(Step):
 
 @dataclass
 class Branch:
-    condition: Callable[[dict], bool] | None  # None: otherwise
+    condition: Callable[[dict[str, Any]], bool] | None  # None: otherwise
     steps: list[Step]
 
 
@@ -145,7 +145,7 @@ class ReconcileStep(Step):
     """
 
     queue: str = "review"
-    tolerance: Rendered = None  # type: ignore[assignment]  # renders a decimal (default 0)
+    tolerance: Rendered | None = None  # renders a decimal (None: 0)
     amounts: list[Amount] | Rendered = field(default_factory=list)
     reason: Rendered | None = None  # an optional lead-in of the reason, e.g. the order
 

@@ -113,7 +113,7 @@ class CircuitBreaker:
 
     def raise_if_open(self) -> None:
         """With ``on_open: stop``, an open breaker ends the call: the record is parked."""
-        if self.opened_at is not None and not self.waits:
+        if self.opened_at is not None and self.policy is not None and not self.waits:
             raise CircuitOpen(
                 f"connection {self.name!r}: circuit breaker open after "
                 f"{self.policy.failures} consecutive transient failures; the records that "
@@ -145,6 +145,7 @@ class _Wait(tenacity.wait.wait_base):
     """Exponential backoff (with jitter) capped, but never shorter than a Retry-After."""
 
     def __init__(self, policy: RetryPolicy):
+        self.base: tenacity.wait.wait_base
         if policy.jitter:
             self.base = tenacity.wait_exponential_jitter(
                 multiplier=policy.backoff, max=policy.max_backoff

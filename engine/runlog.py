@@ -18,7 +18,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, quote_plus
@@ -190,9 +190,10 @@ class RunLog:
                 context_class=dict,
             ).bind(run_id=run_id, flow=flow)
 
-    def _stamp(self, _logger: Any, _method: str, event: dict) -> dict:
+    def _stamp(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
         event["ts"] = round(time.time(), 3)
-        return self.redact(event)
+        redacted: dict[str, Any] = self.redact(event)
+        return redacted
 
     def event(self, name: str, **facts: Any) -> None:
         if self._logger is not None:
@@ -222,6 +223,6 @@ class RunLog:
             self._file = None
 
 
-def _serialize(event: dict, **_json_kw: Any) -> str:
+def _serialize(event: dict[str, Any], **_json_kw: Any) -> str:
     """structlog passes json.dumps keywords; ours already knows Decimals and sets."""
     return dumps(event)

@@ -47,7 +47,8 @@ def _names_read(value: Any) -> frozenset[str]:
     # them in its fields (dicts, lists, nested dataclasses such as a route's branches).
     # Walking the fields rather than naming them per step kind keeps a new kind covered.
     if hasattr(value, "names_read"):
-        return value.names_read
+        names: frozenset[str] = value.names_read
+        return names
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return frozenset().union(
             *(_names_read(getattr(value, f.name)) for f in dataclasses.fields(value))

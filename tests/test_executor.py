@@ -92,9 +92,7 @@ def test_a_record_goes_through_and_its_result_says_how_and_where(loaded, tmp_pat
         ex.ctx.connections.close()
 
 
-def test_a_dry_run_through_the_null_store_lists_its_requests_and_writes_nothing(
-    loaded, tmp_path
-):
+def test_a_dry_run_through_the_null_store_lists_its_requests_and_writes_nothing(loaded, tmp_path):
     eng, flow = loaded
     with NullStore() as store:
         ex = executor(eng, flow, store, tmp_path, dry_run=True)
