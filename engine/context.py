@@ -140,7 +140,7 @@ def flow_environment(flow: Flow) -> dict[str, str]:
     return {name: os.environ[name] for name in flow.env_names}
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunContext:
     """Everything one run gives the executor.
 
@@ -161,7 +161,7 @@ class RunContext:
     run_info: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "run_info", {"id": self.run_id, "flow": self.flow.name})
+        self.run_info = {"id": self.run_id, "flow": self.flow.name}
 
     def mask(self, value: Any) -> Any:
         """``value`` with every secret of the run masked as ``***``."""

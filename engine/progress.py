@@ -10,11 +10,15 @@ states and that cursor, committed together.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.codec import dumps
+from engine.executor import Failure
+from engine.outcomes import Outcome
 from engine.store import DigestWrite, ParkedItem, Progress, Trace
+from engine.work import BadInput
 
 
 class Watermark:
@@ -84,6 +88,72 @@ class Batch:
         """Start the next batch (the lists handed out stay as they were)."""
         self.traces, self.items, self.digests = [], [], []
         self.seen_records, self.seen_keys, self.resolved, self.replayed = [], [], [], []
+
+
+# -- rows of a finished record ---------------------------------------------------------------------
+def parked_item(run_id: str, failure: Failure) -> dict[str, Any]:
+    """The fields of a dead letter or review item for a failure, with what a replay needs
+    (the record as the failing step got it, as the source gave it, and where it was)."""
+    rec = failure.rec
+    context: dict[str, Any] = {"meta": rec.meta, "parent": rec.parent, "loop": rec.loop}
+    if rec.lookup is not None:
+        context["lookup"] = {"step": rec.lookup[0], "record": rec.lookup[1]}
+    item: dict[str, Any] = {
+        "run_id": run_id,
+        "record_key": rec.key,
+        "step": failure.step,
+        "attempts": failure.attempts,
+        "record": rec.data,
+        "source_record": rec.source,
+        "context": context,
+        "line": rec.meta.get("line"),
+    }
+    if failure.review is not None:
+        review = failure.review
+        item.update(
+            kind="review", queue=review.queue, message=review.reason, figures=review.figures
+        )
+    else:
+        item.update(
+            kind="dead_letter",
+            error_class=type(failure.error).__name__,
+            message=describe(failure.error),
+        )
+    return item
+
+
+def bad_input_rows(run_id: str, flow: str, w: BadInput) -> tuple[str, dict[str, Any], Trace]:
+    """The key, the dead letter's fields and the trace of an input that could not become a
+    record: unreadable, or no key.
+
+    It is kept under a key of its own: its line (``line:N``, the same line refreshes the
+    same dead letter on every run of a file), else the run and its place in the run's input
+    (``input:<run>#<n>``), so two such inputs never share a dead letter. The record (when
+    it was read) and its raw text are kept with it.
+    """
+    item = w.item
+    key = f"line:{item.line}" if item.line is not None else f"input:{run_id}#{w.seq}"
+    raw = item.raw
+    if raw is None and item.data is not None:
+        raw = raw_text(item.data)
+    unreadable = item.data is None
+    letter = {
+        "kind": "dead_letter",
+        "run_id": run_id,
+        "record_key": key,
+        "step": "source",
+        "error_class": "UnreadableRecord" if unreadable else "UnkeyedRecord",
+        "message": w.error,
+        "raw": raw,
+        "line": item.line,
+        "attempts": 1,
+        "record": item.data,
+        "source_record": item.data,
+        "context": {"meta": {"line": item.line, "position": item.position}},
+    }
+    steps: list[list[Any]] = [["source", "unreadable" if unreadable else "unkeyed", w.error]]
+    trace = Trace(run_id, flow, key, Outcome.DEAD_LETTERED, steps, w.error, time.time())
+    return key, letter, trace
 
 
 def describe(error: BaseException | None) -> str:

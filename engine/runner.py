@@ -17,8 +17,6 @@ The one path, each layer calling down only::
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 import traceback
 import uuid
@@ -36,11 +34,12 @@ from engine.errors import (
     SourceUnavailable,
     StateError,
 )
-from engine.executor import Executor, Failure, RecordResult
+from engine.executor import Executor, RecordResult
+from engine.lanes import Lanes
 from engine.lease import LeaseKeeper
 from engine.model import Flow
 from engine.outcomes import FINAL_CLEAN, Outcome, RunStatus
-from engine.progress import Batch, Watermark, describe, raw_text
+from engine.progress import Batch, Watermark, bad_input_rows, describe, parked_item
 from engine.runlog import Listener, RunLog, remove_run_logs, run_log_path
 from engine.store import (
     DeadLetter,
@@ -85,14 +84,6 @@ class RunResult:
         if self.dry_run:
             out["would_send"] = self.would_send
         return out
-
-
-class _NotRun:
-    """A lane's answer for work it skipped because the run is stopping: not final."""
-
-
-_NOT_RUN = _NotRun()
-_Answer = RecordResult | None | BaseException | _NotRun
 
 
 def _replayed_as(letter: DeadLetter, result: RecordResult, others: set[str]) -> str:
@@ -382,80 +373,24 @@ class Runner:
     # -- the loop --------------------------------------------------------------------------------
     def _loop(self, work: Iterable[Work]) -> tuple[str, str] | None:
         """Process every work item; returns (status, message) when the run stopped early."""
+        work = self._handed_out(work)
         if self.flow.concurrency <= 1:
             for w in work:
-                self._watermark.add(w.seq, w.position)
                 self._complete(w, self._execute(w))
                 if self._stop:
                     break
-            return self._stop
-        return self._loop_concurrent(work)
-
-    def _loop_concurrent(self, work: Iterable[Work]) -> tuple[str, str] | None:
-        lanes = self.flow.concurrency
-        inboxes: list[queue.Queue[Work | None]] = [queue.Queue(maxsize=32) for _ in range(lanes)]
-        done: queue.Queue[tuple[Work, _Answer]] = queue.Queue()
-        stop = threading.Event()
-
-        def lane(inbox: queue.Queue[Work | None]) -> None:
-            while True:
-                w = inbox.get()
-                if w is None:
-                    return
-                if stop.is_set():
-                    done.put((w, _NOT_RUN))
-                    continue
-                try:
-                    done.put((w, self._execute(w)))
-                except BaseException as exc:  # surfaced in the main thread
-                    done.put((w, exc))
-
-        threads = [threading.Thread(target=lane, args=(q,), daemon=True) for q in inboxes]
-        for t in threads:
-            t.start()
-        in_flight = 0
-
-        def drain(block: bool) -> None:
-            nonlocal in_flight
-            while in_flight:
-                try:
-                    w, answer = done.get(block=block, timeout=0.2 if block else None)
-                except queue.Empty:
-                    return
-                in_flight -= 1
-                if isinstance(answer, BaseException):
-                    stop.set()
-                    raise answer
-                if not isinstance(answer, _NotRun):
-                    self._complete(w, answer)
-                if self._stop:
-                    stop.set()
-                block = False
-
-        try:
-            for w in work:
-                if stop.is_set():
-                    break
-                self._watermark.add(w.seq, w.position)
-                lane_no = hash(w.rec.key if isinstance(w, RecordWork) else w.seq) % lanes
-                while True:
-                    try:
-                        inboxes[lane_no].put(w, timeout=0.05)
-                        break
-                    except queue.Full:
-                        drain(block=False)
-                in_flight += 1
-                drain(block=False)
-            while in_flight:
-                drain(block=True)
-        finally:
-            if self._stop:
-                stop.set()
-            for q in inboxes:
-                q.put(None)
-            for t in threads:
-                t.join()
+        else:
+            lanes = Lanes(
+                self.flow.concurrency, self._execute, self._complete, lambda: bool(self._stop)
+            )
+            lanes.run(work, key=lambda w: w.rec.key if isinstance(w, RecordWork) else w.seq)
         return self._stop
+
+    def _handed_out(self, work: Iterable[Work]) -> Iterator[Work]:
+        """The work items, each noted by the watermark as it is handed out."""
+        for w in work:
+            self._watermark.add(w.seq, w.position)
+            yield w
 
     def _execute(self, w: Work) -> RecordResult | None:
         """Take a record through the steps, unless it is unchanged since it last went
@@ -519,7 +454,7 @@ class Runner:
                 if self._stop is None:
                     self._stop = (RunStatus.STOPPED.value, error)
                 continue
-            self._batch.items.append(self._parked_item(failure))
+            self._batch.items.append(ParkedItem(**self.ctx.mask(parked_item(self.run_id, failure))))
             if failure.review is not None:
                 error = error or failure.review.reason
                 continue  # a record held for a person is no failure of the flow's
@@ -531,35 +466,6 @@ class Runner:
                     "on_error: stop",
                 )
         return error
-
-    def _parked_item(self, failure: Failure) -> ParkedItem:
-        """A dead letter or review item for the store, with what a replay needs; masked."""
-        rec = failure.rec
-        context: dict[str, Any] = {"meta": rec.meta, "parent": rec.parent, "loop": rec.loop}
-        if rec.lookup is not None:
-            context["lookup"] = {"step": rec.lookup[0], "record": rec.lookup[1]}
-        item: dict[str, Any] = {
-            "run_id": self.run_id,
-            "record_key": rec.key,
-            "step": failure.step,
-            "attempts": failure.attempts,
-            "record": rec.data,
-            "source_record": rec.source,
-            "context": context,
-            "line": rec.meta.get("line"),
-        }
-        if failure.review is not None:
-            review = failure.review
-            item.update(
-                kind="review", queue=review.queue, message=review.reason, figures=review.figures
-            )
-        else:
-            item.update(
-                kind="dead_letter",
-                error_class=type(failure.error).__name__,
-                message=describe(failure.error),
-            )
-        return ParkedItem(**self.ctx.mask(item))
 
     def _log_record(self, w: RecordWork, outcome: Outcome) -> None:
         replay_of = [letter.id for letter in w.letters]
@@ -594,47 +500,12 @@ class Runner:
             self._batch.resolved.append(key)  # an earlier run's dead letter: went through now
 
     def _complete_bad_input(self, w: BadInput) -> None:
-        """Dead-letter an input that could not become a record: unreadable, or no key.
-
-        It is kept under a key of its own: its line (``line:N``, the same line refreshes
-        the same dead letter on every run of a file), else this run and its place in the
-        run's input (``input:<run>#<n>``), so two such inputs never share a dead letter.
-        The record (when it was read) and its raw text are kept with it.
-        """
-        item = w.item
-        key = f"line:{item.line}" if item.line is not None else f"input:{self.run_id}#{w.seq}"
-        raw = item.raw
-        if raw is None and item.data is not None:
-            raw = raw_text(item.data)
-        unreadable = item.data is None
+        """Dead-letter an input that could not become a record (see :func:`bad_input_rows`)."""
         self.counts["read"] += 1
         self.counts[Outcome.DEAD_LETTERED] += 1
-        letter = {
-            "kind": "dead_letter",
-            "run_id": self.run_id,
-            "record_key": key,
-            "step": "source",
-            "error_class": "UnreadableRecord" if unreadable else "UnkeyedRecord",
-            "message": w.error,
-            "raw": raw,
-            "line": item.line,
-            "attempts": 1,
-            "record": item.data,
-            "source_record": item.data,
-            "context": {"meta": {"line": item.line, "position": item.position}},
-        }
+        key, letter, trace = bad_input_rows(self.run_id, self.flow.name, w)
         self._batch.items.append(ParkedItem(**self.ctx.mask(letter)))
-        self._batch.traces.append(
-            Trace(
-                self.run_id,
-                self.flow.name,
-                key,
-                Outcome.DEAD_LETTERED,
-                [["source", "unreadable" if unreadable else "unkeyed", w.error]],
-                w.error,
-                time.time(),
-            )
-        )
+        self._batch.traces.append(trace)
         self.log.event(
             "record",
             record_key=key,
