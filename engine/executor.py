@@ -55,7 +55,7 @@ from engine.store import KeyState, KeyWrite, SendState
 TraceLine = list[Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class Rec:
     """A record on its way through the steps.
 
@@ -96,7 +96,7 @@ class Failure:
     review: Review | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class RecordResult:
     """How one record (with everything it split into) ended.
 

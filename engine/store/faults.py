@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,42 +137,6 @@ def _storable(value: Any) -> Any:
     return value
 
 
-class Cursor:
-    """A statement's result: reading it (where a damaged page may be met) is translated
-    like running it."""
-
-    def __init__(self, cursor: sqlite3.Cursor, path: Path):
-        self._cursor = cursor
-        self._path = path
-
-    @property
-    def rowcount(self) -> int:
-        return self._cursor.rowcount
-
-    @property
-    def lastrowid(self) -> int | None:
-        return self._cursor.lastrowid
-
-    @property
-    def description(self) -> Any:
-        return self._cursor.description
-
-    def fetchone(self) -> Any:
-        try:
-            return self._cursor.fetchone()
-        except sqlite3.Error as exc:
-            raise translated(exc, self._path) from None
-
-    def fetchall(self) -> list[Any]:
-        try:
-            return self._cursor.fetchall()
-        except sqlite3.Error as exc:
-            raise translated(exc, self._path) from None
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.fetchall())
-
-
 class Connection:
     """The store's SQLite connection: a failure of the file becomes a :class:`StateError`
     naming it, and text no encoding can write (a lone surrogate) is stored escaped instead
@@ -182,21 +146,45 @@ class Connection:
         self._raw = conn
         self._path = path
 
-    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Cursor:
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        """Run a statement (its rows are read with :meth:`fetchone` and :meth:`fetchall`)."""
         try:
             try:
-                return Cursor(self._raw.execute(sql, params), self._path)
+                return self._raw.execute(sql, params)
             except UnicodeEncodeError:
-                return Cursor(self._raw.execute(sql, _storable(params)), self._path)
+                return self._raw.execute(sql, _storable(params))
         except sqlite3.Error as exc:
             raise translated(exc, self._path) from None
 
-    def executemany(self, sql: str, rows: list[Any]) -> Cursor:
+    def executemany(self, sql: str, rows: list[Any]) -> sqlite3.Cursor:
         try:
             try:
-                return Cursor(self._raw.executemany(sql, rows), self._path)
+                return self._raw.executemany(sql, rows)
             except UnicodeEncodeError:
-                return Cursor(self._raw.executemany(sql, [_storable(r) for r in rows]), self._path)
+                return self._raw.executemany(sql, [_storable(r) for r in rows])
+        except sqlite3.Error as exc:
+            raise translated(exc, self._path) from None
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first row of a query, or None (a damaged page met reading it is told too)."""
+        try:
+            return self.execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise translated(exc, self._path) from None
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row of a query."""
+        try:
+            return self.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise translated(exc, self._path) from None
+
+    def dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Every row of a query, as a dict by column name."""
+        try:
+            cur = self.execute(sql, params)
+            cols = [c[0] for c in cur.description or []]
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
         except sqlite3.Error as exc:
             raise translated(exc, self._path) from None
 

@@ -49,7 +49,7 @@ class Run:
         return asdict(self)
 
 
-@dataclass
+@dataclass(slots=True)
 class Trace:
     """What happened to one record in one run: its outcome and its path through the steps.
 
@@ -91,7 +91,7 @@ class KeyState:
         return loads(self.response_json)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KeyWrite:
     """A key's new state, as the executor hands it to the store around each request.
 
@@ -207,7 +207,7 @@ class Cursor:
     updated_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordDigest:
     """A record's digest as it last went through cleanly (engine/unchanged.py); ``at`` is
     when it went through, or was last seen again unchanged."""
@@ -218,7 +218,7 @@ class RecordDigest:
     at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DigestWrite:
     """A record's digest to remember after a clean pass; ``digest=None`` forgets it (the
     record did not go through, and may have sent part of its requests)."""

@@ -76,15 +76,15 @@ ADDED_INDEXES = {
 
 
 def columns(conn: Connection, table: str) -> set[str]:
-    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    return {row[1] for row in conn.fetchall(f"PRAGMA table_info({table})")}
 
 
 def check(conn: Connection, path: Path) -> None:
     """A flowyard state (or an empty database), of a schema version this code knows."""
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    tables = {r[0] for r in conn.fetchall("SELECT name FROM sqlite_master")}
     version = None
     if "meta" in tables:
-        row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        row = conn.fetchone("SELECT value FROM meta WHERE name = 'schema_version'")
         version = row[0] if row else None
     if tables and "meta" not in tables:
         shown = ", ".join(sorted(tables)[:5])
@@ -110,7 +110,7 @@ def create(conn: Connection) -> None:
 
 def up_to_date(conn: Connection) -> bool:
     """Whether the file has every column and index of this schema (no write lock taken)."""
-    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    indexes = {r[0] for r in conn.fetchall("SELECT name FROM sqlite_master WHERE type = 'index'")}
     return set(ADDED_INDEXES) <= indexes and all(
         set(added) <= columns(conn, table) for table, added in ADDED_COLUMNS.items()
     )

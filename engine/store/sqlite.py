@@ -61,6 +61,29 @@ _LETTER_COLUMNS = (
 )
 
 
+_WRITE_KEY = (
+    "INSERT OR REPLACE INTO keys (flow, key, state, fingerprint, sent_key, step, record_key, "
+    "run_id, response, updated_at, source_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _key_row(flow: str, w: KeyWrite, now: float) -> tuple[Any, ...]:
+    response = dumps(w.response) if w.response is not None else None
+    return (
+        flow,
+        w.key,
+        w.state,
+        w.fingerprint,
+        w.sent_key,
+        w.step,
+        w.record_key,
+        w.run_id,
+        response,
+        now,
+        w.source_key,
+    )
+
+
 class SqliteStore:
     """The SQLite :class:`~engine.store.protocol.StateStore`. Thread-safe: one connection
     guarded by a lock.
@@ -151,9 +174,7 @@ class SqliteStore:
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
-            cur = self._conn.execute(sql, params)
-            cols = [c[0] for c in cur.description or []]
-            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+            return self._conn.dicts(sql, params)
 
     def _kind(self, kind: str) -> str:
         """The SQL condition that keeps rows of ``kind``; an older file holds dead letters only."""
@@ -164,50 +185,30 @@ class SqliteStore:
     # -- idempotency keys ------------------------------------------------------------------
     def get_key(self, flow: str, key: str) -> KeyState | None:
         with self._lock:
-            row = self._conn.execute(
+            row = self._conn.fetchone(
                 f"SELECT {_KEY_COLUMNS} FROM keys WHERE flow = ? AND key = ?", (flow, key)
-            ).fetchone()
+            )
         return None if row is None else KeyState(*row)
 
     def write_keys(self, flow: str, writes: Sequence[KeyWrite]) -> None:
-        sql = (
-            "INSERT OR REPLACE INTO keys (flow, key, state, fingerprint, sent_key, step, "
-            "record_key, run_id, response, updated_at, source_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-        )
         now = time.time()
-        rows = [
-            (
-                flow,
-                w.key,
-                w.state,
-                w.fingerprint,
-                w.sent_key,
-                w.step,
-                w.record_key,
-                w.run_id,
-                dumps(w.response) if w.response is not None else None,
-                now,
-                w.source_key,
-            )
-            for w in writes
-        ]
-        if len(rows) == 1:
+        if len(writes) == 1:
             # One statement outside BEGIN/COMMIT is its own transaction, committed when it
             # returns: the same durability for a third of the statements (the hot path:
             # every send writes its key twice).
             with self._lock:
-                self._conn.execute(sql, rows[0])
-        elif rows:
+                self._conn.execute(_WRITE_KEY, _key_row(flow, writes[0], now))
+        elif writes:
             with self.transaction() as conn:
-                conn.executemany(sql, rows)
+                conn.executemany(_WRITE_KEY, [_key_row(flow, w, now) for w in writes])
 
     def keys_in_flight(self, flow: str) -> list[KeyState]:
         with self._lock:
-            rows = self._conn.execute(
+            rows = self._conn.fetchall(
                 f"SELECT {_KEY_COLUMNS} FROM keys WHERE flow = ? AND state = 'in_flight' "
                 "ORDER BY updated_at",
                 (flow,),
-            ).fetchall()
+            )
         return [KeyState(*row) for row in rows]
 
     # -- cursors and digests ---------------------------------------------------------------------
@@ -219,11 +220,11 @@ class SqliteStore:
 
     def record_digest(self, flow: str, record_key: str) -> RecordDigest | None:
         with self._lock:
-            row = self._conn.execute(
+            row = self._conn.fetchone(
                 "SELECT digest, outcome, run_id, at FROM record_digests "
                 "WHERE flow = ? AND record_key = ?",
                 (flow, record_key),
-            ).fetchone()
+            )
         return None if row is None else RecordDigest(*row)
 
     def forget_record_digests(self, flow: str) -> None:
@@ -300,11 +301,11 @@ class SqliteStore:
         """Write a dead letter or review item; returns its id. A record that fails the same
         way on every run (a file source is re-read each time) keeps one open item,
         refreshed, not one per run."""
-        same = conn.execute(
+        same = conn.fetchone(
             "SELECT id FROM dead_letters WHERE flow = ? AND record_key IS ? AND "
             "step IS ? AND kind = ? AND status = 'open' ORDER BY id DESC LIMIT 1",
             (flow, item.record_key, item.step, item.kind),
-        ).fetchone()
+        )
         facts = (
             item.run_id,
             item.error_class,
@@ -569,9 +570,9 @@ class SqliteStore:
 
     def close_review(self, id: int, by: str, comment: str | None = None) -> ReviewItem:
         with self.transaction() as conn:
-            row = conn.execute(
+            row = conn.fetchone(
                 "SELECT status FROM dead_letters WHERE id = ? AND kind = 'review'", (id,)
-            ).fetchone()
+            )
             if row is None:
                 raise LookupError(f"no review item {id}")
             if row[0] != "open":
@@ -589,7 +590,7 @@ class SqliteStore:
     def acquire_lease(self, flow: str, holder: str, ttl: float) -> str | None:
         now = time.time()
         with self.transaction() as conn:
-            row = conn.execute("SELECT * FROM leases WHERE flow = ?", (flow,)).fetchone()
+            row = conn.fetchone("SELECT * FROM leases WHERE flow = ?", (flow,))
             dead = None
             if row is not None:
                 held = Lease(*row)
@@ -622,7 +623,7 @@ class SqliteStore:
 
     def lease(self, flow: str) -> Lease | None:
         with self._lock:
-            row = self._conn.execute("SELECT * FROM leases WHERE flow = ?", (flow,)).fetchone()
+            row = self._conn.fetchone("SELECT * FROM leases WHERE flow = ?", (flow,))
         return None if row is None else Lease(*row)
 
     # -- retention ---------------------------------------------------------------------------
@@ -630,10 +631,10 @@ class SqliteStore:
         cutoff = time.time() - older_than_s
         extra, params = ("AND flow = ?", (cutoff, flow)) if flow else ("", (cutoff,))
         with self.transaction() as conn:
-            old_runs = conn.execute(
+            old_runs = conn.fetchall(
                 f"SELECT run_id FROM runs WHERE started_at < ? AND status != 'running' {extra}",
                 params,
-            ).fetchall()
+            )
             pruned = Pruned(
                 traces=conn.execute(f"DELETE FROM traces WHERE at < ? {extra}", params).rowcount,
                 runs=conn.execute(
