@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from engine.outcomes import Outcome
 from engine.store import NullStore, Progress, SqliteStore, StateStore, Trace
 from engine.store.contract import FLOW, StoreContract, _key
@@ -28,3 +32,37 @@ def test_the_null_store_reads_through_and_writes_nothing(tmp_path):
     assert (tmp_path / "state.db").read_bytes() == before
     with NullStore() as nothing:  # a dry run before any state exists
         assert nothing.get_key(FLOW, "k1") is None and nothing.cursor(FLOW) is None
+
+
+class _CarelessStore(SqliteStore):
+    """A store that breaks the contract: it drops the cursor of a commit, adds a new item
+    for a failure that is already open, and forgets the responses of keys."""
+
+    def commit_progress(self, flow, progress):
+        progress.cursor = None
+        for item in progress.items:  # each failure a new item, the open one closed
+            for known in self.dead_letters(flow):
+                if (known.record_key, known.step) == (item.record_key, item.step):
+                    self.close_dead_letter(known.id, "superseded", progress.run_id)
+        return super().commit_progress(flow, progress)
+
+    def write_keys(self, flow, writes):
+        super().write_keys(flow, [dataclasses.replace(w, response=None) for w in writes])
+
+
+def test_the_contract_fails_a_store_that_breaks_it(tmp_path):
+    class Contract(StoreContract):
+        def open_store(self, tmp_path):
+            return _CarelessStore(tmp_path / "state.db")
+
+    suite = Contract()
+    for n, check in enumerate(
+        (
+            suite.test_the_cursor_moves_only_with_a_commit_that_moves_it,
+            suite.test_the_same_failure_again_refreshes_its_open_item,
+            suite.test_a_key_is_read_back_as_written_with_its_response,
+        )
+    ):
+        (tmp_path / str(n)).mkdir()
+        with suite.open_store(tmp_path / str(n)) as store, pytest.raises(AssertionError):
+            check(store)
