@@ -26,7 +26,7 @@ from tests.conftest import ROOT, write_flow, write_ndjson
 from tests.support.target import APPLIED_FILE, read_applied, spawn_target, stop_target
 
 KILLS = 20
-RECORDS = 200
+RECORDS = 500  # enough for KILLS kills even when each run starts fast (bytecode cached)
 CONCURRENCY = 4
 LATENCY_MS = 20
 
