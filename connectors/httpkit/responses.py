@@ -26,7 +26,7 @@ from connectors.errors import PermanentError, TransientError
 
 _DELTA_SECONDS = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 #: ``extensions.code`` (or ``type``) of a GraphQL error that goes away by waiting
-GRAPHQL_TRANSIENT_CODES = frozenset({"THROTTLED", "RATE_LIMITED", "MAX_COST_EXCEEDED_RETRY"})
+GRAPHQL_TRANSIENT_CODES = frozenset({"THROTTLED", "RATE_LIMITED"})
 
 
 def is_transient_status(status: int, *, idempotent: bool = False) -> bool:

@@ -69,6 +69,7 @@ class HttpSession:
         self.verify = verify
         self.redirect_origins = frozenset(Origin.of(str(url)) for url in redirect_origins)
         self._clients = PerThreadClient(self._new_client)
+        self._merged: tuple[Mapping[str, str] | None, dict[str, str]] = (None, self.headers)
 
     @classmethod
     def from_options(
@@ -154,9 +155,7 @@ class HttpSession:
             query = query_params(params)
             if query:  # merged with the query the URL has (httpx's params would replace it)
                 url = str(httpx.URL(url).copy_merge_params(query))
-            sent = httpx.Headers(self.headers)
-            if self.auth is not None:
-                sent.update(self.auth.headers())
+            sent = httpx.Headers(self._own_headers())
             if headers:
                 sent.update({str(k): str(v) for k, v in headers.items()})
             if idempotency_key is not None:
@@ -232,6 +231,18 @@ class HttpSession:
             request = paginator.next_request(page)
             if request is not None and _fingerprint(request) in sent:
                 return
+
+    def _own_headers(self) -> dict[str, str]:
+        """The connection's headers with the credentials: merged again only when the
+        authenticator answers with another mapping (a static one never does)."""
+        if self.auth is None:
+            return self.headers
+        credentials = self.auth.headers()
+        seen, merged = self._merged
+        if credentials is not seen:
+            merged = {**self.headers, **credentials}
+            self._merged = (credentials, merged)  # one assignment: safe between threads
+        return merged
 
     def _redirect(self, method: str, response: httpx.Response) -> tuple[str, bool]:
         """Where a redirect leads and whether that is the base URL's own origin;
