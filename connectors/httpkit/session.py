@@ -64,12 +64,12 @@ class HttpSession:
     ):
         self.base = BaseUrl(base_url)
         self.auth = auth
-        self.headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        self._headers = {str(k): str(v) for k, v in (headers or {}).items()}
         self.timeout = float(timeout)
         self.verify = verify
         self.redirect_origins = frozenset(Origin.of(str(url)) for url in redirect_origins)
         self._clients = PerThreadClient(self._new_client)
-        self._merged: tuple[Mapping[str, str] | None, dict[str, str]] = (None, self.headers)
+        self._merged: tuple[Mapping[str, str] | None, dict[str, str]] = (None, self._headers)
 
     @classmethod
     def from_options(
@@ -236,11 +236,11 @@ class HttpSession:
         """The connection's headers with the credentials: merged again only when the
         authenticator answers with another mapping (a static one never does)."""
         if self.auth is None:
-            return self.headers
+            return self._headers
         credentials = self.auth.headers()
         seen, merged = self._merged
         if credentials is not seen:
-            merged = {**self.headers, **credentials}
+            merged = {**self._headers, **credentials}
             self._merged = (credentials, merged)  # one assignment: safe between threads
         return merged
 
