@@ -513,6 +513,7 @@ def test_a_sale_the_erp_totals_differently_stays_a_draft_in_review_naming_both_f
         assert item.figures["total"]["expected"] == "58.13"
         assert item.figures["total"]["actual"] == "53.30"
         assert "tax: the source says 4.83, the target 0, a difference of -4.83" in item.reason
+        assert "is left unconfirmed until its totals are the order's" in item.reason
 
         erp.connector.execute("account.tax", "write", [tax], {"end_date": None})
         _, second = run_flow("order_to_erp", state, run_vars)
