@@ -356,6 +356,7 @@ def test_problem_orders_are_refused_or_held_with_the_figures_and_nothing_of_them
             assert erp.count("sale.sale", [["reference", "=", number]]) == 0
 
 
+@pytest.mark.slow  # five CLI processes against the ERP: ~7-10 s
 def test_unknown_sku_dead_letter_then_product_created_in_tryton_then_replay_books_the_sale_once(
     tryton, tmp_path
 ):

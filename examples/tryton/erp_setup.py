@@ -48,23 +48,25 @@ USER = "admin"
 MODULES = ("sale", "stock", "account")
 
 #: (SKU, name, list price, quantity on STO or None for a service). The first four are the
-#: examples'; the others are the SKUs of the web-shop fixtures (tests/fixtures/) and of
-#: bench/gen_orders.py.
+#: examples' (three goods with stock, which examples/inventory_sync publishes); the others
+#: are the SKUs of the web-shop fixtures (tests/fixtures/) and of bench/gen_orders.py,
+#: sold by the order and refund flows. They are services, so that they hold no stock and
+#: the inventory example's levels stay those three: a sale of them books the same money.
 PRODUCTS = [
     ("TSHIRT-BLK-M", "T-shirt black M", "19.90", 100),
     ("MUG-LOGO", "Logo mug", "8.50", 40),
     ("CAP-RED", "Red cap", "12.00", 25),
     ("GIFT-WRAP", "Gift wrapping", "2.00", None),
-    ("TEE-BLK-M", "Organic Tee Black / M", "24.90", 100),
-    ("TEE-WHT-L", "Organic Tee White / L", "24.90", 100),
-    ("HOOD-GRY-S", "Zip Hoodie Grey / S", "59.00", 50),
-    ("CAP-NAVY", "Canvas Cap", "19.50", 50),
-    ("SOCK-3PK", "Wool Socks 3-pack", "14.00", 100),
-    ("BOTTLE-750", "Steel Bottle 750 ml", "29.99", 50),
-    ("MUG-ENAMEL", "Enamel Mug", "12.00", 100),
-    ("TOTE-CANVAS", "Canvas Tote", "18.00", 50),
-    ("JACKET-RAIN-L", "Rain Jacket Olive / L", "129.00", 20),
-    ("BEANIE-RED", "Merino Beanie Red", "22.50", 50),
+    ("TEE-BLK-M", "Organic Tee Black / M", "24.90", None),
+    ("TEE-WHT-L", "Organic Tee White / L", "24.90", None),
+    ("HOOD-GRY-S", "Zip Hoodie Grey / S", "59.00", None),
+    ("CAP-NAVY", "Canvas Cap", "19.50", None),
+    ("SOCK-3PK", "Wool Socks 3-pack", "14.00", None),
+    ("BOTTLE-750", "Steel Bottle 750 ml", "29.99", None),
+    ("MUG-ENAMEL", "Enamel Mug", "12.00", None),
+    ("TOTE-CANVAS", "Canvas Tote", "18.00", None),
+    ("JACKET-RAIN-L", "Rain Jacket Olive / L", "129.00", None),
+    ("BEANIE-RED", "Merino Beanie Red", "22.50", None),
 ]
 
 #: The ERP's taxes (name, rate as a fraction), each a percentage on the net amount. Tryton
