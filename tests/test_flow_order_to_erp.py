@@ -482,6 +482,35 @@ def test_with_unpaid_quote_an_unpaid_order_is_a_quotation_confirmed_when_it_arri
         assert back["external_ids"]["erp_sales_order"] == quotation["number"]
 
 
+def test_a_voided_order_is_filtered_and_one_quoted_before_it_was_voided_waits_for_a_person(
+    tryton, tmp_path
+):
+    [authorized] = example_records(PROBLEMS, "#2008")
+    voided = dict(authorized, financial_status="voided", updated_at="2026-03-06T09:00:00-05:00")
+    never_seen = dict(voided, id=6100000000000002019, name="#2019")
+    source = tmp_path / "orders.ndjson"
+    state = tmp_path / "state.db"
+    run_vars = flow_vars(tryton, tmp_path / "out", orders=str(source), unpaid="quote")
+    with Erp(tryton) as erp:
+        write_ndjson(source, [authorized])
+        run_flow("order_to_erp", state, run_vars)
+        quotation = erp.sale("#2008")
+        assert quotation["state"] == "quotation"
+
+        write_ndjson(source, [voided, never_seen])
+        _, result = run_flow("order_to_erp", state, run_vars)
+        assert (result.counts["review"], result.counts["filtered"]) == (1, 1), result
+        # the quotation's own item stays open next to the new one: items are per step
+        items = {item.step: item for item in reviews(state, queue="unpaid")}
+        assert sorted(items) == ["unpaid_quoted", "voided_order_in_the_erp"]
+        item = items["voided_order_in_the_erp"]
+        assert item.reason.startswith(
+            f"order #2008 was voided in the shop (never charged), but the ERP has its sale "
+            f"{quotation['number']} (sale id {quotation['id']}, state quotation): cancel it"
+        )
+        assert erp.count("sale.sale", [["reference", "=", "#2019"]]) == 0
+
+
 # -- what the ERP computed differently: a draft in review, never confirmed ------------------
 
 
