@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connectors import Connector, Registry
 from engine.errors import FlowError, Problem
@@ -27,6 +27,9 @@ from engine.runner import LEASE_TTL, Runner, RunResult
 from engine.steps import dumps_sorted
 from engine.store import DeadLetter, ReviewItem, Store
 from engine.templates import make_environment
+
+if TYPE_CHECKING:
+    from engine.flowtest import TestReport
 
 DEFAULT_STATE = Path(".flowyard") / "state.db"
 
@@ -255,6 +258,21 @@ class Engine:
             raise LookupError(f"no review item {id} (no state file at {self.state})")
         with _closing(Store(self.state)) as store:
             return store.close_review(id, by.strip(), comment)
+
+    # -- writing flows (flowyard test, map, graph, check, init) ---------------------------------
+    def test(
+        self,
+        paths: Iterable[str | os.PathLike],
+        *,
+        select: str | None = None,
+        update: bool = False,
+    ) -> TestReport:
+        """Run flow tests offline: test files, flows (their ``.test.yaml`` beside them) or
+        folders. ``select`` runs the cases whose name holds that text; ``update`` rewrites
+        the expectations of the cases that failed. Nothing is sent and no state is kept."""
+        from engine.flowtest import run_tests
+
+        return run_tests(self, [Path(p) for p in paths], select=select, update=update)
 
 
 class _closing:
