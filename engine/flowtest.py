@@ -101,7 +101,12 @@ TEST_SCHEMA: dict[str, Any] = {
                 "record": {"description": "The record the source delivers."},
                 "record_file": {
                     "type": "string",
-                    "description": "A JSON or YAML file: one record.",
+                    "description": "A JSON, YAML or NDJSON file, relative to the test file.",
+                },
+                "line": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "The record on this line of an NDJSON record_file.",
                 },
                 "vars": {"type": "object"},
                 "stubs": _STUBS,
@@ -400,14 +405,25 @@ class _TestFile:
     def record(self, case: dict, i: int) -> tuple[Any, str | None]:
         if "record" in case:
             return exact(plain(case["record"])), None
+        from connectors._json import loads
+
         path = self.path.parent / case["record_file"]
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             return None, f"record_file {path}: cannot read it: {exc}"
+        if path.suffix == ".ndjson" or "line" in case:
+            lines = text.splitlines()
+            number = case.get("line", 1)
+            if "line" not in case and len([x for x in lines if x.strip()]) > 1:
+                return None, f"record_file {path} holds several records: say which (line: N)"
+            if number > len(lines) or not lines[number - 1].strip():
+                return None, f"record_file {path}: no record on line {number}"
+            try:
+                return loads(lines[number - 1]), None
+            except ValueError as exc:
+                return None, f"record_file {path}:{number}: not JSON: {exc}"
         if path.suffix == ".json":
-            from connectors._json import loads
-
             try:
                 return loads(text), None
             except ValueError as exc:
@@ -760,7 +776,10 @@ def _expectation(old: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Dumper(yaml.SafeDumper):
-    """Block style, keys in the order given, long text folded at 100 columns."""
+    """Block style, keys in the order given, lists indented under their key."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        return super().increase_indent(flow, False)
 
 
 def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:

@@ -68,11 +68,15 @@ class RunResult:
     log_path: str | None = None
     dead_letter_ids: list[int] = field(default_factory=list)
     review_ids: list[int] = field(default_factory=list)
+    # a dry run's records that would be parked: {record_key, step, error | queue, reason}
+    would_dead_letter: list[dict] = field(default_factory=list)
+    would_review: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "would_send"}
+        dry = ("would_send", "would_dead_letter", "would_review")
+        out = {k: v for k, v in self.__dict__.items() if k not in dry}
         if self.dry_run:
-            out["would_send"] = self.would_send
+            out.update({k: getattr(self, k) for k in dry})
         return out
 
 
