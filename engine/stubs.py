@@ -7,7 +7,8 @@ Each connection keeps every request it received, in order, for the test to compa
 
 Matching: every key of ``match`` must be in the request's options with an equal value;
 a mapping matches a mapping that has at least its keys (recursively), and a text with
-``*`` matches any text in the star's place (``path: "*/pickups.ndjson"``). A stub with
+``*`` matches any text in the star's place (``path: "*/pickups.ndjson"``); against a list,
+a number or an object it matches their JSON text (``args: '*"#1001"*'``). A stub with
 ``times: N`` answers its first N matching requests, then lets the next stub answer.
 
 An answer ``[]`` to a lookup whose options carry ``not_found`` raises that message as a
@@ -55,10 +56,9 @@ def matches(pattern: Any, value: Any) -> bool:
             key in value and matches(sub, value[key]) for key, sub in pattern.items()
         )
     if isinstance(pattern, str) and "*" in pattern:
-        if not isinstance(value, str | int | Decimal):
-            return False
+        text = value if isinstance(value, str) else dumps(value)
         regex = ".*".join(re.escape(part) for part in pattern.split("*"))
-        return re.fullmatch(regex, str(value), re.S) is not None
+        return re.fullmatch(regex, text, re.S) is not None
     return plain(pattern) == plain(value)
 
 
