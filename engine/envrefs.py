@@ -54,7 +54,7 @@ def env_references(value: Any) -> Any:
     """``value`` with every ``${env:NAME}`` in its literal text made a reference to the run's
     value of ``NAME`` (strings, and dicts and lists of them; keys are left alone)."""
     if isinstance(value, str):
-        return _text(value) if "${env:" in value else value
+        return _text(value) if "${" in value else value
     if isinstance(value, dict):
         return {k: env_references(v) for k, v in value.items()}
     if isinstance(value, list):
