@@ -42,7 +42,8 @@ steps:
       - when: not record.stock.available
         steps:
           - name: out_of_stock
-            fail: "no stock of {{{{ record.lines[0].sku }}}} for order {{{{ record.order_number }}}}"
+            fail: >-
+              no stock of {{{{ record.lines[0].sku }}}} for order {{{{ record.order_number }}}}
   - name: erp_order
     send:
       connection: erp
@@ -126,7 +127,7 @@ def test_passing_cases_exit_0_and_leave_nothing_behind(tmp_path):
 
 
 def test_a_failing_case_shows_a_diff_and_exits_1(tmp_path):
-    project = make_project(tmp_path, TESTS.replace("total: \"19.00\"}}", "total: \"21.00\"}}"))
+    project = make_project(tmp_path, TESTS.replace('total: "19.00"}}', 'total: "21.00"}}'))
     done = flowyard("test", "flow.test.yaml", cwd=project)
     assert done.returncode == 1
     assert "FAIL" in done.stdout and "1 passed, 1 failed" in done.stdout
@@ -160,7 +161,9 @@ def test_a_case_without_expectations_fails_until_update_records_them(tmp_path):
 
 
 def test_a_request_no_stub_answers_fails_the_case_naming_it(tmp_path):
-    tests = TESTS.replace("    - match: {method: POST, path: /orders}\n      answer: {id: 77}\n", "")
+    tests = TESTS.replace(
+        "    - match: {method: POST, path: /orders}\n      answer: {id: 77}\n", ""
+    )
     project = make_project(tmp_path, tests)
     done = flowyard("test", "-k", "in stock", "--output", "json", cwd=project)
     assert done.returncode == 1
@@ -205,7 +208,9 @@ def test_the_record_after_a_step_and_reason_contains(tmp_path):
 
 def test_a_wrong_test_file_is_reported_with_line_and_column_exit_2(tmp_path):
     tests = TESTS.replace("  erp:\n    - match: {method: GET", "  erpp:\n    - match: {method: GET")
-    tests = tests.replace("    record_file: order.json\n    expect:", "    recrod: {}\n    expect:", 1)
+    tests = tests.replace(
+        "    record_file: order.json\n    expect:", "    recrod: {}\n    expect:", 1
+    )
     project = make_project(tmp_path, tests)
     done = flowyard("test", cwd=project)
     assert done.returncode == 2

@@ -11,9 +11,7 @@ from engine.graph import embed, embedded
 from engine.model import CallStep
 from tests.conftest import ROOT, flowyard
 
-SHIPPED = sorted(
-    p for p in (ROOT / "flows").glob("*.yaml") if not p.name.endswith(".test.yaml")
-)
+SHIPPED = sorted(p for p in (ROOT / "flows").glob("*.yaml") if not p.name.endswith(".test.yaml"))
 
 
 @pytest.mark.parametrize("flow", SHIPPED, ids=lambda p: p.stem)
@@ -37,7 +35,7 @@ def test_every_step_branch_and_connection_is_drawn():
         if isinstance(step, CallStep):
             arrow = "send" if step.kind == "send" else "lookup"
             assert f'-. "{arrow}" .-> c_{step.connection}' in mermaid
-            assert f"s_{step.name} -> c_{step.connection} [label=\"{arrow}\", style=dashed]" in dot
+            assert f's_{step.name} -> c_{step.connection} [label="{arrow}", style=dashed]' in dot
     # a route's branches carry their condition; a fail leads to the dead-letter queue
     assert '-- "record.currency != vars.erp_currency" --> s_foreign_currency' in mermaid
     assert "s_foreign_currency --> t_dead_letter" in mermaid
@@ -48,8 +46,8 @@ def test_every_step_branch_and_connection_is_drawn():
 def test_conditions_with_quotes_are_escaped(tmp_path):
     flow = tmp_path / "flow.yaml"
     flow.write_text(
-        'flow: quoting\nsource: {connector: file, path: in.ndjson}\nsteps:\n'
-        "  - name: only_pickups\n    filter: record.method == \"pick\\\"up\"\n"
+        "flow: quoting\nsource: {connector: file, path: in.ndjson}\nsteps:\n"
+        '  - name: only_pickups\n    filter: record.method == "pick\\"up"\n'
     )
     eng = Engine()
     mermaid, dot = eng.graph(flow), eng.graph(flow, "dot")
@@ -60,7 +58,8 @@ def test_conditions_with_quotes_are_escaped(tmp_path):
 def test_embed_replaces_only_the_flows_block_and_needs_its_markers():
     text = "a\n<!-- flowyard graph: x -->\nold\n<!-- /flowyard graph -->\nb\n"
     assert embed(text, "x", "flowchart TD\n") == (
-        "a\n<!-- flowyard graph: x -->\n```mermaid\nflowchart TD\n```\n<!-- /flowyard graph -->\nb\n"
+        "a\n<!-- flowyard graph: x -->\n```mermaid\nflowchart TD\n```\n"
+        "<!-- /flowyard graph -->\nb\n"
     )
     with pytest.raises(LookupError, match="flowyard graph: y"):
         embed(text, "y", "flowchart TD\n")

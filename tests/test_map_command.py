@@ -67,8 +67,7 @@ def test_every_schema_problem_at_once_with_the_records_field(tmp_path):
 def test_a_mapping_file_of_ones_own_and_an_explicit_schema(tmp_path):
     mapping = tmp_path / "sku_level.yaml"
     mapping.write_text(
-        "mapping: sku_level\nfields:\n  sku: \"{{ record.code }}\"\n"
-        "  on_hand: \"{{ record.qty }}\"\n"
+        'mapping: sku_level\nfields:\n  sku: "{{ record.code }}"\n  on_hand: "{{ record.qty }}"\n'
     )
     result = Engine().map_record(mapping, {"code": "TEE", "qty": 3}, schema="inventory_level")
     assert result.record == {"sku": "TEE", "on_hand": 3}

@@ -89,8 +89,10 @@ def test_a_missing_secret_file_is_a_warning_for_validate_and_an_error_for_run(tm
     flow = make(tmp_path, "http://127.0.0.1:9", "${file:/run/secrets/flowyard_no_such}")
     checked = flowyard("validate", flow, cwd=tmp_path)
     assert checked.returncode == 0
-    assert "warning at connections.shop.auth.token: secret file /run/secrets/flowyard_no_such " \
-           "cannot be read: No such file or directory" in checked.stdout
+    assert (
+        "warning at connections.shop.auth.token: secret file /run/secrets/flowyard_no_such "
+        "cannot be read: No such file or directory" in checked.stdout
+    )
     run = flowyard("run", flow, cwd=tmp_path)
     assert run.returncode == 2
     assert "secret file /run/secrets/flowyard_no_such cannot be read" in run.stderr
