@@ -13,10 +13,9 @@ The file's format is documented in docs/testing-flows.md; :data:`TEST_SCHEMA` ch
 
 from __future__ import annotations
 
-import difflib
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,14 @@ from engine import packaged
 from engine.envrefs import ENV_CONTEXT
 from engine.errors import FlowError, Problem
 from engine.flow_schema import did_you_mean
+from engine.flowtest_results import (
+    ABSENT,
+    CaseResult,
+    Difference,
+    FileResult,
+    TestReport,
+)
+from engine.flowtest_update import EXPECT_KEYS, rewrite_expectations
 from engine.model import (
     CallStep,
     FilterStep,
@@ -43,8 +50,6 @@ if TYPE_CHECKING:
     from engine.api import Engine
 
 OUTCOMES = ["done", "skipped", "filtered", "dead_lettered", "review", "parked"]
-# what --update writes, in this order; "records" only for the steps a case names
-EXPECT_KEYS = ("outcome", "path", "records", "requests", "dead_letters", "reviews")
 _PROBE = "fy_probe:"  # the names of the steps that catch the record after a step
 _STUB_CONNECTOR = "flowyard-test:"
 
@@ -136,151 +141,6 @@ TEST_SCHEMA: dict[str, Any] = {
     },
 }
 _VALIDATOR = jsonschema.Draft7Validator(TEST_SCHEMA)
-
-
-# -- results ----------------------------------------------------------------------------------
-@dataclass
-class Difference:
-    """One expectation a case did not meet: ``what`` (``outcome``, ``requests`` ...)."""
-
-    what: str
-    expected: Any
-    got: Any
-
-    def diff(self) -> str:
-        """Expected against got as a unified diff of their YAML."""
-        if self.expected is _ABSENT:
-            return f"{self.what}: {self.got}"
-        before = _yaml({self.what: self.expected}).splitlines()
-        after = _yaml({self.what: self.got}).splitlines()
-        lines = difflib.unified_diff(before, after, "expected", "got", lineterm="", n=2)
-        return "\n".join(lines)
-
-
-_ABSENT = object()  # a Difference that is a plain message (a request no stub answered)
-
-
-@dataclass
-class CaseResult:
-    """How one case went: ``passed``, ``failed`` (see ``differences``) or ``error`` (the
-    record could not be run: ``message``)."""
-
-    name: str
-    status: str
-    duration_s: float
-    line: int | None = None
-    differences: list[Difference] = field(default_factory=list)
-    got: dict[str, Any] = field(default_factory=dict)
-    message: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "line": self.line,
-            "duration_s": self.duration_s,
-            "message": self.message,
-            "differences": [
-                {
-                    "what": d.what,
-                    "expected": None if d.expected is _ABSENT else d.expected,
-                    "got": d.got,
-                }
-                for d in self.differences
-            ],
-            "got": self.got,
-        }
-
-
-@dataclass
-class FileResult:
-    """The cases of one test file, or the problems that kept it from running."""
-
-    file: str
-    flow: str | None
-    cases: list[CaseResult] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)  # cases whose expectations were rewritten
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "flow": self.flow,
-            "problems": [p.to_dict() for p in self.problems],
-            "updated": self.updated,
-            "cases": [c.to_dict() for c in self.cases],
-        }
-
-
-@dataclass
-class TestReport:
-    """Every test file run: counts, the exit code they imply, and a text for people."""
-
-    __test__ = False  # not a pytest class, whatever its name
-
-    files: list[FileResult]
-    duration_s: float = 0.0
-
-    def count(self, status: str) -> int:
-        return sum(1 for f in self.files for c in f.cases if c.status == status)
-
-    @property
-    def invalid(self) -> bool:
-        return any(p.severity == "error" for f in self.files for p in f.problems)
-
-    @property
-    def ok(self) -> bool:
-        """Every case passed and every file was valid."""
-        return not self.invalid and self.count("passed") == sum(len(f.cases) for f in self.files)
-
-    @property
-    def exit_code(self) -> int:
-        """0 all passed, 1 a case failed, 2 a test file (or its flow) is invalid."""
-        if self.invalid:
-            return 2
-        return 0 if self.ok else 1
-
-    def summary(self) -> str:
-        parts = [f"{self.count('passed')} passed"]
-        for status in ("failed", "error"):
-            if self.count(status):
-                parts.append(f"{self.count(status)} {status}")
-        updated = sum(len(f.updated) for f in self.files)
-        if updated:
-            parts.append(f"{updated} updated")
-        bad = sum(1 for f in self.files if any(p.severity == "error" for p in f.problems))
-        if bad:
-            parts.append(f"{bad} file(s) invalid")
-        return ", ".join(parts) + f" in {self.duration_s:.2f} s"
-
-    def text(self) -> str:
-        """The whole report as people read it: each case, a diff for each failure."""
-        out: list[str] = []
-        for f in self.files:
-            out.append(f.file + (f" (flow {f.flow})" if f.flow else ""))
-            out += [f"  {p}" for p in f.problems]
-            for case in f.cases:
-                mark = {"passed": "ok  ", "failed": "FAIL", "error": "ERR "}[case.status]
-                where = f"line {case.line}: " if case.line else ""
-                out.append(f"  {mark}  {where}{case.name} ({case.duration_s:.2f} s)")
-                if case.message:
-                    out.append(f"        {case.message}")
-                for difference in case.differences:
-                    out += ["        " + line for line in difference.diff().splitlines()]
-                if case.name in f.updated:
-                    out.append("        expectations rewritten (--update)")
-        out.append(self.summary())
-        return "\n".join(out)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.count("passed"),
-            "failed": self.count("failed"),
-            "errors": self.count("error"),
-            "exit_code": self.exit_code,
-            "duration_s": self.duration_s,
-            "files": [f.to_dict() for f in self.files],
-        }
 
 
 # -- finding test files ------------------------------------------------------------------------
@@ -450,7 +310,7 @@ class _TestFile:
                     continue
                 result.cases.append(self.run_case(case, i, Path(tmp)))
         if update:
-            result.updated = self.update(result.cases)
+            result.updated = rewrite_expectations(self, result.cases)
         return result
 
     def run_case(self, case: dict, i: int, tmp: Path) -> CaseResult:
@@ -484,7 +344,7 @@ class _TestFile:
         outcome.differences = [
             Difference(
                 "unanswered",
-                _ABSENT,
+                ABSENT,
                 f"connection {u.connection!r}: no stub matches the request {plain(u.options)}",
             )
             for book in books.values()
@@ -495,88 +355,13 @@ class _TestFile:
             outcome.differences.append(
                 Difference(
                     "expect",
-                    _ABSENT,
+                    ABSENT,
                     "the case expects nothing: write `expect:`, or "
                     "run with --update to record what it does, then review that",
                 )
             )
         outcome.status = "failed" if outcome.differences else "passed"
         return outcome
-
-    # -- --update -------------------------------------------------------------------------------
-    def update(self, cases: list[CaseResult]) -> list[str]:
-        """Rewrite the ``expect:`` of each case that failed (or had none) with what it got.
-
-        Only the lines of those ``expect:`` blocks change; the rest of the file, comments
-        included, stays as it was. A case with a request no stub answered is left alone.
-        """
-        lines = self.text.splitlines(keepends=True)
-        edits: list[tuple[int, int, list[str]]] = []  # (first line, end line, new lines)
-        names = [c.name for c in cases]
-        done: list[str] = []
-        for i, case in enumerate(self.data["cases"]):
-            name = str(case["name"])
-            if name not in names:
-                continue
-            result = cases[names.index(name)]
-            if result.status == "error" or any(d.what == "unanswered" for d in result.differences):
-                continue
-            if result.status == "passed" and "expect" in case:
-                continue
-            span = self._case_lines(i, len(lines))
-            if span is None:
-                continue
-            first, end, indent = span
-            expect = _expectation(case.get("expect") or {}, result.got)
-            block = _yaml({"expect": expect}).splitlines(keepends=True)
-            block = [(" " * indent + line) if line.strip() else line for line in block]
-            if "expect" in case:
-                start = key_position(self.data, ["cases", i, "expect"])[0] - 1
-                stop = self._block_end(i, "expect", end)
-            else:
-                start = stop = end
-            edits.append((start, stop, block))
-            done.append(name)
-        for start, stop, block in sorted(edits, reverse=True):
-            lines[start:stop] = block
-        if edits:
-            self.path.write_text("".join(lines), encoding="utf-8")
-        return done
-
-    def _case_lines(self, i: int, total: int) -> tuple[int, int, int] | None:
-        """(first line, end line after its last content line, key indent) of case ``i``,
-        0-based; None for a case written in flow style."""
-        case = self.data["cases"][i]
-        keys = sorted(case.key_pos.values())
-        if not keys or len({line for line, _ in keys}) != len(keys):
-            return None  # keys on one line: a flow-style mapping
-        first = keys[0][0] - 1
-        cases = self.data["cases"]
-        end = cases.item_pos[i + 1][0] - 1 if i + 1 < len(cases) else self._list_end(total)
-        lines = self.text.splitlines()
-        while end > first + 1 and (
-            not lines[end - 1].strip() or lines[end - 1].lstrip()[:1] == "#"
-        ):
-            end -= 1
-        # the "- " of the case's first line: its keys start after it
-        return first, end, keys[0][1] - 1
-
-    def _list_end(self, total: int) -> int:
-        """The line after the cases list: the next top-level key after ``cases``, or EOF."""
-        start = self.data.key_pos["cases"][0]
-        later = [line for line, _ in self.data.key_pos.values() if line > start]
-        return min(later) - 1 if later else total
-
-    def _block_end(self, i: int, key: str, end: int) -> int:
-        """The line after the value of ``key`` in case ``i``: the next key of the case's."""
-        case = self.data["cases"][i]
-        start = case.key_pos[key][0]
-        later = [line for line, _ in case.key_pos.values() if line > start]
-        stop = min(later) - 1 if later else end
-        lines = self.text.splitlines()
-        while stop > start and (not lines[stop - 1].strip() or lines[stop - 1].lstrip()[:1] == "#"):
-            stop -= 1
-        return stop
 
 
 def run_tests(
@@ -758,45 +543,3 @@ def _like(wanted: Any, got: dict) -> dict:
         text = str(wanted["reason_contains"])
         have["reason_contains"] = text if text in str(got.get("reason")) else got.get("reason")
     return have
-
-
-def _expectation(old: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
-    """What --update writes: everything the case got, the records of the steps it named."""
-    new: dict[str, Any] = {}
-    for key in EXPECT_KEYS:
-        if key == "records":
-            if old.get("records"):
-                new["records"] = {name: got["records"].get(name) for name in old["records"]}
-        elif key in ("dead_letters", "reviews", "requests"):
-            if got.get(key):
-                new[key] = got[key]
-        elif key in got:
-            new[key] = got[key]
-    return new
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style, keys in the order given, lists indented under their key."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        return super().increase_indent(flow, False)
-
-
-def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    if "\n" in value:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
-
-
-_Dumper.add_representer(str, _text)
-
-
-def _yaml(value: Any) -> str:
-    return yaml.dump(
-        value,
-        Dumper=_Dumper,
-        sort_keys=False,
-        allow_unicode=True,
-        width=100,
-        default_flow_style=False,
-    )
