@@ -151,7 +151,11 @@ def find_test_files(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
     problems: list[Problem] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(path.rglob(f"*{packaged.TEST_SUFFIX}"))
+            found += sorted(
+                p
+                for p in path.rglob(f"*{packaged.TEST_SUFFIX}")
+                if not _skipped(p.relative_to(path))
+            )
         elif path.name.endswith(packaged.TEST_SUFFIX) and path.is_file():
             found.append(path)
         elif path.is_file():
@@ -169,6 +173,15 @@ def find_test_files(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
         else:
             problems.append(Problem(str(path), None, None, "", "no such file or folder"))
     return list(dict.fromkeys(found)), problems
+
+
+def _skipped(relative: Path) -> bool:
+    """A folder a search for test files stays out of: hidden ones (``.venv``, ``.git``)
+    and installed packages (whose shipped flows have tests of their own)."""
+    return any(
+        part.startswith(".") or part in ("site-packages", "node_modules")
+        for part in relative.parts[:-1]
+    )
 
 
 # -- one test file ---------------------------------------------------------------------------

@@ -254,3 +254,13 @@ def test_running_the_starter_project_tests_from_pytest(tmp_path):
     assert report.ok, report.text()
     assert report.count("passed") == 3
     assert textwrap.dedent(report.text()).endswith(report.summary())
+
+
+def test_a_folder_is_searched_except_hidden_folders_and_installed_packages(tmp_path):
+    project = make_project(tmp_path)
+    for folder in (".venv/lib/python3.11/site-packages/x", "node_modules/y"):
+        (project / folder).mkdir(parents=True)
+        (project / folder / "broken.test.yaml").write_text("not: [a test file\n")
+    report = Engine().test([project])
+    assert [f.file for f in report.files] == [str(project / "flow.test.yaml")]
+    assert report.ok
