@@ -17,10 +17,11 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from connectors.base import Connector, Item, Lint, Request, Response
+from connectors.base import Check, Connector, Item, Lint, Request, Response
 from connectors.errors import ConnectorError, FlowyardError, PermanentError, TransientError
 
 __all__ = [
+    "Check",
     "Connector",
     "ConnectorError",
     "FlowyardError",

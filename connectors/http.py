@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 import httpx
 
 from connectors import _json
-from connectors.base import Connector, Item, Lint, Request, Response
+from connectors.base import Check, Connector, Item, Lint, Request, Response
+from connectors.errors import PermanentError, TransientError
 from connectors.httpkit import (
     HttpSession,
     LinkHeader,
@@ -154,6 +155,25 @@ class HttpConnector(Connector):
     def close(self) -> None:
         """Close every thread's client; a later call opens a new one."""
         self.session.close()
+
+    def check(self, source: Mapping[str, Any] | None = None) -> list[Check]:
+        """One GET with the connection's credentials: the source's first page when the
+        flow reads from here, else the base URL. Any answer but 401 and 403 reaches the
+        API (a 404 at the base URL too); 401 or 403 means the credentials were refused."""
+        path = str((source or {}).get("path") or "")
+        params = (source or {}).get("params") if source else None
+        what = f"GET {path}" if path else "GET the base URL"  # its query may hold a secret
+        try:
+            response = self.session.send("GET", path, params=params)
+        except PermanentError as exc:
+            if exc.status in (401, 403):
+                return [Check(what, False, f"the credentials were refused (HTTP {exc.status})")]
+            if exc.status is not None:
+                return [Check(what, True, f"reached: HTTP {exc.status} (no read there to try)")]
+            return [Check(what, False, str(exc))]
+        except TransientError as exc:
+            return [Check(what, False, str(exc))]
+        return [Check(what, True, f"HTTP {response.status_code}")]
 
     # -- source --------------------------------------------------------------
 

@@ -46,7 +46,7 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.base import Connector, Item, Request, Response
+from connectors.base import Check, Connector, Item, Request, Response
 from connectors.errors import ConnectorError, PermanentError, TransientError
 from connectors.httpkit import is_transient_status, retry_after
 
@@ -297,6 +297,22 @@ class TrytonConnector(Connector):
         self._ensure_login()
         merged = {**self._preferences, **(self.options.get("context") or {}), **(context or {})}
         return self._rpc(f"model.{model}.{method}", [*args, merged])
+
+    def check(self, source: Mapping[str, Any] | None = None) -> list[Check]:
+        """Log in (which reads the user's preferences) and count the products: what every
+        flow on Tryton does first. Nothing is written."""
+        user = self.options.get("username")
+        what = f"log in to {self.options.get('url')} database {self.options.get('database')}"
+        try:
+            self._ensure_login()
+        except ConnectorError as exc:
+            return [Check(f"{what} as {user}", False, str(exc))]
+        checks = [Check(f"{what} as {user}", True, "logged in")]
+        try:
+            count = self.execute("product.product", "search_count", [])
+        except ConnectorError as exc:
+            return [*checks, Check("read product.product", False, str(exc))]
+        return [*checks, Check("read product.product", True, f"{count} product(s)")]
 
     # -- the source role ---------------------------------------------------------------
 

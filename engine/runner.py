@@ -26,12 +26,11 @@ from typing import Any
 
 from connectors import Connector, Item, Registry
 from engine.envrefs import ENV_CONTEXT, env_references
+from engine.envrefs import resolve as resolve_references
 from engine.errors import (
     CircuitOpen,
     ConnectorError,
-    FlowError,
     LockHeld,
-    Problem,
     RunError,
     SourceUnavailable,
     StateError,
@@ -69,11 +68,15 @@ class RunResult:
     log_path: str | None = None
     dead_letter_ids: list[int] = field(default_factory=list)
     review_ids: list[int] = field(default_factory=list)
+    # a dry run's records that would be parked: {record_key, step, error | queue, reason}
+    would_dead_letter: list[dict] = field(default_factory=list)
+    would_review: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "would_send"}
+        dry = ("would_send", "would_dead_letter", "would_review")
+        out = {k: v for k, v in self.__dict__.items() if k not in dry}
         if self.dry_run:
-            out["would_send"] = self.would_send
+            out.update({k: getattr(self, k) for k in dry})
         return out
 
 
@@ -235,30 +238,8 @@ class Runner:
 
     # -- environment and secrets -----------------------------------------------------------------
     def _environment(self) -> dict[str, str]:
-        import os
-
-        missing = sorted(n for n in self.flow.env_names if n not in os.environ)
-        if missing:
-            # the loader found where each one is used: report them there, now as errors
-            where = {
-                name: p
-                for p in self.flow.warnings
-                for name in missing
-                if f"environment variable {name} " in p.message
-            }
-            raise FlowError(
-                [
-                    Problem(
-                        self.flow.file,
-                        where[name].line if name in where else None,
-                        where[name].column if name in where else None,
-                        where[name].path if name in where else "",
-                        f"environment variable {name} is not set; the flow needs it to run",
-                    )
-                    for name in missing
-                ]
-            )
-        return {name: os.environ[name] for name in self.flow.env_names}
+        # ${env:NAME} (the environment, else a .env file) and ${file:PATH}: engine/envrefs.py
+        return resolve_references(self.flow)
 
     def mask(self, value: Any) -> Any:
         return self.log.redact(value)
