@@ -367,6 +367,15 @@ def _summary(result: RunResult) -> None:
             f"  would send {send['step']} via {send['connection']} key "
             f"{send['idempotency_key']}: {json.dumps(send['request'], default=str)}"
         )
+    for letter in result.would_dead_letter:
+        typer.echo(
+            f"  would dead-letter {letter['record_key']} at {letter['step']}: {letter['error']}"
+        )
+    for item in result.would_review:
+        typer.echo(
+            f"  would hold {item['record_key']} for review ({item['queue']}) at "
+            f"{item['step']}: {item['reason']}"
+        )
 
 
 @app.command()
@@ -720,6 +729,240 @@ def prune(
         output,
         counts,
         lambda: typer.echo("pruned " + ", ".join(f"{v} {k}" for k, v in counts.items())),
+    )
+
+
+# -- writing flows: test, map, graph, check, init -----------------------------------------------
+@app.command("test")
+def test_flows(
+    paths: list[Path] = typer.Argument(
+        None,
+        help="Test files (NAME.test.yaml), flows (their test file beside them) or folders "
+        "[default: the current folder].",
+    ),
+    update: bool = typer.Option(
+        False,
+        "--update",
+        help="Rewrite the expectations of the cases that failed (or had none) with what they "
+        "got, after you reviewed the change; the rest of the file stays as it is.",
+    ),
+    select: str | None = typer.Option(
+        None, "-k", metavar="TEXT", help="Only the cases whose name holds TEXT."
+    ),
+    output: str = OutputOpt,
+) -> None:
+    """Run flows' offline tests: each case takes a record through the real flow with the
+    connections answered from stubs, and compares outcome, path, records, requests and
+    reasons with what the test file expects. Nothing is sent and no state is kept.
+
+    Exit 0 every case passed, 1 a case failed, 2 a test file or its flow is invalid.
+    """
+    from engine import Engine
+
+    report = Engine().test(paths or [Path(".")], select=select, update=update)
+    _render(output, report.to_dict(), lambda: typer.echo(report.text()))
+    raise typer.Exit(report.exit_code)
+
+
+@app.command("map")
+def map_record(
+    mapping: str = typer.Argument(
+        ..., help="A mapping file, or the name of a built-in mapping (shopify_order_to_canonical)."
+    ),
+    record: str = typer.Argument(
+        ..., help="A file holding one record (JSON or YAML; NDJSON with --line), or - for stdin."
+    ),
+    line: int | None = typer.Option(
+        None, "--line", min=1, help="The record on this line of an NDJSON file."
+    ),
+    schema: str | None = typer.Option(
+        None,
+        "--schema",
+        help="Check the result against this canonical schema (a name or a file) [default: "
+        "the one the mapping's name says, e.g. order for shopify_order_to_canonical].",
+    ),
+    no_schema: bool = typer.Option(False, "--no-schema", help="Do not check against a schema."),
+    var: list[str] = typer.Option([], "--var", help="Set vars.KEY for the mapping: KEY=VALUE."),
+    vars_file: list[Path] = VarsFileOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Show what a mapping makes of one record, field by field, and every problem at once:
+    fields the record cannot give (in the record's own terms) and every rule of the
+    canonical schema the result breaks.
+
+    Exit 0 no problem, 1 the record has problems, 2 the mapping, schema or record file
+    cannot be used.
+    """
+    data = _one_record(record, line)
+    from engine import Engine, FlowError
+
+    try:
+        result = Engine().map_record(
+            mapping,
+            data,
+            schema=schema,
+            check_schema=not no_schema,
+            vars=_vars(var, vars_file),
+        )
+    except FlowError as exc:
+        _print_problems(exc.problems, "table")
+        raise typer.Exit(EXIT_INVALID) from None
+
+    def table() -> None:
+        typer.echo(f"mapping {result.mapping} ({result.mapping_file})")
+        if result.schema_file:
+            typer.echo(f"checked against canonical schema {result.schema} ({result.schema_file})")
+        elif not no_schema:
+            typer.echo("no canonical schema to check against (give one with --schema NAME)")
+        if result.record is not None:
+            fields = result.fields
+            width = min(40, max((len(path) for path, _ in fields), default=0))
+            for path, value in fields:
+                typer.echo(f"  {path.ljust(width)}  {json.dumps(value, default=str)}")
+        if result.problems:
+            typer.echo(f"{len(result.problems)} problem(s):", err=True)
+            for problem in result.problems:
+                typer.echo(f"  {problem.kind}: {problem}", err=True)
+        else:
+            typer.echo("no problems")
+
+    _render(output, result.to_dict(), table)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _one_record(source: str, line: int | None) -> Any:
+    """The record of ``flowyard map``: a file or stdin, JSON (exact decimals) or YAML."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{source}: cannot read it: {getattr(exc, 'strerror', None) or exc}", EXIT_INVALID)
+    if line is not None or source.endswith(".ndjson"):
+        lines = text.splitlines()
+        number = line or 1
+        if line is None and len([x for x in lines if x.strip()]) > 1:
+            _fail(f"{source} holds several records: say which with --line N", EXIT_INVALID)
+        if number > len(lines) or not lines[number - 1].strip():
+            _fail(f"{source}: no record on line {number}", EXIT_INVALID)
+        text = lines[number - 1]
+    from engine import Engine
+
+    try:
+        return Engine.parse_record(text)
+    except ValueError as exc:
+        _fail(f"{source}: {exc}", EXIT_INVALID)
+
+
+@app.command()
+def graph(
+    flow: Path = typer.Argument(..., help="The flow file."),
+    format: str = typer.Option("mermaid", "--format", "-f", help="mermaid or dot (Graphviz)."),
+    embed: Path | None = typer.Option(
+        None,
+        "--embed",
+        metavar="MARKDOWN",
+        help="Replace the flow's picture in this Markdown file (between <!-- flowyard graph: "
+        "NAME --> and <!-- /flowyard graph -->) instead of printing it.",
+    ),
+) -> None:
+    """Draw a flow: source, steps, route branches with their conditions, dead-letter and
+    review exits, and the connections each step calls. Mermaid renders in GitHub, GitLab
+    and most Markdown viewers; DOT with Graphviz (dot -Tsvg)."""
+    if format not in ("mermaid", "dot"):
+        _fail(f"--format must be mermaid or dot, not {format!r}", EXIT_INVALID)
+    from engine import Engine, FlowError
+
+    eng = Engine()
+    try:
+        loaded = eng.load(flow)
+    except FlowError as exc:
+        _print_problems(exc.problems, "table")
+        raise typer.Exit(EXIT_INVALID) from None
+    picture = eng.graph(loaded, format)
+    if embed is None:
+        typer.echo(picture, nl=False)
+        return
+    if format != "mermaid":
+        _fail("--embed writes Mermaid: leave out --format", EXIT_INVALID)
+    try:
+        eng.embed_graph(loaded, embed)
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{embed}: {getattr(exc, 'strerror', None) or exc}", EXIT_INVALID)
+    except LookupError as exc:
+        _fail(f"{embed}: {exc}", EXIT_INVALID)
+    typer.echo(f"updated the picture of {loaded.name} in {embed}")
+
+
+@app.command()
+def check(
+    flow: Path = typer.Argument(..., help="The flow file."),
+    var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE (repeat)."),
+    vars_file: list[Path] = VarsFileOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Reach every connection of a flow the way a run would (log in, one harmless read)
+    and report what works. Nothing is sent, no state is written, secrets are masked.
+
+    Exit 0 every connection that can be checked works, 1 one does not, 2 the flow is
+    invalid or a secret it needs has no value.
+    """
+    run_vars = _vars(var, vars_file)
+    from engine import Engine, FlowError
+
+    try:
+        results = Engine().check_connections(flow, vars=run_vars)
+    except FlowError as exc:
+        _print_problems(exc.problems, "table")
+        raise typer.Exit(EXIT_INVALID) from None
+
+    def table() -> None:
+        for r in results:
+            typer.echo(
+                f"{r.connection} ({r.connector}; {', '.join(r.uses) or 'unused'}): {r.status}"
+                f" in {r.duration_s:.2f} s"
+            )
+            if r.error:
+                typer.echo(f"  FAILED  {r.error}")
+            for c in r.checks:
+                typer.echo(
+                    f"  {'ok    ' if c.ok else 'FAILED'}  {c.what}"
+                    + (f": {c.detail}" if c.detail else "")
+                )
+            if r.status == "not checked":
+                typer.echo("  (the connector offers no check)")
+
+    _render(output, [r.to_dict() for r in results], table)
+    raise typer.Exit(1 if any(r.status == "failed" for r in results) else 0)
+
+
+@app.command()
+def init(
+    folder: Path = typer.Argument(..., help="The project's folder (made if missing)."),
+    from_flow: str | None = typer.Option(
+        None,
+        "--from",
+        metavar="FLOW",
+        help="Start from a shipped flow (e.g. order_to_erp) instead of the starter flow.",
+    ),
+) -> None:
+    """Make a project to start from: a flow, its offline tests, a mapping of its own, sample
+    records, a README, and the JSON Schemas an editor needs (named on each YAML file's
+    first line). Existing files are never overwritten; --from with a wrong name lists the
+    shipped flows.
+    """
+    from engine import Engine, InitError
+
+    try:
+        written = Engine().init_project(folder, from_flow)
+    except InitError as exc:
+        _fail(str(exc), EXIT_INVALID)
+    for path in written:
+        typer.echo(f"wrote {path}")
+    flow_file = next(
+        p for p in written if p.suffix == ".yaml" and ".test" not in p.name and p.parent == folder
+    )
+    typer.echo(
+        f"next: cd {folder} && flowyard validate {flow_file.name} && flowyard test "
+        f"&& flowyard graph {flow_file.name}"
     )
 
 

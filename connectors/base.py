@@ -16,6 +16,10 @@ loader uses to check a flow before it runs; :meth:`Connector.lint` adds the chec
 schema cannot express (a warning about a risky option, say). Connectors know nothing
 about flows: templates are rendered by the engine before ``call`` sees them.
 
+Reaching the target: :meth:`Connector.check` tries what ``flowyard check`` reports (log in,
+one harmless read) without sending anything a record would; by default a connector has
+nothing to check.
+
 Secrets: a connector declares the values it must never see shown
 (:meth:`Connector.declare_secret`): credentials from its options and tokens it receives
 at run time (a session id, an OAuth token). The engine masks them, and their encoded
@@ -70,6 +74,20 @@ class Lint:
     path: tuple[str | int, ...]
     message: str
     severity: Literal["warning", "error"] = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One thing :meth:`Connector.check` tried, and how it went.
+
+    ``what`` says what was tried (``log in as admin``, ``GET /orders.json``), ``ok``
+    whether it worked, ``detail`` what came back or why it failed (no secret: the engine
+    masks declared secrets, but say nothing that needs it).
+    """
+
+    what: str
+    ok: bool
+    detail: str = ""
 
 
 def is_template(value: Any) -> bool:
@@ -213,6 +231,18 @@ class Connector:
     def call(self, request: Request) -> Response:
         """Perform one request for one record."""
         raise NotImplementedError(f"connector {self.name!r} offers no calls")
+
+    def check(self, source: Mapping[str, Any] | None = None) -> list[Check]:
+        """Reach the target the way a run would, changing nothing: log in, one harmless
+        read (a ``GET``, a ``SELECT``, opening a file). ``source`` is the flow's read
+        options when the flow reads from this connection (its first page is a harmless
+        read), else None.
+
+        Return one :class:`Check` per thing tried; raise nothing: an error is a failed
+        check (the engine turns an exception into one, too). By default there is nothing
+        to check (``[]``), which ``flowyard check`` reports as "not checked".
+        """
+        return []
 
     def resolve_path(self, path: str | Path) -> Path:
         """``path`` as an absolute path: relative ones are taken from :attr:`root`."""

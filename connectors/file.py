@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from connectors import _json
-from connectors.base import Connector, Item, Lint, Request, Response, depends_on_record
+from connectors.base import Check, Connector, Item, Lint, Request, Response, depends_on_record
 from connectors.errors import PermanentError
 
 FORMATS = ("ndjson", "json", "csv")
@@ -245,6 +245,39 @@ class FileConnector(Connector):
                 yield from _read_json_array(text)
 
     # -- sink ----------------------------------------------------------------
+
+    def check(self, source: Mapping[str, Any] | None = None) -> list[Check]:
+        """The source file is there and readable; for a connection sends go through, the
+        folder they write in is there and writable (nothing is written)."""
+        if source is not None:
+            if not isinstance(source.get("path"), str):
+                return []
+            try:
+                path = self._resolve(source["path"])
+            except PermanentError as exc:
+                return [Check(f"read {source['path']}", False, str(exc))]
+            if not path.is_file():
+                return [Check(f"read {path}", False, "no such file")]
+            if not os.access(path, os.R_OK):
+                return [Check(f"read {path}", False, "not readable by this user")]
+            return [Check(f"read {path}", True, f"{path.stat().st_size} bytes")]
+        checks = []
+        folder = self.base_dir or self.root or Path.cwd()
+        what = f"write in {folder}" + ("" if self.base_dir else " (paths from the flow's folder)")
+        if not folder.is_dir():
+            parent = _existing_parent(folder)
+            can = parent.is_dir() and os.access(parent, os.W_OK)
+            detail = (
+                "not there yet: made on the first write"
+                if can
+                else (f"not there, and it cannot be made ({parent} is not a writable folder)")
+            )
+            checks.append(Check(what, can, detail))
+        elif not os.access(folder, os.W_OK):
+            checks.append(Check(what, False, "not writable by this user"))
+        else:
+            checks.append(Check(what, True, "writable"))
+        return checks
 
     def call(self, request: Request) -> Response:
         """Append (ndjson, csv) or add (json) one record; the write is durable on return.
@@ -584,3 +617,10 @@ def _read_json_array(text: str) -> Iterator[Item]:
         else:
             yield Item(error="invalid JSON: expected ',' or ']'", raw=text[pos:], line=line_at(pos))
             return
+
+
+def _existing_parent(path: Path) -> Path:
+    """``path`` or its nearest folder that exists."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path

@@ -13,6 +13,7 @@ WAL on first use, so a long read never holds up writers.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import sqlite3
 import threading
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from connectors import _json
-from connectors.base import Connector, Item, Lint, Request, Response, is_template
+from connectors.base import Check, Connector, Item, Lint, Request, Response, is_template
 from connectors.errors import PermanentError, TransientError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -220,6 +221,33 @@ class SqliteConnector(Connector):
         except (OSError, sqlite3.Error) as exc:
             raise _classify(exc, f"cannot open {self._path.name}") from None
         return db
+
+    def check(self, source: Mapping[str, Any] | None = None) -> list[Check]:
+        """Open the database read-only and count its tables; a database that is not there
+        yet is fine when its folder is writable (the first write makes it)."""
+        path = self.resolve_path(self._path)
+        if not path.exists():
+            folder = path.parent
+            while not folder.exists() and folder.parent != folder:
+                folder = folder.parent
+            can = folder.is_dir() and os.access(folder, os.W_OK)
+            detail = (
+                "not there yet: the first write makes it"
+                if can
+                else (f"not there, and {folder} is not a writable folder to make it in")
+            )
+            return [Check(f"open {path}", can, detail)]
+        try:
+            db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=self._timeout)
+            try:
+                (tables,) = db.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                ).fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            return [Check(f"open {path}", False, f"{type(exc).__name__}: {exc}")]
+        return [Check(f"open {path}", True, f"{tables} table(s)")]
 
     def close(self) -> None:
         """Close the write and lookup connections; a later call opens them again."""

@@ -19,7 +19,8 @@ Errors:
   an unknown database (404), a bad argument) → :class:`PermanentError` whose
   message is Tryton's own message, written for the person who must act on it;
 * a lock or concurrent update (``ConcurrencyException``, "database is locked"),
-  connection errors, timeouts, 408, 429 and 5xx → :class:`TransientError`.
+  connection errors, timeouts, 408, 429 and 5xx → :class:`TransientError`, with
+  ``retry_after`` from a ``Retry-After`` header in either form (``connectors.httpkit``).
 
 A call with ``then`` runs workflow methods on the records it created (or was
 given), and ``read_fields`` reads them back, in further requests. Tryton runs each
@@ -45,8 +46,9 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.base import Connector, Item, Request, Response
+from connectors.base import Check, Connector, Item, Request, Response
 from connectors.errors import ConnectorError, PermanentError, TransientError
+from connectors.httpkit import is_transient_status, retry_after
 
 _NAME = r"^[a-z][a-z0-9_]*$"
 _MODEL = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
@@ -148,6 +150,15 @@ class TrytonConnector(Connector):
                 "description": "Fields to read back from those ids after the call and its "
                 '\'then\' steps, e.g. ["number", "state", "total_amount"].',
             },
+            "confirm_warnings": {
+                "type": "array",
+                "items": {"type": "string", "pattern": _NAME},
+                "description": "Tryton warnings this call (and its 'then' steps) confirms, "
+                "as a person answering Yes in the Tryton client does, by name: the part of "
+                'the warning\'s key after its dot, e.g. ["invoice_taxes"] to post an invoice '
+                "whose taxes are not its products' defaults. Any other warning fails the "
+                "call.",
+            },
         },
     }
 
@@ -208,7 +219,8 @@ class TrytonConnector(Connector):
         model, method = opts["model"], opts["method"]
         args = list(opts.get("args") or [])
         context = opts.get("context") or {}
-        result = self.execute(model, method, *args, context=context)
+        confirm = frozenset(opts.get("confirm_warnings") or ())
+        result = self._execute_confirming(model, method, args, context, confirm)
         then, read_fields = opts.get("then") or [], opts.get("read_fields")
         if not then and not read_fields:
             return Response(body=result, status=200)
@@ -220,7 +232,7 @@ class TrytonConnector(Connector):
             )
         done = [method]
         for step in then:
-            self._follow_up(model, step, [ids], context, done)
+            self._follow_up(model, step, [ids], context, done, confirm)
             done.append(step)
         records = None
         if read_fields:
@@ -228,14 +240,20 @@ class TrytonConnector(Connector):
         return Response(body={"ids": ids, "records": records}, status=200)
 
     def _follow_up(
-        self, model: str, method: str, args: list[Any], context: dict, done: list[str]
+        self,
+        model: str,
+        method: str,
+        args: list[Any],
+        context: dict,
+        done: list[str],
+        confirm: frozenset[str] = frozenset(),
     ) -> Any:
         # The first request changed the ERP already, so a retry of the whole call
         # would repeat it (create the records twice): transient trouble is retried
         # here, and whatever remains is permanent.
         for attempt in range(1, _FOLLOW_UP_ATTEMPTS + 1):
             try:
-                return self.execute(model, method, *args, context=context)
+                return self._execute_confirming(model, method, args, context, confirm)
             except TransientError as exc:
                 error: ConnectorError = exc
                 if attempt < _FOLLOW_UP_ATTEMPTS:
@@ -251,11 +269,50 @@ class TrytonConnector(Connector):
             response={"ids": ids, "done": list(done), "failed": method, "error": error.response},
         )
 
+    def _execute_confirming(
+        self, model: str, method: str, args: list[Any], context: dict, confirm: frozenset[str]
+    ) -> Any:
+        """``execute``, answering Yes to the warnings named in ``confirm``.
+
+        Tryton raises a warning before it changes anything (the request's transaction is
+        rolled back), so the call is made again once the warning is skipped, as the
+        Tryton client does: ``res.user.warning.skip(key)`` for this user, once.
+        """
+        skipped: set[str] = set()
+        while True:
+            try:
+                return self.execute(model, method, *args, context=context)
+            except PermanentError as exc:
+                answer = exc.response if isinstance(exc.response, dict) else {}
+                key = answer.get("key")
+                if answer.get("type") != "UserWarning" or not isinstance(key, str):
+                    raise
+                if key.partition(".")[2] not in confirm or key in skipped:
+                    raise
+                skipped.add(key)
+                self.execute("res.user.warning", "skip", key, False)
+
     def execute(self, model: str, method: str, *args: Any, context: Mapping | None = None) -> Any:
         """Call ``model.<model>.<method>(*args, context)`` and return the decoded result."""
         self._ensure_login()
         merged = {**self._preferences, **(self.options.get("context") or {}), **(context or {})}
         return self._rpc(f"model.{model}.{method}", [*args, merged])
+
+    def check(self, source: Mapping[str, Any] | None = None) -> list[Check]:
+        """Log in (which reads the user's preferences) and count the products: what every
+        flow on Tryton does first. Nothing is written."""
+        user = self.options.get("username")
+        what = f"log in to {self.options.get('url')} database {self.options.get('database')}"
+        try:
+            self._ensure_login()
+        except ConnectorError as exc:
+            return [Check(f"{what} as {user}", False, str(exc))]
+        checks = [Check(f"{what} as {user}", True, "logged in")]
+        try:
+            count = self.execute("product.product", "search_count", [])
+        except ConnectorError as exc:
+            return [*checks, Check("read product.product", False, str(exc))]
+        return [*checks, Check("read product.product", True, f"{count} product(s)")]
 
     # -- the source role ---------------------------------------------------------------
 
@@ -436,14 +493,11 @@ def _is_id_list(value: Any) -> bool:
 
 def _http_error(method: str, answer: httpx.Response, database: Any) -> ConnectorError:
     status = answer.status_code
-    if status in (408, 429) or status >= 500:
-        retry_after = None
-        try:
-            retry_after = float(answer.headers.get("Retry-After", ""))
-        except ValueError:
-            pass
+    if is_transient_status(status):
         return TransientError(
-            f"Tryton answered {method} with HTTP {status}", status=status, retry_after=retry_after
+            f"Tryton answered {method} with HTTP {status}",
+            status=status,
+            retry_after=retry_after(answer.headers.get("Retry-After")),
         )
     if status == 403:
         message = f"Tryton does not allow {method} (HTTP 403): no such RPC method, or no access"
@@ -468,11 +522,11 @@ def _tryton_error(method: str, error: Any) -> ConnectorError:
             text, response={"type": kind, "message": message, "description": description}
         )
     if kind == "UserWarning":
-        _, message, description = (list(detail) + ["", "", ""])[:3]
+        key, message, description = (list(detail) + ["", "", ""])[:3]
         text = f"{message} {description}".strip() if description else str(message)
         return PermanentError(
             f"Tryton warning needs a person to confirm it: {text}",
-            response={"type": kind, "message": message, "description": description},
+            response={"type": kind, "key": key, "message": message, "description": description},
         )
     if kind == "ConcurrencyException":
         return TransientError(f"concurrent update in Tryton: {detail}", response={"type": kind})

@@ -26,6 +26,7 @@ from engine.errors import (
 from engine.model import Flow
 from engine.outcomes import Outcome, RunStatus
 from engine.runner import RunResult
+from engine.scaffold import InitError
 from engine.store import DeadLetter, Pruned, ReviewItem, Run, StateStore, Trace
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Flow",
     "FlowError",
     "FlowyardError",
+    "InitError",
     "LockHeld",
     "MappingError",
     "Outcome",

@@ -15,11 +15,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connectors import Connector, Registry
 from engine.codec import dumps_sorted
 from engine.errors import FlowError, Problem
+from engine.explain import DryRunNotes
 from engine.flow_schema import SCHEMA
 from engine.loader import check_flow, parse_duration
 from engine.model import Flow
@@ -37,6 +38,11 @@ from engine.store import (
     open_store,
 )
 from engine.templates import make_environment
+
+if TYPE_CHECKING:
+    from engine.flowtest import TestReport
+    from engine.preview import MappingPreview
+    from engine.reach import ConnectionCheck
 
 DEFAULT_STATE = Path(".flowyard") / "state.db"
 
@@ -130,8 +136,9 @@ class Engine:
         needs is missing, and :class:`LockHeld` when another run holds the flow's lease.
         """
         flow = flow if isinstance(flow, Flow) else self.load(flow)
-        runner = self._runner(flow, vars, dry_run=dry_run, wait_lock=wait_lock)
-        return runner.run(records=records)
+        notes = DryRunNotes() if dry_run else None
+        runner = self._runner(flow, vars, dry_run=dry_run, wait_lock=wait_lock, notes=notes)
+        return _explained(runner.run(records=records), notes)
 
     def replay(
         self,
@@ -157,8 +164,11 @@ class Engine:
         flow = flow if isinstance(flow, Flow) else self.load(flow)
         letters = self._letters_to_replay(flow, ids, from_start)
         run_vars = {**self._vars_of(letters), **(vars or {})}
-        runner = self._runner(flow, run_vars, dry_run=dry_run, wait_lock=wait_lock, kind="replay")
-        return runner.run(replay=letters, from_start=from_start)
+        notes = DryRunNotes() if dry_run else None
+        runner = self._runner(
+            flow, run_vars, dry_run=dry_run, wait_lock=wait_lock, kind="replay", notes=notes
+        )
+        return _explained(runner.run(replay=letters, from_start=from_start), notes)
 
     def _letters_to_replay(
         self, flow: Flow, ids: Iterable[int] | None, from_start: bool = False
@@ -208,7 +218,13 @@ class Engine:
             )
         return letters
 
-    def _runner(self, flow: Flow, vars: dict[str, Any] | None, **kw: Any) -> Runner:
+    def _runner(
+        self,
+        flow: Flow,
+        vars: dict[str, Any] | None,
+        notes: DryRunNotes | None = None,
+        **kw: Any,
+    ) -> Runner:
         if not kw.get("dry_run"):  # a dry run writes nothing, so needs no folder
             ensure_state_folder(self.state)
         return Runner(
@@ -217,7 +233,7 @@ class Engine:
             state=self.state,
             vars=vars,
             log_stderr=self.log_stderr,
-            listeners=self.listeners,
+            listeners=[*self.listeners, notes] if notes is not None else self.listeners,
             lease_ttl=self.lease_ttl,
             **kw,
         )
@@ -320,3 +336,108 @@ class Engine:
             raise LookupError(f"no review item {id} (no state file at {self.state})")
         with SqliteStore(self.state) as store:
             return store.close_review(id, by.strip(), comment)
+
+    # -- writing flows (flowyard test, map, graph, check, init) ---------------------------------
+    def test(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        select: str | None = None,
+        update: bool = False,
+    ) -> TestReport:
+        """Run flow tests offline: test files, flows (their ``.test.yaml`` beside them) or
+        folders. ``select`` runs the cases whose name holds that text; ``update`` rewrites
+        the expectations of the cases that failed. Nothing is sent and no state is kept."""
+        from engine.flowtest import run_tests
+
+        return run_tests(self, [Path(p) for p in paths], select=select, update=update)
+
+    def map_record(
+        self,
+        mapping: str | os.PathLike[str],
+        record: Any,
+        *,
+        schema: str | None = None,
+        check_schema: bool = True,
+        vars: dict[str, Any] | None = None,
+    ) -> MappingPreview:
+        """Map one record with a mapping (a file, or a built-in mapping's name) and check
+        the result against a canonical schema (a file or a name; by default the one the
+        mapping's name says: ``shopify_order_to_canonical`` -> ``order``). Every problem
+        is in the result; raises :class:`FlowError` when the mapping or schema is invalid."""
+        from engine.preview import preview
+
+        return preview(
+            self._env, str(mapping), record, schema=schema, check_schema=check_schema, vars=vars
+        )
+
+    def graph(self, flow: Flow | str | os.PathLike[str], format: str = "mermaid") -> str:
+        """A picture of the flow's steps, routes and connections: ``mermaid`` or ``dot``."""
+        from engine.graph import render
+
+        return render(flow if isinstance(flow, Flow) else self.load(flow), format)
+
+    def embed_graph(self, flow: Flow, markdown: str | os.PathLike[str]) -> None:
+        """Replace the flow's Mermaid picture in a Markdown file, between the lines
+        ``<!-- flowyard graph: NAME -->`` and ``<!-- /flowyard graph -->``. Raises
+        :class:`LookupError` when they are missing and :class:`OSError` (or
+        :class:`UnicodeDecodeError`) when the file cannot be read or written."""
+        from engine.graph import embed
+
+        path = Path(markdown)
+        text = path.read_text(encoding="utf-8")
+        path.write_text(embed(text, flow.name, self.graph(flow)), encoding="utf-8")
+
+    @staticmethod
+    def parse_record(text: str) -> Any:
+        """One record from JSON (fractional numbers as exact ``Decimal``, as the connectors
+        read them) or YAML; :class:`ValueError` when it is neither."""
+        import yaml
+
+        from connectors._json import loads
+        from engine.stubs import exact
+
+        try:
+            return loads(text)
+        except ValueError:
+            pass
+        try:
+            return exact(yaml.safe_load(text))
+        except yaml.YAMLError as exc:
+            raise ValueError(f"neither JSON nor YAML: {exc}") from None
+
+    def check_connections(
+        self, flow: Flow | str | os.PathLike[str], vars: dict[str, Any] | None = None
+    ) -> list[ConnectionCheck]:
+        """Reach each connection of the flow (log in, one harmless read) and say what
+        works; nothing is sent and no state is written. Raises :class:`FlowError` when the
+        flow is invalid or a secret it needs has no value."""
+        from engine.reach import check_connections
+
+        flow = flow if isinstance(flow, Flow) else self.load(flow)
+        return check_connections(flow, self.registry, vars)
+
+    def init_project(
+        self, folder: str | os.PathLike[str], from_flow: str | None = None
+    ) -> list[Path]:
+        """Make a project to start from in ``folder``: the starter flow, or the shipped
+        flow ``from_flow`` (``order_to_erp``), with tests, mappings, a README and the
+        schemas for an editor. Never overwrites a file (:class:`InitError`)."""
+        from engine.scaffold import init_project
+
+        return init_project(Path(folder), from_flow, self.load)
+
+    @staticmethod
+    def shipped_flows() -> list[str]:
+        """The names of the flows that ship with flowyard (``init --from`` takes them)."""
+        from engine import packaged
+
+        return packaged.flow_names()
+
+
+def _explained(result: RunResult, notes: DryRunNotes | None) -> RunResult:
+    """A dry run's result with the records it would park, and why."""
+    if notes is not None:
+        result.would_dead_letter = notes.dead_letters
+        result.would_review = notes.reviews
+    return result

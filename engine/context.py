@@ -9,7 +9,6 @@ below the runner ever calls back up into it.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors import Connector, Registry
-from engine.envrefs import ENV_CONTEXT, env_references
-from engine.errors import FlowError, Problem
+from engine.envrefs import ENV_CONTEXT, env_references, resolve
 from engine.model import Flow, RetryPolicy
 from engine.retry import CircuitBreaker, RateLimiter
 from engine.runlog import RunLog
@@ -113,33 +111,6 @@ class Connections:
         return failed
 
 
-def flow_environment(flow: Flow) -> dict[str, str]:
-    """The values of the flow's ``${env:NAME}``; :class:`FlowError` naming where each
-    missing one is used."""
-    missing = sorted(n for n in flow.env_names if n not in os.environ)
-    if missing:
-        # the loader found where each one is used: report them there, now as errors
-        where = {
-            name: p
-            for p in flow.warnings
-            for name in missing
-            if f"environment variable {name} " in p.message
-        }
-        raise FlowError(
-            [
-                Problem(
-                    flow.file,
-                    where[name].line if name in where else None,
-                    where[name].column if name in where else None,
-                    where[name].path if name in where else "",
-                    f"environment variable {name} is not set; the flow needs it to run",
-                )
-                for name in missing
-            ]
-        )
-    return {name: os.environ[name] for name in flow.env_names}
-
-
 @dataclass
 class RunContext:
     """Everything one run gives the executor.
@@ -151,7 +122,7 @@ class RunContext:
     flow: Flow
     run_id: str
     vars: dict[str, Any]
-    env: dict[str, str]  # the values of the flow's ${env:NAME}
+    env: dict[str, str]  # the values of the flow's ${env:NAME} and ${file:PATH}
     store: StateStore
     log: RunLog
     connections: Connections
@@ -186,9 +157,10 @@ class RunContext:
         refresh_after: float = 3600.0,
     ) -> RunContext:
         """A run's context with its connections (opened on first use); ``vars`` default
-        to the flow's, ``env`` to the flow's ``${env:NAME}`` values."""
+        to the flow's, ``env`` to the values of the flow's ``${env:NAME}`` and
+        ``${file:PATH}`` (:func:`engine.envrefs.resolve`)."""
         run_vars = dict(flow.vars) if vars is None else vars
-        run_env = flow_environment(flow) if env is None else env
+        run_env = resolve(flow) if env is None else env
         run = {"id": run_id, "flow": flow.name}
         connections = Connections(
             flow,

@@ -25,7 +25,8 @@ from engine.yamlpos import format_path
 if TYPE_CHECKING:
     from engine.loader import _Loader
 
-ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${env:NAME} or ${file:PATH}; group 1 is the name the run's value goes by: NAME, file:PATH
+ENV_REF = re.compile(r"\$\{(?:env:)?((?<=env:)[A-Za-z_][A-Za-z0-9_]*|(?<=\{)file:[^{}\s]+)\}")
 
 
 def parse_rate(text: str) -> float:

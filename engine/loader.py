@@ -30,7 +30,7 @@ from typing import Any
 import jsonschema
 
 from connectors import Registry
-from engine import flow_schema
+from engine import envrefs, flow_schema, packaged
 from engine.errors import FlowError, Problem
 from engine.flow_connections import ENV_REF, ConnectionBuilder, parse_rate
 from engine.flow_schema import did_you_mean
@@ -161,7 +161,9 @@ class _Loader:
         dirs = self.data.get("mappings")
         if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
             dirs = ["mappings", "../mappings"]
-        return [(base / d).resolve() for d in dirs]
+        found = [(base / d).resolve() for d in dirs]
+        # the built-in set (engine/packaged.py) last: a flow's own files win over it
+        return found + [d for d in packaged.mapping_dirs() if d not in found]
 
     def check_search_dirs(self) -> None:
         dirs = self.data.get("mappings")
@@ -235,7 +237,7 @@ class _Loader:
                         self.problem(
                             path,
                             f"{ref!r} is not an environment reference; write ${{env:NAME}} "
-                            "(NAME of letters, digits and _)",
+                            "(NAME of letters, digits and _) or ${file:PATH}",
                         )
                     elif not resolved:
                         self.problem(
@@ -246,11 +248,11 @@ class _Loader:
                     elif ENV_REF.fullmatch(ref).group(1) not in names:
                         name = ENV_REF.fullmatch(ref).group(1)
                         names.add(name)
-                        if name not in os.environ:
+                        why = envrefs.missing(name, self.path.parent)  # .env and files too
+                        if why:
                             self.problem(
                                 path,
-                                f"environment variable {name} is not set; `flowyard run` will "
-                                "refuse to start without it",
+                                f"{why}; `flowyard run` will refuse to start without it",
                                 severity="warning",
                             )
         return names

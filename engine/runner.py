@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from connectors import Item, Registry
-from engine.context import RunContext, flow_environment
+from engine.context import RunContext
+from engine.envrefs import resolve as resolve_references
 from engine.errors import (
     CircuitOpen,
     ConnectorError,
@@ -78,11 +79,15 @@ class RunResult:
     log_path: str | None = None
     dead_letter_ids: list[int] = field(default_factory=list)
     review_ids: list[int] = field(default_factory=list)
+    # a dry run's records that would be parked: {record_key, step, error | queue, reason}
+    would_dead_letter: list[dict[str, Any]] = field(default_factory=list)
+    would_review: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "would_send"}
+        dry = ("would_send", "would_dead_letter", "would_review")
+        out = {k: v for k, v in self.__dict__.items() if k not in dry}
         if self.dry_run:
-            out["would_send"] = self.would_send
+            out.update({k: getattr(self, k) for k in dry})
         return out
 
 
@@ -133,7 +138,7 @@ class Runner:
         self.kind = kind
         self.wait_lock = wait_lock
         self.run_id = new_run_id()
-        env = flow_environment(flow)
+        env = resolve_references(flow)  # ${env:NAME} and ${file:PATH}: engine/envrefs.py
         self.store: StateStore = open_store(self.state, dry_run=dry_run)
         self.log = self._open_log(env, log_stderr, listeners)
         self.ctx = RunContext.create(

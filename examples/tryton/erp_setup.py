@@ -10,8 +10,11 @@ What the database holds (ids are written to ``<dir>/<name>.json``):
 * a company, *Flowyard Retail Ltd*, in USD, with the ``admin`` user working in it;
 * a chart of accounts from ``account.account_template_root_en``, fiscal years for
   this calendar year and the next (monthly periods, invoice sequences);
-* a 10 % sales tax, a *Direct* payment term, a product category with accounts and
-  the tax as customer tax;
+* the taxes of :data:`TAXES`, the web shops' rates (a 10 % sales tax is the product
+  category's own customer tax), rounded per line as the shops round them
+  (``account.configuration`` ``tax_rounding: line``), a *Direct* payment term, a
+  product category with accounts;
+* the currencies of :data:`CURRENCIES` next to the company's USD, with a rate each;
 * products whose codes are retail SKUs (see :data:`PRODUCTS`) with stock on the
   storage location ``STO`` from a confirmed inventory;
 * a customer with an address (a sale needs one for quotation).
@@ -44,12 +47,50 @@ DATABASE = "flowyard"
 USER = "admin"
 MODULES = ("sale", "stock", "account")
 
-#: (SKU, name, list price, quantity on STO or None for a service)
+#: (SKU, name, list price, quantity on STO or None for a service). The first four are the
+#: examples' (three goods with stock, which examples/inventory_sync publishes); the others
+#: are the SKUs of the web-shop fixtures (tests/fixtures/) and of bench/gen_orders.py,
+#: sold by the order and refund flows. They are services, so that they hold no stock and
+#: the inventory example's levels stay those three: a sale of them books the same money.
 PRODUCTS = [
     ("TSHIRT-BLK-M", "T-shirt black M", "19.90", 100),
     ("MUG-LOGO", "Logo mug", "8.50", 40),
     ("CAP-RED", "Red cap", "12.00", 25),
     ("GIFT-WRAP", "Gift wrapping", "2.00", None),
+    ("TEE-BLK-M", "Organic Tee Black / M", "24.90", None),
+    ("TEE-WHT-L", "Organic Tee White / L", "24.90", None),
+    ("HOOD-GRY-S", "Zip Hoodie Grey / S", "59.00", None),
+    ("CAP-NAVY", "Canvas Cap", "19.50", None),
+    ("SOCK-3PK", "Wool Socks 3-pack", "14.00", None),
+    ("BOTTLE-750", "Steel Bottle 750 ml", "29.99", None),
+    ("MUG-ENAMEL", "Enamel Mug", "12.00", None),
+    ("TOTE-CANVAS", "Canvas Tote", "18.00", None),
+    ("JACKET-RAIN-L", "Rain Jacket Olive / L", "129.00", None),
+    ("BEANIE-RED", "Merino Beanie Red", "22.50", None),
+]
+
+#: The ERP's taxes (name, rate as a fraction), each a percentage on the net amount. Tryton
+#: 8.2 has no tax-included prices on sales (only price lists that take a gross price to a
+#: net one): a shop's tax-included order reaches it as net prices with these taxes. The
+#: first is the product category's customer tax, the ERP's own default; the others are
+#: the rates the web-shop fixtures and the generated orders charge.
+TAXES = [
+    ("Sales tax 10%", "0.10"),
+    ("State tax 6%", "0.06"),
+    ("County tax 2%", "0.02"),
+    ("Sales tax 8.25%", "0.0825"),
+    ("TX state tax 6.25%", "0.0625"),
+    ("Austin city tax 2%", "0.02"),
+    ("HST 13%", "0.13"),
+    ("VAT 19%", "0.19"),
+    ("VAT 20%", "0.20"),
+]
+
+#: Currencies besides the company's USD, with units of the currency per USD.
+CURRENCIES = [
+    ("EUR", "Euro", "0.92"),
+    ("GBP", "Pound Sterling", "0.79"),
+    ("CAD", "Canadian Dollar", "1.36"),
 ]
 
 CUSTOMER = {
@@ -158,9 +199,27 @@ def populate(config: Path, name: str) -> dict[str, Any]:
         set_fiscalyear_invoice_sequences(fiscalyear)
         fiscalyear.click("create_period")
 
-    tax = create_tax(Decimal("0.10"), company)
-    tax.name = tax.description = "Sales tax 10%"
-    tax.save()
+    taxes = {}
+    for tax_name, rate in TAXES:
+        tax = create_tax(Decimal(rate), company)
+        tax.name = tax.description = tax_name
+        tax.save()
+        taxes[tax_name] = tax
+    tax = taxes[TAXES[0][0]]
+    # Shops compute tax per line and round it there; Tryton's default rounds per document.
+    Configuration = Model.get("account.configuration")
+    configuration = Configuration(1)
+    configuration.tax_rounding = "line"
+    configuration.save()
+
+    Currency = Model.get("currency.currency")
+    Rate = Model.get("currency.currency.rate")
+    currencies = {}
+    for code, currency_name, rate in CURRENCIES:
+        currency = Currency(name=currency_name, code=code, symbol=code, rounding=Decimal("0.01"))
+        currency.save()
+        Rate(currency=currency, date=datetime.date(2000, 1, 1), rate=Decimal(rate)).save()
+        currencies[code] = currency.id
     payment_term = create_payment_term()
     payment_term.save()
 
@@ -210,6 +269,8 @@ def populate(config: Path, name: str) -> dict[str, Any]:
         "customer": customer.id,
         "customer_address": customer.addresses[0].id,
         "tax": tax.id,
+        "taxes": {tax_name: t.id for tax_name, t in taxes.items()},
+        "currencies": {"USD": company.currency.id, **currencies},
         "payment_term": payment_term.id,
         "product_category": category.id,
         "unit": unit.id,
