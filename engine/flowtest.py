@@ -482,20 +482,17 @@ def _probe(step: Step, into: list[Any]) -> FilterStep:
 def _got(
     engine: Engine, run_id: str, flow: str, books: dict[str, Book], captured: dict[str, list]
 ) -> dict[str, Any]:
-    store = engine.store()
-    try:
+    with engine.store() as store:
         rows = store.run_records(run_id)
         letters = store.dead_letters(flow=flow, status="open")
         reviews = store.reviews(flow=flow, status="open")
-    finally:
-        store.close()
     got: dict[str, Any] = {}
     if rows:
-        got["outcome"] = rows[0]["outcome"]
+        got["outcome"] = rows[0].outcome.value
         got["path"] = [
             {str(step[0]): step[1]}
             for row in rows
-            for step in row["steps"] or []
+            for step in row.steps or []
             if not str(step[0]).startswith(_PROBE)
         ]
     got["records"] = {
@@ -507,7 +504,7 @@ def _got(
         {
             **(
                 {"record_key": d.record_key}
-                if rows and d.record_key != rows[0]["record_key"]
+                if rows and d.record_key != rows[0].record_key
                 else {}
             ),
             "step": d.step,
