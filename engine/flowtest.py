@@ -16,6 +16,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import replace
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,7 @@ from engine.model import (
     RouteStep,
     Step,
 )
-from engine.stubs import Book, Stub, exact, plain, stub_class
+from engine.stubs import Book, Stub, plain, stub_class
 from engine.yamlpos import format_path, key_position, load_yaml, position
 
 if TYPE_CHECKING:
@@ -143,6 +144,23 @@ TEST_SCHEMA: dict[str, Any] = {
 _VALIDATOR = jsonschema.Draft7Validator(TEST_SCHEMA)
 
 
+class _ExactLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """YAML whose numbers with a fraction are Decimals of their own digits (19.90 stays
+    19.90, not 19.9), as flowyard's connectors read JSON: the records and stubbed answers
+    of a test keep their money as a real payload would."""
+
+
+def _decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        value = Decimal(str(loader.construct_scalar(node)).replace("_", ""))
+    except InvalidOperation:  # .inf, .nan, 1:30.5 (sexagesimal)
+        return loader.construct_yaml_float(node)
+    return value if value.is_finite() else loader.construct_yaml_float(node)
+
+
+_ExactLoader.add_constructor("tag:yaml.org,2002:float", _decimal)
+
+
 # -- finding test files ------------------------------------------------------------------------
 def find_test_files(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
     """Test files from what a user names: a test file, a flow (its test file beside it), a
@@ -193,6 +211,7 @@ class _TestFile:
         self.file = str(path)
         self.engine = engine
         self.data: Any = None
+        self.exact: Any = None  # the same, read with _ExactLoader: what a case runs with
         self.text = ""
         self.problems: list[Problem] = []
         self.flow: Flow | None = None
@@ -227,6 +246,8 @@ class _TestFile:
                     )
             else:
                 self.problem(list(err.absolute_path), err.message)
+        if not self.problems:
+            self.exact = yaml.load(self.text, Loader=_ExactLoader)
         return not self.problems
 
     def flow_path(self) -> Path:
@@ -276,9 +297,10 @@ class _TestFile:
                     )
 
     def record(self, case: dict, i: int) -> tuple[Any, str | None]:
+        from connectors._json import dumps, loads
+
         if "record" in case:
-            return exact(plain(case["record"])), None
-        from connectors._json import loads
+            return loads(dumps(self.exact["cases"][i]["record"])), None
 
         path = self.path.parent / case["record_file"]
         try:
@@ -302,7 +324,7 @@ class _TestFile:
             except ValueError as exc:
                 return None, f"record_file {path}: not JSON: {exc}"
         try:
-            return exact(plain(yaml.safe_load(text))), None
+            return loads(dumps(yaml.load(text, Loader=_ExactLoader))), None
         except yaml.YAMLError as exc:
             return None, f"record_file {path}: not YAML: {exc}"
 
@@ -335,8 +357,9 @@ class _TestFile:
             outcome.message = why
             return outcome
         expect = case.get("expect") or {}
+        stubs = self.exact["cases"][i].get("stubs"), self.exact.get("stubs")
         books = {
-            name: Book(name, _stubs(case.get("stubs"), name) + _stubs(self.data.get("stubs"), name))
+            name: Book(name, _stubs(stubs[0], name) + _stubs(stubs[1], name))
             for name in self.flow.connections
         }
         captured: dict[str, list[Any]] = {name: [] for name in expect.get("records") or {}}

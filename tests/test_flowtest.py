@@ -206,6 +206,25 @@ def test_the_record_after_a_step_and_reason_contains(tmp_path):
     assert case.got["records"]["valid_order"]["lines"][0]["sku"] == "TEE-M"
 
 
+def test_numbers_in_stubs_and_inline_records_keep_their_digits_as_json_would(tmp_path):
+    """A 19.90 in a stubbed answer or an inline record reaches the flow as Decimal("19.90"),
+    as a connector reads it from JSON, not as the float 19.9: money in reasons and figures
+    reads as the target and the shop wrote it."""
+    record = {**ORDER, "total_price": "__TOTAL__"}
+    tests = TESTS.replace("answer: {available: 3}", "answer: {available: 3, price: 19.90}")
+    tests = tests.replace(
+        "    record_file: order.json\n    expect:\n      outcome: done\n",
+        "    record: " + json.dumps(record).replace('"__TOTAL__"', "19.90") + "\n"
+        "    expect:\n      outcome: done\n      records: {stock: {}}\n",
+        1,
+    )
+    project = make_project(tmp_path, tests)
+    report = Engine().test([project], select="in stock")
+    [case] = report.files[0].cases
+    assert case.got["records"]["stock"]["stock"] == {"available": 3, "price": "19.90"}
+    assert case.got["records"]["stock"]["totals"]["total"] == "19.90"
+
+
 def test_a_wrong_test_file_is_reported_with_line_and_column_exit_2(tmp_path):
     tests = TESTS.replace("  erp:\n    - match: {method: GET", "  erpp:\n    - match: {method: GET")
     tests = tests.replace(

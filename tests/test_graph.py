@@ -36,10 +36,15 @@ def test_every_step_branch_and_connection_is_drawn():
             arrow = "send" if step.kind == "send" else "lookup"
             assert f'-. "{arrow}" .-> c_{step.connection}' in mermaid
             assert f's_{step.name} -> c_{step.connection} [label="{arrow}", style=dashed]' in dot
-    # a route's branches carry their condition; a fail leads to the dead-letter queue
-    assert '-- "record.currency != vars.erp_currency" --> s_foreign_currency' in mermaid
-    assert "s_foreign_currency --> t_dead_letter" in mermaid
-    assert '-- "no branch" --> s_party_values' in mermaid
+    # a route's branches carry their condition; a fail leads to the dead-letter queue, a
+    # review to the review queue, a reconcile to either, a filter to "filtered"
+    assert '-- "not record.erp_currencies" --> s_unknown_currency' in mermaid
+    assert "s_unknown_currency --> t_dead_letter" in mermaid
+    assert "s_unpaid_held --> t_review" in mermaid
+    assert 's_sale_matches_order -- "differs" --> t_review' in mermaid
+    assert 's_sale_matches_order -- "adds up" --> s_draft_to_quotation' in mermaid
+    assert 's_not_charged -- "dropped" --> t_filtered' in mermaid
+    assert 's_payment_policy -- "no branch" --> s_party_values' in mermaid
     assert mermaid.rstrip().endswith("--> t_done")
 
 
