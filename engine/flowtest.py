@@ -525,11 +525,7 @@ def _got(
     got["requests"] = {name: b.requests for name, b in books.items() if b.requests}
     got["dead_letters"] = [
         {
-            **(
-                {"record_key": d.record_key}
-                if rows and d.record_key != rows[0].record_key
-                else {}
-            ),
+            **({"record_key": d.record_key} if rows and d.record_key != rows[0].record_key else {}),
             "step": d.step,
             "error": d.error_class,
             "reason": d.message,
