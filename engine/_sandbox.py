@@ -2,9 +2,10 @@
 
 - **Sandboxed**: templates come from YAML files and must not reach Python internals
   (``__class__``, ``__globals__``, format-string tricks), change the record (it is an
-  :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`) or hog the machine (``range``,
-  sequence repetition and powers are capped). Jinja's ``lipsum``, ``cycler``, ``joiner``
-  and ``namespace`` globals are removed.
+  :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`) or hog the machine: ``range``
+  and powers are capped, and every operation that can build more than it was given is
+  metered, each render within a budget (:mod:`engine._metered`). Jinja's ``lipsum``,
+  ``cycler``, ``joiner`` and ``namespace`` globals are removed.
 - **Native types**: a lone ``{{ expr }}`` yields the Python value. Jinja's own
   ``NativeEnvironment`` turns text back into values with ``literal_eval`` (so ``"01234"``
   would become ``1234``); flowyard never does that: strings stay strings.
@@ -22,7 +23,8 @@ import functools
 import itertools
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from types import GeneratorType
+from functools import update_wrapper
+from types import BuiltinMethodType, GeneratorType, MethodType
 from typing import Any
 
 from jinja2 import StrictUndefined, Undefined, nodes, pass_context
@@ -30,9 +32,29 @@ from jinja2.compiler import optimizeconst
 from jinja2.exceptions import SecurityError
 from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import (
+    ImmutableSandboxedEnvironment,
+    SandboxedEscapeFormatter,
+    SandboxedFormatter,
+)
 from jinja2.utils import missing
+from markupsafe import Markup
 
+from engine import _metered
+from engine._metered import (
+    ENCLOSING,
+    GROWING_METHODS,
+    MAX_SEQUENCE,
+    SandboxLimit,
+    build,
+    charge,
+    format_field_size,
+    limit,
+    metered_method,
+    paced,
+    percent_size,
+    weight,
+)
 from engine.filters import FILTERS, GLOBALS
 
 __all__ = [
@@ -47,17 +69,12 @@ __all__ = [
 ]
 
 MAX_RANGE = 10_000  # range() in a template
-MAX_SEQUENCE = 1_000_000  # "x" * n, [..] * n
 MAX_EXPONENT = 1_000  # a ** b
 MAX_POWER_BITS = 100_000  # and the size of its result
 
 # Internal filters used by the compiled code; the ':' keeps them out of users' templates.
 DEFINED = "fy:defined"
 EACH = "fy:each"
-
-
-class SandboxLimit(SecurityError):
-    """A template passed one of the sandbox's size limits."""
 
 
 class _Undefined(StrictUndefined):
@@ -143,8 +160,16 @@ def _native_concat(values: Iterable[Any]) -> Any:
 
 @pass_context
 def _each_filter(context: Context, items: Any, renderer: Any) -> list:
-    """The list of a list spec: ``renderer`` (a compiled body) maps each item."""
-    return renderer.map(context.parent, items)
+    """The list of a list spec: ``renderer`` (a compiled body) maps each item.
+
+    The items render in a Context of their own; they share this render's budget.
+    """
+    items = paced(context, items)
+    token = ENCLOSING.set(context)
+    try:
+        return renderer.map(context.parent, items)
+    finally:
+        ENCLOSING.reset(token)
 
 
 def _safe_range(*args: int) -> range:
@@ -162,7 +187,7 @@ class FlowyardEnvironment(ImmutableSandboxedEnvironment):
     """
 
     code_generator_class = _CodeGenerator
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
     concat = staticmethod(_native_concat)  # for Template.render(); flowyard renders natively
 
     def __init__(self) -> None:
@@ -172,6 +197,7 @@ class FlowyardEnvironment(ImmutableSandboxedEnvironment):
         self.globals["range"] = _safe_range
         self.globals.update(GLOBALS)
         self.filters.update(FILTERS)
+        self.filters.update(_metered.FILTERS)
         self.filters[DEFINED] = _checked_value
         self.filters[EACH] = _each_filter
 
@@ -197,15 +223,86 @@ class FlowyardEnvironment(ImmutableSandboxedEnvironment):
             if isinstance(left, int) and isinstance(right, int) and right > 0:
                 if left.bit_length() * right > MAX_POWER_BITS:
                     raise SandboxLimit(f"a power of about {left.bit_length() * right} bits")
-        else:
+        elif operator == "*":
             for seq, times in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(times, int)
-                    and len(seq) * times > MAX_SEQUENCE
-                ):
-                    raise SandboxLimit(f"a sequence of {len(seq) * times} (limit {MAX_SEQUENCE})")
+                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                    size = len(seq) if isinstance(seq, str) else weight(seq)
+                    build(context, size * times, "a repeated sequence")
+        elif isinstance(left, str):  # %: printf-style formatting
+            build(context, percent_size(left, right), "a %-formatted string")
         return self.binop_table[operator](left, right)
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        result = super().call(context, obj, *args, **kwargs)
+        # what a metered method built counts against the render (small results need not)
+        if isinstance(result, str | list | tuple | dict) and len(result) > 1024:
+            charge(context, len(result))
+        return result
+
+    def call_filter(self, name: str, value: Any, args=None, kwargs=None, context=None, **kw):
+        # `map('filter')` applies a filter per item: a loop, so it looks at the clock
+        if context is not None:
+            charge(context, 0)
+        return super().call_filter(name, value, args, kwargs, context, **kw)
+
+    def call_test(self, name: str, value: Any, args=None, kwargs=None, context=None, **kw):
+        # `select('test')` and its kin: the same
+        if context is not None:
+            charge(context, 0)
+        return super().call_test(name, value, args, kwargs, context, **kw)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        """Jinja's hook for a method looked up on a value (``s.format``, ``s['center']``,
+        ``s | attr('zfill')``): the methods that can grow are returned metered."""
+        name = getattr(value, "__name__", None)
+        if name not in _METERED_NAMES or not isinstance(value, BuiltinMethodType | MethodType):
+            return None
+        owner = value.__self__
+        if name in ("format", "format_map"):
+            if not isinstance(owner, str):
+                return None
+            return update_wrapper(self._metered_format(owner, name == "format_map"), value)
+        if (
+            isinstance(owner, str | bytes | bytearray)
+            and name != "to_bytes"
+            or (name == "to_bytes" and isinstance(owner, int))
+        ):
+            return update_wrapper(metered_method(value, name, owner), value)
+        return None
+
+    def _metered_format(self, template: str, is_map: bool) -> Any:
+        def format_string(*args: Any, **kwargs: Any) -> str:
+            if is_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one argument, no keywords")
+                args, kwargs = (), args[0]
+            if isinstance(template, Markup):
+                formatter: Any = _MeteredEscapeFormatter(self, template, escape=template.escape)
+            else:
+                formatter = _MeteredFormatter(self, template)
+            return type(template)(formatter.vformat(template, args, kwargs))
+
+        return format_string
+
+
+_METERED_NAMES = GROWING_METHODS | {"format", "format_map", "to_bytes"}
+
+
+class _MeteredFormatter(SandboxedFormatter):
+    """``str.format`` in the sandbox, refused once the result would pass the size limit."""
+
+    def __init__(self, env: Any, template: str, **kwargs: Any) -> None:
+        super().__init__(env, **kwargs)
+        self.size = len(template)
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        self.size += format_field_size(value, format_spec)
+        limit(self.size, "a formatted string")
+        return super().format_field(value, format_spec)
+
+
+class _MeteredEscapeFormatter(_MeteredFormatter, SandboxedEscapeFormatter):
+    """The same for a ``Markup`` template (it escapes what it formats)."""
 
 
 def make_environment() -> FlowyardEnvironment:

@@ -7,6 +7,13 @@ are reported instead of swallowed: duplicate keys (PyYAML keeps the last one and
 silently drops a branch) and templates left unquoted (``{{ x }}`` parses as a
 nested mapping). YAML syntax errors are reworded into what to fix, with a hint
 for the usual causes (tabs, unquoted templates, an unquoted ``: `` in a value).
+
+Files may come from someone else and be validated before anyone trusts them, so the
+shape of a document is checked from the parser's events before any value is built:
+nesting deeper than :data:`MAX_DEPTH` levels, more than :data:`MAX_ALIASES` aliases, or
+aliases that would add more than :data:`MAX_ALIAS_VALUES` values (a "billion laughs"
+bomb of a few lines) are reported at the line where the limit is passed, and nothing is
+built.
 """
 
 from __future__ import annotations
@@ -30,6 +37,13 @@ UNQUOTED_CONDITION_HINT = (
 )
 TAGS_REFUSED = "tags (!!python/..., !custom) are not allowed; write plain values"
 CONDITION_KEYS = ("when", "filter")
+
+# The shape of one document (see docs/security.md). A flow or a mapping nests perhaps a
+# dozen levels and uses a handful of aliases; these are far above that, and far below
+# what costs the machine anything.
+MAX_DEPTH = 50  # levels of mappings and sequences, aliases expanded
+MAX_ALIASES = 1_000  # aliases (*name) in one document
+MAX_ALIAS_VALUES = 10_000  # values the aliases of one document add, nested ones counted
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
@@ -149,6 +163,106 @@ _FastLoader: Any = (
 )
 
 
+class _Open:
+    """A collection being read by :func:`_shape_problem`: its size, height, current child."""
+
+    __slots__ = ("anchor", "values", "height", "is_map", "index", "key", "want_key")
+
+    def __init__(self, anchor: str | None, is_map: bool):
+        self.anchor, self.is_map = anchor, is_map
+        self.values, self.height, self.index, self.key, self.want_key = 1, 0, -1, "?", True
+
+    def child(self, event: yaml.Event) -> None:
+        """Note the child ``event`` starts (a key, a value or an item)."""
+        if not self.is_map:
+            self.index += 1
+        elif self.want_key:
+            self.key = event.value if isinstance(event, yaml.ScalarEvent) else "?"
+        self.want_key = not self.want_key
+
+    def add(self, values: int, height: int) -> None:
+        self.values += values
+        self.height = max(self.height, height)
+
+
+def _shape_problem(text: str, file: str) -> Problem | None:
+    """The first place where the document passes a shape limit, read from parser events.
+
+    Nothing is built: an alias costs what its anchor holds, counted from the events, so a
+    bomb is refused after reading its text once. A syntax error ends the check quietly
+    (the load reports it). libyaml refuses 1,000 levels before it yields the first event,
+    so a file it cannot read is read again by the pure-Python parser, which has no limit
+    of its own and is not recursive.
+    """
+    if _FastLoader is not None:
+        try:
+            return _events_problem(yaml.CSafeLoader(text), file)
+        except yaml.YAMLError:
+            pass
+    try:
+        return _events_problem(yaml.SafeLoader(text), file)
+    except yaml.YAMLError:
+        return None  # a syntax error: the load reports it
+
+
+def _events_problem(parser: Any, file: str) -> Problem | None:
+    sizes: dict[str, tuple[int, int]] = {}  # anchor -> (values, height)
+    stack: list[_Open] = []
+    aliases = added = 0
+
+    def problem(event: yaml.Event, message: str) -> Problem:
+        path = format_path([o.key if o.is_map else o.index for o in stack])
+        return Problem(file, *_mark(event), path, message)
+
+    try:
+        while True:
+            event = parser.get_event()
+            if event is None or isinstance(event, yaml.StreamEndEvent):
+                return None
+            if isinstance(event, yaml.CollectionEndEvent):
+                done = stack.pop()
+                if done.anchor:
+                    sizes[done.anchor] = (done.values, done.height + 1)
+                if stack:
+                    stack[-1].add(done.values, done.height + 1)
+                continue
+            if not isinstance(event, yaml.NodeEvent):
+                continue  # the starts and ends of the stream and of documents
+            if stack:
+                stack[-1].child(event)
+            if isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                values, height = sizes.get(event.anchor, (1, 0))
+                added += values
+                if aliases > MAX_ALIASES:
+                    return problem(event, f"more than {MAX_ALIASES} aliases (*name) in one file")
+                if added > MAX_ALIAS_VALUES:
+                    return problem(
+                        event,
+                        f"the aliases up to here (*{event.anchor}) expand to more than "
+                        f"{MAX_ALIAS_VALUES} values; a file whose aliases multiply it is "
+                        "refused: write the values out",
+                    )
+                if len(stack) + height > MAX_DEPTH:
+                    return problem(
+                        event,
+                        f"*{event.anchor} nests values more than {MAX_DEPTH} levels deep here",
+                    )
+                if stack:
+                    stack[-1].add(values, height)
+            elif isinstance(event, yaml.CollectionStartEvent):
+                if len(stack) >= MAX_DEPTH:
+                    return problem(event, f"values nested more than {MAX_DEPTH} levels deep")
+                stack.append(_Open(event.anchor, isinstance(event, yaml.MappingStartEvent)))
+            else:  # a scalar
+                if event.anchor:
+                    sizes[event.anchor] = (1, 0)
+                if stack:
+                    stack[-1].add(1, 0)
+    finally:
+        parser.dispose()
+
+
 def _load(cls: Any, text: str, file: str) -> tuple[Any, list[Problem], Any]:
     loader = cls(text, file)
     try:
@@ -170,6 +284,9 @@ def _load(cls: Any, text: str, file: str) -> tuple[Any, list[Problem], Any]:
 
 def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
     """Parse one YAML document; returns the data (None when unreadable) and the problems found."""
+    shape = _shape_problem(text, file)
+    if shape is not None:
+        return None, [shape]
     if _FastLoader is not None:
         try:
             return _load(_FastLoader, text, file)[:2]
@@ -191,11 +308,45 @@ def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
             # an unclosed quote or bracket, a line without ':': point at where it starts
             mark = exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        message = _explain(exc, text)
+        opened = _quote_read_on(text, exc.problem_mark.line) if exc.problem_mark else None
+        if opened is not None:
+            # the quote opened above was closed by the next quote, where the parser choked
+            line, col = opened.start_mark.line + 1, opened.start_mark.column + 1
+            message = (
+                f"invalid YAML: this quoted text is not closed on its line; YAML read on to "
+                f"the next {opened.style} on line {opened.end_mark.line + 1} "
+                f"[YAML: {' '.join(filter(None, [exc.context, exc.problem]))}]"
+            )
         earlier = loader.problems if loader else []
-        return None, earlier + [Problem(file, line, col, "", _explain(exc, text))]
+        return None, earlier + [Problem(file, line, col, "", message)]
     except yaml.YAMLError as exc:
         earlier = loader.problems if loader else []
         return None, earlier + [Problem(file, None, None, "", f"invalid YAML: {exc}")]
+
+
+def _quote_read_on(text: str, error_line: int) -> Any:
+    """The quoted scalar that spans several lines and ends on ``error_line``, if any.
+
+    A quote left open on one line is closed by the next quote in the file, often many
+    lines below, and the parser stops there; the place to fix is where the quote opened.
+    """
+    scanner = yaml.SafeLoader(text)
+    try:
+        while (token := scanner.get_token()) is not None:
+            if token.start_mark.line > error_line:
+                break
+            if (
+                isinstance(token, yaml.ScalarToken)
+                and token.style in ("'", '"')
+                and token.start_mark.line < token.end_mark.line == error_line
+            ):
+                return token
+    except yaml.YAMLError:
+        pass
+    finally:
+        scanner.dispose()
+    return None
 
 
 def _at_end(exc: yaml.MarkedYAMLError) -> bool:
