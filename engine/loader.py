@@ -65,6 +65,23 @@ def _strings(value: Any, path: list[Any]) -> list[tuple[list[Any], str]]:
     return []
 
 
+_NEAR_ENV_REF = re.compile(r"\$\{\s*env\s*:\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}", re.IGNORECASE)
+
+
+def _not_an_env_ref(ref: str) -> str:
+    """What is wrong with a ``${...}`` that is not ``${env:NAME}``, and how to write it."""
+    near = _NEAR_ENV_REF.fullmatch(ref)
+    if near:
+        return (
+            f"{ref!r} is not an environment reference; write ${{env:{near.group(1)}}} "
+            "(`env` in lower case, no spaces)"
+        )
+    return (
+        f"{ref!r} is not an environment reference; write ${{env:NAME}} "
+        "(NAME of letters, digits and _)"
+    )
+
+
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith((prefix + ".", prefix + "["))
 
@@ -232,11 +249,7 @@ class _Loader:
                 resolved = any(_under(where, ok) for ok in self.env_ok)
                 for ref in _ANY_DOLLAR_REF.findall(text):
                     if not ENV_REF.fullmatch(ref):
-                        self.problem(
-                            path,
-                            f"{ref!r} is not an environment reference; write ${{env:NAME}} "
-                            "(NAME of letters, digits and _)",
-                        )
+                        self.problem(path, _not_an_env_ref(ref))
                     elif not resolved:
                         self.problem(
                             path,
