@@ -25,8 +25,9 @@ app = typer.Typer(
     name="flowyard",
     help="Run declarative retail integration flows: validated before they run, every side "
     "effect applied once, failures parked for replay, every record traceable.\n\n"
-    "Exit codes: 0 all records final and none dead-lettered; 1 some dead-lettered; "
-    "2 the flow or the command line is invalid; 3 the run could not proceed.",
+    "Exit codes: 0 all records final and none dead-lettered or held for review; 1 some "
+    "records need a person (dead-lettered or in review); 2 the flow or the command line is "
+    "invalid; 3 the run could not proceed.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -42,8 +43,15 @@ dlq_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
+review_app = typer.Typer(
+    help="Review items: records held for a person (a review step, a reconcile that found a "
+    "difference). List, show and close them.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(runs_app, name="runs")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(review_app, name="review")
 
 OutputOpt = typer.Option(
     "table", "--output", "-o", help="table (for people) or json.", case_sensitive=False
@@ -207,14 +215,58 @@ def connectors(output: str = OutputOpt) -> None:
 
 
 # -- running -------------------------------------------------------------------------------------
-def _vars(pairs: list[str]) -> dict[str, str]:
-    out = {}
+def _vars(pairs: list[str], files: list[Path] = ()) -> dict[str, Any]:
+    """The run's vars: each ``--vars FILE`` in turn, then the ``--var`` pairs over them."""
+    out: dict[str, Any] = {}
+    for file in files:
+        out.update(_vars_file(file))
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             _fail(f"--var takes KEY=VALUE, got {pair!r}", EXIT_INVALID)
         out[key] = value
     return out
+
+
+def _vars_file(path: Path) -> dict[str, Any]:
+    """A ``--vars`` file: a YAML or JSON mapping of names to values of any type."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        _fail(f"--vars {path}: cannot read it: {reason}", EXIT_INVALID)
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        _fail(f"--vars {path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}", EXIT_INVALID)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        _fail(f"--vars {path}{where}: invalid YAML: {problem}", EXIT_INVALID)
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        _fail(
+            f"--vars {path}: expected a mapping of variable names to values "
+            "(name: value lines, or a JSON object)",
+            EXIT_INVALID,
+        )
+    return data
+
+
+VarsFileOpt = typer.Option(
+    [],
+    "--vars",
+    metavar="FILE",
+    help="Read flow variables from a YAML or JSON mapping (values of any type: numbers, "
+    "lists, mappings); --var pairs override it. Repeatable.",
+)
 
 
 class _Progress:
@@ -264,6 +316,8 @@ def _run_and_report(action: Any, output: str) -> None:
             typer.echo(f"  {result.message}")
         if result.counts.get("dead_lettered") and not result.dry_run:
             typer.echo("  see them with: flowyard dlq list")
+        if result.counts.get("review") and not result.dry_run:
+            typer.echo("  held for review: flowyard review list")
         for send in result.would_send:
             typer.echo(
                 f"  would send {send['step']} via {send['connection']} key "
@@ -277,6 +331,7 @@ def run(
     flow: Path = typer.Argument(..., help="The flow file."),
     state: Path | None = StateOpt,
     var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE (repeat)."),
+    vars_file: list[Path] = VarsFileOpt,
     dry_run: bool = typer.Option(
         False,
         "--dry-run",
@@ -296,15 +351,17 @@ def run(
     """Run a flow: read its source, take each record through the steps, report the counts.
 
     Safe to start from cron: it resumes from its cursor and never overlaps itself.
-    Exit 0 all records final and none dead-lettered, 1 some dead-lettered,
-    2 the flow or command line is invalid, 3 the run could not proceed.
+    Exit 0 all records final and none dead-lettered or held for review, 1 some records
+    need a person (dead-lettered or in review), 2 the flow or command line is invalid,
+    3 the run could not proceed.
     """
     output = _out(output)
+    run_vars = _vars(var, vars_file)
     progress = _Progress()
     eng = _engine(state, listeners=[progress], log_stderr=log_stderr)
     try:
         _run_and_report(
-            lambda: eng.run(flow, vars=_vars(var), dry_run=dry_run, wait_lock=wait_lock), output
+            lambda: eng.run(flow, vars=run_vars, dry_run=dry_run, wait_lock=wait_lock), output
         )
     finally:
         progress.close()
@@ -484,21 +541,34 @@ def dlq_replay(
     ids: list[int] = typer.Option([], "--id", help="Replay only these dead letters (repeat)."),
     state: Path | None = StateOpt,
     var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE."),
+    vars_file: list[Path] = VarsFileOpt,
+    from_start: bool = typer.Option(
+        False,
+        "--from-start",
+        help="Replay from the flow's first step with the record as the source delivered it.",
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Show what would be sent; change nothing."
     ),
     output: str = OutputOpt,
 ) -> None:
-    """Replay a flow's open dead letters from the step that failed.
+    """Replay a flow's open dead letters, with the flow as it is now.
 
-    Sends go through the same idempotency keys, so replaying twice is harmless.
+    Each record goes back to its first lookup (enrich) and looks everything up again,
+    so a fix made in the target since applies; a record that looked nothing up restarts
+    at the step that failed. --from-start replays from the first step with the record as
+    the source delivered it. Sends go through the same idempotency keys, so replaying
+    twice is harmless.
     """
     output = _out(output)
+    run_vars = _vars(var, vars_file)
     eng = _engine(state)
 
     def action() -> Any:
         try:
-            return eng.replay(flow, ids or None, vars=_vars(var), dry_run=dry_run)
+            return eng.replay(
+                flow, ids or None, vars=run_vars, dry_run=dry_run, from_start=from_start
+            )
         except ValueError as exc:  # an id that is not an open dead letter of the flow
             _fail(str(exc), EXIT_INVALID)
 
@@ -523,6 +593,94 @@ def dlq_purge(
         _json({"purged": n})
     else:
         typer.echo(f"purged {n} dead letter(s)")
+
+
+# -- review items --------------------------------------------------------------------------------
+@review_app.command("list")
+def review_list(
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow's review items."),
+    queue: str | None = typer.Option(None, "--queue", help="Only this queue's (e.g. finance)."),
+    all_: bool = typer.Option(
+        False, "--all", help="Include resolved and closed ones, not only open."
+    ),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """List records held for review: queue, record, step and reason."""
+    output = _out(output)
+    with _store(state) as store:
+        items = store.reviews(flow=flow, queue=queue, status=None if all_ else "open")
+    if output == "json":
+        _json([item.to_dict() for item in items])
+        return
+    _table(
+        [{**item.to_dict(), "when": _when(item.at), "reason": item.reason[:90]} for item in items],
+        ["id", "flow", "queue", "record_key", "step", "status", "when", "reason"],
+    )
+
+
+@review_app.command("show")
+def review_show(
+    id: int = typer.Argument(..., help="The review item's id."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Show one review item whole: reason, figures, record, and who closed it."""
+    output = _out(output)
+    with _store(state) as store:
+        item = store.review(id)
+    if item is None:
+        _fail(f"no review item {id}", EXIT_INVALID)
+    if output == "json":
+        _json(item.to_dict())
+        return
+    d = item.to_dict()
+    for key in ("id", "flow", "queue", "record_key", "step", "reason", "run_id", "status"):
+        if d.get(key) is not None:
+            typer.echo(f"{key}: {d[key]}")
+    typer.echo(f"at: {_when(item.at)}")
+    if item.resolved_run:
+        typer.echo(f"resolved by run: {item.resolved_run}")
+    if item.decided_by:
+        typer.echo(f"closed by: {item.decided_by} at {_when(item.decided_at)}")
+        if item.comment:
+            typer.echo(f"comment: {item.comment}")
+    from engine.store import dumps
+
+    if item.figures:
+        typer.echo("figures:")
+        typer.echo(json.dumps(json.loads(dumps(item.figures)), indent=2, ensure_ascii=False))
+    if item.record is not None:
+        typer.echo("record:")
+        typer.echo(json.dumps(json.loads(dumps(item.record)), indent=2, ensure_ascii=False))
+
+
+@review_app.command("close")
+def review_close(
+    id: int = typer.Argument(..., help="The review item's id."),
+    by: str = typer.Option(..., "--by", help="Who decided (kept with the item)."),
+    comment: str | None = typer.Option(None, "--comment", help="Why, for whoever reads it later."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Close an open review item: who closed it, when and why are kept.
+
+    Closing records a person's decision; it does not send the record anywhere. A record
+    that the source delivers again and that goes through closes its item by itself
+    (resolved).
+    """
+    output = _out(output)
+    with _store(state) as store:
+        if not by.strip():
+            _fail("--by must name who closes the item", EXIT_INVALID)
+        try:
+            item = store.close_review(id, by.strip(), comment)
+        except (LookupError, ValueError) as exc:
+            _fail(str(exc), EXIT_INVALID)
+    if output == "json":
+        _json(item.to_dict())
+    else:
+        typer.echo(f"closed review item {item.id} ({item.record_key}) by {item.decided_by}")
 
 
 @app.command()

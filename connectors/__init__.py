@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from connectors.base import Connector, Item, Request, Response
+from connectors.base import Connector, Item, Lint, Request, Response
 from connectors.errors import ConnectorError, FlowyardError, PermanentError, TransientError
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "ConnectorError",
     "FlowyardError",
     "Item",
+    "Lint",
     "PermanentError",
     "Registry",
     "Request",

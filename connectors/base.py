@@ -12,16 +12,23 @@ offers one or both roles:
   :class:`~connectors.errors.PermanentError`.
 
 Each role's options are declared as JSON Schemas (draft-07), which the flow
-loader uses to check a flow before it runs. Connectors know nothing about flows:
-templates are rendered by the engine before ``call`` sees them.
+loader uses to check a flow before it runs; :meth:`Connector.lint` adds the checks a
+schema cannot express (a warning about a risky option, say). Connectors know nothing
+about flows: templates are rendered by the engine before ``call`` sees them.
+
+Secrets: a connector declares the values it must never see shown
+(:meth:`Connector.declare_secret`): credentials from its options and tokens it receives
+at run time (a session id, an OAuth token). The engine masks them, and their encoded
+forms, wherever it shows or stores data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 
 @dataclass(slots=True)
@@ -52,13 +59,56 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Lint:
+    """A problem :meth:`Connector.lint` finds in options as written in a flow.
+
+    ``path`` leads to the option inside the options given (``("auth", "token")``);
+    a ``"warning"`` is shown by ``flowyard validate``, an ``"error"`` refuses the flow.
+    """
+
+    path: tuple[str | int, ...]
+    message: str
+    severity: Literal["warning", "error"] = "warning"
+
+
+def is_template(value: Any) -> bool:
+    """Whether an option value, as written in a flow, is a template the engine renders."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+# Names a template may use that are the same for every record of a run.
+_RUN_NAMES = frozenset({"vars", "run"})
+# Declaring a secret is rare (construction, a login): one lock serves every connector.
+_SECRETS_LOCK = threading.Lock()
+
+
+def depends_on_record(value: Any) -> bool:
+    """Whether an option value, as written, is a template that reads record data.
+
+    True for ``"{{ record.store }}.ndjson"`` (or any name but ``vars`` and ``run``),
+    false for ``"{{ vars.day }}.ndjson"`` and for plain text. A template that does not
+    parse counts as reading record data (the loader reports its syntax).
+    """
+    if not is_template(value):
+        return False
+    from jinja2 import Environment, TemplateSyntaxError, meta  # only while a flow loads
+
+    try:
+        names = meta.find_undeclared_variables(Environment().parse(value))
+    except TemplateSyntaxError:
+        return True
+    return not names <= _RUN_NAMES
+
+
 class Connector:
     """Base class of every connector.
 
     Subclasses set ``name``, ``options_schema`` (options of a connection), and
     ``read_schema`` and/or ``call_schema`` for the roles they offer; they override
-    ``read`` and/or ``call``. ``secret_options`` names options whose values must
-    never be shown (the engine masks them in dry runs and logs).
+    ``read`` and/or ``call``. ``secret_options`` names connection options whose
+    (string) values are secrets: they are declared with :meth:`declare_secret` when
+    the connector is built.
     """
 
     name: ClassVar[str] = ""
@@ -69,11 +119,82 @@ class Connector:
     #: the folder relative paths in options are resolved against; the engine sets it to
     #: the flow file's folder, so a flow's paths do not depend on where it is started from
     root: Path | None = None
-    #: connection options whose values are secrets, masked wherever options are shown
+    #: connection options whose string values are secrets (declared on construction)
     secret_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: Mapping[str, Any] | None = None):
         self.options: dict[str, Any] = dict(options or {})
+
+    # -- secrets -------------------------------------------------------------
+
+    def _secret_state(self) -> tuple[list[str], list[Callable[[str], None]]]:
+        """(secrets, listeners), made on first use, so that a subclass whose
+        ``__init__`` forgot ``super().__init__`` still works; seeded with the values
+        of ``secret_options``."""
+        state = self.__dict__.get("_secret_state_")
+        if state is None:
+            options = getattr(self, "options", None) or {}
+            seeded = [options[n] for n in sorted(self.secret_options) if options.get(n)]
+            state = ([v for v in seeded if isinstance(v, str)], [])
+            state = self.__dict__.setdefault("_secret_state_", state)
+        return state
+
+    def declare_secret(self, value: str) -> str:
+        """Declare ``value`` a secret and return it.
+
+        From then on the engine masks it as ``***`` in the run log, traces, dead letters,
+        stored responses and dry-run output, in the forms it travels in too (base64, also
+        inside ``user:secret``; URL-encoded; JSON-escaped). Call it in ``__init__`` for
+        credentials taken from options, and as soon as a token arrives at run time (a
+        session id, an OAuth access token). Safe from any thread.
+        """
+        if not isinstance(value, str) or not value:
+            return value
+        with _SECRETS_LOCK:
+            secrets, listeners = self._secret_state()
+            if value in secrets:
+                return value
+            secrets.append(value)
+            listeners = list(listeners)
+        for listener in listeners:
+            listener(value)
+        return value
+
+    def secrets(self) -> list[str]:
+        """The secrets declared so far (``secret_options`` values included)."""
+        with _SECRETS_LOCK:
+            return list(self._secret_state()[0])
+
+    def on_secret(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(value)`` for every secret declared so far and from now on.
+
+        The engine registers its redactor here when it builds the connector.
+        """
+        with _SECRETS_LOCK:
+            secrets, listeners = self._secret_state()
+            listeners.append(listener)
+            known = list(secrets)
+        for value in known:
+            listener(value)
+
+    # -- checks at load time -------------------------------------------------
+
+    @classmethod
+    def lint(
+        cls, role: str, options: Mapping[str, Any], connection: Mapping[str, Any]
+    ) -> list[Lint]:
+        """Problems in options as written in a flow, found when the flow is loaded.
+
+        ``role`` says which options these are: ``"connection"`` (the connection's own;
+        ``connection`` is then the same mapping), ``"source"`` (read options) or
+        ``"action"`` (the options of a send or enrich step); ``connection`` holds the
+        options of the connection they go through. Values are as written: templates
+        unrendered (see :func:`is_template` and :func:`depends_on_record`) and
+        ``${env:NAME}`` unresolved; the schema may have refused some of them already, so
+        check a value's type before using it. Paths in the answer are relative to
+        ``options``. By default there is nothing to say.
+        """
+        return []
 
     @classmethod
     def roles(cls) -> list[str]:

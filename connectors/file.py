@@ -10,6 +10,15 @@ single ``write`` to a file opened for appending, so a process killed right after
 never leaves a lost or half-written record. A JSON array file is rewritten atomically
 (temporary file in the same directory, then ``os.replace``) on every call, which costs
 the whole file per record: use it for small outputs only.
+
+Where a send may write: with ``base_dir`` on the connection, nowhere outside it (a path
+rendered from a record cannot leave it with ``..``, ``~`` or an absolute path). Without
+it, anywhere the process may write, so a send whose path is rendered from record data
+and whose connection has no ``base_dir`` is warned about when the flow loads.
+
+A call with ``match`` instead of ``record`` is a lookup (for ``enrich``): the rows of a
+small file (an item map, a location map) whose columns hold the given values. The file is
+read and indexed once, and again only when it changes on disk.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from connectors import _json
-from connectors.base import Connector, Item, Request, Response
+from connectors.base import Connector, Item, Lint, Request, Response, depends_on_record
 from connectors.errors import PermanentError
 
 FORMATS = ("ndjson", "json", "csv")
@@ -46,7 +55,7 @@ _PATH_SCHEMA = {
     "type": "string",
     "minLength": 1,
     "description": "The file; a relative path is resolved against the connection's base_dir "
-    "(or the working directory).",
+    "(or the flow file's folder).",
 }
 
 
@@ -61,8 +70,9 @@ class FileConnector(Connector):
         "properties": {
             "base_dir": {
                 "type": "string",
-                "description": "Directory that relative paths are resolved against. When set, "
-                "no path may point outside it (a rendered path cannot escape with '..').",
+                "description": "Directory that paths are resolved against (a relative one "
+                "from the flow file's folder). When set, no path may point outside it: a path "
+                "rendered from a record cannot escape with '..', '~' or an absolute path.",
             },
         },
     }
@@ -99,13 +109,43 @@ class FileConnector(Connector):
     call_schema: ClassVar[dict[str, Any] | None] = {
         "type": "object",
         "additionalProperties": False,
-        "required": ["path", "record"],
+        "required": ["path"],
+        # a write (record) or a lookup (match), never both; if/then per key rather than
+        # oneOf, so the flow validator names the key that does not belong
+        "allOf": [
+            {
+                "if": {"required": ["match"]},
+                "then": {"not": {"required": ["record"]}},
+                "else": {"required": ["record"]},
+            },
+            *(
+                {"if": {"required": ["match"]}, "else": {"not": {"required": [name]}}}
+                for name in ("not_found", "encoding")
+            ),
+        ],
         "properties": {
             "path": _PATH_SCHEMA,
             "format": _FORMAT_SCHEMA,
             "record": {
                 "description": "The value to write: any JSON value for ndjson and json, "
                 "an object (column -> value) for csv.",
+            },
+            "match": {
+                "type": "object",
+                "minProperties": 1,
+                "description": "A lookup instead of a write: column -> value; the response "
+                "body is the list of the file's rows holding all these values, compared as "
+                "text (12 matches '12'). The file is indexed once, again when it changes.",
+            },
+            "not_found": {
+                "type": "string",
+                "minLength": 1,
+                "description": "With match: when no row matches, fail the call as permanent "
+                "with this message (the record is dead-lettered with it).",
+            },
+            "encoding": {
+                "type": "string",
+                "description": "With match: text encoding of the file (default utf-8).",
             },
             "delimiter": {
                 "type": "string",
@@ -119,19 +159,51 @@ class FileConnector(Connector):
 
     def __init__(self, options: Mapping[str, Any] | None = None):
         super().__init__(options)
-        base_dir = self.options.get("base_dir")
-        self._base_dir = Path(base_dir).resolve() if base_dir else None
+        self._base_dir: tuple[Any, Path | None] = (object(), None)  # (root, base_dir)
         # One lock for all writes: the CSV header check and the JSON rewrite are
         # read-modify-write, and appends stay ordered per connector.
         self._lock = threading.Lock()
         self._csv_headers: dict[Path, list[str]] = {}
+        self._lookups = _LookupCache()
+
+    @classmethod
+    def lint(
+        cls, role: str, options: Mapping[str, Any], connection: Mapping[str, Any]
+    ) -> list[Lint]:
+        """Warn about a send whose path is rendered from a record, with no base_dir."""
+        if (
+            role != "action"
+            or connection.get("base_dir")
+            or not depends_on_record(options.get("path"))
+        ):
+            return []
+        return [
+            Lint(
+                ("path",),
+                "this path is rendered from record data and the connection has no base_dir: "
+                "a record can make the send write anywhere this process may ('~/...', "
+                "'../...', an absolute path). Set base_dir on the connection (e.g. "
+                "base_dir: out); paths then stay inside it",
+            )
+        ]
 
     # -- paths ---------------------------------------------------------------
 
+    @property
+    def base_dir(self) -> Path | None:
+        """``base_dir`` as an absolute path (a relative one from :attr:`root`), or None."""
+        root, resolved = self._base_dir
+        if root is not self.root:  # the engine sets root after construction
+            base_dir = self.options.get("base_dir")
+            resolved = self.resolve_path(str(base_dir)).resolve() if base_dir else None
+            self._base_dir = (self.root, resolved)
+        return resolved
+
     def _resolve(self, path: str) -> Path:
-        base = self._base_dir or self.root or Path.cwd()
+        base_dir = self.base_dir
+        base = base_dir or self.root or Path.cwd()
         resolved = (base / Path(path).expanduser()).resolve()
-        if self._base_dir is not None and not resolved.is_relative_to(self._base_dir):
+        if base_dir is not None and not resolved.is_relative_to(base_dir):
             raise PermanentError(f"path {path!r} is outside base_dir")
         return resolved
 
@@ -175,10 +247,15 @@ class FileConnector(Connector):
     # -- sink ----------------------------------------------------------------
 
     def call(self, request: Request) -> Response:
-        """Append (ndjson, csv) or add (json) one record; the write is durable on return."""
+        """Append (ndjson, csv) or add (json) one record; the write is durable on return.
+
+        With ``match``, look rows up instead (see :class:`_LookupCache`).
+        """
         options = request.options
         path = self._resolve(str(options["path"]))
         fmt = self._format(path, options.get("format"))
+        if "match" in options:
+            return self._lookups.find(self, path, fmt, options)
         record = options["record"]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +335,83 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, dict | list):
         return _json.dumps(value)
     return str(value)  # a Decimal keeps its digits
+
+
+# -- lookups -----------------------------------------------------------------
+
+
+class _LookupCache:
+    """Indexes of files looked up with ``match``, rebuilt when a file changes on disk.
+
+    A map file is small and read on every record of a run, so it is read once and kept
+    as a dict from the matched columns' values to the rows holding them. A file that
+    cannot be read whole (an unparsable line, a missing column) answers every lookup
+    with that problem: the row a record needs might be the broken one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (path, format, encoding, delimiter, columns) -> (file stamp, index or problem)
+        self._indexes: dict[tuple, tuple[tuple, dict[tuple, list[dict]] | str]] = {}
+
+    def find(self, connector: FileConnector, path: Path, fmt: str, options: Mapping) -> Response:
+        match = options["match"]
+        columns = tuple(match)
+        encoding = options.get("encoding", "utf-8")
+        delimiter = options.get("delimiter", ",")
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise PermanentError(f"cannot open {path}: {exc.strerror}") from None
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        key = (path, fmt, encoding, delimiter, columns)
+        with self._lock:
+            cached = self._indexes.get(key)
+            if cached is None or cached[0] != stamp:
+                cached = (stamp, _index(path, fmt, encoding, delimiter, columns))
+                self._indexes[key] = cached
+        index = cached[1]
+        if isinstance(index, str):
+            raise PermanentError(index)
+        rows = index.get(tuple(_csv_cell(match[column]) for column in columns), [])
+        if not rows and options.get("not_found"):
+            raise PermanentError(str(options["not_found"]))
+        return Response(body=[dict(row) for row in rows])
+
+
+def _index(
+    path: Path, fmt: str, encoding: str, delimiter: str, columns: tuple[str, ...]
+) -> dict[tuple, list[dict]] | str:
+    """The rows of ``path`` by their values in ``columns``, or why the file cannot be used."""
+    index: dict[tuple, list[dict]] = {}
+    seen: set[str] = set()
+    try:
+        with open(path, "rb") as handle:
+            if fmt == "ndjson":
+                items: Iterator[Item] = _read_ndjson(handle, encoding)
+            elif fmt == "csv":
+                items = _read_csv(handle, encoding, delimiter)
+            else:
+                try:
+                    items = _read_json_array(handle.read().decode(encoding))
+                except UnicodeDecodeError as exc:
+                    return f"{path} is not valid {encoding}: {exc.reason}"
+            for item in items:
+                where = f"{path}, line {item.line}" if item.line else str(path)
+                if item.error is not None:
+                    return f"{where} cannot be read ({item.error}): fix it to look rows up in it"
+                if not isinstance(item.data, dict):
+                    return f"{where} is not an object (column -> value)"
+                seen.update(item.data)
+                value = tuple(_csv_cell(item.data.get(column)) for column in columns)
+                index.setdefault(value, []).append(item.data)
+    except OSError as exc:
+        return f"cannot open {path}: {exc.strerror}"
+    missing = [column for column in columns if column not in seen]
+    if index and missing:
+        has = ", ".join(sorted(seen))
+        return f"{path} has no column {', '.join(map(repr, missing))} (it has: {has})"
+    return index
 
 
 # -- readers -----------------------------------------------------------------

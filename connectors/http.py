@@ -8,15 +8,21 @@ classified by class, so the engine's retry policy never reads a message:
 * ``TransientError``: timeouts, connection errors, 408, 429, 5xx, and 409 when an
   ``Idempotency-Key`` was sent (the target is still processing the same key);
   ``retry_after`` comes from a ``Retry-After`` header (seconds or an HTTP date).
-* ``PermanentError``: every other 4xx, 3xx that were not followed, and requests that
-  cannot be made (bad URL, another origin).
+* ``PermanentError``: every other 4xx, redirects that are not followed, a TLS
+  certificate that cannot be verified, and requests that cannot be made (bad URL,
+  another origin).
 
-Credentials are sent only to the connection's own origin: a path (or a pagination link)
-that points at another scheme, host or port is refused.
+What goes where (docs/security.md, "What a connection sends where"): a request goes
+only to the connection's own origin (``base_url``'s scheme, host and port, compared
+after parsing); a path or a pagination link that leads elsewhere is refused. The
+client follows no redirect by itself: this module follows one to the same origin (with
+the credentials), to an origin listed in ``redirect_origins`` (without them), and never
+one that would turn a POST into a GET (301/302/303), which is an error, not a success.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.utils
 import re
@@ -26,15 +32,21 @@ import time
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 
 from connectors import _json
-from connectors.base import Connector, Item, Request, Response
+from connectors.base import Connector, Item, Lint, Request, Response
 from connectors.errors import PermanentError, TransientError
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _TRANSIENT_STATUSES = frozenset({408, 429})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_TO_GET = frozenset({301, 302, 303})  # clients turn a POST into a GET on these
+_MAX_REDIRECTS = 10
+# headers that may follow a redirect to another (listed) origin: no credentials
+_CROSS_ORIGIN_HEADERS = frozenset({"content-type", "idempotency-key"})
 _DELTA_SECONDS = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
@@ -93,7 +105,9 @@ class HttpConnector(Connector):
             "base_url": {
                 "type": "string",
                 "pattern": "^https?://",
-                "description": "Root URL of the API; call and read paths are appended to it.",
+                "description": "Root URL of the API; call and read paths are appended to its "
+                "path (a query string in it is kept). Requests and credentials go only to "
+                "its origin (scheme, host and port).",
             },
             "auth": {
                 **_tagged(
@@ -127,8 +141,16 @@ class HttpConnector(Connector):
             "verify": {
                 "type": ["boolean", "string"],
                 "default": True,
-                "description": "Verify TLS certificates (true), skip it (false), "
-                "or the path of a CA bundle to verify against.",
+                "description": "Verify TLS certificates (true), skip it (false, warned "
+                "about), or the path of a CA bundle to verify against.",
+            },
+            "redirect_origins": {
+                "type": "array",
+                "items": {"type": "string", "pattern": "^https?://"},
+                "description": "Other origins a redirect may lead to, e.g. "
+                "['https://files.example.com'] for downloads; such a redirect is followed "
+                "without the connection's credentials and headers. A redirect to any other "
+                "origin is an error.",
             },
         },
     }
@@ -214,14 +236,57 @@ class HttpConnector(Connector):
             "body": {"description": "Any JSON value, sent as application/json."},
         },
     }
-    secret_options: ClassVar[frozenset[str]] = frozenset({"auth", "headers"})
 
     def __init__(self, options: Mapping[str, Any] | None = None):
         super().__init__(options)
         self._local = threading.local()  # .client: this thread's client
         self._clients: list[httpx.Client] = []  # every thread's, to close them
         self._lock = threading.Lock()
-        self._origin = _origin(httpx.URL(str(self.options.get("base_url", ""))))
+        base_url = str(self.options.get("base_url", ""))
+        self._origin = _origin(base_url)
+        # base_url in the parts a path is joined to: prefix + path + "?" + query
+        parts = urlsplit(base_url)
+        self._prefix = f"{parts.scheme}://{parts.netloc}"
+        self._base_path, self._base_query = parts.path, parts.query
+        self._join_at = parts.path if parts.path.endswith("/") else parts.path + "/"
+        self._redirect_origins = frozenset(
+            _origin(str(url)) for url in self.options.get("redirect_origins") or ()
+        )
+        self._credentials = self._credential_headers()
+
+    def _credential_headers(self) -> dict[str, str]:
+        """Connection headers and credentials: sent to the connection's own origin only."""
+        headers = {str(k): str(v) for k, v in (self.options.get("headers") or {}).items()}
+        spec = self.options.get("auth") or {}
+        kind = spec.get("type")
+        if kind == "bearer":
+            headers["Authorization"] = f"Bearer {self.declare_secret(str(spec.get('token')))}"
+        elif kind == "basic":
+            user, password = (
+                str(spec.get("username")),
+                self.declare_secret(str(spec.get("password"))),
+            )
+            pair = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            headers["Authorization"] = f"Basic {self.declare_secret(pair)}"
+        elif kind == "header":
+            headers[str(spec.get("name"))] = self.declare_secret(str(spec.get("value")))
+        return headers
+
+    @classmethod
+    def lint(
+        cls, role: str, options: Mapping[str, Any], connection: Mapping[str, Any]
+    ) -> list[Lint]:
+        """Warn about ``verify: false``."""
+        if role == "connection" and options.get("verify") is False:
+            return [
+                Lint(
+                    ("verify",),
+                    "verify: false turns off TLS certificate checks: anyone on the network "
+                    "path can read and change the requests, credentials included; give "
+                    "verify the path of the CA bundle that signed the server's certificate",
+                )
+            ]
+        return []
 
     @property
     def client(self) -> httpx.Client:
@@ -235,31 +300,17 @@ class HttpConnector(Connector):
         return client
 
     def _make_client(self) -> httpx.Client:
-        headers = {"Accept": "application/json"}
-        headers.update({str(k): str(v) for k, v in (self.options.get("headers") or {}).items()})
-        auth: httpx.Auth | None = None
-        spec = self.options.get("auth")
-        if spec:
-            kind = spec.get("type")
-            if kind == "bearer":
-                headers["Authorization"] = f"Bearer {spec['token']}"
-            elif kind == "basic":
-                auth = httpx.BasicAuth(spec["username"], spec["password"])
-            elif kind == "header":
-                headers[spec["name"]] = spec["value"]
-            else:
-                raise PermanentError(f"unknown auth type {kind!r}")
+        # No credentials and no redirects at this level: _send adds the one and follows
+        # the other, checking the origin of every request it makes.
+        if (self.options.get("auth") or {}).get("type") not in (None, "bearer", "basic", "header"):
+            raise PermanentError(f"unknown auth type {self.options['auth'].get('type')!r}")
         try:
             return httpx.Client(
-                base_url=self.options["base_url"],
-                headers=headers,
-                auth=auth,
+                headers={"Accept": "application/json"},
                 timeout=float(self.options.get("timeout", 30)),
                 verify=_verify(self.options.get("verify", True)),
-                follow_redirects=True,
+                follow_redirects=False,
             )
-        except UnicodeEncodeError:
-            raise PermanentError("connection headers and credentials must be ASCII") from None
         except OSError as exc:  # the CA bundle named by verify
             raise PermanentError(f"cannot load the CA bundle: {exc.strerror}") from None
 
@@ -325,9 +376,8 @@ class HttpConnector(Connector):
         options = request.options
         method = str(options.get("method", "POST")).upper()
         try:
-            headers = httpx.Headers(
-                {str(k): str(v) for k, v in (options.get("headers") or {}).items()}
-            )
+            headers = httpx.Headers(self._credentials)
+            headers.update({str(k): str(v) for k, v in (options.get("headers") or {}).items()})
         except UnicodeEncodeError:
             raise PermanentError("header names and values must be ASCII") from None
         if request.idempotency_key is not None:
@@ -357,30 +407,58 @@ class HttpConnector(Connector):
     def _send(
         self,
         method: str,
-        url: str,
+        path: str,
         *,
         params: Mapping[str, Any] | None = None,
         headers: httpx.Headers | None = None,
         content: bytes | None = None,
         idempotent: bool = False,
     ) -> httpx.Response:
+        """One request to the connection's own origin, and the redirects it may follow."""
         client = self.client
+        url = path
 
-        def where() -> str:  # for error messages only: joining the URL costs ~5 % of a send
-            return f"{method} {_path(client, url)}"
+        def where() -> str:  # for error messages only: never the query, which may hold secrets
+            return f"{method} {_path_of(url)}"
 
         try:
-            if url.startswith(("http:", "https:")) and _origin(httpx.URL(url)) != self._origin:
-                raise PermanentError(f"{where()}: refusing to send credentials to another origin")
-            response = client.request(
-                method, url, params=_query(params), headers=headers, content=content
-            )
+            try:
+                url = self._url(path)
+            except PermanentError as exc:
+                raise PermanentError(f"{where()}: {exc}") from None
+            query = _query(params)
+            if query:  # merged with the query the URL has (httpx's params would replace it)
+                url = str(httpx.URL(url).copy_merge_params(query))
+            if headers is None:
+                headers = httpx.Headers(self._credentials)
+            response = client.request(method, url, headers=headers, content=content)
+            for _ in range(_MAX_REDIRECTS):
+                if response.status_code not in _REDIRECTS or "Location" not in response.headers:
+                    break
+                url, same_origin = self._redirect(method, response)
+                if not same_origin:  # a listed origin: no credentials, no connection headers
+                    headers = httpx.Headers(
+                        {k: v for k, v in headers.items() if k.lower() in _CROSS_ORIGIN_HEADERS}
+                    )
+                response = client.request(method, url, headers=headers, content=content)
+            else:
+                if response.status_code in _REDIRECTS:
+                    raise PermanentError(f"{where()}: more than {_MAX_REDIRECTS} redirects")
         except httpx.TimeoutException:
             raise TransientError(f"{where()}: timed out") from None
-        except (httpx.UnsupportedProtocol, httpx.TooManyRedirects, httpx.LocalProtocolError) as exc:
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
             raise PermanentError(f"{where()}: {type(exc).__name__}") from None
-        except httpx.RequestError as exc:  # connection refused or reset, proxy, decoding
+        except httpx.RequestError as exc:  # connection refused or reset, proxy, TLS, decoding
+            certificate = _certificate_failure(exc)
+            if certificate is not None:
+                raise PermanentError(
+                    f"{where()}: the TLS certificate of {_show(_origin(url))} cannot be "
+                    f"verified ({certificate}); not retried: give verify the path of the CA "
+                    "bundle that signed it, or fix the server's certificate"
+                ) from None
             raise TransientError(f"{where()}: {type(exc).__name__}") from None
+        except UnicodeEncodeError:
+            raise PermanentError(f"{where()}: header names and values must be ASCII") from None
         except (httpx.InvalidURL, ValueError, TypeError) as exc:
             # The message may quote a header value (a token): name the class only.
             raise PermanentError(
@@ -399,6 +477,69 @@ class HttpConnector(Connector):
                 retry_after=retry_after(response.headers.get("Retry-After")),
             )
         raise PermanentError(message, status=status, response=body)
+
+    def _url(self, path: str) -> str:
+        """The URL of ``path``: appended to base_url's path, with base_url's query kept.
+
+        A path that is a URL itself (a pagination link, or ``HTTP://host/x`` rendered
+        from a record) is used as it is only when it has the connection's own origin.
+        """
+        if not path.startswith("/") or path.startswith("//"):
+            parsed = httpx.URL(path)
+            if parsed.host and not parsed.scheme:  # //host/x takes base_url's scheme
+                path = f"{self._origin[0]}:{path}"
+                parsed = httpx.URL(path)
+            if parsed.scheme or parsed.host:
+                origin = _origin(parsed)
+                if origin != self._origin:
+                    raise PermanentError(
+                        f"refusing to send to another origin, {_show(origin)}: requests and "
+                        f"credentials go only to the connection's own, {_show(self._origin)} "
+                        "(a path is appended to base_url: start it with '/')"
+                    )
+                return path
+        path, _, query = path.partition("#")[0].partition("?")
+        if path:
+            path = self._join_at + path.lstrip("/")
+        else:
+            path = self._base_path
+        if self._base_query:
+            query = f"{self._base_query}&{query}" if query else self._base_query
+        return f"{self._prefix}{path}?{query}" if query else self._prefix + path
+
+    def _redirect(self, method: str, response: httpx.Response) -> tuple[str, bool]:
+        """Where a redirect leads and whether that is the connection's own origin;
+        a redirect that must not be followed raises ``PermanentError``."""
+        status = response.status_code
+        target = response.url.join(response.headers["Location"])
+        what = f"{method} {response.url.path} -> {status} {response.reason_phrase}"
+        if status in _TO_GET and method not in ("GET", "HEAD"):
+            raise PermanentError(
+                f"{what}, to {_show(_origin(target))}{target.path}: following it would "
+                f"turn the {method} into a GET, so it is not followed and the {method} is not "
+                "taken as done"
+                + (
+                    " (a 303 usually means the target applied it: check there before replaying)"
+                    if status == 303
+                    else ""
+                ),
+                status=status,
+            )
+        origin = _origin(target)
+        if origin == self._origin:
+            return str(target), True
+        if origin in self._redirect_origins:
+            return str(target), False
+        if origin[:2] == ("https", self._origin[1]) and self._origin[0] == "http":
+            hint = "the API moved to https: start base_url with https://"
+        else:
+            hint = f"list {_show(origin)} under redirect_origins to follow it, without credentials"
+        raise PermanentError(
+            f"{what}: redirected to {_show(origin)}, another origin than the connection's "
+            f"({_show(self._origin)}); not followed, since requests and credentials go only "
+            f"there ({hint})",
+            status=status,
+        )
 
 
 def idempotency_header(key: str) -> str:
@@ -434,9 +575,31 @@ def retry_after(value: str | None, *, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+def _origin(url: httpx.URL | str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) after parsing: case-insensitive, default ports filled in."""
+    if not isinstance(url, httpx.URL):
+        try:
+            url = httpx.URL(url)
+        except httpx.InvalidURL:
+            return "", "", None
     default = {"http": 80, "https": 443}.get(url.scheme)
     return url.scheme, url.host, url.port or default
+
+
+def _show(origin: tuple[str, str, int | None]) -> str:
+    scheme, host, port = origin
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def _certificate_failure(exc: BaseException) -> str | None:
+    """Why the server's TLS certificate was refused, when that is what ``exc`` is about."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or "certificate verify failed"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _verify(value: bool | str) -> bool | ssl.SSLContext:
@@ -506,9 +669,9 @@ def _position(record: Any, field: str | None) -> Any:
         return None
 
 
-def _path(client: httpx.Client, url: str) -> str:
-    """The URL's path for messages: never the query string, which may carry secrets."""
+def _path_of(url: str) -> str:
+    """A URL's path for messages: never the query string, which may carry secrets."""
     try:
-        return client.base_url.join(url).path if url else client.base_url.path
-    except httpx.InvalidURL:
+        return urlsplit(url).path or "/"
+    except ValueError:
         return "<invalid url>"

@@ -1,11 +1,13 @@
 """A SQLite database file as a source (queries, incremental by a column) and a sink.
 
 Values always travel as bound parameters; table and column names are checked against
-``^[A-Za-z_][A-Za-z0-9_]*$`` and quoted, so no record can change a statement. Each call
-commits before it returns (WAL journal), so a written row survives the process being
-killed right after. One connection serves every thread, behind a lock; each read uses
-its own read-only connection, and the file is switched to WAL on first use, so a long
-read never holds up writers.
+``^[A-Za-z_][A-Za-z0-9_]*$`` and quoted, so no record can change a statement. The SQL
+text of a query is never a template: a flow that writes ``{{ ... }}`` into it is refused
+when it loads (:meth:`SqliteConnector.lint`), with the same query written with a named
+parameter instead. Each call commits before it returns (WAL journal), so a written row
+survives the process being killed right after. One connection serves every thread,
+behind a lock; each read uses its own read-only connection, and the file is switched to
+WAL on first use, so a long read never holds up writers.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from connectors import _json
-from connectors.base import Connector, Item, Request, Response
+from connectors.base import Connector, Item, Lint, Request, Response, is_template
 from connectors.errors import PermanentError, TransientError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FETCH = 500
 _STATEMENTS = 256  # cached statements per connector, a bound for rows of ever-new shapes
 _MAX_LOOKUP_ROWS = 10_000  # a lookup answers one record: more rows is a query mistake
+# a template in SQL text, with the quotes around it: '{{ record.name }}'
+_PASTED = re.compile(r"""(['"]?)\{\{\s*(.*?)\s*\}\}\1""", re.DOTALL)
 
 
 def quote(name: str) -> str:
@@ -69,12 +73,18 @@ class SqliteConnector(Connector):
         # query or table, not both: if/then rather than oneOf, for a precise message.
         "if": {"required": ["query"]},
         "then": {"not": {"required": ["table"]}},
-        "else": {"required": ["table"]},
+        "else": {"required": ["table"], "not": {"required": ["params"]}},
         "properties": {
             "query": {
                 "type": "string",
                 "description": "A SELECT. It may use the named parameter :cursor, which is "
-                "NULL on the first run: write 'WHERE :cursor IS NULL OR col > :cursor'.",
+                "NULL on the first run: write 'WHERE :cursor IS NULL OR col > :cursor'; "
+                "other values come from params. Never a template.",
+            },
+            "params": {
+                "type": "object",
+                "description": "Values of the query's other named parameters (:name), bound, "
+                "never pasted into the SQL; e.g. {since: '{{ vars.since }}'}.",
             },
             "table": {
                 **_IDENTIFIER_SCHEMA,
@@ -116,7 +126,7 @@ class SqliteConnector(Connector):
                 "minLength": 1,
                 "description": "A lookup instead of a write: a SELECT whose named parameters "
                 "(:name) come from params; the response body is the list of rows. It runs "
-                "on a read-only connection.",
+                "on a read-only connection. Never a template: record values go in params.",
             },
             "params": {
                 "type": "object",
@@ -168,6 +178,28 @@ class SqliteConnector(Connector):
         self._read_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
 
+    @classmethod
+    def lint(
+        cls, role: str, options: Mapping[str, Any], connection: Mapping[str, Any]
+    ) -> list[Lint]:
+        """Refuse a template in the SQL text of a query: values go in as parameters."""
+        query = options.get("query")
+        if role not in ("source", "action") or not is_template(query):
+            return []
+        sql, params = _parameterised(query)
+        example = f"query: {sql!r}"
+        if params:
+            example += f" with params: {{{', '.join(f'{k}: {v!r}' for k, v in params.items())}}}"
+        return [
+            Lint(
+                ("query",),
+                "the SQL text is a template: a value pasted into SQL can rewrite the query "
+                "(a record holding x' UNION SELECT ... reads other tables). Write a named "
+                f"parameter in the SQL and give its value in params: {example}",
+                severity="error",
+            )
+        ]
+
     def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
         try:
             path = self.resolve_path(self._path)
@@ -207,7 +239,12 @@ class SqliteConnector(Connector):
         """Yield rows as dicts, fetched a few hundred at a time; position = the cursor column."""
         column = options.get("cursor")
         if options.get("query"):
-            sql, params = options["query"], {"cursor": cursor}
+            extra = options.get("params") or {}
+            if not isinstance(extra, Mapping):
+                raise PermanentError("params must be an object of parameter name -> value")
+            params = {name: _value(v) for name, v in extra.items()}
+            params["cursor"] = cursor
+            sql = options["query"]
         else:
             sql, params = f"SELECT * FROM {quote(options['table'])}", {}
             if column:
@@ -221,7 +258,7 @@ class SqliteConnector(Connector):
         db.row_factory = sqlite3.Row
         try:
             try:
-                rows = db.execute(sql, params if ":cursor" in sql else {})
+                rows = db.execute(sql, params)
             except sqlite3.Error as exc:
                 raise _classify(exc, "the read query failed") from None
             while True:
@@ -341,6 +378,25 @@ def _statement(table: str, columns: list[str], key: Sequence[str] | None) -> str
         action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
         sql += f" ON CONFLICT ({target}) {action}"
     return sql + " RETURNING rowid"
+
+
+def _parameterised(query: str) -> tuple[str, dict[str, str]]:
+    """``query`` with each ``{{ expression }}`` (and the quotes around it) replaced by a
+    named parameter, and the parameters' templates: what a flow should write instead."""
+    params: dict[str, str] = {}
+
+    def parameter(match: re.Match) -> str:
+        # the last name before any filter: record.customer.email | lower -> email
+        names = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", match.group(2).split("|")[0])
+        name = base = names[-1] if names else "value"
+        n = 1
+        while name in params and params[name] != "{{ " + match.group(2) + " }}":
+            n += 1
+            name = f"{base}_{n}"
+        params[name] = "{{ " + match.group(2) + " }}"
+        return f":{name}"
+
+    return _PASTED.sub(parameter, query), params
 
 
 def _value(value: Any) -> Any:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from connectors import Registry
-from connectors.base import Connector, Item, Request, Response
+from connectors.base import Connector, Item, Lint, Request, Response
 from connectors.errors import ConnectorError, PermanentError, TransientError
 
 __all__ = ["ConnectorContract", "MemoryConnector"]
@@ -234,6 +234,40 @@ class ConnectorContract:
         for schema, sample in samples:
             if schema is not None and sample is not None:
                 Draft7Validator(schema).validate(sample)
+
+    def test_lint_finds_no_error_in_the_sample_options(self, tmp_path: Path) -> None:
+        cls = self.connector_class
+        connection = self.connection_options(tmp_path)
+        samples = [
+            ("connection", connection),
+            ("source", self.read_options(tmp_path)),
+            ("source", self.bad_read_options(tmp_path)),
+            ("action", self.call_options(tmp_path)),
+            ("action", self.failing_call_options(tmp_path)),
+        ]
+        for role, options in samples:
+            if options is None:
+                continue
+            found = cls.lint(role, options, connection)
+            assert isinstance(found, list), "lint() returns a list of connectors.Lint"
+            assert all(isinstance(lint, Lint) for lint in found), found
+            assert all(lint.severity in ("warning", "error") for lint in found), found
+            errors = [lint for lint in found if lint.severity == "error"]
+            assert not errors, f"lint() refuses the sample {role} options: {errors}"
+
+    def test_declared_secrets_reach_a_listener(self, tmp_path: Path) -> None:
+        connector = self.make_connector(tmp_path)
+        heard: list[str] = []
+        connector.on_secret(heard.append)
+        try:
+            assert heard == connector.secrets()
+            assert all(isinstance(secret, str) and secret for secret in heard)
+            for name in self.connector_class.secret_options:
+                value = connector.options.get(name)
+                if isinstance(value, str) and value:
+                    assert value in heard, f"secret option {name!r} was not declared"
+        finally:
+            connector.close()
 
     def test_roles_match_the_overridden_methods(self) -> None:
         cls = self.connector_class

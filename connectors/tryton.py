@@ -355,9 +355,9 @@ class TrytonConnector(Connector):
                     status=401,
                 ) from None
             raise
-        user_id, token = result[0], result[1]
+        user_id, token = result[0], self.declare_secret(result[1])  # masked from now on
         session = base64.b64encode(f"{user}:{user_id}:{token}".encode()).decode("ascii")
-        self._authorization = f"Session {session}"
+        self._authorization = f"Session {self.declare_secret(session)}"
         preferences = self._post(
             "model.res.user.get_preferences", [True, {}], authorization=self._authorization
         )

@@ -23,7 +23,7 @@ from engine.errors import (
 )
 from engine.model import Flow
 from engine.runner import RunResult
-from engine.store import DeadLetter
+from engine.store import DeadLetter, ReviewItem
 
 __all__ = [
     "CircuitOpen",
@@ -41,6 +41,7 @@ __all__ = [
     "RecordError",
     "RecordRejected",
     "RecordValidationError",
+    "ReviewItem",
     "RunError",
     "RunResult",
     "SourceUnavailable",

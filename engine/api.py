@@ -24,7 +24,7 @@ from engine.loader import check_flow
 from engine.model import Flow
 from engine.runlog import Listener
 from engine.runner import LEASE_TTL, Runner, RunResult
-from engine.store import DeadLetter, Store
+from engine.store import DeadLetter, ReviewItem, Store
 from engine.templates import make_environment
 
 DEFAULT_STATE = Path(".flowyard") / "state.db"
@@ -109,19 +109,27 @@ class Engine:
         vars: dict[str, Any] | None = None,
         dry_run: bool = False,
         wait_lock: float = 0.0,
+        from_start: bool = False,
     ) -> RunResult:
-        """Replay open dead letters of ``flow`` (all, or ``ids``) from the step that failed.
+        """Replay open dead letters of ``flow`` (all, or ``ids``).
 
-        The flow is used as it is now, so a fixed mapping applies; sends go through the
-        same idempotency keys, so replaying twice is harmless. Raises :class:`ValueError`
-        when one of ``ids`` is not an open, replayable dead letter of the flow.
+        Each record goes back to its first lookup (the first ``enrich`` it went through,
+        with the record as it reached it), so every answer is looked up again and the steps
+        that used the answers run again; a record that looked nothing up restarts at the
+        step that failed. ``from_start``: from the flow's first step, with the record as
+        the source delivered it. The flow is used as it is now, so a fixed mapping applies;
+        sends go through the same idempotency keys, so replaying twice is harmless. Raises
+        :class:`ValueError` when one of ``ids`` is not an open, replayable dead letter of
+        the flow.
         """
         flow = flow if isinstance(flow, Flow) else self.load(flow)
-        letters = self._letters_to_replay(flow, ids)
+        letters = self._letters_to_replay(flow, ids, from_start)
         runner = self._runner(flow, vars, dry_run=dry_run, wait_lock=wait_lock, kind="replay")
-        return runner.run(replay=letters)
+        return runner.run(replay=letters, from_start=from_start)
 
-    def _letters_to_replay(self, flow: Flow, ids: Iterable[int] | None) -> list[DeadLetter]:
+    def _letters_to_replay(
+        self, flow: Flow, ids: Iterable[int] | None, from_start: bool = False
+    ) -> list[DeadLetter]:
         letters: list[DeadLetter] = []
         if self.state.exists():
             with _closing(Store(self.state, readonly=True)) as store:
@@ -129,7 +137,7 @@ class Engine:
         # an unreadable source line has no record to replay: fix the source and run again
         replayable = [d for d in letters if d.step != "source" and flow.step(d.step) is not None]
         if ids is None:
-            return replayable
+            return self._from_start_check(replayable) if from_start else replayable
         wanted = set(ids)
         unknown = sorted(wanted - {d.id for d in replayable})
         if unknown:
@@ -138,7 +146,19 @@ class Engine:
                 "replay (see flowyard dlq list; lines the source could not read are not "
                 "replayed: fix the source and run the flow again)"
             )
-        return [d for d in replayable if d.id in wanted]
+        chosen = [d for d in replayable if d.id in wanted]
+        return self._from_start_check(chosen) if from_start else chosen
+
+    @staticmethod
+    def _from_start_check(letters: list[DeadLetter]) -> list[DeadLetter]:
+        old = [str(d.id) for d in letters if d.source_record is None]
+        if old:
+            raise ValueError(
+                f"dead letter(s) {', '.join(old)} do not keep the record as the source "
+                "delivered it (they were written by an older flowyard): replay them without "
+                "--from-start (--id N)"
+            )
+        return letters
 
     def _runner(self, flow: Flow, vars: dict | None, **kw: Any) -> Runner:
         return Runner(
@@ -156,6 +176,43 @@ class Engine:
     def store(self) -> Store:
         """The state store, opened read-write (created when missing). Close it when done."""
         return Store(self.state)
+
+    # -- records that need a person ----------------------------------------------------------
+    def reviews(
+        self,
+        flow: Flow | str | os.PathLike | None = None,
+        *,
+        queue: str | None = None,
+        status: str | None = "open",
+    ) -> list[ReviewItem]:
+        """Review items, oldest first: of one flow (a ``Flow``, its file as a ``Path``, or
+        its name as text) and queue, or all; ``status`` open (default), resolved, closed, or
+        None for any."""
+        if not self.state.exists():
+            return []
+        if isinstance(flow, os.PathLike):
+            flow = self.load(flow)
+        name = flow.name if isinstance(flow, Flow) else flow
+        with _closing(Store(self.state)) as store:
+            return store.reviews(flow=name, queue=queue, status=status)
+
+    def review(self, id: int) -> ReviewItem | None:
+        """Review item ``id`` with its figures and record, or None."""
+        if not self.state.exists():
+            return None
+        with _closing(Store(self.state)) as store:
+            return store.review(id)
+
+    def close_review(self, id: int, by: str, comment: str | None = None) -> ReviewItem:
+        """Close open review item ``id``: ``by`` (who decided) and ``comment`` (why) are
+        kept with the time. Raises :class:`LookupError` for an unknown id and
+        :class:`ValueError` for an item that is not open or an empty ``by``."""
+        if not by or not by.strip():
+            raise ValueError("say who closes the review item (by)")
+        if not self.state.exists():
+            raise LookupError(f"no review item {id} (no state file at {self.state})")
+        with _closing(Store(self.state)) as store:
+            return store.close_review(id, by.strip(), comment)
 
 
 class _closing:

@@ -111,6 +111,21 @@ class ConnectionBuilder:
             where, message, at_key = flow_schema.explain(err, schema)
             self.refused([*path, *where], f"{what}: {message}", at_key=at_key)
 
+    def lint(self, cls: Any, role: str, options: dict, path: list[Any], connection: dict) -> None:
+        """Report what the connector's own checks find in its options (``Connector.lint``)."""
+        try:
+            found = cls.lint(role, options, connection)
+        except Exception as exc:  # a third-party connector's check must not break validation
+            found = []
+            self.problem(
+                path,
+                f"connector {cls.name!r} failed to check its options ({exc!r}); they are "
+                "checked against its schema only",
+                severity="warning",
+            )
+        for lint in found:
+            self.problem([*path, *lint.path], lint.message, severity=lint.severity)
+
     def connector_class(self, name: Any, path: list[Any]) -> Any:
         """The connector class registered as ``name``; None (reported) when there is none."""
         if not isinstance(name, str):
@@ -144,6 +159,7 @@ class ConnectionBuilder:
             options = {k: v for k, v in spec.items() if k not in flow_schema.CONNECTION_KEYS}
             if cls is not None:
                 self.check_options(options, cls.options_schema, path, f"connector {connector!r}")
+                self.lint(cls, "connection", options, path, options)
             for key, value in options.items():
                 self.templates.template(value, [*path, key], OPTION_NAMES)
             rate = spec.get("rate_limit")
@@ -242,6 +258,7 @@ class ConnectionBuilder:
                 f"source {cls.name!r}",
                 of_connection=set(cls.options_schema.get("properties", {})),
             )
+            self.lint(cls, "source", options, ["source"], connections[name].options)
         for key, value in options.items():
             self.templates.template(value, ["source", key], OPTION_NAMES)
         key = None

@@ -16,7 +16,19 @@ from typing import Any
 
 import jsonschema
 
-STEP_KINDS = ("map", "validate", "filter", "set", "route", "foreach", "send", "enrich", "fail")
+STEP_KINDS = (
+    "map",
+    "validate",
+    "filter",
+    "set",
+    "route",
+    "foreach",
+    "send",
+    "enrich",
+    "fail",
+    "review",
+    "reconcile",
+)
 
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_.-]*$"
 IDENTIFIER_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
@@ -61,6 +73,24 @@ _retry = {
     "examples": [{"attempts": 5, "backoff": 0.5, "max_backoff": 30}],
 }
 _steps_ref = {"$ref": "#/definitions/steps"}
+_queue = {
+    "type": "string",
+    "pattern": NAME_PATTERN,
+    "description": "The review queue the record waits in (default review): letters, digits, "
+    "_ . -, starting with a letter or _.",
+    "examples": ["finance"],
+}
+_amount_value = {
+    "type": ["string", "integer"],
+    "description": "An amount: a template, or a decimal written as text (quote it: YAML "
+    "reads 104.00 as a float).",
+}
+_tolerance = {
+    "type": ["string", "integer"],
+    "description": "The largest difference accepted, absolute, per amount: a decimal as "
+    'text, e.g. "0.01", or a template giving one (default 0).',
+    "examples": ["0.01"],
+}
 
 SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
@@ -217,7 +247,7 @@ SCHEMA: dict[str, Any] = {
         "step": {
             "type": "object",
             "description": "One step: exactly one of map, validate, filter, set, route, "
-            "foreach, send, enrich, fail; and an optional name.",
+            "foreach, send, enrich, fail, review, reconcile; and an optional name.",
             "additionalProperties": False,
             "minProperties": 1,
             "properties": {
@@ -327,6 +357,94 @@ SCHEMA: dict[str, Any] = {
                     "description": "A lookup through a connection whose answer is stored "
                     "in the record (`save_as`); never deduplicated, skipped in --dry-run.",
                 },
+                "review": {
+                    "type": ["string", "object"],
+                    "minLength": 1,
+                    "description": "Hold the record for a person: it ends in `review` with "
+                    "an item in a review queue (`flowyard review list`), never `done`. The "
+                    "reason as a template, or {queue, reason, figures}.",
+                    "examples": [
+                        "order {{ record.order_number }} is not paid yet",
+                        {
+                            "queue": "finance",
+                            "reason": "order {{ record.order_number }} is "
+                            "{{ record.status.financial }}",
+                            "figures": {"total": "{{ record.totals.total }}"},
+                        },
+                    ],
+                    "additionalProperties": False,
+                    "required": ["reason"],
+                    "properties": {
+                        "queue": _queue,
+                        "reason": {
+                            **_template,
+                            "minLength": 1,
+                            "description": "Why the record needs a person, a template "
+                            "written for that person.",
+                        },
+                        "figures": {
+                            "type": "object",
+                            "description": "Named values the person needs to decide, each "
+                            "a constant or a template.",
+                            "examples": [{"total": "{{ record.totals.total }}"}],
+                        },
+                    },
+                },
+                "reconcile": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["amounts"],
+                    "description": "Check money: compare amounts the source stated with "
+                    "amounts a target reported, as decimals. All equal within the tolerance: "
+                    "the record goes on; otherwise it ends in `review` with every figure "
+                    "and a reason naming each difference.",
+                    "properties": {
+                        "queue": _queue,
+                        "tolerance": _tolerance,
+                        "reason": {
+                            **_template,
+                            "description": "Words put before the differences in the reason, "
+                            "e.g. which order and which sale.",
+                            "examples": ["order {{ record.order_number }}"],
+                        },
+                        "amounts": {
+                            "type": ["object", "string"],
+                            "minProperties": 1,
+                            "description": "name: {expected, actual[, tolerance]} for each "
+                            "amount; or one template giving such a mapping (or a list of "
+                            "{name, expected, actual[, tolerance]}) per record.",
+                            "additionalProperties": {"$ref": "#/definitions/amount"},
+                            "examples": [
+                                {
+                                    "total": {
+                                        "expected": "{{ record.totals.total }}",
+                                        "actual": "{{ record.erp_sale.total_amount }}",
+                                    }
+                                }
+                            ],
+                        },
+                    },
+                },
+            },
+        },
+        "amount": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["expected", "actual"],
+            "description": "One amount to reconcile.",
+            "properties": {
+                "expected": {
+                    **_amount_value,
+                    "description": "What the source stated: a template or a decimal as text.",
+                    "examples": ["{{ record.totals.total }}"],
+                },
+                "actual": {
+                    **_amount_value,
+                    "description": "What the target reported back: a template or a decimal "
+                    "as text. Missing, a float or not a number: a difference.",
+                    "examples": ["{{ record.erp_sale.total_amount }}"],
+                },
+                "tolerance": {**_tolerance, "description": "Overrides the step's tolerance."},
             },
         },
         "call": {
@@ -378,6 +496,14 @@ REQUIRED_HINTS = {
     "items": 'foreach needs `items:`, the list to split, e.g. items: "{{ record.lines }}"',
     "connection": "a call needs `connection:`, one of the flow's connections (define it "
     "under `connections:`)",
+    "reason": "`reason:` says why the record needs a person, e.g. "
+    '`reason: "order {{ record.order_number }} is not paid"`',
+    "amounts": "`amounts:` names the amounts to compare, e.g. "
+    '`total: {expected: "{{ record.totals.total }}", actual: "{{ record.erp.total }}"}`',
+    "expected": "`expected:` is what the source stated, e.g. "
+    '`expected: "{{ record.totals.total }}"`',
+    "actual": "`actual:` is what the target reported back, e.g. "
+    '`actual: "{{ record.erp_sale.total_amount }}"`',
 }
 
 _TYPE_WORDS = {

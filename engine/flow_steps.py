@@ -1,10 +1,10 @@
 """The steps of a flow file: each named, checked and built into its step of the model.
 
 A step has exactly one kind (map, validate, filter, set, route, foreach, send, enrich,
-fail); route branches and a foreach hold steps of their own, built the same way. A step
-without a name gets ``kind_N``, avoiding every name given explicitly anywhere in the flow.
-Mappings and canonical schemas are found by name in the mapping folders and compiled
-once per Jinja environment.
+fail, review, reconcile); route branches and a foreach hold steps of their own, built the
+same way. A step without a name gets ``kind_N``, avoiding every name given explicitly
+anywhere in the flow. Mappings and canonical schemas are found by name in the mapping
+folders and compiled once per Jinja environment.
 """
 
 from __future__ import annotations
@@ -16,23 +16,27 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import nodes
 
 from engine import flow_schema
-from engine.errors import Problem
+from engine.errors import Problem, RecordError
 from engine.flow_connections import policy
 from engine.flow_templates import STEP_NAMES, cached
 from engine.mapping import load_mapping
 from engine.model import (
+    Amount,
     Branch,
     CallStep,
     FailStep,
     FilterStep,
     ForeachStep,
     MapStep,
+    ReconcileStep,
     RetryPolicy,
+    ReviewStep,
     RouteStep,
     SetStep,
     Step,
     ValidateStep,
 )
+from engine.reconcile import tolerance
 from engine.templates import CONTEXT_NAMES, TemplateProblem, is_template, parse_template
 from engine.validation import compile_validator, load_schema
 from engine.yamlpos import format_path, position
@@ -46,6 +50,11 @@ def _digest(path: Path) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return ""  # the reader reports it
+
+
+def _queue(spec: dict) -> str:
+    queue = spec.get("queue")
+    return queue if isinstance(queue, str) and queue else "review"
 
 
 def _schema(found: Path) -> tuple[Any, list[Problem]]:
@@ -195,6 +204,10 @@ class StepBuilder:
             return SetStep(**base, fields=fields)
         if kind == "fail":
             return FailStep(**base, message=self.templates.template(value, at, names))
+        if kind == "review":
+            return self.review(value, base, at, names)
+        if kind == "reconcile":
+            return self.reconcile(value, base, at, names)
         if kind == "route":
             return RouteStep(**base, branches=self.branches(value, at, connections, names))
         if kind == "foreach":
@@ -221,18 +234,13 @@ class StepBuilder:
         items = None
         value = spec.get("items")
         if isinstance(value, str):
-            try:
-                node = self.templates.parsed(value, parse_template) if is_template(value) else None
-            except TemplateProblem:
-                node = None  # reported by template() below
-            if not is_template(value) or isinstance(node, nodes.Concat | nodes.Const):
-                self.problem(
-                    [*path, "items"],
-                    'items is one template expression giving a list, e.g. "{{ record.lines }}", '
-                    "without text around it",
-                )
-            else:
-                items = self.templates.template(value, [*path, "items"], names)
+            items = self.lone_expression(
+                value,
+                [*path, "items"],
+                names,
+                "items is one template expression giving a list",
+                "{{ record.lines }}",
+            )
         key = None
         if "key" in spec:
             key = self.templates.key_template(spec["key"], [*path, "key"], inner, "foreach.key")
@@ -243,6 +251,100 @@ class StepBuilder:
             key=key,
             steps=self.steps(spec.get("steps"), [*path, "steps"], connections, inner),
         )
+
+    def review(self, spec: Any, base: dict, path: list[Any], names: tuple[str, ...]) -> Step | None:
+        """A review step: the reason alone, or {queue, reason, figures}."""
+        if isinstance(spec, str):
+            return ReviewStep(**base, reason=self.templates.template(spec, path, names))
+        if not isinstance(spec, dict) or not isinstance(spec.get("reason"), str):
+            return None  # the schema said so
+        figures = {}
+        given = spec.get("figures")
+        for key, item in given.items() if isinstance(given, dict) else ():
+            if self.templates.check_field_name(key, [*path, "figures", key]):
+                figures[key] = self.templates.template(item, [*path, "figures", key], names)
+        return ReviewStep(
+            **base,
+            queue=_queue(spec),
+            reason=self.templates.template(spec["reason"], [*path, "reason"], names),
+            figures=figures,
+        )
+
+    def reconcile(
+        self, spec: Any, base: dict, path: list[Any], names: tuple[str, ...]
+    ) -> Step | None:
+        """A reconcile step: its amounts (written out, or one template), tolerance, queue."""
+        if not isinstance(spec, dict):
+            return None
+        given = spec.get("amounts")
+        at = [*path, "amounts"]
+        amounts: Any = []
+        if isinstance(given, str):
+            amounts = self.lone_expression(
+                given,
+                at,
+                names,
+                "amounts, as one template, is one expression giving the amounts",
+                "{{ record.checks }}",
+            )
+        elif isinstance(given, dict):
+            for name, item in given.items():
+                if not self.templates.check_field_name(name, [*at, name]):
+                    continue
+                if not isinstance(item, dict) or "expected" not in item or "actual" not in item:
+                    continue  # the schema said so
+                amounts.append(
+                    Amount(
+                        name=name,
+                        expected=self.templates.template(
+                            item["expected"], [*at, name, "expected"], names
+                        ),
+                        actual=self.templates.template(
+                            item["actual"], [*at, name, "actual"], names
+                        ),
+                        tolerance=self.tolerance(item, [*at, name], names),
+                    )
+                )
+        reason = None
+        if isinstance(spec.get("reason"), str):
+            reason = self.templates.template(spec["reason"], [*path, "reason"], names)
+        return ReconcileStep(
+            **base,
+            queue=_queue(spec),
+            tolerance=self.tolerance(spec, path, names),
+            amounts=amounts,
+            reason=reason,
+        )
+
+    def tolerance(self, spec: dict, path: list[Any], names: tuple[str, ...]) -> Any:
+        """A ``tolerance:`` compiled; a constant is checked now (a decimal of 0 or more)."""
+        value = spec.get("tolerance")
+        if value is None or isinstance(value, bool) or not isinstance(value, str | int):
+            return None  # none given, or the schema said so
+        if not (isinstance(value, str) and is_template(value)):
+            try:
+                tolerance(value, "the step")
+            except RecordError:
+                self.problem(
+                    [*path, "tolerance"],
+                    f'a tolerance is a decimal of 0 or more, such as "0.01"; got {value!r}',
+                )
+                return None
+        return self.templates.template(value, [*path, "tolerance"], names)
+
+    def lone_expression(
+        self, value: str, path: list[Any], names: tuple[str, ...], what: str, example: str
+    ) -> Any:
+        """One template expression without text around it (so it keeps its type), compiled;
+        ``what`` and ``example`` word the problem when it is not one."""
+        try:
+            node = self.templates.parsed(value, parse_template) if is_template(value) else None
+        except TemplateProblem:
+            node = None  # reported by template() below
+        if not is_template(value) or isinstance(node, nodes.Concat | nodes.Const):
+            self.problem(path, f'{what}, e.g. "{example}", without text around it')
+            return None
+        return self.templates.template(value, path, names)
 
     def branches(
         self, specs: Any, path: list[Any], connections: dict, names: tuple[str, ...]
@@ -322,6 +424,7 @@ class StepBuilder:
                 f"{kind} through {cls.name!r}",
                 of_connection=set(cls.options_schema.get("properties", {})),
             )
+            self.connection_builder.lint(cls, "action", options, path, connections[name].options)
         if kind == "enrich" and "save_as" not in spec:
             self.problem(
                 path,

@@ -115,6 +115,42 @@ class FailStep(Step):
 
 
 @dataclass
+class ReviewStep(Step):
+    """Hold the record for a person: it ends in ``review`` with a reason and figures."""
+
+    queue: str = "review"
+    reason: Rendered = None  # type: ignore[assignment]
+    figures: dict[str, Rendered] = field(default_factory=dict)
+
+
+@dataclass
+class Amount:
+    """One amount a ``reconcile`` step compares: what the source stated, what the target
+    reported, and the tolerance (None: the step's)."""
+
+    name: str
+    expected: Rendered
+    actual: Rendered
+    tolerance: Rendered | None = None
+
+
+@dataclass
+class ReconcileStep(Step):
+    """Compare amounts the source stated with those a target reported; a difference beyond
+    the tolerance sends the record to review.
+
+    ``amounts`` is either the amounts written in the flow or one template that gives them
+    per record (a mapping name -> {expected, actual[, tolerance]}, or a list of such
+    objects with a ``name``).
+    """
+
+    queue: str = "review"
+    tolerance: Rendered = None  # type: ignore[assignment]  # renders a decimal (default 0)
+    amounts: list[Amount] | Rendered = field(default_factory=list)
+    reason: Rendered | None = None  # an optional lead-in of the reason, e.g. the order
+
+
+@dataclass
 class CallStep(Step):
     """A ``send`` (side effect, idempotent) or an ``enrich`` (lookup) through a connection."""
 

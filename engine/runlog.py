@@ -5,36 +5,96 @@ Every line carries ``run_id`` and ``flow`` and, where they apply, ``step``,
 configures structlog or the root logger: it builds its own logger bound to the
 run's file (and to stderr when asked), so an embedding application keeps its
 own logging. Library users can watch events through ``listeners``.
+
+The redactor here is also what masks traces, dead letters, stored responses and
+dry-run output (``RunLog.redact``); docs/security.md, "Masking", says what it covers.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote, quote_plus
 
 from engine.store import dumps
 
 Listener = Callable[[dict], None]
 
 
-class _Redactor:
-    """Replaces every secret value (from ``${env:...}``) wherever it appears in a line."""
+MASK = "***"
+_MIN_SECRET = 3  # shorter values are not masked: they would mask ordinary text
+_MIN_FRAGMENT = 6  # the shortest base64 fragment of a secret that is masked
+_URLSAFE = str.maketrans("+/", "-_")
 
-    def __init__(self, secrets: Iterable[str]):
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
+
+def encoded_forms(secret: str) -> set[str]:
+    """The forms ``secret`` travels in, each of which is masked.
+
+    The secret itself; URL-encoded (``%40``, ``+`` for a space); JSON-escaped (``\\"``,
+    ``\\u00e9``, ``\\/``); base64, standard and URL-safe, alone and inside a longer
+    value: for ``user:secret`` in a Basic auth header, the characters that depend on
+    the secret's bytes alone, at each of the three alignments base64 can give them.
+    """
+    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret, safe="")}
+    for escaped in (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]):
+        forms |= {escaped, escaped.replace("/", "\\/")}
+    data = secret.encode("utf-8")
+    whole = base64.b64encode(data).decode("ascii")
+    fragments = {whole, whole.rstrip("=")}
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + data).decode("ascii")
+        # base64 character i carries bits 6i..6i+5: keep those inside the secret's bytes
+        fragment = encoded[-(-offset * 8 // 6) : (offset + len(data)) * 8 // 6]
+        if len(fragment) >= _MIN_FRAGMENT:
+            fragments.add(fragment)
+    forms |= fragments | {f.translate(_URLSAFE) for f in fragments}
+    return {form for form in forms if len(form) >= _MIN_SECRET}
+
+
+class _Redactor:
+    """Replaces every secret, in every form it travels in, wherever it appears in a value.
+
+    It starts with the flow's ``${env:...}`` values and learns more while the run goes
+    on (:meth:`add`): the secrets connectors declare, such as a session token received
+    at login. One regular expression matches every form, longest first.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        self._lock = threading.Lock()
+        self._known: set[str] = set()
+        self._forms: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self._shortest = 0  # a shorter string holds no form: it is returned at once
+        self.add(*secrets)
+
+    def add(self, *secrets: str) -> None:
+        """Mask these values too (and their encoded forms), from now on; safe from any thread."""
+        with self._lock:
+            new = {s for s in secrets if isinstance(s, str) and len(s) >= _MIN_SECRET} - self._known
+            if not new:
+                return
+            self._known |= new
+            for secret in new:
+                self._forms |= encoded_forms(secret)
+            ordered = sorted(self._forms, key=len, reverse=True)
+            self._shortest = len(ordered[-1])
+            self._pattern = re.compile("|".join(map(re.escape, ordered)))
 
     def text(self, value: str) -> str:
-        for secret in self.secrets:
-            if secret in value:
-                value = value.replace(secret, "***")
-        return value
+        pattern = self._pattern
+        if pattern is None or len(value) < self._shortest:
+            return value
+        return pattern.sub(MASK, value)
 
     def __call__(self, value: Any) -> Any:
-        if not self.secrets:
+        if self._pattern is None:
             return value
         if isinstance(value, str):
             return self.text(value)

@@ -2,9 +2,14 @@
 
 Records stream from the source one by one; with ``concurrency`` above 1 they are
 spread over worker lanes by key, so records that share a key stay in order. Final
-record states (traces and dead letters) are committed in batches together with
-the source cursor, and the cursor only moves past a record once every record
+record states (traces, dead letters and review items) are committed in batches together
+with the source cursor, and the cursor only moves past a record once every record
 before it is final.
+
+A replay takes each dead letter back to the record's first lookup (the first ``enrich``
+it went through, with the record as it reached it), so every answer is looked up again
+and every step that used one runs again; or, ``from_start``, to the flow's first step
+with the record as the source delivered it.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from engine.loader import ENV_REF
 from engine.model import Flow
 from engine.retry import CircuitBreaker, RateLimiter
 from engine.runlog import Listener, RunLog
-from engine.steps import OUTCOMES, ConnectionState, Executor, Outcome, Rec
+from engine.steps import OUTCOMES, ConnectionState, Executor, Failure, Outcome, Rec
 from engine.store import DeadLetter, Store, dumps, holder_id
 from engine.templates import compile_value, default_environment
 from engine.unchanged import FINAL_CLEAN, RecordDigests
@@ -43,6 +48,7 @@ LEASE_TTL = 60.0  # seconds; a run renews its lease every third of it
 PRUNE_SLACK = 3600.0  # how far past its retention a flow's data gets before a run prunes it
 
 EXIT_OK, EXIT_DEAD_LETTERS, EXIT_INVALID, EXIT_CANNOT_PROCEED = 0, 1, 2, 3
+EXIT_REVIEW = EXIT_DEAD_LETTERS  # some records need a person, either way
 
 
 @dataclass
@@ -51,7 +57,7 @@ class RunResult:
 
     run_id: str
     flow: str
-    status: str  # ok | dead_lettered | stopped | failed
+    status: str  # ok | dead_lettered | review | stopped | failed
     counts: dict[str, int]
     duration_s: float
     exit_code: int
@@ -60,6 +66,7 @@ class RunResult:
     would_send: list[dict] = field(default_factory=list)
     log_path: str | None = None
     dead_letter_ids: list[int] = field(default_factory=list)
+    review_ids: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "would_send"}
@@ -74,7 +81,7 @@ class _Work:
     rec: Rec | None
     item: Item | None = None
     start: str | None = None
-    dead_letter: DeadLetter | None = None
+    letters: list[DeadLetter] = field(default_factory=list)  # what a replay replays
     position: Any = None
     has_position: bool = False
     digest: str | None = None  # the record's digest, when the flow remembers them
@@ -83,6 +90,24 @@ class _Work:
 
 # a lane's answer for work it skipped because the run is stopping: the item stays not final
 _NOT_RUN = object()
+
+
+def _replayed_as(letter: DeadLetter, outcome: Outcome, others: set[str]) -> str:
+    """How a replayed dead letter's record did: ``through`` (it went on), ``again`` (it, or
+    what it went on to, stopped again: dead-lettered or held for review) or ``parked``.
+
+    ``others`` are the record keys of the other dead letters replayed by the same pass (the
+    items of one record, replayed from the start): their failures are theirs.
+    """
+    if outcome.outcome == "parked":
+        return "parked"
+    stopped = [
+        f
+        for f in outcome.failures
+        if not isinstance(f.error, CircuitOpen)
+        and (f.rec.key == letter.record_key or f.rec.key not in others)
+    ]
+    return "again" if stopped else "through"
 
 
 def describe(error: BaseException) -> str:
@@ -159,12 +184,13 @@ class Runner:
         self.counts = {"read": 0, **{name: 0 for name in OUTCOMES}}
         self._traces: list[dict] = []
         self._dead: list[dict] = []
-        self._replayed: list[tuple[int, bool]] = []
-        self._open_keys: set[str] = set()  # records with open dead letters, before this run
+        self._replayed: list[tuple[int, str]] = []  # (dead letter, through | again | parked)
+        self._open_keys: set[str] = set()  # records with open items, before this run
         self._digests: RecordDigests | None = None  # set per run: None for replays
         self._digest_writes: list[tuple[str, str | None, str, str, float]] = []  # None: forget
         self._resolved: list[str] = []
         self.dead_letter_ids: list[int] = []
+        self.review_ids: list[int] = []
         self._holder = f"{holder_id()}:{self.run_id}"
         self._stop_lease = threading.Event()
         # the watermark: the cursor moves over the contiguous run of final records only
@@ -236,6 +262,7 @@ class Runner:
                 cls = self.registry.get(conn.connector)
                 connector: Connector = cls(self._options(conn.options))
                 connector.root = Path(self.flow.file).resolve().parent
+                connector.on_secret(self.log.redact.add)  # masked from now on, encoded too
                 state = ConnectionState(
                     name,
                     connector,
@@ -309,27 +336,61 @@ class Runner:
                         key=key,
                         data=item.data,
                         meta={"key": key, "line": item.line, "position": item.position},
+                        source=item.data,
                     )
                 except Exception as exc:  # a key template failing on this record
                     item.error = f"record key: {exc}"
             yield work
 
-    def _replay_work(self, letters: list[DeadLetter]) -> Iterator[_Work]:
+    def _replay_work(self, letters: list[DeadLetter], from_start: bool) -> Iterator[_Work]:
+        if from_start:
+            yield from self._replay_from_start(letters)
+            return
         for seq, letter in enumerate(letters):
             context = letter.context or {}
             meta = {**(context.get("meta") or {}), "replay_of": letter.id}
+            start, data = letter.step, letter.record
+            lookup = context.get("lookup")
+            if lookup and self.flow.step(lookup.get("step")) is not None:
+                # look everything up again: the answers saved in the record may be stale
+                start, data = lookup["step"], lookup.get("record")
             rec = Rec(
                 key=letter.record_key or f"dead_letter:{letter.id}",
-                data=letter.record,
+                data=data,
                 meta=meta,
                 parent=context.get("parent"),
                 loop=context.get("loop") or {},
+                source=letter.source_record,
             )
-            yield _Work(seq, rec, start=letter.step, dead_letter=letter)
+            yield _Work(seq, rec, start=start, letters=[letter])
+
+    def _replay_from_start(self, letters: list[DeadLetter]) -> Iterator[_Work]:
+        # the items of one source record (a foreach) are replayed by one pass of the record
+        works: dict[str, _Work] = {}
+        for letter in letters:
+            meta = dict((letter.context or {}).get("meta") or {})
+            key = str(meta.get("key") or letter.record_key or f"dead_letter:{letter.id}")
+            if key in works:
+                works[key].letters.append(letter)
+                continue
+            for name in ("index", "dry_run_unknown"):
+                meta.pop(name, None)
+            rec = Rec(
+                key=key,
+                data=letter.source_record,
+                meta={**meta, "key": key, "replay_of": letter.id},
+                source=letter.source_record,
+            )
+            works[key] = _Work(len(works), rec, letters=[letter])
+        yield from works.values()
 
     # -- the loop --------------------------------------------------------------------------------
     def run(
-        self, records: Iterable[Any] | None = None, replay: list[DeadLetter] | None = None
+        self,
+        records: Iterable[Any] | None = None,
+        replay: list[DeadLetter] | None = None,
+        *,
+        from_start: bool = False,
     ) -> RunResult:
         started = time.perf_counter()
         status, message = "ok", None
@@ -344,7 +405,7 @@ class Runner:
             self.store.mark_abandoned_runs(self.flow.name)
             self.store.start_run(self.run_id, self.flow.name, self.kind)
             if replay is None:
-                self._open_keys = self.store.open_dead_letter_keys(self.flow.name)
+                self._open_keys = self.store.open_item_keys(self.flow.name)
         if self.store is not None and not self.dry_run:
             digests = RecordDigests(self.flow, self.vars)
             if replay is None and digests.enabled:
@@ -352,13 +413,13 @@ class Runner:
             else:  # this run may change keys behind the digests' back
                 self.store.forget_record_digests(self.flow.name)
         self.log.event("run_started", kind=self.kind, dry_run=self.dry_run)
-        work = self._replay_work(replay) if replay is not None else self._work(records)
+        work = self._replay_work(replay, from_start) if replay is not None else self._work(records)
         try:
             stopped = self._loop(work)
             if stopped:
                 status, message = stopped
         except RunError as exc:
-            status, message = "failed", str(exc)
+            status, message = "failed", self.mask(str(exc))  # it may quote a URL path
         finally:
             self._flush(final=True)
             self._stop_lease.set()
@@ -368,7 +429,9 @@ class Runner:
             self._apply_retention()
         if status == "ok" and self.counts["dead_lettered"]:
             status = "dead_lettered"
-        exit_code = {"ok": EXIT_OK, "dead_lettered": EXIT_DEAD_LETTERS}.get(
+        elif status == "ok" and self.counts["review"]:
+            status = "review"
+        exit_code = {"ok": EXIT_OK, "dead_lettered": EXIT_DEAD_LETTERS, "review": EXIT_REVIEW}.get(
             status, EXIT_CANNOT_PROCEED if status == "failed" else EXIT_DEAD_LETTERS
         )
         if status == "stopped" and self.counts["parked"]:
@@ -385,6 +448,7 @@ class Runner:
             self.executor.would_send,
             str(self.log.path) if self.log.path else None,
             self.dead_letter_ids,
+            self.review_ids,
         )
         self.log.event(
             "run_finished",
@@ -493,7 +557,7 @@ class Runner:
     def _complete(self, w: _Work, outcome: Outcome | None) -> None:
         """Account for one finished work item (main thread only)."""
         now = time.time()
-        if w.dead_letter is None:
+        if not w.letters:
             self.counts["read"] += 1
         if outcome is None:
             item = w.item
@@ -540,23 +604,12 @@ class Runner:
                 if self._stop is None:
                     self._stop = ("stopped", error)
                 continue
+            self._dead.append(self.mask(self._parked_item(failure)))
+            if failure.review is not None:
+                error = error or failure.review.reason
+                continue  # a record held for a person is no failure of the flow's
             error = f"{type(failure.error).__name__}: {describe(failure.error)}"
             rec = failure.rec
-            self._dead.append(
-                self.mask(
-                    {
-                        "run_id": self.run_id,
-                        "record_key": rec.key,
-                        "step": failure.step,
-                        "error_class": type(failure.error).__name__,
-                        "message": describe(failure.error),
-                        "attempts": failure.attempts,
-                        "record": rec.data,
-                        "context": {"meta": rec.meta, "parent": rec.parent, "loop": rec.loop},
-                        "line": rec.meta.get("line"),
-                    }
-                )
-            )
             if self.flow.on_error == "stop" and self._stop is None:
                 self._stop = (
                     "stopped",
@@ -573,11 +626,16 @@ class Runner:
                 "at": now,
             }
         )
+        replay_of = [letter.id for letter in w.letters]
         self.log.event(
             "record",
             record_key=w.rec.key,
             outcome=outcome.outcome,
-            **({"replay_of": w.dead_letter.id} if w.dead_letter else {}),
+            **(
+                {"replay_of": replay_of[0] if len(replay_of) == 1 else replay_of}
+                if w.letters
+                else {}
+            ),
             **({"reason": "unchanged"} if w.unchanged else {}),
         )
         if w.digest and not w.unchanged:
@@ -585,11 +643,43 @@ class Runner:
             clean = outcome.outcome in FINAL_CLEAN and not outcome.failures
             digest = w.digest if clean else None
             self._digest_writes.append((w.rec.key, digest, outcome.outcome, self.run_id, now))
-        if w.dead_letter is not None:
-            self._replayed.append((w.dead_letter.id, outcome.outcome))
-        elif w.rec.key in self._open_keys and outcome.outcome in FINAL_CLEAN:
+        for letter in w.letters:
+            others = {other.record_key for other in w.letters if other is not letter}
+            self._replayed.append((letter.id, _replayed_as(letter, outcome, others)))
+        if not w.letters and w.rec.key in self._open_keys and outcome.outcome in FINAL_CLEAN:
             self._resolved.append(w.rec.key)  # an earlier run's dead letter: went through now
         self._finish(w, final=outcome.outcome != "parked")
+
+    def _parked_item(self, failure: Failure) -> dict:
+        """A dead letter or review item for the store, with what a replay needs."""
+        rec = failure.rec
+        context: dict[str, Any] = {"meta": rec.meta, "parent": rec.parent, "loop": rec.loop}
+        if rec.lookup is not None:
+            context["lookup"] = {"step": rec.lookup[0], "record": rec.lookup[1]}
+        item = {
+            "run_id": self.run_id,
+            "record_key": rec.key,
+            "step": failure.step,
+            "attempts": failure.attempts,
+            "record": rec.data,
+            "source_record": rec.source,
+            "context": context,
+            "line": rec.meta.get("line"),
+        }
+        if failure.review is not None:
+            review = failure.review
+            return {
+                **item,
+                "kind": "review",
+                "queue": review.queue,
+                "message": review.reason,
+                "figures": review.figures,
+            }
+        return {
+            **item,
+            "error_class": type(failure.error).__name__,
+            "message": describe(failure.error),
+        }
 
     def _apply_retention(self) -> None:
         """Prune the flow's data older than its ``retention``, when some is well past it.
@@ -645,12 +735,15 @@ class Runner:
         )
         self._resolved.clear()
         self._digest_writes.clear()
-        self.dead_letter_ids.extend(ids)
-        for letter_id, outcome in self._replayed:
-            if outcome not in ("dead_lettered", "parked"):
+        for item, item_id in zip(self._dead, ids, strict=True):
+            (self.review_ids if item.get("kind") == "review" else self.dead_letter_ids).append(
+                item_id
+            )
+        for letter_id, how in self._replayed:
+            if how == "through":
                 self.store.close_dead_letter(letter_id, "replayed", self.run_id)
-            elif outcome == "dead_lettered" and letter_id not in ids:
-                # it failed again at another step: the new dead letter replaces this one
+            elif how == "again" and letter_id not in ids:
+                # it failed at another step, or went on to review: the new item replaces it
                 self.store.close_dead_letter(letter_id, "superseded", self.run_id)
             # failed again at the same step: the same dead letter was refreshed and stays open
         self._replayed.clear()

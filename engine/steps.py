@@ -4,7 +4,9 @@
 the step that failed) to the end of the flow and returns its outcome and its
 trace. Each step kind is one small method. Records are never changed in place: a
 step that changes a record makes a new dict, so the record a dead letter keeps
-is exactly the one the failing step received.
+is exactly the one the failing step received, and keeping a reference to the record
+as the source delivered it (for a replay from the start) or as it reached its first
+lookup (for a replay that looks things up again) costs nothing.
 """
 
 from __future__ import annotations
@@ -32,19 +34,24 @@ from engine.model import (
     Flow,
     ForeachStep,
     MapStep,
+    ReconcileStep,
     RetryPolicy,
+    ReviewStep,
     RouteStep,
     SetStep,
     Step,
     ValidateStep,
 )
+from engine.reconcile import compare, tolerance
 from engine.retry import CircuitBreaker, RateLimiter, call_with_retry
 from engine.runlog import RunLog
 from engine.store import KeyState, Store, _default
 
 # How a source record ended, worst first: the worst outcome of any branch wins.
-OUTCOMES = ("dead_lettered", "parked", "done", "skipped", "filtered")
+OUTCOMES = ("dead_lettered", "review", "parked", "done", "skipped", "filtered")
 _RANK = {name: i for i, name in enumerate(OUTCOMES)}
+# Outcomes after which a record goes no further (parked: not final, left for the next run).
+STOPPED = frozenset({"dead_lettered", "review", "parked", "filtered"})
 
 
 def worst(a: str | None, b: str | None) -> str | None:
@@ -87,23 +94,43 @@ def dumps_sorted(value: Any) -> str:
 
 @dataclass
 class Rec:
-    """A record on its way through the steps."""
+    """A record on its way through the steps.
+
+    ``source`` is the record as the source delivered it; ``lookup`` is ``(step name,
+    record)`` as the record reached the first ``enrich`` it went through. Both are only
+    references (records are never changed in place); a dead letter keeps them for replay.
+    """
 
     key: str
     data: Any
     meta: dict[str, Any]
     parent: Any = None
     loop: dict[str, Any] = field(default_factory=dict)
+    source: Any = None
+    lookup: tuple[str, Any] | None = None
+
+
+@dataclass
+class Review:
+    """Why a record needs a person: the queue it waits in, the reason and the figures."""
+
+    queue: str
+    reason: str
+    figures: dict[str, Any]
 
 
 @dataclass
 class Failure:
-    """Why a record was dead-lettered or parked, and where."""
+    """Why a record was dead-lettered, parked or held for review, and where.
+
+    A review has ``review`` set and no ``error``.
+    """
 
     step: str
-    error: BaseException
+    error: BaseException | None
     attempts: int
     rec: Rec
+    review: Review | None = None
 
 
 @dataclass
@@ -183,7 +210,7 @@ class Executor:
         for steps, index, _container in chain:
             result, rec = self._run(steps, index, rec, trace, failures)
             outcome = worst(outcome, result)
-            if result in ("dead_lettered", "parked", "filtered"):
+            if result in STOPPED:
                 break
         return Outcome(outcome or "done", trace, failures)
 
@@ -201,6 +228,30 @@ class Executor:
                 failures.append(Failure(step.name, exc, 0, rec))
                 trace.append([step.name, "parked"])
                 return "parked", rec
+            except _NeedsReview as held:
+                unknown = rec.meta.get("dry_run_unknown") if self.dry_run else None
+                if unknown:  # it compared an answer a dry run does not get
+                    trace.append([step.name, f"not checked (dry run: no answer of {unknown})"])
+                    return worst(outcome, "done"), rec
+                review = held.review
+                failures.append(Failure(step.name, None, 1, rec, review))
+                trace.append(
+                    [
+                        step.name,
+                        "review",
+                        {"queue": review.queue, "reason": review.reason, "figures": review.figures},
+                    ]
+                )
+                self.log.event(
+                    "step",
+                    step=step.name,
+                    record_key=rec.key,
+                    outcome="review",
+                    queue=review.queue,
+                    reason=review.reason,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+                return "review", rec
             except _Failed as failed:
                 unknown = rec.meta.get("dry_run_unknown") if self.dry_run else None
                 if unknown:  # it needed an answer a dry run does not get: not the record's fault
@@ -262,6 +313,12 @@ class Executor:
                 return self._call(step, rec, trace)
             if isinstance(step, FailStep):
                 raise RecordRejected(str(step.message(self.context(rec))))
+            if isinstance(step, ReviewStep):
+                ctx = self.context(rec)
+                figures = {name: value(ctx) for name, value in step.figures.items()}
+                raise _NeedsReview(Review(step.queue, str(step.reason(ctx)), figures))
+            if isinstance(step, ReconcileStep):
+                return self._reconcile(step, rec, trace)
         except (RecordError, PermanentError) as exc:
             raise _Failed(exc, getattr(exc, "attempts", 1)) from exc
         raise AssertionError(f"unknown step {step!r}")  # the loader only builds the kinds above
@@ -272,7 +329,7 @@ class Executor:
             if branch.condition is None or branch.condition(ctx):
                 trace.append([step.name, f"branch {i}" if branch.condition else "otherwise"])
                 result, rec = self._run(branch.steps, 0, rec, trace, failures)
-                if result in ("filtered", "dead_lettered", "parked"):
+                if result in STOPPED:
                     return result
                 return rec, result
         trace.append([step.name, "no branch"])
@@ -290,6 +347,7 @@ class Executor:
                 meta={**rec.meta, "index": i},
                 parent=rec.data,
                 loop={step.as_name: item},
+                source=rec.source,
             )
             if step.key is not None:
                 child.key = str(step.key(self.context(child)))
@@ -299,6 +357,58 @@ class Executor:
         if outcome == "parked":
             return "parked"
         return rec, ("done" if outcome in (None, "filtered") else outcome)
+
+    # -- money --------------------------------------------------------------------------------
+    def _reconcile(self, step: ReconcileStep, rec: Rec, trace: list) -> Any:
+        ctx = self.context(rec)
+        default = tolerance(step.tolerance(ctx) if step.tolerance else None, "the step")
+        pairs = []
+        for name, expected, actual, allowed in self._amounts(step, ctx):
+            allowed = default if allowed is None else tolerance(allowed, name)
+            pairs.append((name, expected, actual, allowed))
+        result = compare(pairs)
+        if result.matches:
+            trace.append([step.name, "reconciled", result.figures])
+            return rec, None
+        reason = "; ".join(result.differences)
+        if step.reason is not None:
+            reason = f"{step.reason(ctx)}: {reason}"
+        raise _NeedsReview(Review(step.queue, reason, result.figures))
+
+    @staticmethod
+    def _amounts(step: ReconcileStep, ctx: dict) -> list[tuple[str, Any, Any, Any]]:
+        """``(name, expected, actual, tolerance or None)`` of each amount, rendered."""
+        if isinstance(step.amounts, list):
+            return [
+                (
+                    a.name,
+                    a.expected(ctx),
+                    a.actual(ctx),
+                    a.tolerance(ctx) if a.tolerance is not None else None,
+                )
+                for a in step.amounts
+            ]
+        given = step.amounts(ctx)  # one template: a mapping, or a list with names
+        if isinstance(given, dict):
+            items = [(str(name), value) for name, value in given.items()]
+        elif isinstance(given, list | tuple):
+            items = [
+                (str(v.get("name", f"amount {i + 1}")) if isinstance(v, dict) else str(i), v)
+                for i, v in enumerate(given)
+            ]
+        else:
+            raise RecordError(
+                "reconcile: amounts must give a mapping of name -> {expected, actual} or a "
+                f"list of {{name, expected, actual}}; got {type(given).__name__}"
+            )
+        out = []
+        for name, value in items:
+            if not isinstance(value, dict) or "expected" not in value or "actual" not in value:
+                raise RecordError(
+                    f"reconcile: amount {name} must be a mapping with expected and actual"
+                )
+            out.append((name, value["expected"], value["actual"], value.get("tolerance")))
+        return out
 
     # -- sends and lookups ----------------------------------------------------------------------
     def _call(self, step: CallStep, rec: Rec, trace: list) -> Any:
@@ -313,7 +423,10 @@ class Executor:
                 return self._unanswered(step, rec), None
             response, _ = self._attempts(step, conn, rec, Request(options=options))
             trace.append([step.name, "looked up"])
-            return _with(rec, {**rec.data, step.save_as: response.body}), None
+            looked_up = _with(rec, {**rec.data, step.save_as: response.body})
+            if rec.lookup is None:  # where a replay starts to look things up again
+                looked_up.lookup = (step.name, rec.data)
+            return looked_up, None
 
         key = (
             str(step.idempotency_key(ctx))
@@ -455,6 +568,14 @@ class Executor:
         return rec
 
 
+class _NeedsReview(Exception):
+    """A step holds the record for a person: it goes to a review queue."""
+
+    def __init__(self, review: Review):
+        super().__init__(review.reason)
+        self.review = review
+
+
 class _Failed(Exception):
     """A step failed for good: the record goes to the dead-letter queue."""
 
@@ -465,4 +586,12 @@ class _Failed(Exception):
 
 
 def _with(rec: Rec, data: Any) -> Rec:
-    return Rec(key=rec.key, data=data, meta=rec.meta, parent=rec.parent, loop=rec.loop)
+    return Rec(
+        key=rec.key,
+        data=data,
+        meta=rec.meta,
+        parent=rec.parent,
+        loop=rec.loop,
+        source=rec.source,
+        lookup=rec.lookup,
+    )

@@ -1,7 +1,8 @@
 """The state store: one SQLite file holding what a run must remember.
 
 Idempotency keys with request fingerprints and stored responses, source cursors,
-runs, per-record traces, dead letters, the digest of each record that last went through
+runs, per-record traces, dead letters and review items (records that need a person: one
+table, told apart by ``kind``), the digest of each record that last went through
 cleanly (engine/unchanged.py) and per-flow leases. Everything the engine
 persists goes through :class:`Store`, so a PostgreSQL store for workers on several
 machines can be written against the same small interface.
@@ -12,6 +13,11 @@ state changes are committed one by one around each request, so a ``kill -9``
 loses at most the requests in flight; traces, dead letters and the cursor are
 committed together in batches, so the cursor never passes a record whose final
 state was not written.
+
+Upgrades: a state file written by an older flowyard is brought up to date in place when
+it is opened for writing (columns are added, nothing is rewritten; ``meta.schema_version``
+says which version a file has). Opened read-only (a dry run), an older file is read as
+it is.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from engine.errors import LockHeld
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
@@ -56,7 +62,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY, flow TEXT NOT NULL, run_id TEXT NOT NULL, record_key TEXT,
     step TEXT, error_class TEXT, message TEXT, attempts INTEGER, record TEXT, context TEXT,
     raw TEXT, line INTEGER, at REAL NOT NULL, status TEXT NOT NULL DEFAULT 'open',
-    replay_run TEXT);
+    replay_run TEXT, kind TEXT NOT NULL DEFAULT 'dead_letter', queue TEXT, figures TEXT,
+    source_record TEXT, decided_by TEXT, decided_at REAL, comment TEXT);
 CREATE INDEX IF NOT EXISTS dead_letters_flow ON dead_letters (flow, status);
 CREATE TABLE IF NOT EXISTS record_digests (
     flow TEXT NOT NULL, record_key TEXT NOT NULL, digest TEXT NOT NULL, outcome TEXT NOT NULL,
@@ -65,6 +72,21 @@ CREATE TABLE IF NOT EXISTS leases (
     flow TEXT PRIMARY KEY, holder TEXT NOT NULL, pid INTEGER, host TEXT,
     acquired_at REAL NOT NULL, expires_at REAL NOT NULL);
 """
+
+
+# Columns added to ``dead_letters`` in schema version 2 (an older file gets them in place):
+# what kind of item a row is, the review queue and figures, the record as the source
+# delivered it (for a replay from the start) and a person's decision.
+_ITEM_COLUMNS = {
+    "kind": "TEXT NOT NULL DEFAULT 'dead_letter'",  # dead_letter | review
+    "queue": "TEXT",
+    "figures": "TEXT",
+    "source_record": "TEXT",
+    "decided_by": "TEXT",
+    "decided_at": "REAL",
+    "comment": "TEXT",
+}
+_ITEM_INDEX = "CREATE INDEX IF NOT EXISTS items_kind ON dead_letters (kind, status, flow, queue)"
 
 
 def _default(value: Any) -> Any:
@@ -105,7 +127,11 @@ class KeyState:
 
 @dataclass
 class DeadLetter:
-    """A parked record with the step that failed and why."""
+    """A parked record with the step that failed and why.
+
+    ``source_record`` is the record as the source delivered it (None for dead letters
+    written before flowyard kept it, and for lines the source could not read).
+    """
 
     id: int
     flow: str
@@ -120,8 +146,40 @@ class DeadLetter:
     raw: str | None
     line: int | None
     at: float
-    status: str
+    status: str  # open | replayed | superseded | resolved
     replay_run: str | None
+    source_record: Any = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ReviewItem:
+    """A record held for a person: the queue it waits in, why, and the figures to judge.
+
+    ``status`` is ``open``, ``resolved`` (the record went through on a later run; ``run_id``
+    of that run in ``resolved_run``) or ``closed`` (by a person: ``decided_by``,
+    ``decided_at``, ``comment``).
+    """
+
+    id: int
+    flow: str
+    queue: str
+    reason: str
+    figures: Any
+    record_key: str | None
+    step: str | None
+    record: Any
+    run_id: str
+    at: float
+    status: str
+    resolved_run: str | None
+    decided_by: str | None
+    decided_at: float | None
+    comment: str | None
+    context: Any = None
+    source_record: Any = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -150,6 +208,44 @@ class Store:
                     "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
+            self._upgrade()
+        # a file opened read-only keeps the columns it has: an older one has no kinds
+        self._has_kinds = "kind" in self._columns("dead_letters")
+
+    def _columns(self, table: str) -> set[str]:
+        with self._lock:
+            return {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+
+    def _upgrade(self) -> None:
+        """Bring a state file written by an older flowyard up to this schema, in place."""
+        with self._lock:
+            indexed = self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'items_kind'"
+            ).fetchone()
+        if indexed and set(_ITEM_COLUMNS) <= self._columns("dead_letters"):
+            return  # up to date: no write lock taken
+        with self.transaction() as conn:  # one process upgrades; the others find it done
+            have = {row[1] for row in conn.execute("PRAGMA table_info(dead_letters)")}
+            for name, definition in _ITEM_COLUMNS.items():
+                if name not in have:
+                    conn.execute(f"ALTER TABLE dead_letters ADD COLUMN {name} {definition}")
+            conn.execute(_ITEM_INDEX)
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE name = 'schema_version' AND CAST(value AS "
+                "INTEGER) < ?",
+                (str(SCHEMA_VERSION), SCHEMA_VERSION),
+            )
+
+    def schema_version(self) -> int:
+        """The state file's schema version (1: a file from before review items)."""
+        rows = self._query("SELECT value FROM meta WHERE name = 'schema_version'")
+        return int(rows[0]["value"]) if rows else 1
+
+    def _kind(self, kind: str) -> str:
+        """The SQL condition that keeps rows of ``kind``; an older file holds dead letters only."""
+        if self._has_kinds:
+            return f"kind = '{kind}'"
+        return "1" if kind == "dead_letter" else "0"
 
     @property
     def db(self) -> sqlite_utils.Database:
@@ -264,8 +360,11 @@ class Store:
     ) -> list[int]:
         """Write a batch of final record states and move the cursor with them, atomically.
 
-        ``resolved`` is ``(run_id, record keys)``: records with open dead letters that this
-        run took through the flow after all; their dead letters are closed as ``resolved``.
+        ``dead_letters`` holds dead letters and review items (``kind: review``, with
+        ``queue`` and ``figures``); the ids of their rows are returned in the same order.
+        ``resolved`` is ``(run_id, record keys)``: records with open dead letters or review
+        items that this run took through the flow after all; those are closed as
+        ``resolved``.
         ``digests`` are ``(record_key, digest, outcome, run_id, at)`` of records that went
         through cleanly; a digest of None forgets the record's (it did not go through).
         """
@@ -297,15 +396,17 @@ class Store:
                 )
             for d in dead_letters:
                 # a record that fails the same way on every run (a file source is re-read
-                # each time) keeps one open dead letter, refreshed, not one per run
+                # each time) keeps one open dead letter (or review item), refreshed, not one
+                # per run
+                kind = d.get("kind", "dead_letter")
                 same = conn.execute(
                     "SELECT id FROM dead_letters WHERE flow = ? AND record_key IS ? AND "
-                    "step IS ? AND status = 'open' ORDER BY id DESC LIMIT 1",
-                    (flow, d.get("record_key"), d.get("step")),
+                    "step IS ? AND kind = ? AND status = 'open' ORDER BY id DESC LIMIT 1",
+                    (flow, d.get("record_key"), d.get("step"), kind),
                 ).fetchone()
                 facts = (
                     d["run_id"],
-                    d["error_class"],
+                    d.get("error_class"),
                     d["message"],
                     d.get("attempts", 1),
                     dumps(d.get("record")),
@@ -313,21 +414,24 @@ class Store:
                     d.get("raw"),
                     d.get("line"),
                     time.time(),
+                    d.get("queue"),
+                    dumps(d["figures"]) if d.get("figures") is not None else None,
+                    dumps(d["source_record"]) if d.get("source_record") is not None else None,
                 )
                 if same is not None:
                     conn.execute(
                         "UPDATE dead_letters SET run_id = ?, error_class = ?, message = ?, "
-                        "attempts = ?, record = ?, context = ?, raw = ?, line = ?, at = ? "
-                        "WHERE id = ?",
+                        "attempts = ?, record = ?, context = ?, raw = ?, line = ?, at = ?, "
+                        "queue = ?, figures = ?, source_record = ? WHERE id = ?",
                         (*facts, same[0]),
                     )
                     ids.append(same[0])
                     continue
                 cur = conn.execute(
-                    "INSERT INTO dead_letters (flow, record_key, step, run_id, error_class, "
-                    "message, attempts, record, context, raw, line, at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (flow, d.get("record_key"), d.get("step"), *facts),
+                    "INSERT INTO dead_letters (flow, record_key, step, kind, run_id, "
+                    "error_class, message, attempts, record, context, raw, line, at, queue, "
+                    "figures, source_record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (flow, d.get("record_key"), d.get("step"), kind, *facts),
                 )
                 ids.append(cur.lastrowid)
             if move_cursor:
@@ -417,15 +521,18 @@ class Store:
 
     # -- dead letters ------------------------------------------------------------------------
     def _dead_letter(self, row: dict) -> DeadLetter:
-        row = dict(row)
-        row["record"] = loads(row["record"])
-        row["context"] = loads(row["context"])
-        return DeadLetter(**row)
+        return DeadLetter(
+            **{name: row[name] for name in _LETTER_COLUMNS},
+            record=loads(row["record"]),
+            context=loads(row["context"]),
+            source_record=loads(row.get("source_record")),
+        )
 
     def dead_letters(
         self, flow: str | None = None, status: str | None = "open", limit: int | None = None
     ) -> list[DeadLetter]:
-        clauses, params = [], []
+        """A flow's (or every flow's) dead letters with ``status`` (None: any), oldest first."""
+        clauses, params = [self._kind("dead_letter")], []
         if flow:
             clauses.append("flow = ?")
             params.append(flow)
@@ -437,8 +544,8 @@ class Store:
         rows = self._query(f"SELECT * FROM dead_letters {where} ORDER BY id{tail}", tuple(params))
         return [self._dead_letter(r) for r in rows]
 
-    def open_dead_letter_keys(self, flow: str) -> set[str]:
-        """The record keys of a flow's open dead letters."""
+    def open_item_keys(self, flow: str) -> set[str]:
+        """The record keys of a flow's open dead letters and review items."""
         rows = self._query(
             "SELECT DISTINCT record_key FROM dead_letters WHERE flow = ? AND status = 'open'",
             (flow,),
@@ -446,7 +553,10 @@ class Store:
         return {r["record_key"] for r in rows}
 
     def dead_letter(self, id: int) -> DeadLetter | None:
-        rows = self._query("SELECT * FROM dead_letters WHERE id = ?", (id,))
+        """Dead letter ``id``, or None (a review item is not a dead letter)."""
+        rows = self._query(
+            f"SELECT * FROM dead_letters WHERE id = ? AND {self._kind('dead_letter')}", (id,)
+        )
         return self._dead_letter(rows[0]) if rows else None
 
     def close_dead_letter(self, id: int, status: str, replay_run: str) -> None:
@@ -457,13 +567,92 @@ class Store:
             )
 
     def purge_dead_letters(self, ids: list[int] | None = None, flow: str | None = None) -> int:
+        """Delete dead letters (by id, by flow, or all) for good; review items stay."""
+        kind = self._kind("dead_letter")
         with self.transaction() as conn:
             if ids is not None:
                 marks = ",".join("?" * len(ids))
-                return conn.execute(f"DELETE FROM dead_letters WHERE id IN ({marks})", ids).rowcount
+                return conn.execute(
+                    f"DELETE FROM dead_letters WHERE id IN ({marks}) AND {kind}", ids
+                ).rowcount
             if flow:
-                return conn.execute("DELETE FROM dead_letters WHERE flow = ?", (flow,)).rowcount
-            return conn.execute("DELETE FROM dead_letters").rowcount
+                return conn.execute(
+                    f"DELETE FROM dead_letters WHERE flow = ? AND {kind}", (flow,)
+                ).rowcount
+            return conn.execute(f"DELETE FROM dead_letters WHERE {kind}").rowcount
+
+    # -- review items --------------------------------------------------------------------------
+    def _review(self, row: dict) -> ReviewItem:
+        return ReviewItem(
+            id=row["id"],
+            flow=row["flow"],
+            queue=row["queue"],
+            reason=row["message"],
+            figures=loads(row["figures"]),
+            record_key=row["record_key"],
+            step=row["step"],
+            record=loads(row["record"]),
+            run_id=row["run_id"],
+            at=row["at"],
+            status=row["status"],
+            resolved_run=row["replay_run"],
+            decided_by=row["decided_by"],
+            decided_at=row["decided_at"],
+            comment=row["comment"],
+            context=loads(row["context"]),
+            source_record=loads(row["source_record"]),
+        )
+
+    def reviews(
+        self,
+        flow: str | None = None,
+        queue: str | None = None,
+        status: str | None = "open",
+        limit: int | None = None,
+    ) -> list[ReviewItem]:
+        """Review items of a flow and queue (None: all) with ``status`` (None: any), oldest
+        first."""
+        if not self._has_kinds:
+            return []
+        clauses, params = ["kind = 'review'"], []
+        for column, value in (("flow", flow), ("queue", queue), ("status", status)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        tail = f" LIMIT {int(limit)}" if limit else ""
+        rows = self._query(
+            f"SELECT * FROM dead_letters WHERE {' AND '.join(clauses)} ORDER BY id{tail}",
+            tuple(params),
+        )
+        return [self._review(r) for r in rows]
+
+    def review(self, id: int) -> ReviewItem | None:
+        """Review item ``id``, or None (a dead letter is not a review item)."""
+        if not self._has_kinds:
+            return None
+        rows = self._query("SELECT * FROM dead_letters WHERE id = ? AND kind = 'review'", (id,))
+        return self._review(rows[0]) if rows else None
+
+    def close_review(self, id: int, by: str, comment: str | None = None) -> ReviewItem:
+        """Close open review item ``id`` as decided by ``by``, now, with ``comment``.
+
+        Raises :class:`LookupError` when there is no such item and :class:`ValueError` when
+        it is no longer open.
+        """
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT status FROM dead_letters WHERE id = ? AND kind = 'review'", (id,)
+            ).fetchone()
+            if row is None:
+                raise LookupError(f"no review item {id}")
+            if row[0] != "open":
+                raise ValueError(f"review item {id} is {row[0]}, not open")
+            conn.execute(
+                "UPDATE dead_letters SET status = 'closed', decided_by = ?, decided_at = ?, "
+                "comment = ? WHERE id = ?",
+                (by, time.time(), comment, id),
+            )
+        return self.review(id)
 
     # -- leases ------------------------------------------------------------------------------
     def acquire_lease(self, flow: str, holder: str, ttl: float) -> str | None:
@@ -547,6 +736,23 @@ class Store:
         for (run_id,) in old_runs:
             (logs / f"{Path(run_id).name}.jsonl").unlink(missing_ok=True)
         return counts
+
+
+_LETTER_COLUMNS = (
+    "id",
+    "flow",
+    "run_id",
+    "record_key",
+    "step",
+    "error_class",
+    "message",
+    "attempts",
+    "raw",
+    "line",
+    "at",
+    "status",
+    "replay_run",
+)
 
 
 def _gone(pid: int | None, host: str | None) -> bool:

@@ -148,3 +148,53 @@ def test_schema_prints_the_flow_language_for_editors():
     schema = json.loads(result.stdout)
     assert schema["$schema"].startswith("http://json-schema.org/draft-07")
     assert "steps" in schema["properties"]
+
+
+VARS_FLOW = """
+flow: stock_to_shop
+vars:
+  out: out.ndjson
+  shop_locations: {}
+connections:
+  shop: {connector: file}
+source: {connector: file, path: levels.ndjson}
+steps:
+  - name: set_level
+    send:
+      connection: shop
+      path: "{{ vars.out }}"
+      record:
+        location_id: "{{ vars.shop_locations[record.store] }}"
+        available: "{{ record.qty }}"
+"""
+
+
+def test_vars_files_give_typed_variables_and_var_pairs_override_them(tmp_path):
+    (tmp_path / "flow.yaml").write_text(VARS_FLOW)
+    (tmp_path / "levels.ndjson").write_text('{"id": 1, "store": "STO", "qty": 4}\n')
+    (tmp_path / "shop.yaml").write_text("shop_locations: {STO: 61, WH: 62}\nout: ignored\n")
+    (tmp_path / "more.json").write_text('{"shop_locations": {"STO": 71}}')
+    result = flowyard(
+        "run", "flow.yaml", "--vars", "shop.yaml", "--vars", "more.json",
+        "--var", "out=levels_out.ndjson", "--output", "json", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    # the mapping stays a mapping, the later file wins, and --var wins over both
+    assert read_ndjson(tmp_path / "levels_out.ndjson") == [{"location_id": 71, "available": 4}]
+    assert not (tmp_path / "ignored").exists()
+
+
+def test_a_vars_file_that_is_not_a_mapping_is_refused_with_where_and_why(tmp_path):
+    (tmp_path / "flow.yaml").write_text(VARS_FLOW)
+    (tmp_path / "broken.yaml").write_text("shop_locations:\n  STO: 61\n   WH: 62\n")
+    (tmp_path / "list.yaml").write_text("- STO\n")
+    cases = {
+        "broken.yaml": "--vars broken.yaml:3:",
+        "list.yaml": "expected a mapping of variable names to values",
+        "missing.yaml": "--vars missing.yaml: cannot read it",
+    }
+    for name, message in cases.items():
+        for command in (["run", "flow.yaml"], ["dlq", "replay", "flow.yaml"]):
+            result = flowyard(*command, "--vars", name, cwd=tmp_path)
+            assert result.returncode == 2, (name, command, result.stderr)
+            assert message in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -339,3 +339,15 @@ def test_each_thread_sends_over_its_own_kept_alive_connection(server, http):
     http.close()  # closes every thread's client: the next call opens a new connection
     call(http, path="/orders", body=9)
     assert server.seen[-1].peer_port not in set.union(*ports.values())
+
+
+def test_credentials_are_declared_secrets_so_the_engine_masks_them():
+    basic = HttpConnector(
+        {"base_url": "http://x", "auth": {"type": "basic", "username": "shop", "password": "pw"}}
+    )
+    assert basic.secrets() == ["pw", base64.b64encode(b"shop:pw").decode()]
+    header = HttpConnector(
+        {"base_url": "http://x", "auth": {"type": "header", "name": "X-Key", "value": "k-1"}}
+    )
+    assert header.secrets() == ["k-1"]
+    assert HttpConnector({"base_url": "http://x", "headers": {"X-Tenant": "b"}}).secrets() == []

@@ -174,6 +174,10 @@ def test_logs_in_again_when_the_server_dropped_the_session(tryton):
         )
         assert found == [tryton.ids["customer"]]
         assert sessions(tryton) == 1
+        # each session's token is declared a secret, so the engine masks it everywhere
+        [(key,)] = tryton.query("SELECT key FROM ir_session")
+        assert key in connector.secrets()
+        assert tryton.options()["password"] in connector.secrets()
 
 
 @pytest.mark.tryton

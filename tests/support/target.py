@@ -35,7 +35,7 @@ Ordinary requests (any path not under ``/_control/``)
   ones): ``{"n", "method", "path", "query", "headers" (lower-case names), "body" (raw text),
   "idempotency_key", "time", "outcome"}``. ``outcome`` is one of ``applied``, ``replayed``,
   ``conflict_409``, ``mismatch_422``, ``missing_key_400``, ``invalid_json``, ``status_<n>``,
-  ``applied_status_<n>``, ``dropped``, ``applied_dropped``, ``hung``, ``get``,
+  ``applied_status_<n>``, ``dropped``, ``applied_dropped``, ``hung``, ``get``, ``echoed``,
   ``interrupted`` (stopped mid-request), or ``None`` while still in progress.
 
 Applied log
@@ -84,6 +84,10 @@ Behaviour keys:
 * ``{"drop_after_apply": true}`` apply and fsync the log, then close the socket with no
   response;
 * ``{"drop": true}`` close the socket with no response, nothing applied;
+* ``{"echo": "json"}`` (or ``"text"``) answer the request as received, nothing applied:
+  ``{"method", "path", "query" (raw), "headers" (lower-case names), "body" (raw text)}``
+  as JSON, or that JSON as ``text/plain`` (so a client stores it as text, escapes and
+  all); with ``status``, that status (a refusal that quotes the request back);
 * ``{"times": 3, ...}`` the behaviour is queued three times;
 * ``{"path": "/orders", "method": "POST", ...}`` only requests with that path (without the
   query string) / method consume it.
@@ -151,6 +155,7 @@ _BEHAVIOUR_KEYS = {
     "drop_after_apply",
     "drop",
     "after_apply",
+    "echo",
     "path",
     "method",
     "times",
@@ -215,6 +220,8 @@ def _validate_behaviours(behaviours: Any) -> list[dict]:
             raise ValueError("'status' must be an int")
         if b.get("after_apply") and "status" not in b:
             raise ValueError("'after_apply' needs a 'status'")
+        if b.get("echo") not in (None, "json", "text"):
+            raise ValueError("'echo' is 'json' or 'text'")
         times = int(b.get("times", 1))
         one = {k: v for k, v in b.items() if k != "times"}
         if "method" in one:
@@ -497,11 +504,16 @@ class Target:
 
     @staticmethod
     def _send(
-        h: _Handler, status: int, body: Any, headers: dict | None = None, raw: bool = False
+        h: _Handler,
+        status: int,
+        body: Any,
+        headers: dict | None = None,
+        raw: bool = False,
+        content_type: str = "application/json",
     ) -> None:
         data = body if raw else json.dumps(body).encode()
         h.send_response(status)
-        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Type", content_type)
         h.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             h.send_header(k, str(v))
@@ -608,6 +620,22 @@ class Target:
         if b.get("hang"):
             outcome("hung")
             self._hang(h)
+            return
+        if b.get("echo"):
+            self._sleep(latency + delay)
+            outcome("echoed")
+            echoed = {
+                "method": method,
+                "path": path,
+                "query": query,
+                "headers": rec["headers"],
+                "body": rec["body"],
+            }
+            if b["echo"] == "text":
+                text = json.dumps(echoed).encode()
+                self._send(h, b.get("status", 200), text, raw=True, content_type="text/plain")
+            else:
+                self._send(h, b.get("status", 200), echoed)
             return
 
         if method not in _WRITE_METHODS:  # GET / HEAD
