@@ -17,12 +17,16 @@ counted in full). What is metered:
   huge exponent (``Decimal('1E+100000000') | int`` would compute a 100-million-digit
   number), and ``range`` (capped in :mod:`engine._sandbox`).
 
-Each metered operation also charges a per-render :class:`Budget`: the sizes built add up
-to at most :data:`MAX_RENDER_BUILT`, and the render may run :data:`MAX_RENDER_SECONDS`
-counted from its first metered operation. A template that does none of these never
-touches the budget, so the hot path (field reads, arithmetic, the retail filters) costs
-nothing more. A render past a limit raises :class:`SandboxLimit`, which the template
-layer turns into a record error: that record is dead-lettered and the run goes on.
+Each render has a :class:`Budget`: what its metered operations build adds up to at most
+:data:`MAX_RENDER_BUILT`, and it may run :data:`MAX_RENDER_SECONDS` from its first metered
+operation. The clock is looked at by every metered operation, by each item that ``map``
+or ``select`` (and their kin) hand to a named filter or test, every :data:`PACE` items of
+a long list spec (``each``), and each time a list spec inside another starts: the places
+where a render repeats work. A render that does none of this never makes a budget, so the hot path
+(field reads, arithmetic, the retail filters, short lists) pays nothing: on
+``bench/bench_mapping.py`` the metering costs about 1 % (see docs/security.md). A render
+past a limit raises :class:`SandboxLimit`, which the template layer turns into a record
+error: that record is dead-lettered and the run goes on.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
 from decimal import Decimal
 from types import GeneratorType
 from typing import Any
@@ -77,10 +80,10 @@ class Budget:
 
 
 _BUDGET = "fy_budget"  # the attribute of a render's Context that holds its Budget
-_OUTER = "fy_outer"  # the Context a nested list spec's Context runs inside
-# A list spec (``each``) renders its items in a Context of its own; while it runs, this
-# holds the Context it was called from, so that the items charge that render's budget.
-ENCLOSING: ContextVar[Context | None] = ContextVar("flowyard_enclosing_render", default=None)
+# A list spec (``each``) renders its items in a Context of its own, over a copy of the
+# variables it was called with; under this key (not a name a template can read) the copy
+# holds the Context the list spec was called from, so the items charge that render's budget.
+OUTER = "fy:outer"
 
 
 def budget_of(context: Context) -> Budget:
@@ -89,8 +92,8 @@ def budget_of(context: Context) -> Budget:
     own = context.__dict__
     budget = own.get(_BUDGET)
     if budget is None:
-        outer = own[_OUTER] if _OUTER in own else ENCLOSING.get()
-        budget = budget_of(outer) if outer is not None and outer is not context else Budget()
+        outer = context.parent.get(OUTER)
+        budget = budget_of(outer) if outer is not None else Budget()
         own[_BUDGET] = budget
     return budget
 
@@ -107,18 +110,17 @@ def charge(context: Context, size: int) -> None:
         raise RenderBudgetExceeded(f"this render ran longer than {MAX_RENDER_SECONDS:g} s")
 
 
-_PACE = 64  # items of a list spec rendered between two looks at the clock
+PACE = 64  # items of a list spec rendered between two looks at the clock
 
 
 def paced(context: Context, items: Any) -> Any:
-    """``items`` for a list spec, with the clock checked every :data:`_PACE` items when
-    there may be many (a short list is rendered as it is: nothing to pay on the hot path)."""
-    outer = ENCLOSING.get()
-    if outer is not None:  # a list inside a list: its count multiplies, so check each one
-        context.__dict__.setdefault(_OUTER, outer)
+    """``items`` for a list spec called from ``context``, with the clock checked every
+    :data:`PACE` items when there may be many; a list inside a list (whose count
+    multiplies) looks at the clock once more each time."""
+    if OUTER in context.parent:
         charge(context, 0)
     kind = type(items)
-    if (kind is list or kind is tuple or kind is range) and len(items) <= _PACE:
+    if (kind is list or kind is tuple or kind is range) and len(items) <= PACE:
         return items
     if kind is list or kind is tuple or kind is range or kind is GeneratorType:
         return _paced(context, items)
@@ -127,7 +129,7 @@ def paced(context: Context, items: Any) -> Any:
 
 def _paced(context: Context, items: Any) -> Any:
     for index, item in enumerate(items):
-        if not index % _PACE:
+        if not index % PACE:
             charge(context, 0)
         yield item
 
@@ -357,7 +359,7 @@ def join_filter(context: Context, value: Any, d: str = "", attribute: Any = None
     if attribute is not None:
         value = map(make_attrgetter(context.environment, attribute), value)
     sep = _text(d)
-    parts = [item if type(item) is str else str(item) for item in value]
+    parts = list(map(str, value))
     size = sum(map(len, parts)) + len(sep) * max(len(parts) - 1, 0)
     if size > 1024:
         build(context, size, "join")

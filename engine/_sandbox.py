@@ -42,9 +42,10 @@ from markupsafe import Markup
 
 from engine import _metered
 from engine._metered import (
-    ENCLOSING,
     GROWING_METHODS,
     MAX_SEQUENCE,
+    OUTER,
+    PACE,
     SandboxLimit,
     build,
     charge,
@@ -164,12 +165,10 @@ def _each_filter(context: Context, items: Any, renderer: Any) -> list:
 
     The items render in a Context of their own; they share this render's budget.
     """
-    items = paced(context, items)
-    token = ENCLOSING.set(context)
-    try:
-        return renderer.map(context.parent, items)
-    finally:
-        ENCLOSING.reset(token)
+    parent = context.parent
+    if type(items) is not list or len(items) > PACE or OUTER in parent:
+        items = paced(context, items)  # else: a short list at the top, nothing to pay
+    return renderer.map({**parent, OUTER: context}, items)
 
 
 def _safe_range(*args: int) -> range:
@@ -233,7 +232,9 @@ class FlowyardEnvironment(ImmutableSandboxedEnvironment):
         return self.binop_table[operator](left, right)
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-        result = super().call(context, obj, *args, **kwargs)
+        if not self.is_safe_callable(obj):  # as Jinja's own call() does
+            raise SecurityError(f"{obj!r} is not safely callable")
+        result = context.call(obj, *args, **kwargs)
         # what a metered method built counts against the render (small results need not)
         if isinstance(result, str | list | tuple | dict) and len(result) > 1024:
             charge(context, len(result))

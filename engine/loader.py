@@ -37,7 +37,15 @@ from engine.flow_schema import did_you_mean
 from engine.flow_steps import StepBuilder
 from engine.flow_templates import STEP_NAMES, FlowTemplates
 from engine.model import Flow
-from engine.yamlpos import format_path, key_position, load_yaml, position, replaced_by_null
+from engine.yamlpos import (
+    NotUtf8,
+    format_path,
+    key_position,
+    load_yaml,
+    position,
+    read_definition,
+    replaced_by_null,
+)
 
 __all__ = ["ENV_REF", "check_flow", "did_you_mean", "load_flow", "parse_duration", "parse_rate"]
 
@@ -282,12 +290,9 @@ class _Loader:
 
     def run(self) -> Flow | None:
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            before = exc.object[: exc.start]
-            line, column = before.count(b"\n") + 1, exc.start - (before.rfind(b"\n") + 1) + 1
-            message = f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the file as UTF-8"
-            self.problems.append(Problem(self.file, line, column, "", message))
+            text = read_definition(self.path)
+        except NotUtf8 as exc:
+            self.problems.append(Problem(self.file, exc.line, exc.column, "", exc.strerror))
             return None
         except OSError as exc:
             self.problems.append(

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import fastjsonschema
@@ -35,7 +34,7 @@ import jsonschema
 from engine.errors import Problem, RecordValidationError
 from engine.flow_schema import did_you_mean
 from engine.jsonpos import locate
-from engine.yamlpos import MAX_DEPTH, format_path
+from engine.yamlpos import MAX_DEPTH, format_path, read_definition
 
 __all__ = ["compile_validator", "load_schema"]
 
@@ -77,10 +76,11 @@ def load_schema(path: str) -> tuple[dict | None, list[Problem]]:
     Each problem names the line and column of the value it is about.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-        return None, [Problem(path, None, None, "", f"cannot read the schema: {reason}")]
+        text = read_definition(path)
+    except OSError as exc:
+        line, column = getattr(exc, "line", None), getattr(exc, "column", None)
+        message = f"cannot read the schema: {exc.strerror or exc}"
+        return None, [Problem(path, line, column, "", message)]
     where = locate(text, MAX_DEPTH)
     if where.too_deep_at is not None:
         line, column = where.position(where.too_deep_at)

@@ -18,6 +18,8 @@ built.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from typing import Any
 
@@ -44,6 +46,42 @@ CONDITION_KEYS = ("when", "filter")
 MAX_DEPTH = 50  # levels of mappings and sequences, aliases expanded
 MAX_ALIASES = 1_000  # aliases (*name) in one document
 MAX_ALIAS_VALUES = 10_000  # values the aliases of one document add, nested ones counted
+MAX_FILE_BYTES = 10_000_000  # a flow, mapping or schema file
+
+
+class FileTooLarge(OSError):
+    """A definition file larger than :data:`MAX_FILE_BYTES` (``strerror`` says so)."""
+
+
+class NotUtf8(OSError):
+    """A definition file that is not UTF-8 text; ``line`` and ``column`` of the first bad byte."""
+
+    def __init__(self, path: str, data: bytes, exc: UnicodeDecodeError):
+        before = data[: exc.start]
+        self.line = before.count(b"\n") + 1
+        self.column = exc.start - (before.rfind(b"\n") + 1) + 1
+        reason = f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        super().__init__(errno.EILSEQ, reason, path)
+
+
+def read_definition(path: str | os.PathLike) -> str:
+    """The text of a flow, mapping or schema file, read no further than the size limit.
+
+    A flow names its mapping and schema files by path; one that names ``/proc/kcore`` (a
+    "regular file" of many terabytes) must not make ``flowyard validate`` read it all.
+    Every failure is an :class:`OSError` whose ``strerror`` says what is wrong
+    (:class:`FileTooLarge`, :class:`NotUtf8` with the line of the first bad byte).
+    """
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise FileTooLarge(errno.EFBIG, f"larger than {MAX_FILE_BYTES:,} bytes", str(path))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotUtf8(str(path), data, exc) from None
+
+
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 

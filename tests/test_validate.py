@@ -23,6 +23,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -423,3 +424,46 @@ def test_aliases_within_the_limits_load(tmp_path):
     )
     loaded = Engine(state=tmp_path / "s.db").load(flow)
     assert loaded.connections["b"].retry.attempts == 3
+
+
+def test_a_flow_file_larger_than_the_limit_is_not_read(tmp_path):
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as fh:
+        fh.write(b"flow: huge\n")
+        fh.truncate(50_000_000)
+    problems = Engine(state=tmp_path / "s.db").check(path)
+    assert [p.message for p in problems] == ["cannot read: larger than 10,000,000 bytes"]
+
+
+def test_constant_parts_folded_when_a_flow_is_validated_stay_in_the_sandbox(tmp_path):
+    # validating compiles templates; nothing in them may build or run at that moment
+    flow = write_flow(
+        tmp_path,
+        """
+        flow: constant_hogs
+        source: {connector: file, path: in.ndjson}
+        steps:
+          - set:
+              a: "{{ 'x' | center(1000000000) }}"
+              b: "{{ '%01000000000d' % 1 }}"
+              c: "{{ [[0] * 1000000] * 1000000 }}"
+              d: "{{ 'ab' | batch(1000000000, 0) | list }}"
+              e: "{{ 9 ** 9 ** 9 }}"
+        """,
+    )
+    started = time.perf_counter()
+    problems = Engine(state=tmp_path / "s.db").check(flow)
+    assert [p for p in problems if p.severity == "error"] == []
+    assert time.perf_counter() - started < 2
+
+
+def test_a_mapping_file_that_is_not_utf8_is_a_problem_not_a_traceback(tmp_path):
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "latin1.yaml").write_bytes(b'mapping: m\nfields:\n  a: "Caf\xe9"\n')
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "flow: f\nsource: {connector: file, path: in.ndjson}\nsteps:\n  - map: latin1\n"
+    )
+    proc = flowyard("validate", flow)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "latin1.yaml" in proc.stderr and "not UTF-8 text (byte 0xe9)" in proc.stderr

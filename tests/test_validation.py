@@ -269,3 +269,13 @@ def test_a_schema_nested_too_deep_is_refused_at_its_line_without_a_traceback(tmp
 def test_an_unreadable_or_non_object_file_is_a_problem(tmp_path):
     assert "cannot read" in load_schema(str(tmp_path / "nope.json"))[1][0].message
     assert "JSON object" in load_schema(write(tmp_path, "[1, 2]"))[1][0].message
+
+
+def test_a_schema_file_larger_than_the_limit_is_not_read(tmp_path):
+    # a flow names its schema files by path: /proc/kcore is a "regular file" of terabytes
+    path = tmp_path / "huge.schema.json"
+    with path.open("wb") as fh:
+        fh.truncate(50_000_000)  # sparse: costs no disk
+    schema, problems = load_schema(str(path))
+    assert schema is None
+    assert [p.message for p in problems] == ["cannot read the schema: larger than 10,000,000 bytes"]
