@@ -186,14 +186,16 @@ class _Loader:
         dirs = self.data.get("mappings")
         if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
             dirs = ["mappings", "../mappings"]
-        return [(base / d).resolve() for d in dirs]
+        return [(base / d).resolve() for d in dirs if "\0" not in d]
 
     def check_search_dirs(self) -> None:
         dirs = self.data.get("mappings")
         if not isinstance(dirs, list):
             return
         for i, d in enumerate(dirs):
-            if isinstance(d, str) and not (self.path.parent / d).is_dir():
+            if isinstance(d, str) and "\0" in d:
+                self.problem(["mappings", i], "a folder name cannot hold a NUL character (\\0)")
+            elif isinstance(d, str) and not (self.path.parent / d).is_dir():
                 self.problem(
                     ["mappings", i],
                     f"no folder {(self.path.parent / d).resolve()} (paths are relative to the "
@@ -213,6 +215,9 @@ class _Loader:
 
     def find_file(self, name: str, kind: str, subdir: str, suffix: str, path: list[Any]):
         """A mapping or schema by name (searched in the mapping folders) or by path."""
+        if "\0" in name:  # the operating system refuses such a path (Python: ValueError)
+            self.problem(path, f"a {kind} name cannot hold a NUL character (\\0)")
+            return None
         if name.endswith((".yaml", ".yml", ".json")) or "/" in name:
             candidate = (self.path.parent / name).resolve()
             if candidate.is_file():

@@ -25,6 +25,8 @@ a URL while a flow someone sent is being validated.
 from __future__ import annotations
 
 import json
+import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +92,12 @@ def load_schema(path: str) -> tuple[dict | None, list[Problem]]:
         schema = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, [Problem(path, exc.lineno, exc.colno, "", f"invalid JSON: {exc.msg}")]
+    except ValueError:  # an integer of more digits than Python reads from text
+        digits = sys.get_int_max_str_digits()
+        found = re.search(rf"\d{{{digits + 1},}}", text)
+        line, column = where.position(found.start()) if found else (1, 1)
+        message = f"invalid JSON: a number of more than {digits:,} digits"
+        return None, [Problem(path, line, column, "", message)]
     if not isinstance(schema, dict):
         return None, [Problem(path, 1, 1, "", "a JSON Schema is a JSON object")]
 

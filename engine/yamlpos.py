@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import sys
 from typing import Any
 
 import yaml
@@ -38,6 +39,7 @@ UNQUOTED_CONDITION_HINT = (
     "write e.g. `when: record.total > 100`"
 )
 TAGS_REFUSED = "tags (!!python/..., !custom) are not allowed; write plain values"
+NOT_WHAT_IT_LOOKS_LIKE = "YAML reads"  # how a scalar's message starts when YAML misreads it
 CONDITION_KEYS = ("when", "filter")
 
 # The shape of one document (see docs/security.md). A flow or a mapping nests perhaps a
@@ -109,7 +111,7 @@ class PosList(list):
 def replaced_by_null(problem: Problem) -> bool:
     """Did this problem make the loader keep null in place of the value it names?"""
     return problem.message.startswith(
-        (UNQUOTED_TEMPLATE_HINT, UNQUOTED_CONDITION_HINT, TAGS_REFUSED)
+        (UNQUOTED_TEMPLATE_HINT, UNQUOTED_CONDITION_HINT, TAGS_REFUSED, NOT_WHAT_IT_LOOKS_LIKE)
     )
 
 
@@ -158,7 +160,10 @@ class _Positions:
                 if not isinstance(key_node, yaml.ScalarNode):
                     self._problem(key_node, path, "a mapping key must be a plain value")
                     continue
-                name = self.construct_object(key_node, deep=True)
+                before = len(self.problems)
+                name = self._scalar(key_node, path)
+                if len(self.problems) > before:
+                    continue  # a key YAML could not read (reported): leave the entry out
                 child = f"{path}.{name}" if path else str(name)
                 if name in result:
                     if name in merged and id(key_node) in own:
@@ -185,7 +190,26 @@ class _Positions:
                 result_list.append(self._construct(item, f"{path}[{i}]", None))
                 result_list.item_pos.append(_mark(item))
             return result_list
-        return self.construct_object(node, deep=True)
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: str) -> Any:
+        """A scalar's value; null (reported) when YAML's reading of it fails: a date that is
+        no date (``2024-02-30``), a number past Python's 4,300 digits, ``!!int abc``."""
+        try:
+            return self.construct_object(node, deep=True)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            kind = node.tag.rsplit(":", 1)[-1].replace("timestamp", "date")
+            text = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+            reason = str(exc) if isinstance(exc, ValueError) else f"not a valid {kind}"
+            if "Exceeds the limit" in reason:
+                reason = f"more than {sys.get_int_max_str_digits():,} digits"
+            self._problem(
+                node,
+                path,
+                f"{NOT_WHAT_IT_LOOKS_LIKE} {text!r} as {'an' if kind[0] in 'aeiou' else 'a'} "
+                f"{kind}, but it is not one ({reason}); quote it to keep it as text",
+            )
+            return None
 
 
 class _Loader(_Positions, yaml.SafeLoader):

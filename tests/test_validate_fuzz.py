@@ -212,7 +212,21 @@ def _seeded_files(folder: Path, count: int) -> list[Path]:
             for _ in range(3):
                 i = rng.randrange(len(lines))
                 lines[i] = lines[i][: rng.randrange(len(lines[i]) + 1)] + rng.choice(
-                    ["{{", "'", '"', ": x", "&a", "*a", "\t", "[", "]", "${ENV:X}", "__class__"]
+                    [
+                        "{{",
+                        "'",
+                        '"',
+                        ": x",
+                        "&a",
+                        "*a",
+                        "\t",
+                        "[",
+                        "]",
+                        "${ENV:X}",
+                        "__class__",
+                        " 2024-02-30",
+                        " !!int x",
+                    ]
                 )
             data = "\n".join(lines).encode()
         else:

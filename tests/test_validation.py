@@ -279,3 +279,12 @@ def test_a_schema_file_larger_than_the_limit_is_not_read(tmp_path):
     schema, problems = load_schema(str(path))
     assert schema is None
     assert [p.message for p in problems] == ["cannot read the schema: larger than 10,000,000 bytes"]
+
+
+def test_a_number_longer_than_python_reads_is_a_problem_at_its_place(tmp_path):
+    text = '{\n  "type": "object",\n  "maximum": ' + "9" * 5000 + "\n}"
+    schema, problems = load_schema(write(tmp_path, text))
+    assert schema is None
+    assert [(p.line, p.column, p.message) for p in problems] == [
+        (3, 14, "invalid JSON: a number of more than 4,300 digits")
+    ]
