@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from engine import Engine
 from tests.conftest import read_ndjson, write_flow
 
 
-def _run(tmp_path, lines: list[str], set_fields: str):
+def _run(tmp_path, lines: list[str], set_fields: str, send_record: str = '"{{ record }}"'):
     (tmp_path / "in.ndjson").write_text("\n".join(lines) + "\n", encoding="utf-8")
     flow = write_flow(
         tmp_path,
@@ -27,7 +29,7 @@ def _run(tmp_path, lines: list[str], set_fields: str):
         steps:
           - set: {set_fields}
           - name: write
-            send: {{connection: out, path: out.ndjson, record: "{{{{ record }}}}"}}
+            send: {{connection: out, path: out.ndjson, record: {send_record}}}
         """,
     )
     engine = Engine(state=tmp_path / "s.db")
@@ -100,3 +102,23 @@ def test_a_record_whose_lists_are_summed_is_linear(tmp_path):
     )
     assert result.counts["done"] == 1 and out[0]["flat"] == 200_000
     assert seconds < 10  # Python's own sum() of lists: about a minute
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine/steps.py (Executor._call) fills ${env:NAME} into call options after they "
+    "are rendered, so it fills record data too; the fix belongs to the owner of steps.py "
+    "and runner.py: resolve only what the flow itself wrote",
+)
+def test_a_record_cannot_read_a_secret_by_writing_an_env_reference(tmp_path, monkeypatch):
+    # a shop customer types ${env:STORE_TOKEN} into the order note
+    monkeypatch.setenv("STORE_TOKEN", "s3cr3t-store-token")
+    result, letters, out, _ = _run(
+        tmp_path,
+        ['{"id": 1, "note": "hello"}', '{"id": 2, "note": "leak: ${env:STORE_TOKEN}"}'],
+        '{seen: "yes"}',
+        send_record='{note: "{{ record.note }}", store: "${env:STORE_TOKEN}"}',
+    )
+    assert result.counts["done"] == 2
+    assert [r["store"] for r in out] == ["s3cr3t-store-token"] * 2  # the flow's own use
+    assert [r["note"] for r in out] == ["hello", "leak: ${env:STORE_TOKEN}"]
