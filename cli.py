@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 EXIT_INVALID = 2
 EXIT_CANNOT_PROCEED = 3
+EXIT_STATE = 4
 
 app = typer.Typer(
     name="flowyard",
@@ -27,7 +28,8 @@ app = typer.Typer(
     "effect applied once, failures parked for replay, every record traceable.\n\n"
     "Exit codes: 0 all records final and none dead-lettered or held for review; 1 some "
     "records need a person (dead-lettered or in review); 2 the flow or the command line is "
-    "invalid; 3 the run could not proceed.",
+    "invalid; 3 the run could not proceed; 4 the state file (or the run-log folder) cannot "
+    "be used: damaged, read-only, not a flowyard state, or the disk is full.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -294,15 +296,21 @@ class _Progress:
 
 
 def _run_and_report(action: Any, output: str) -> None:
-    from engine import FlowError, RunError
+    from engine import FlowError, RunError, StateError
 
     try:
         result = action()
     except FlowError as exc:
         _print_problems(exc.problems, "table")
         raise typer.Exit(EXIT_INVALID) from None
+    except FileNotFoundError as exc:  # the state file's folder does not exist
+        _fail(str(exc), EXIT_INVALID)
+    except StateError as exc:
+        _fail(str(exc), EXIT_STATE)
     except RunError as exc:
         _fail(str(exc), EXIT_CANNOT_PROCEED)
+    if result.status == "failed":  # cron mails stderr: the reason goes there too, one line
+        typer.echo(f"flowyard: {result.message}", err=True)
     if output == "json":
         _json(result.to_dict())
     else:
@@ -352,8 +360,9 @@ def run(
 
     Safe to start from cron: it resumes from its cursor and never overlaps itself.
     Exit 0 all records final and none dead-lettered or held for review, 1 some records
-    need a person (dead-lettered or in review), 2 the flow or command line is invalid,
-    3 the run could not proceed.
+    need a person (dead-lettered or in review), 2 the flow or command line is invalid
+    (or the --state folder does not exist), 3 the run could not proceed, 4 the state file
+    cannot be used (damaged, read-only, not a flowyard state, disk full).
     """
     output = _out(output)
     run_vars = _vars(var, vars_file)
@@ -464,7 +473,7 @@ class _store:
 
         if not self.path.exists():
             _fail(f"no state file at {self.path} (run a flow first, or pass --state)", EXIT_INVALID)
-        self.store = Store(self.path)
+        self.store = Store(self.path)  # a StateError is reported by main()
         return self.store
 
     def __exit__(self, *exc: object) -> None:
@@ -711,8 +720,27 @@ def prune(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: a fault of the state file is one line and exit 4, any
+    other unexpected error one line and exit 3 (the traceback with FLOWYARD_DEBUG=1)."""
+    import os
+
+    from engine import StateError
+
+    try:
+        app()
+    except StateError as exc:
+        typer.echo(f"flowyard: {exc}", err=True)
+        sys.exit(EXIT_STATE)
+    except Exception as exc:
+        if os.environ.get("FLOWYARD_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())[:300]
+        typer.echo(
+            f"flowyard: unexpected {type(exc).__name__}: {text} (a bug; run again with "
+            "FLOWYARD_DEBUG=1 for the traceback)",
+            err=True,
+        )
+        sys.exit(EXIT_CANNOT_PROCEED)
 
 
 if __name__ == "__main__":

@@ -69,99 +69,194 @@ def utc(text: str) -> str:
     return (moment.replace(tzinfo=None, microsecond=0) - offset).isoformat() + "Z"
 
 
-def address(a: dict | None) -> dict | None:
-    if not a:
-        return None
+def address(a: dict | None) -> dict:
     return {
-        "name": a["name"],
-        "company": a["company"] or None,
+        "name": a.get("name"),
+        "company": a.get("company") or None,
         "line1": a["address1"],
-        "line2": a["address2"] or None,
+        "line2": a.get("address2") or None,
         "city": a["city"],
-        "region": a["province_code"] or None,
-        "postal_code": a["zip"] or None,
+        "region": a.get("province_code") or None,
+        "postal_code": a.get("zip") or None,
         "country": a["country_code"],
-        "phone": a["phone"] or None,
+        "phone": a.get("phone") or None,
     }
 
 
-def line(i: int, item: dict) -> dict:
-    discount = money_sum(item["discount_allocations"], "amount")
+def rate_text(value) -> str | None:
+    """A tax rate as a plain fraction: 0.0625 -> "0.0625" (a float by its shortest text)."""
+    if value is None:
+        return None
+    text = format(Decimal(repr(value) if isinstance(value, float) else str(value)).normalize(), "f")
+    return "0" if text in ("0", "-0") else text
+
+
+def taxes(items: list | None) -> list[dict]:
+    return [
+        {"title": t.get("title"), "rate": rate_text(t.get("rate")), "amount": money(t["price"])}
+        for t in items or []
+    ]
+
+
+def pairs(items: list | None) -> list[dict]:
+    return [
+        {"name": str(p["name"]), "value": None if p.get("value") is None else str(p["value"])}
+        for p in items or []
+    ]
+
+
+def ident(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def application(applications: list, allocation: dict) -> str | None:
+    index = allocation.get("discount_application_index", -1)
+    if index < 0:
+        return None
+    found = (applications[index] if index < len(applications) else None) or {}
+    return found.get("code") or found.get("title")
+
+
+def line(i: int, item: dict, applications: list) -> dict:
+    allocations = item.get("discount_allocations") or []
+    discount = money_sum(allocations, "amount")
     price = Decimal(item["price"]).quantize(CENT, ROUND_HALF_UP)
+    if not str(item.get("sku") or "").strip():
+        raise ValueError(f"line_items[{i - 1}].sku is missing or empty")
     return {
         "line_no": i,
-        "external_id": str(item["id"]),
+        "external_id": ident(item.get("id")),
+        "product_id": ident(item.get("product_id")),
+        "variant_id": ident(item.get("variant_id")),
         "sku": item["sku"],
         "gtin": None,
-        "title": item["name"],
+        "title": item.get("name") or item.get("title") or item.get("sku") or "",
         "quantity": item["quantity"],
         "unit_price": money(item["price"]),
         "discount": money(discount),
-        "tax": money(money_sum(item["tax_lines"], "price")),
+        "discount_allocations": [
+            {"amount": money(a["amount"]), "code": application(applications, a)}
+            for a in allocations
+        ],
+        "tax": money(money_sum(item.get("tax_lines") or [], "price")),
+        "tax_lines": taxes(item.get("tax_lines")),
         "total": money(price * item["quantity"] - discount),
+        "properties": pairs(item.get("properties")),
+        "gift_card": item.get("gift_card") or False,
     }
+
+
+def method_of(r: dict, rates: list) -> tuple[str, str | None]:
+    """The fulfillment method and pickup store, as the mapping decides them."""
+    orders = r.get("fulfillment_orders") or []
+    if orders:
+        method_type = orders[0]["delivery_method"]["method_type"]
+        store = str(orders[0]["assigned_location_id"]) if method_type == "PICK_UP" else None
+        return METHODS.get(method_type, "ship"), store
+    hint = " ".join(str(x.get("code", "")) for x in rates) + " "
+    hint = (hint + " ".join(str(x.get("title", "")) for x in rates)).lower()
+    if "pickup" in hint.replace("-", " ").replace("pick up", "pickup"):
+        return "pickup", None
+    if "local delivery" in hint.replace("_", " "):
+        return "local", None
+    return "ship", None
 
 
 def to_canonical(r: dict) -> dict:
     """mappings/shopify_order_to_canonical.yaml, written by hand."""
-    customer = r["customer"]
-    first = r["fulfillment_orders"][0] if r["fulfillment_orders"] else None
-    method_type = first["delivery_method"]["method_type"] if first else None
+    customer = r.get("customer")
     currency = r["currency"].strip().upper()
     if len(currency) != 3 or not currency.isalpha():
         raise ValueError(f"{r['currency']!r} is not a currency code")
-    status = r["financial_status"]
+    if not str(r.get("name") or "").strip():
+        raise ValueError("name is missing or empty")
+    status = r.get("financial_status")
+    rates = r.get("shipping_lines") or []
+    applications = r.get("discount_applications") or []
+    items = r["line_items"]
+    method, store = method_of(r, rates)
+    shipping_set = r.get("total_shipping_price_set")
+    tip = r.get("total_tip_received") or "0"
     return {
         "order_id": f"shopify:{r['id']}",
         "external_ids": {"channel_id": str(r["id"]), "erp_sales_order": None},
-        "channel": "web",
+        "channel": "store" if r.get("source_name", "web") == "pos" else "web",
         "order_number": r["name"],
         "created_at": utc(r["created_at"]),
-        "updated_at": utc(r["updated_at"]),
+        "updated_at": utc(r.get("updated_at") or r["created_at"]),
         "status": {
-            "financial": "voided" if status == "expired" else status,
-            "fulfillment": r["fulfillment_status"] or "unfulfilled",
-            "state": "cancelled" if r["cancelled_at"] else "closed" if r["closed_at"] else "open",
+            "financial": "voided" if status == "expired" else status or "pending",
+            "fulfillment": r.get("fulfillment_status") or "unfulfilled",
+            "state": "cancelled"
+            if r.get("cancelled_at")
+            else "closed"
+            if r.get("closed_at")
+            else "open",
         },
         "currency": currency,
-        "taxes_included": r["taxes_included"],
+        "taxes_included": r.get("taxes_included") or False,
         "customer": {
             "id": str(customer["id"]) if customer else None,
-            "email": r.get("email") or None,
+            "email": r.get("email")
+            or r.get("contact_email")
+            or ((customer.get("email") or None) if customer else None),
             "name": (
-                " ".join(n for n in (customer["first_name"], customer["last_name"]) if n) or None
+                " ".join(n for n in (customer.get("first_name"), customer.get("last_name")) if n)
+                or None
             )
             if customer
             else None,
-            "phone": r["phone"] or (customer["phone"] if customer else None),
+            "phone": r.get("phone") or ((customer.get("phone") or None) if customer else None),
         },
-        "bill_to": address(r.get("billing_address")),
-        "ship_to": address(r.get("shipping_address")),
-        "lines": [line(i, item) for i, item in enumerate(r["line_items"], 1)],
+        "bill_to": address(r["billing_address"])
+        if (r.get("billing_address") or {}).get("address1")
+        else None,
+        "ship_to": address(r["shipping_address"]) if r.get("shipping_address") else None,
+        "lines": [line(i, item, applications) for i, item in enumerate(items, 1)],
         "shipping_lines": [
             {
-                "code": rate["code"] or None,
-                "title": rate["title"],
+                "code": rate.get("code") or None,
+                "title": rate.get("title") or rate.get("code") or "Shipping",
                 "price": money(rate["price"]),
-                "discount": money(money_sum(rate["discount_allocations"], "amount")),
-                "tax": money(money_sum(rate["tax_lines"], "price")),
+                "discount": money(money_sum(rate.get("discount_allocations") or [], "amount")),
+                "tax": money(money_sum(rate.get("tax_lines") or [], "price")),
+                "tax_lines": taxes(rate.get("tax_lines")),
             }
-            for rate in r["shipping_lines"]
+            for rate in rates
         ],
         "totals": {
             "subtotal": money(r["subtotal_price"]),
-            "discount": money(r["total_discounts"]),
-            "shipping": money(r["total_shipping_price_set"]["shop_money"]["amount"]),
-            "tax": money(r["total_tax"]),
+            "discount": money(r["total_discounts"])
+            if r.get("total_discounts") is not None
+            else money(
+                money_sum(
+                    [a for x in items + rates for a in x.get("discount_allocations", [])],
+                    "amount",
+                )
+            ),
+            "shipping": money(shipping_set["shop_money"]["amount"])
+            if shipping_set
+            else money(money_sum(rates, "price")),
+            "tax": money(r["total_tax"])
+            if r.get("total_tax") is not None
+            else money(
+                money_sum([t for x in items + rates for t in x.get("tax_lines", [])], "price")
+            ),
             "total": money(r["total_price"]),
         },
-        "fulfillment": {
-            "method": METHODS.get(method_type, "ship"),
-            "pickup_store": str(first["assigned_location_id"])
-            if method_type == "PICK_UP"
-            else None,
-        },
-        "tags": [t.strip() for t in (r["tags"] or "").split(",") if t.strip()],
+        "fulfillment": {"method": method, "pickup_store": store},
+        "tags": [t.strip() for t in (r.get("tags") or "").split(",") if t.strip()],
+        "note": r.get("note") or None,
+        "note_attributes": pairs(r.get("note_attributes")),
+        "discount_codes": [
+            {"code": c["code"], "amount": money(c["amount"]), "type": c.get("type")}
+            for c in r.get("discount_codes") or []
+        ],
+        "tax_lines": taxes(r.get("tax_lines")),
+        "fee_lines": [{"title": "Tip", "amount": money(tip), "tax": "0.00", "tax_lines": []}]
+        if Decimal(tip) != 0
+        else [],
+        "payment_methods": [g for g in r.get("payment_gateway_names") or [] if g],
     }
 
 

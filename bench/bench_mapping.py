@@ -30,6 +30,7 @@ from engine.filters import (  # noqa: E402
     id_str,
     iso_utc,
     money_sum,
+    ratio,
     round_decimal,
     tag_list,
 )
@@ -39,95 +40,181 @@ from engine.templates import compile_condition, compile_value, make_environment 
 _METHODS = {"PICK_UP": "pickup", "LOCAL": "local"}
 
 
-def _address(a: dict | None) -> dict | None:
-    if not a:
-        return None
+def _address(a: dict) -> dict:
     return {
-        "name": a["name"],
-        "company": a["company"] or None,
+        "name": a.get("name"),
+        "company": a.get("company") or None,
         "line1": a["address1"],
-        "line2": a["address2"] or None,
+        "line2": a.get("address2") or None,
         "city": a["city"],
-        "region": a["province_code"] or None,
-        "postal_code": a["zip"] or None,
+        "region": a.get("province_code") or None,
+        "postal_code": a.get("zip") or None,
         "country": a["country_code"],
-        "phone": a["phone"] or None,
+        "phone": a.get("phone") or None,
     }
+
+
+def _taxes(items: list | None) -> list[dict]:
+    return [
+        {
+            "title": t.get("title"),
+            "rate": ratio(t["rate"]) if t.get("rate") is not None else None,
+            "amount": decimal(t["price"]),
+        }
+        for t in items or []
+    ]
+
+
+def _pairs(items: list | None) -> list[dict]:
+    return [
+        {"name": str(p["name"]), "value": None if p.get("value") is None else str(p["value"])}
+        for p in items or []
+    ]
+
+
+def _id(value) -> str | None:
+    return None if value is None else id_str(value)
+
+
+def _code(applications: list, allocation: dict) -> str | None:
+    index = allocation.get("discount_application_index", -1)
+    if index < 0:
+        return None
+    found = (applications[index] if index < len(applications) else None) or {}
+    return found.get("code") or found.get("title")
+
+
+def _line(i: int, line: dict, applications: list) -> dict:
+    allocations = line.get("discount_allocations") or []
+    if not str(line.get("sku") or "").strip():
+        raise ValueError(f"line_items[{i - 1}].sku is missing or empty")
+    return {
+        "line_no": i,
+        "external_id": _id(line.get("id")),
+        "product_id": _id(line.get("product_id")),
+        "variant_id": _id(line.get("variant_id")),
+        "sku": line["sku"],
+        "gtin": None,
+        "title": line.get("name") or line.get("title") or line.get("sku") or "",
+        "quantity": line["quantity"],
+        "unit_price": decimal(line["price"]),
+        "discount": money_sum(allocations, "amount"),
+        "discount_allocations": [
+            {"amount": decimal(a["amount"]), "code": _code(applications, a)} for a in allocations
+        ],
+        "tax": money_sum(line.get("tax_lines") or [], "price"),
+        "tax_lines": _taxes(line.get("tax_lines")),
+        "total": decimal(
+            round_decimal(line["price"]) * line["quantity"]
+            - round_decimal(money_sum(allocations, "amount"))
+        ),
+        "properties": _pairs(line.get("properties")),
+        "gift_card": line.get("gift_card") or False,
+    }
+
+
+def _method(r: dict, rates: list) -> tuple[str, str | None]:
+    orders = r.get("fulfillment_orders") or []
+    if orders:
+        method_type = orders[0]["delivery_method"]["method_type"]
+        store = id_str(orders[0]["assigned_location_id"]) if method_type == "PICK_UP" else None
+        return _METHODS.get(method_type, "ship"), store
+    hint = " ".join(str(x.get("code", "")) for x in rates) + " "
+    hint = (hint + " ".join(str(x.get("title", "")) for x in rates)).lower()
+    if "pickup" in hint.replace("-", " ").replace("pick up", "pickup"):
+        return "pickup", None
+    if "local delivery" in hint.replace("_", " "):
+        return "local", None
+    return "ship", None
 
 
 def hand_written(r: dict) -> dict:
     """shopify_order_to_canonical.yaml, written by hand."""
-    customer = r["customer"]
-    first = r["fulfillment_orders"][0] if r["fulfillment_orders"] else None
-    method_type = first["delivery_method"]["method_type"] if first else None
+    customer = r.get("customer")
+    status = r.get("financial_status")
+    rates = r.get("shipping_lines") or []
+    items = r["line_items"]
+    applications = r.get("discount_applications") or []
+    method, store = _method(r, rates)
+    shipping_set = r.get("total_shipping_price_set")
+    tip = r.get("total_tip_received") or "0"
+    if not str(r.get("name") or "").strip():
+        raise ValueError("name is missing or empty")
     return {
         "order_id": f"shopify:{id_str(r['id'])}",
         "external_ids": {"channel_id": id_str(r["id"]), "erp_sales_order": None},
-        "channel": "web",
+        "channel": "store" if r.get("source_name", "web") == "pos" else "web",
         "order_number": r["name"],
         "created_at": iso_utc(r["created_at"]),
-        "updated_at": iso_utc(r["updated_at"]),
+        "updated_at": iso_utc(r.get("updated_at") or r["created_at"]),
         "status": {
-            "financial": "voided" if r["financial_status"] == "expired" else r["financial_status"],
-            "fulfillment": r["fulfillment_status"] or "unfulfilled",
-            "state": "cancelled" if r["cancelled_at"] else "closed" if r["closed_at"] else "open",
+            "financial": "voided" if status == "expired" else status or "pending",
+            "fulfillment": r.get("fulfillment_status") or "unfulfilled",
+            "state": "cancelled"
+            if r.get("cancelled_at")
+            else "closed"
+            if r.get("closed_at")
+            else "open",
         },
         "currency": currency_code(r["currency"]),
-        "taxes_included": r["taxes_included"],
+        "taxes_included": r.get("taxes_included") or False,
         "customer": {
             "id": id_str(customer["id"]) if customer else None,
-            "email": r.get("email") or None,
+            "email": r.get("email")
+            or r.get("contact_email")
+            or ((customer.get("email") or None) if customer else None),
             "name": (
-                " ".join(n for n in (customer["first_name"], customer["last_name"]) if n) or None
+                " ".join(n for n in (customer.get("first_name"), customer.get("last_name")) if n)
+                or None
             )
             if customer
             else None,
-            "phone": r["phone"] or (customer["phone"] if customer else None),
+            "phone": r.get("phone") or ((customer.get("phone") or None) if customer else None),
         },
-        "bill_to": _address(r.get("billing_address")),
-        "ship_to": _address(r.get("shipping_address")),
-        "lines": [
-            {
-                "line_no": i,
-                "external_id": id_str(line["id"]),
-                "sku": line["sku"],
-                "gtin": None,
-                "title": line["name"],
-                "quantity": line["quantity"],
-                "unit_price": decimal(line["price"]),
-                "discount": money_sum(line["discount_allocations"], "amount"),
-                "tax": money_sum(line["tax_lines"], "price"),
-                "total": decimal(
-                    round_decimal(line["price"]) * line["quantity"]
-                    - round_decimal(money_sum(line["discount_allocations"], "amount"))
-                ),
-            }
-            for i, line in enumerate(r["line_items"], 1)
-        ],
+        "bill_to": _address(r["billing_address"])
+        if (r.get("billing_address") or {}).get("address1")
+        else None,
+        "ship_to": _address(r["shipping_address"]) if r.get("shipping_address") else None,
+        "lines": [_line(i, line, applications) for i, line in enumerate(items, 1)],
         "shipping_lines": [
             {
-                "code": rate["code"] or None,
-                "title": rate["title"],
+                "code": rate.get("code") or None,
+                "title": rate.get("title") or rate.get("code") or "Shipping",
                 "price": decimal(rate["price"]),
-                "discount": money_sum(rate["discount_allocations"], "amount"),
-                "tax": money_sum(rate["tax_lines"], "price"),
+                "discount": money_sum(rate.get("discount_allocations") or [], "amount"),
+                "tax": money_sum(rate.get("tax_lines") or [], "price"),
+                "tax_lines": _taxes(rate.get("tax_lines")),
             }
-            for rate in r["shipping_lines"]
+            for rate in rates
         ],
         "totals": {
             "subtotal": decimal(r["subtotal_price"]),
-            "discount": decimal(r["total_discounts"]),
-            "shipping": decimal(r["total_shipping_price_set"]["shop_money"]["amount"]),
-            "tax": decimal(r["total_tax"]),
+            "discount": decimal(r["total_discounts"])
+            if r.get("total_discounts") is not None
+            else money_sum(
+                [a for x in items + rates for a in x.get("discount_allocations", [])], "amount"
+            ),
+            "shipping": decimal(shipping_set["shop_money"]["amount"])
+            if shipping_set
+            else money_sum(rates, "price"),
+            "tax": decimal(r["total_tax"])
+            if r.get("total_tax") is not None
+            else money_sum([t for x in items + rates for t in x.get("tax_lines", [])], "price"),
             "total": decimal(r["total_price"]),
         },
-        "fulfillment": {
-            "method": _METHODS.get(method_type, "ship"),
-            "pickup_store": id_str(first["assigned_location_id"])
-            if method_type == "PICK_UP"
-            else None,
-        },
-        "tags": tag_list(r["tags"]),
+        "fulfillment": {"method": method, "pickup_store": store},
+        "tags": tag_list(r.get("tags")),
+        "note": r.get("note") or None,
+        "note_attributes": _pairs(r.get("note_attributes")),
+        "discount_codes": [
+            {"code": c["code"], "amount": decimal(c["amount"]), "type": c.get("type")}
+            for c in r.get("discount_codes") or []
+        ],
+        "tax_lines": _taxes(r.get("tax_lines")),
+        "fee_lines": [{"title": "Tip", "amount": decimal(tip), "tax": "0.00", "tax_lines": []}]
+        if round_decimal(tip) != 0
+        else [],
+        "payment_methods": [g for g in r.get("payment_gateway_names") or [] if g],
     }
 
 

@@ -45,7 +45,7 @@ PARTS = [  # (part, substrings of the file name); the first match wins
     ("engine/steps.py", ("engine/steps.py",)),
     ("engine/runner.py", ("engine/runner.py",)),
     ("connectors/sqlite.py", ("connectors/sqlite.py",)),
-    ("connectors/http.py", ("connectors/http.py",)),
+    ("connectors/http.py and httpkit", ("connectors/http.py", "connectors/httpkit/")),
     ("reading the source (connectors/file.py, _json)", ("connectors/file.py", "connectors/_json")),
     ("json (stdlib)", ("json/",)),
 ]

@@ -4,6 +4,12 @@ Connectors register through the ``flowyard.connectors`` entry-point group (the
 built-ins register the same way, in ``setup.cfg``). Entry points are loaded on
 first use; a third-party connector that fails to import is reported by
 :func:`broken` and by ``flowyard connectors``, and does not stop the others.
+
+Writing one: subclass :class:`Connector` (the seam, ``connectors.base``); raise the
+errors of ``connectors.errors`` (where the whole error tree is drawn); for an HTTP API,
+build on ``connectors.httpkit`` (sessions, authenticators, paginators, response
+classification); test it with ``connectors.testing`` (a memory double and the contract
+suite every built-in passes).
 """
 
 from __future__ import annotations

@@ -1,16 +1,34 @@
-"""JSON for connectors: money stays exact.
+"""JSON for connectors: money stays exact, and what cannot be held is refused on reading.
 
 Numbers with a fraction are read as :class:`decimal.Decimal`, never ``float``, and a
 ``Decimal`` is written back as a JSON number with exactly its digits. Python ints are
 unbounded, so ids above 2**53 round-trip as they are.
+
+:func:`loads` refuses, with :class:`json.JSONDecodeError` like any other unreadable text
+(so a source dead-letters the line with its raw text), what a record must not hold: values
+nested deeper than :data:`MAX_DEPTH`, integers longer than :data:`MAX_DIGITS` digits,
+``NaN`` and ``Infinity`` (not JSON; they would be stored as NULL or ``inf``), and a lone
+UTF-16 surrogate such as ``"\\ud800"`` (no text encoding can write it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import sys
 from decimal import Decimal
 from typing import Any
+
+#: Deepest nesting of arrays and objects a record may have. Retail payloads nest a handful
+#: of levels; a thousand would exhaust the interpreter's stack in whatever walks it next.
+MAX_DEPTH = 100
+#: Longest integer, in digits: the interpreter's limit for converting text to int (4300).
+MAX_DIGITS = sys.get_int_max_str_digits() or 4300
+
+_BRACKETS_OR_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONG_INT = re.compile(rf"\d{{{MAX_DIGITS + 1},}}")
 
 _encode_str = json.JSONEncoder(ensure_ascii=False).encode
 # The C encoder, for values that hold only what JSON has natively (str, int, float, bool,
@@ -19,8 +37,87 @@ _encode_plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allo
 
 
 def loads(text: str | bytes) -> Any:
-    """Decode JSON text, fractional numbers as ``Decimal``."""
-    return json.loads(text, parse_float=Decimal)
+    """Decode JSON text, fractional numbers as ``Decimal``; refuse what a record cannot hold.
+
+    Raises :class:`json.JSONDecodeError` (a ``ValueError``) for invalid JSON and for the
+    values listed in the module's docstring.
+    """
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode(json.detect_encoding(text))
+        except UnicodeDecodeError as exc:
+            raise json.JSONDecodeError(f"not valid text ({exc.reason})", "", exc.start) from None
+    # cheap checks first: one C-speed count, a regex only where it can matter
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        _check_depth(text)
+    try:
+        value = _DECODER.decode(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError(f"nested deeper than {MAX_DEPTH} levels", text, 0) from None
+    except ValueError as exc:  # int() past the interpreter's digit limit, a NaN refused
+        long = _LONG_INT.search(text)
+        if isinstance(exc, _Refused) or long is None:
+            raise json.JSONDecodeError(str(exc), text, getattr(exc, "pos", 0)) from None
+        raise json.JSONDecodeError(
+            f"a number of more than {MAX_DIGITS} digits", text, long.start()
+        ) from None
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        _check_text(value, text)
+    return value
+
+
+class _Refused(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number")
+
+
+def _check_depth(text: str) -> None:
+    depth = 0
+    for match in _BRACKETS_OR_STRINGS.finditer(text):
+        token = match.group(0)
+        if token in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise json.JSONDecodeError(
+                    f"nested deeper than {MAX_DEPTH} levels", text, match.start()
+                )
+        elif token in "]}":
+            depth -= 1
+
+
+def _walk(value: Any) -> Any:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            yield item
+
+
+def _check_text(value: Any, text: str) -> None:
+    for item in _walk(value):
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                where = _SURROGATE_ESCAPE.search(text)
+                raise json.JSONDecodeError(
+                    "a lone UTF-16 surrogate (\\ud800-\\udfff) that no text can hold",
+                    text,
+                    where.start() if where else 0,
+                ) from None
+
+
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constant)
 
 
 def dumps(value: Any) -> str:

@@ -1,22 +1,33 @@
-"""Errors a connector raises; the root of flowyard's error tree.
+"""Every error flowyard raises on purpose, in one tree: the only drawing of it.
 
-The whole tree (the engine adds the definition and record branches, see
-``engine.errors``)::
+The connector branch lives here, since a connector author needs it and connectors never
+import the engine; the engine adds the ``FlowError``, ``RecordError`` and ``RunError``
+branches (``engine.errors``; the template errors are in ``engine.templates``)::
 
     FlowyardError
     ├── ConnectorError                a call or read through a connector failed
-    │   ├── TransientError            worth retrying: timeouts, connection errors, 408, 429, 5xx
-    │   └── PermanentError            not worth retrying: other 4xx, a refusal by the target
-    ├── FlowError                     (engine) the flow definition is invalid
-    ├── RecordError                   (engine) one record cannot be processed
-    │   ├── MappingError              a mapping template failed on this record
-    │   └── RecordValidationError     the record does not match its canonical schema
-    └── RunError                      (engine) the run cannot proceed
-        ├── LockHeld                  another run of the flow holds the lease
-        └── CircuitOpen               a connection's circuit breaker is open
+    │   ├── TransientError            retried: timeouts, connection errors, 408, 429, 5xx
+    │   └── PermanentError            dead-lettered at once: other 4xx, refusals
+    ├── FlowError                     the flow or mapping definition is invalid (.problems)
+    ├── RecordError                   one record cannot be processed; it is dead-lettered
+    │   ├── MappingError              a mapping failed on this record
+    │   │   └── TemplateRenderError   a template failed on it (.field, .source)
+    │   │       ├── UndefinedValueError   it used a name or field the record lacks
+    │   │       └── SandboxViolation      it reached for Python internals or a limit
+    │   ├── RecordValidationError     the record does not match its canonical schema
+    │   ├── ConflictError             a sent record changed and on_change is conflict
+    │   └── RecordRejected            a `fail` step refused the record, with its reason
+    └── RunError                      the run cannot proceed (exit code 3)
+        ├── LockHeld                  another run of the same flow holds the lease
+        ├── SourceUnavailable         the source could not be read
+        ├── CircuitOpen               a connection's circuit breaker is open
+        └── StateError                the state file or run log cannot be used (exit code 4)
 
 Retry decisions read the error's class, never its message: ``TransientError`` is
-retried, everything else goes to the dead-letter queue with its reason.
+retried (after ``retry_after`` seconds when the target said), everything else goes to the
+dead-letter queue with its reason. Catch ``FlowError`` around ``Engine.load``; a run
+reports record failures in its result and raises only ``RunError`` subclasses.
+``tests/test_error_tree.py`` checks this drawing against the classes.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ Errors:
   an unknown database (404), a bad argument) → :class:`PermanentError` whose
   message is Tryton's own message, written for the person who must act on it;
 * a lock or concurrent update (``ConcurrencyException``, "database is locked"),
-  connection errors, timeouts, 408, 429 and 5xx → :class:`TransientError`.
+  connection errors, timeouts, 408, 429 and 5xx → :class:`TransientError`, with
+  ``retry_after`` from a ``Retry-After`` header in either form (``connectors.httpkit``).
 
 A call with ``then`` runs workflow methods on the records it created (or was
 given), and ``read_fields`` reads them back, in further requests. Tryton runs each
@@ -47,6 +48,7 @@ import httpx
 
 from connectors.base import Connector, Item, Request, Response
 from connectors.errors import ConnectorError, PermanentError, TransientError
+from connectors.httpkit import is_transient_status, retry_after
 
 _NAME = r"^[a-z][a-z0-9_]*$"
 _MODEL = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
@@ -436,14 +438,11 @@ def _is_id_list(value: Any) -> bool:
 
 def _http_error(method: str, answer: httpx.Response, database: Any) -> ConnectorError:
     status = answer.status_code
-    if status in (408, 429) or status >= 500:
-        retry_after = None
-        try:
-            retry_after = float(answer.headers.get("Retry-After", ""))
-        except ValueError:
-            pass
+    if is_transient_status(status):
         return TransientError(
-            f"Tryton answered {method} with HTTP {status}", status=status, retry_after=retry_after
+            f"Tryton answered {method} with HTTP {status}",
+            status=status,
+            retry_after=retry_after(answer.headers.get("Retry-After")),
         )
     if status == 403:
         message = f"Tryton does not allow {method} (HTTP 403): no such RPC method, or no access"

@@ -19,6 +19,7 @@ from engine.errors import (
     RecordValidationError,
     RunError,
     SourceUnavailable,
+    StateError,
     TransientError,
 )
 from engine.model import Flow
@@ -45,6 +46,7 @@ __all__ = [
     "RunError",
     "RunResult",
     "SourceUnavailable",
+    "StateError",
     "TransientError",
     "default_state",
 ]

@@ -24,6 +24,7 @@ from engine.loader import check_flow
 from engine.model import Flow
 from engine.runlog import Listener
 from engine.runner import LEASE_TTL, Runner, RunResult
+from engine.steps import dumps_sorted
 from engine.store import DeadLetter, ReviewItem, Store
 from engine.templates import make_environment
 
@@ -33,6 +34,27 @@ DEFAULT_STATE = Path(".flowyard") / "state.db"
 def default_state() -> Path:
     """``$FLOWYARD_STATE``, else ``.flowyard/state.db`` under the current directory."""
     return Path(os.environ.get("FLOWYARD_STATE") or DEFAULT_STATE)
+
+
+def ensure_state_folder(state: Path) -> None:
+    """Refuse a state file whose folder does not exist, so that a mistyped path is an
+    error instead of a new, empty state (which would take every record through the flow
+    again). A folder named ``.flowyard`` in a folder that exists is the one exception: it
+    is the documented default's, and is made.
+
+    Raises :class:`FileNotFoundError` saying how to create the folder.
+    """
+    folder = state.parent
+    if folder.is_dir():
+        return
+    if folder.name == DEFAULT_STATE.parent.name and folder.parent.is_dir():
+        folder.mkdir(exist_ok=True)
+        return
+    raise FileNotFoundError(
+        f"the folder of the state file {state} does not exist: create it first "
+        f"(mkdir -p {folder}) if that is where the state belongs, or fix the path; "
+        "flowyard does not start a new state in a folder it would have to make"
+    )
 
 
 class Engine:
@@ -124,7 +146,8 @@ class Engine:
         """
         flow = flow if isinstance(flow, Flow) else self.load(flow)
         letters = self._letters_to_replay(flow, ids, from_start)
-        runner = self._runner(flow, vars, dry_run=dry_run, wait_lock=wait_lock, kind="replay")
+        run_vars = {**self._vars_of(letters), **(vars or {})}
+        runner = self._runner(flow, run_vars, dry_run=dry_run, wait_lock=wait_lock, kind="replay")
         return runner.run(replay=letters, from_start=from_start)
 
     def _letters_to_replay(
@@ -149,6 +172,21 @@ class Engine:
         chosen = [d for d in replayable if d.id in wanted]
         return self._from_start_check(chosen) if from_start else chosen
 
+    def _vars_of(self, letters: list[DeadLetter]) -> dict[str, Any]:
+        """The vars the runs that wrote ``letters`` were given; they must agree."""
+        if not letters or not self.state.exists():
+            return {}
+        with _closing(Store(self.state, readonly=True)) as store:
+            given = store.run_vars(sorted({d.run_id for d in letters}))
+        distinct = {dumps_sorted(v): (run_id, v) for run_id, v in given.items()}
+        if len(distinct) > 1:
+            runs = ", ".join(sorted(run_id for run_id, _ in distinct.values()))
+            raise ValueError(
+                f"the dead letters to replay were written by runs given different vars "
+                f"({runs}): replay each run's with --id, or give the vars (--var, --vars)"
+            )
+        return next(iter(distinct.values()))[1] if distinct else {}
+
     @staticmethod
     def _from_start_check(letters: list[DeadLetter]) -> list[DeadLetter]:
         old = [str(d.id) for d in letters if d.source_record is None]
@@ -161,6 +199,8 @@ class Engine:
         return letters
 
     def _runner(self, flow: Flow, vars: dict | None, **kw: Any) -> Runner:
+        if not kw.get("dry_run"):  # a dry run writes nothing, so needs no folder
+            ensure_state_folder(self.state)
         return Runner(
             flow,
             registry=self.registry,
@@ -174,7 +214,9 @@ class Engine:
 
     # -- what happened ---------------------------------------------------------------------------
     def store(self) -> Store:
-        """The state store, opened read-write (created when missing). Close it when done."""
+        """The state store, opened read-write (created when missing, in a folder that
+        exists). Close it when done."""
+        ensure_state_folder(self.state)
         return Store(self.state)
 
     # -- records that need a person ----------------------------------------------------------

@@ -1,24 +1,9 @@
-"""Every error flowyard raises on purpose, in one tree.
+"""The engine's branches of flowyard's error tree: definitions, records and runs.
 
-::
-
-    FlowyardError
-    ├── ConnectorError                a call or read through a connector failed
-    │   ├── TransientError            retried: timeouts, connection errors, 408, 429, 5xx
-    │   └── PermanentError            dead-lettered at once: other 4xx, refusals
-    ├── FlowError                     the flow or mapping definition is invalid (``.problems``)
-    ├── RecordError                   one record cannot be processed; it is dead-lettered
-    │   ├── MappingError              a mapping template failed on this record
-    │   ├── RecordValidationError     the record does not match its canonical schema
-    │   ├── ConflictError             a sent record changed and the flow's on_change is conflict
-    │   └── RecordRejected            a `fail` step refused the record, with the flow's reason
-    └── RunError                      the run cannot proceed (exit code 3)
-        ├── LockHeld                  another run of the same flow holds the lease
-        ├── SourceUnavailable         the source could not be read
-        └── CircuitOpen               a connection's circuit breaker is open
-
-Catch ``FlowError`` around :meth:`engine.Engine.load`; a run reports record
-failures in its result and raises only ``RunError`` subclasses.
+The tree is drawn once, in ``connectors/errors.py`` (where the root and the connector
+branch live, since connectors never import the engine); this module adds ``FlowError``,
+``RecordError`` and ``RunError`` with their subclasses and re-exports the rest, so
+``from engine.errors import ...`` finds every class.
 """
 
 from __future__ import annotations
@@ -42,6 +27,7 @@ __all__ = [
     "RecordValidationError",
     "RunError",
     "SourceUnavailable",
+    "StateError",
     "TransientError",
 ]
 
@@ -120,3 +106,12 @@ class SourceUnavailable(RunError):
 
 class CircuitOpen(RunError):
     """A connection's circuit breaker is open; the records that need it are left for later."""
+
+
+class StateError(RunError):
+    """The state file or the run-log folder cannot be used: not a flowyard state, damaged,
+    read-only, or the disk is full. ``path`` names the file; the CLI exits 4."""
+
+    def __init__(self, message: str, path: str = ""):
+        super().__init__(message)
+        self.path = path

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import nodes
 
 from engine import flow_schema
+from engine.envrefs import ENV_CONTEXT, env_references, references_in_expressions
 from engine.errors import Problem, RecordError
 from engine.flow_connections import policy
 from engine.flow_templates import STEP_NAMES, cached
@@ -396,6 +397,22 @@ class StepBuilder:
                 )
         return out
 
+    def call_options(self, options: dict, path: list[Any], names: tuple[str, ...]) -> Any:
+        """A call's options compiled once, each ``${env:NAME}`` a reference to the run's value.
+
+        The flow's own text is checked first, so a template cannot name the engine's
+        environment entry itself (engine/envrefs.py).
+        """
+        for ref in references_in_expressions(options):
+            self.problem(
+                path,
+                f"{ref} inside {{{{ ... }}}} is part of the expression and stays literal "
+                "text; write it outside the braces",
+            )
+        if not self.templates.check(options, path, names):
+            return None
+        return self.templates.template(env_references(options), path, (*names, ENV_CONTEXT))
+
     def call(
         self,
         kind: str,
@@ -448,7 +465,7 @@ class StepBuilder:
         return CallStep(
             **base,
             connection=name,
-            options=self.templates.template(options, path, names),
+            options=self.call_options(options, path, names),
             idempotency_key=idempotency_key,
             on_change=spec.get("on_change", "conflict"),
             save_as=spec.get("save_as"),

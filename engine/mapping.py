@@ -19,7 +19,9 @@ expressions; each list spec a call into a separately compiled body) and one gene
 function, so one record is one render. Evaluating every field as its own template costs
 about 20x a hand-written mapping; the one-function form stays within a small factor (see
 ``bench/bench_mapping.py``). Only when a record fails are the fields evaluated one by one,
-to name the failing field (``lines[2].sku``).
+to report every failing field at once in the record's own terms, under the record's
+``label`` (``order #1001 (shopify:5234...): line_items[2].sku is missing; total_price is
+missing``).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from engine.yamlpos import format_path, key_position, load_yaml, position, read_
 
 __all__ = ["CompiledMapping", "load_mapping"]
 
-TOP_KEYS = ("mapping", "description", "fields")
+TOP_KEYS = ("mapping", "description", "label", "fields")
 EACH_KEYS = ("each", "as", "fields")
 WHEN_KEYS = ("when", "fields")
 DEFAULT_ITEM_NAME = "item"
@@ -67,25 +69,47 @@ class CompiledMapping:
     """A mapping file compiled once: ``mapping(record, context) -> dict``.
 
     Templates see ``record`` plus the context's keys (``vars``, ``meta``, ``run`` ...).
-    A failing field raises :class:`engine.errors.MappingError` (a
-    :class:`~engine.templates.TemplateRenderError`) naming the mapping, the field path and
-    the record key (``context["meta"]["key"]``).
+    A record that cannot be mapped raises :class:`engine.errors.MappingError` (a
+    :class:`~engine.templates.TemplateRenderError`) listing every failing field, in the
+    record's own terms where possible, under the record's label (the file's ``label:``
+    template, else ``record <key>`` from ``context["meta"]["key"]``) and the mapping's name.
     """
 
-    __slots__ = ("name", "description", "file", "_renderer")
+    __slots__ = ("name", "description", "file", "_renderer", "_label")
 
-    def __init__(self, name: str, description: str, file: str, renderer: Renderer):
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        file: str,
+        renderer: Renderer,
+        label: Renderer | None = None,
+    ):
         self.name = name
         self.description = description
         self.file = file
         self._renderer = renderer
+        self._label = label
 
     def __call__(self, record: Any, context: Mapping[str, Any] | None = None) -> dict:
         variables = {**context, "record": record} if context else {"record": record}
         try:
             return self._renderer(variables)
         except TemplateRenderError as exc:
-            raise exc.located(mapping=self.name, record_key=_record_key(context)) from exc
+            located = exc.located(
+                mapping=self.name, record_key=_record_key(context), label=self.label(variables)
+            )
+            raise located from exc
+
+    def label(self, variables: Mapping[str, Any]) -> str:
+        """How the record is called in errors: the ``label:`` template, "" when it fails."""
+        if self._label is None:
+            return ""
+        try:
+            text = self._label(variables)
+        except TemplateRenderError:
+            return ""
+        return "" if text is None else str(text).strip()
 
     @property
     def names_read(self) -> frozenset[str]:
@@ -164,6 +188,7 @@ class _Builder:
         if not isinstance(description, str):
             self.problem(["description"], "`description` is a string")
             description = ""
+        label = self.label(data.get("label"))
         if "fields" not in data:
             self.problem([], "missing `fields:`, the output fields and their values")
             return None
@@ -172,10 +197,23 @@ class _Builder:
             return None
         try:
             renderer = Renderer(self.env, spec, data["fields"], name=f"mapping {name}")
+            labeller = label and Renderer(self.env, label, data["label"], name=f"label {name}")
         except TemplateProblem as exc:  # checked above already; a compiler refusal
             self.problem(["fields"], exc.message)
             return None
-        return CompiledMapping(name, description, self.file, renderer)
+        return CompiledMapping(name, description, self.file, renderer, labeller or None)
+
+    def label(self, value: Any) -> Expr | None:
+        """The ``label:`` template, how error messages call a record ("order {{ ... }}")."""
+        if value is None:
+            return None
+        if not isinstance(value, str) or not is_template(value):
+            self.problem(
+                ["label"],
+                '`label` is a template naming the record in errors, e.g. "order {{ record.name }}"',
+            )
+            return None
+        return self.template(value, ["label"], self.names)
 
     # -- the value tree --------------------------------------------------------------------
     def value(self, value: Any, path: list[Any], scope: tuple[str, ...]) -> Any:

@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from engine.filters import FilterError, _to_decimal, require_defined
+from engine.money import FilterError, require_defined, to_decimal
 
 __all__ = ["three_way_match"]
 
@@ -281,7 +281,7 @@ def _field(row: Mapping, name: str, who: str) -> Any:
 
 def _number(value: Any, what: str) -> Decimal:
     try:
-        return _to_decimal(value, "three_way_match")
+        return to_decimal(value, "three_way_match")
     except FilterError as exc:
         raise FilterError(f"{exc} ({what})") from None
 

@@ -106,18 +106,36 @@ class _Redactor:
 
 
 class _Lines:
-    """A structlog logger factory target writing whole lines to several streams at once."""
+    """A structlog logger factory target writing whole lines to several streams at once.
+
+    A stream that fails (a full disk) is dropped, and its error kept in ``error`` for the
+    runner to stop on: a log line must never be what fails a record.
+    """
 
     def __init__(self, streams: list[IO[str]]):
         self.streams = streams
         self.lock = threading.Lock()
+        self.error: OSError | None = None
 
     def msg(self, line: str) -> None:
         with self.lock:
-            for stream in self.streams:
-                stream.write(line + "\n")
+            for stream in list(self.streams):
+                try:
+                    stream.write(line + "\n")
+                except OSError as exc:
+                    self.error = self.error or exc
+                    self.streams.remove(stream)
 
-    info = warning = error = msg
+    def flush(self) -> None:
+        with self.lock:
+            for stream in list(self.streams):
+                try:
+                    stream.flush()
+                except OSError as exc:
+                    self.error = self.error or exc
+                    self.streams.remove(stream)
+
+    info = warning = error_ = msg
 
 
 class RunLog:
@@ -142,18 +160,21 @@ class RunLog:
         streams: list[IO[str]] = []
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", encoding="utf-8", buffering=1 << 16)
+            self._file = path.open(
+                "a", encoding="utf-8", errors="backslashreplace", buffering=1 << 16
+            )
             streams.append(self._file)
         if stderr:
             streams.append(sys.stderr)
         self._logger = None
+        self._lines = _Lines(streams)
         if streams:
             # imported here, not at the top: structlog pulls in rich when it is installed,
             # ~0.1 s that `flowyard validate` and the other commands that log nothing skip
             import structlog
 
             self._logger = structlog.wrap_logger(
-                _Lines(streams),
+                self._lines,
                 processors=[self._stamp, structlog.processors.JSONRenderer(serializer=_serialize)],
                 context_class=dict,
             ).bind(run_id=run_id, flow=flow)
@@ -170,9 +191,23 @@ class RunLog:
             for listener in self.listeners:
                 listener(line)
 
+    def flush(self) -> None:
+        """Hand the lines written so far to the operating system: a crash (even ``kill -9``)
+        after this keeps them. The runner calls it with each progress commit, so the log
+        holds every record the state holds, at one write per group, not per line."""
+        self._lines.flush()
+
+    @property
+    def error(self) -> OSError | None:
+        """Why the run's log file could not be written (it is no longer written), or None."""
+        return self._lines.error
+
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as exc:  # the last lines could not be written (a full disk)
+                self._lines.error = self._lines.error or exc
             self._file = None
 
 

@@ -15,6 +15,7 @@ with the record as the source delivered it.
 from __future__ import annotations
 
 import queue
+import sqlite3
 import threading
 import time
 import uuid
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors import Connector, Item, Registry
+from engine.envrefs import ENV_CONTEXT, env_references
 from engine.errors import (
     CircuitOpen,
     ConnectorError,
@@ -32,13 +34,13 @@ from engine.errors import (
     Problem,
     RunError,
     SourceUnavailable,
+    StateError,
 )
-from engine.loader import ENV_REF
 from engine.model import Flow
 from engine.retry import CircuitBreaker, RateLimiter
 from engine.runlog import Listener, RunLog
 from engine.steps import OUTCOMES, ConnectionState, Executor, Failure, Outcome, Rec
-from engine.store import DeadLetter, Store, dumps, holder_id
+from engine.store import DeadLetter, Store, dumps, holder_id, state_error
 from engine.templates import compile_value, default_environment
 from engine.unchanged import FINAL_CLEAN, RecordDigests
 
@@ -47,7 +49,7 @@ COMMIT_SECONDS = 1.0
 LEASE_TTL = 60.0  # seconds; a run renews its lease every third of it
 PRUNE_SLACK = 3600.0  # how far past its retention a flow's data gets before a run prunes it
 
-EXIT_OK, EXIT_DEAD_LETTERS, EXIT_INVALID, EXIT_CANNOT_PROCEED = 0, 1, 2, 3
+EXIT_OK, EXIT_DEAD_LETTERS, EXIT_INVALID, EXIT_CANNOT_PROCEED, EXIT_STATE = 0, 1, 2, 3, 4
 EXIT_REVIEW = EXIT_DEAD_LETTERS  # some records need a person, either way
 
 
@@ -86,6 +88,7 @@ class _Work:
     has_position: bool = False
     digest: str | None = None  # the record's digest, when the flow remembers them
     unchanged: bool = False  # skipped: the same as when it last went through
+    seen_again: bool = False  # unchanged, and its digest's time is due to be refreshed
 
 
 # a lane's answer for work it skipped because the run is stopping: the item stays not final
@@ -121,6 +124,19 @@ def describe(error: BaseException) -> str:
     return message
 
 
+def _raw_text(data: Any) -> str | None:
+    """A record as JSON text, for a dead letter that has no raw line of its own."""
+    try:
+        return dumps(data)
+    except Exception:  # what cannot be written as JSON is shown as Python shows it
+        return repr(data)[:100_000]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
@@ -145,7 +161,9 @@ class Runner:
         self.flow = flow
         self.registry = registry
         self.state = Path(state)
-        self.vars = {**flow.vars, **(vars or {})}
+        self.given_vars = dict(vars or {})  # kept with the run, for a replay to reuse
+        self.vars = {**flow.vars, **self.given_vars}
+        self._exit: int | None = None  # an exit code that the status alone does not tell
         self.dry_run = dry_run
         self.kind = kind
         self.wait_lock = wait_lock
@@ -160,14 +178,23 @@ class Runner:
         else:
             self.store = Store(self.state)
         log_path = None if dry_run else self.state.parent / "runs" / f"{self.run_id}.jsonl"
-        self.log = RunLog(
-            self.run_id,
-            flow.name,
-            path=log_path,
-            stderr=log_stderr,
-            secrets=self.secrets,
-            listeners=listeners,
-        )
+        try:
+            self.log = RunLog(
+                self.run_id,
+                flow.name,
+                path=log_path,
+                stderr=log_stderr,
+                secrets=self.secrets,
+                listeners=listeners,
+            )
+        except OSError as exc:
+            if self.store is not None:
+                self.store.close()
+            raise StateError(
+                f"run log {log_path}: cannot write it: {exc.strerror or exc}; flowyard writes "
+                f"each run's log in {log_path.parent}, beside the state file",
+                str(log_path),
+            ) from None
         self._connections: dict[str, ConnectionState] = {}
         self._conn_lock = threading.Lock()
         self.executor = Executor(
@@ -179,7 +206,8 @@ class Runner:
             self.log,
             dry_run=dry_run,
             mask=self.mask,
-            resolve=self._resolve if self.env else None,
+            env=self.env,
+            refresh_after=min(PRUNE_SLACK, (flow.retention_s or PRUNE_SLACK) / 10),
         )
         self.counts = {"read": 0, **{name: 0 for name in OUTCOMES}}
         self._traces: list[dict] = []
@@ -188,6 +216,7 @@ class Runner:
         self._open_keys: set[str] = set()  # records with open items, before this run
         self._digests: RecordDigests | None = None  # set per run: None for replays
         self._digest_writes: list[tuple[str, str | None, str, str, float]] = []  # None: forget
+        self._seen: list[str] = []  # records seen again unchanged: keep their state alive
         self._resolved: list[str] = []
         self.dead_letter_ids: list[int] = []
         self.review_ids: list[int] = []
@@ -231,28 +260,19 @@ class Runner:
             )
         return {name: os.environ[name] for name in self.flow.env_names}
 
-    def _resolve(self, value: Any) -> Any:
-        if isinstance(value, str) and "${env:" in value:
-            return ENV_REF.sub(lambda m: self.env[m.group(1)], value)
-        if isinstance(value, dict):
-            return {k: self._resolve(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._resolve(v) for v in value]
-        return value
-
     def mask(self, value: Any) -> Any:
         return self.log.redact(value)
 
     def _options(self, raw: dict) -> dict:
-        """Connection and source options: ``{{ vars.x }}`` rendered, ``${env:X}`` resolved.
+        """Connection and source options: ``{{ vars.x }}`` and ``${env:X}`` rendered.
 
         They were checked at load time; compiled here once per run, in the shared
-        environment that caches compiled templates.
+        environment that caches compiled templates. ``${env:X}`` is a reference made from
+        the flow's own text (engine/envrefs.py): a var holding that text stays that text.
         """
-        rendered = compile_value(default_environment(), raw)(
-            {"vars": self.vars, "run": self.executor.run_info}
+        return compile_value(default_environment(), env_references(raw))(
+            {"vars": self.vars, "run": self.executor.run_info, ENV_CONTEXT: self.env}
         )
-        return self._resolve(rendered)
 
     def connection(self, name: str) -> ConnectionState:
         with self._conn_lock:
@@ -339,7 +359,7 @@ class Runner:
                         source=item.data,
                     )
                 except Exception as exc:  # a key template failing on this record
-                    item.error = f"record key: {exc}"
+                    item.error = f"the record key cannot be made: {_one_line(exc)}"
             yield work
 
     def _replay_work(self, letters: list[DeadLetter], from_start: bool) -> Iterator[_Work]:
@@ -392,41 +412,45 @@ class Runner:
         *,
         from_start: bool = False,
     ) -> RunResult:
+        """Run the flow; every failure ends in a result (status ``failed`` and its exit
+        code), except those before the run started: :class:`LockHeld` and a state file that
+        cannot be opened (:class:`StateError`)."""
         started = time.perf_counter()
+        if self.store is not None and not self.dry_run:
+            self._start(replay)
         status, message = "ok", None
-        if self.store is not None and not self.dry_run:
-            try:
-                self._acquire()
-            except LockHeld:  # this run never started: leave no trace of it
-                self.log.close()
-                self.log.path.unlink(missing_ok=True)
-                self.store.close()
-                raise
-            self.store.mark_abandoned_runs(self.flow.name)
-            self.store.start_run(self.run_id, self.flow.name, self.kind)
-            if replay is None:
-                self._open_keys = self.store.open_item_keys(self.flow.name)
-        if self.store is not None and not self.dry_run:
-            digests = RecordDigests(self.flow, self.vars)
-            if replay is None and digests.enabled:
-                self._digests = digests
-            else:  # this run may change keys behind the digests' back
-                self.store.forget_record_digests(self.flow.name)
-        self.log.event("run_started", kind=self.kind, dry_run=self.dry_run)
-        work = self._replay_work(replay, from_start) if replay is not None else self._work(records)
         try:
+            if self.store is not None and not self.dry_run:
+                digests = RecordDigests(self.flow, self.vars)
+                if replay is None and digests.enabled:
+                    self._digests = digests
+                else:  # this run may change keys behind the digests' back
+                    self.store.forget_record_digests(self.flow.name)
+            self.log.event("run_started", kind=self.kind, dry_run=self.dry_run)
+            self.log.flush()
+            work = (
+                self._replay_work(replay, from_start) if replay is not None else self._work(records)
+            )
             stopped = self._loop(work)
             if stopped:
                 status, message = stopped
-        except RunError as exc:
-            status, message = "failed", self.mask(str(exc))  # it may quote a URL path
+        except Exception as exc:  # the run cannot go on: say why in one line, never a traceback
+            status, message = "failed", self.mask(self._failure(exc))  # it may quote a URL path
         finally:
-            self._flush(final=True)
             self._stop_lease.set()
             for state in self._connections.values():
-                state.connector.close()
-        if self.store is not None and not self.dry_run:
-            self._apply_retention()
+                try:
+                    state.connector.close()
+                except Exception as exc:
+                    self.log.event("connection_close_failed", connection=state.name, error=str(exc))
+        for final_step in (self._flush_final, self._apply_retention):
+            if self._exit is not None and self._exit == EXIT_STATE:
+                break  # the state cannot be written: do not try again
+            try:
+                final_step()
+            except Exception as exc:
+                if status != "failed":
+                    status, message = "failed", self._failure(exc)
         if status == "ok" and self.counts["dead_lettered"]:
             status = "dead_lettered"
         elif status == "ok" and self.counts["review"]:
@@ -436,6 +460,8 @@ class Runner:
         )
         if status == "stopped" and self.counts["parked"]:
             exit_code = EXIT_CANNOT_PROCEED
+        if self._exit is not None:
+            exit_code = self._exit
         result = RunResult(
             self.run_id,
             self.flow.name,
@@ -458,12 +484,68 @@ class Runner:
             message=message,
         )
         self.log.close()
-        if self.store is not None:
-            if not self.dry_run:
-                self.store.finish_run(self.run_id, status, result.counts, exit_code, message)
-                self.store.release_lease(self.flow.name, self._holder)
-            self.store.close()
+        self._finish_run(result)
         return result
+
+    def _start(self, replay: list[DeadLetter] | None) -> None:
+        """Take the flow's lease and record the run; nothing of a run that never started
+        is left behind (its run log goes too)."""
+        try:
+            self._acquire()
+            self.store.mark_abandoned_runs(self.flow.name)
+            self.store.start_run(self.run_id, self.flow.name, self.kind, self.given_vars)
+            if replay is None:
+                self._open_keys = self.store.open_item_keys(self.flow.name)
+        except BaseException:
+            self._stop_lease.set()
+            self.log.close()
+            self.log.path.unlink(missing_ok=True)
+            try:
+                self.store.release_lease(self.flow.name, self._holder)
+            except Exception:
+                pass  # the lease expires by itself; the error below is the one to report
+            self.store.close()
+            raise
+
+    def _failure(self, exc: BaseException) -> str:
+        """The one-line reason for a run that cannot go on; the traceback goes to the run
+        log only. A fault of the state file sets the exit code 4."""
+        import traceback
+
+        if isinstance(exc, sqlite3.Error):
+            exc = state_error(exc, self.state)
+        if isinstance(exc, StateError):
+            self._exit = EXIT_STATE
+            return str(exc)
+        if isinstance(exc, RunError):
+            return str(exc)
+        self._exit = EXIT_CANNOT_PROCEED
+        self.log.event(
+            "run_error",
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+        )
+        where = f"; the traceback is in {self.log.path}" if self.log.path else ""
+        return f"unexpected {type(exc).__name__}: {_one_line(exc)}{where}"
+
+    def _flush_final(self) -> None:
+        self._flush(final=True)
+
+    def _finish_run(self, result: RunResult) -> None:
+        if self.store is None:
+            return
+        try:
+            if not self.dry_run:
+                self.store.finish_run(
+                    self.run_id, result.status, result.counts, result.exit_code, result.message
+                )
+                self.store.release_lease(self.flow.name, self._holder)
+        except Exception:
+            # the state cannot be written (the reason is the run's message): the run stays
+            # ``running`` in it, and the next run marks it ``crashed`` and takes the lease
+            pass
+        finally:
+            self.store.close()
 
     def _loop(self, work: Iterator[_Work]) -> tuple[str, str] | None:
         """Process every work item; returns (status, message) when the run stopped early."""
@@ -545,11 +627,16 @@ class Runner:
         if w.rec is None:
             return None  # an unreadable input: dead-lettered as it is in _complete
         if self._digests is not None:
-            w.digest = self._digests.of(w.rec.key, w.rec.data, w.rec.meta)
+            try:
+                w.digest = self._digests.of(w.rec.key, w.rec.data, w.rec.meta)
+            except Exception:  # a record JSON cannot hold: it goes through its steps each run
+                w.digest = None
+        if w.digest is not None:
             last = self.store.record_digest(self.flow.name, w.rec.key)
             if last is not None and last[0] == w.digest:
                 # a filter would drop it again; done or skipped, its sends would be duplicates
                 w.unchanged = True
+                w.seen_again = last[3] < time.time() - self.executor.refresh_after
                 outcome = "filtered" if last[1] == "filtered" else "skipped"
                 return Outcome(outcome, [["unchanged", outcome, f"as in run {last[2]}"]], [])
         return self.executor.process(w.rec, w.start)
@@ -560,41 +647,7 @@ class Runner:
         if not w.letters:
             self.counts["read"] += 1
         if outcome is None:
-            item = w.item
-            self.counts["dead_lettered"] += 1
-            self._dead.append(
-                self.mask(
-                    {
-                        "run_id": self.run_id,
-                        "record_key": f"line:{item.line}",
-                        "step": "source",
-                        "error_class": "UnreadableRecord",
-                        "message": item.error,
-                        "raw": item.raw,
-                        "line": item.line,
-                        "attempts": 1,
-                    }
-                )
-            )
-            self._traces.append(
-                {
-                    "run_id": self.run_id,
-                    "flow": self.flow.name,
-                    "record_key": f"line:{item.line}",
-                    "outcome": "dead_lettered",
-                    "steps": [["source", "unreadable", item.error]],
-                    "error": item.error,
-                    "at": now,
-                }
-            )
-            self.log.event(
-                "record",
-                record_key=f"line:{item.line}",
-                outcome="dead_lettered",
-                step="source",
-                error=item.error,
-            )
-            self._finish(w, final=True)
+            self._source_dead_letter(w, now)
             return
         self.counts[outcome.outcome] += 1
         error = None
@@ -638,6 +691,8 @@ class Runner:
             ),
             **({"reason": "unchanged"} if w.unchanged else {}),
         )
+        if w.seen_again:
+            self._seen.append(w.rec.key)
         if w.digest and not w.unchanged:
             # a record that did not go through may have sent part of its requests: forget it
             clean = outcome.outcome in FINAL_CLEAN and not outcome.failures
@@ -649,6 +704,54 @@ class Runner:
         if not w.letters and w.rec.key in self._open_keys and outcome.outcome in FINAL_CLEAN:
             self._resolved.append(w.rec.key)  # an earlier run's dead letter: went through now
         self._finish(w, final=outcome.outcome != "parked")
+
+    def _source_dead_letter(self, w: _Work, now: float) -> None:
+        """Dead-letter an input that could not become a record: unreadable, or no key.
+
+        It is kept under a key of its own: its line (``line:N``, the same line refreshes
+        the same dead letter on every run of a file), else this run and its place in the
+        run's input (``input:<run>#<n>``), so two such inputs never share a dead letter.
+        The record (when it was read) and its raw text are kept with it.
+        """
+        item = w.item
+        key = f"line:{item.line}" if item.line is not None else f"input:{self.run_id}#{w.seq}"
+        raw = item.raw
+        if raw is None and item.data is not None:
+            raw = _raw_text(item.data)
+        error_class = "UnreadableRecord" if item.data is None else "UnkeyedRecord"
+        self.counts["dead_lettered"] += 1
+        self._dead.append(
+            self.mask(
+                {
+                    "run_id": self.run_id,
+                    "record_key": key,
+                    "step": "source",
+                    "error_class": error_class,
+                    "message": item.error,
+                    "raw": raw,
+                    "line": item.line,
+                    "attempts": 1,
+                    "record": item.data,
+                    "source_record": item.data,
+                    "context": {"meta": {"line": item.line, "position": item.position}},
+                }
+            )
+        )
+        self._traces.append(
+            {
+                "run_id": self.run_id,
+                "flow": self.flow.name,
+                "record_key": key,
+                "outcome": "dead_lettered",
+                "steps": [["source", "unreadable" if item.data is None else "unkeyed", item.error]],
+                "error": item.error,
+                "at": now,
+            }
+        )
+        self.log.event(
+            "record", record_key=key, outcome="dead_lettered", step="source", error=item.error
+        )
+        self._finish(w, final=True)
 
     def _parked_item(self, failure: Failure) -> dict:
         """A dead letter or review item for the store, with what a replay needs."""
@@ -723,6 +826,8 @@ class Runner:
             self._traces.clear()
             self._dead.clear()
             self._digest_writes.clear()
+            self._seen.clear()
+            self.executor.take_seen_keys()
             return
         ids = self.store.commit_progress(
             self.flow.name,
@@ -732,9 +837,11 @@ class Runner:
             move_cursor=self._cursor_moved,
             resolved=(self.run_id, self._resolved),
             digests=self._digest_writes,
+            seen=(self._seen, self.executor.take_seen_keys()),
         )
         self._resolved.clear()
         self._digest_writes.clear()
+        self._seen.clear()
         for item, item_id in zip(self._dead, ids, strict=True):
             (self.review_ids if item.get("kind") == "review" else self.dead_letter_ids).append(
                 item_id
@@ -751,3 +858,11 @@ class Runner:
         self._dead.clear()
         self._cursor_moved = False
         self._last_commit = time.monotonic()
+        # the log's lines up to here reach the file with the state they describe
+        self.log.flush()
+        if self.log.error is not None:
+            raise StateError(
+                f"run log {self.log.path}: cannot write it: "
+                f"{self.log.error.strerror or self.log.error}",
+                str(self.log.path),
+            )

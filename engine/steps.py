@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors import Connector, Request
+from engine.envrefs import ENV_CONTEXT
 from engine.errors import (
     CircuitOpen,
     ConflictError,
     PermanentError,
     RecordError,
     RecordRejected,
+    RunError,
     TransientError,
 )
 from engine.model import (
@@ -173,10 +175,13 @@ class Executor:
     dry_run: bool = False
     would_send: list[dict] = field(default_factory=list)
     mask: Callable[[Any], Any] = lambda v: v
-    resolve: Callable[[Any], Any] | None = None  # fills ${env:NAME} in call options
+    env: dict[str, str] = field(default_factory=dict)  # the values of the flow's ${env:NAME}
+    # a key skipped as a duplicate is kept alive when its time is older than this (seconds)
+    refresh_after: float = 3600.0
 
     def __post_init__(self) -> None:
         self.run_info = {"id": self.run_id, "flow": self.flow.name}
+        self._seen_keys: list[str] = []  # duplicates met again: the runner refreshes them
         # continuation of each step: the lists and positions that follow it
         self._where: dict[str, list[tuple[list[Step], int, Step | None]]] = {}
         self._index(self.flow.steps, [])
@@ -191,6 +196,13 @@ class Executor:
             elif isinstance(step, ForeachStep):
                 # a foreach body ends its item: nothing of the outer flow follows it
                 self._index(step.steps, [])
+
+    def take_seen_keys(self) -> list[str]:
+        """The idempotency keys skipped as duplicates since the last call, for the runner to
+        keep alive with its next progress commit (retention counts from when a key was last
+        seen, so a source that keeps delivering a record never has it sent again)."""
+        taken, self._seen_keys = self._seen_keys, []  # one swap: lanes may append meanwhile
+        return taken
 
     def context(self, rec: Rec) -> dict[str, Any]:
         ctx = {"record": rec.data, "vars": self.vars, "meta": rec.meta, "run": self.run_info}
@@ -252,21 +264,25 @@ class Executor:
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
                 return "review", rec
-            except _Failed as failed:
+            except RunError:
+                raise  # the run cannot go on (the state file failed): not this record's doing
+            except Exception as exc:
+                # _Failed, or anything else a step raised on this record (a value too big for
+                # a filter, a recursion): the record is dead-lettered, the run goes on
+                failed = exc if isinstance(exc, _Failed) else _Failed(exc)
                 unknown = rec.meta.get("dry_run_unknown") if self.dry_run else None
                 if unknown:  # it needed an answer a dry run does not get: not the record's fault
                     trace.append([step.name, f"not checked (dry run: no answer of {unknown})"])
                     return worst(outcome, "done"), rec
                 failures.append(Failure(step.name, failed.error, failed.attempts, rec))
-                trace.append(
-                    [step.name, "dead_lettered", f"{type(failed.error).__name__}: {failed.error}"]
-                )
+                error = f"{type(failed.error).__name__}: {failed.error}"
+                trace.append([step.name, "dead_lettered", error])
                 self.log.event(
                     "step",
                     step=step.name,
                     record_key=rec.key,
                     outcome="dead_lettered",
-                    error=f"{type(failed.error).__name__}: {failed.error}",
+                    error=error,
                     attempt=failed.attempts,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
@@ -414,9 +430,9 @@ class Executor:
     def _call(self, step: CallStep, rec: Rec, trace: list) -> Any:
         conn = self.connection(step.connection)
         ctx = self.context(rec)
-        options = step.options(ctx)
-        if self.resolve is not None:
-            options = self.resolve(options)
+        # the flow's ${env:NAME} became references at load (engine/envrefs.py): the values
+        # go where the flow's text put them, and the record's text is never scanned for more
+        options = step.options({**ctx, ENV_CONTEXT: self.env} if self.env else ctx)
         if step.kind == "enrich":
             if self.dry_run:
                 trace.append([step.name, "not looked up (dry run)"])
@@ -439,6 +455,8 @@ class Executor:
         if prev is not None:
             if prev.fingerprint == fp:
                 if prev.state == "done":
+                    if prev.updated_at < time.time() - self.refresh_after:
+                        self._seen_keys.append(key)
                     trace.append([step.name, "skipped", "duplicate"])
                     self.log.event(
                         "step",
@@ -548,6 +566,7 @@ class Executor:
                 record_key=rec.key,
                 run_id=self.run_id,
                 response=self.mask(response),
+                source_key=rec.meta.get("key", rec.key),
             )
 
     def _saved(self, step: CallStep, rec: Rec, body: Any) -> Rec:

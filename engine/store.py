@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -35,23 +36,24 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import LockHeld
+from engine.errors import LockHeld, StateError
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, flow TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
-    status TEXT NOT NULL, counts TEXT, exit_code INTEGER, kind TEXT, holder TEXT, message TEXT);
+    status TEXT NOT NULL, counts TEXT, exit_code INTEGER, kind TEXT, holder TEXT, message TEXT,
+    vars TEXT);
 CREATE INDEX IF NOT EXISTS runs_flow ON runs (flow, started_at);
 CREATE TABLE IF NOT EXISTS keys (
     flow TEXT NOT NULL, key TEXT NOT NULL, state TEXT NOT NULL, fingerprint TEXT NOT NULL,
     sent_key TEXT NOT NULL, step TEXT, record_key TEXT, run_id TEXT, response TEXT,
-    updated_at REAL NOT NULL, PRIMARY KEY (flow, key));
+    updated_at REAL NOT NULL, source_key TEXT, PRIMARY KEY (flow, key));
 CREATE TABLE IF NOT EXISTS cursors (flow TEXT PRIMARY KEY, position TEXT, updated_at REAL);
 CREATE TABLE IF NOT EXISTS traces (
     id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, flow TEXT NOT NULL, record_key TEXT,
@@ -86,7 +88,19 @@ _ITEM_COLUMNS = {
     "decided_at": "REAL",
     "comment": "TEXT",
 }
-_ITEM_INDEX = "CREATE INDEX IF NOT EXISTS items_kind ON dead_letters (kind, status, flow, queue)"
+# Columns added since version 1, per table, and the indexes over them: an older file gets
+# them in place. Version 3: the vars a run was given (a replay reuses them) and the source
+# record each idempotency key belongs to (a record seen again keeps its keys alive).
+_ADDED_COLUMNS = {
+    "dead_letters": _ITEM_COLUMNS,
+    "runs": {"vars": "TEXT"},
+    "keys": {"source_key": "TEXT"},
+}
+_ADDED_INDEXES = {
+    "items_kind": "CREATE INDEX IF NOT EXISTS items_kind "
+    "ON dead_letters (kind, status, flow, queue)",
+    "keys_source": "CREATE INDEX IF NOT EXISTS keys_source ON keys (flow, source_key)",
+}
 
 
 def _default(value: Any) -> Any:
@@ -108,6 +122,166 @@ def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text, parse_float=Decimal)
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_state_file(path: Path) -> None:
+    """Refuse, cheaply, a path that cannot be a state file: a folder, a file that is not an
+    SQLite database, or one shorter than its own header says (truncated).
+
+    An empty file is a new state. Reading the first 100 bytes costs nothing; a full
+    ``PRAGMA quick_check`` reads every page (docs/semantics.md has the figures), so damaged
+    pages further in are found when they are read, and reported the same way.
+    """
+    if path.is_dir():
+        raise StateError(
+            f"state file {path}: is a folder; pass a file path such as {path / 'state.db'}",
+            str(path),
+        )
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(100)
+            size = os.fstat(fh.fileno()).st_size
+    except FileNotFoundError:
+        return  # a new state
+    except OSError as exc:
+        raise StateError(
+            f"state file {path}: cannot read it: {exc.strerror or exc}", str(path)
+        ) from None
+    if not header:
+        return
+    if not header.startswith(_SQLITE_MAGIC):
+        raise StateError(
+            f"state file {path}: not an SQLite database, so not a flowyard state file (or "
+            "its header is damaged); pass the path of a flowyard state file, or restore "
+            "this one from a backup",
+            str(path),
+        )
+    if len(header) < 100:
+        raise StateError(f"state file {path}: truncated inside its header", str(path))
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    valid = header[24:28] == header[92:96]  # the page count is valid only then (SQLite)
+    # a write-ahead log beside it may hold the pages a checkpoint did not write (a disk
+    # that filled up during one): SQLite reads them from there
+    wal = Path(f"{path}-wal")
+    pending = wal.exists() and wal.stat().st_size > 0
+    if valid and pages and pages * page_size > size and not pending:
+        raise StateError(
+            f"state file {path}: truncated ({size} bytes, its header says "
+            f"{pages * page_size}); restore it from a backup",
+            str(path),
+        )
+
+
+def state_error(exc: BaseException, path: Path | str) -> StateError:
+    """A one-line :class:`StateError` naming the file, for an SQLite or OS error on it."""
+    text = str(exc) or type(exc).__name__
+    low = text.lower()
+    if "readonly" in low or "read-only" in low or _read_only(Path(path)):
+        hint = (
+            "the file or its folder is read-only: flowyard writes the state file and "
+            "creates its -wal and -shm files beside it"
+        )
+    elif "full" in low or "no space" in low:
+        hint = "the disk is full: free space and run again (nothing after the last commit is kept)"
+    elif "malformed" in low or "not a database" in low or "corrupt" in low:
+        hint = (
+            "the file is damaged: restore it from a backup, or move it aside to start a new "
+            "state (every record is then taken through the flow again)"
+        )
+    elif "locked" in low or "busy" in low:
+        hint = "another process held a write lock on it for more than 30 s"
+    elif "unable to open" in low:
+        hint = "cannot open it: check that its folder exists and is writable"
+    elif "i/o" in low:
+        hint = "a disk I/O error: the disk may be full, read-only or failing"
+    else:
+        hint = "the state file cannot be used"
+    return StateError(f"state file {path}: {text}; {hint}", str(path))
+
+
+def _read_only(path: Path) -> bool:
+    """Whether the state file or its folder cannot be written (a read-only mount, or
+    permissions; root ignores the latter, never the former)."""
+    for item in (path, path.parent):
+        try:
+            if os.statvfs(item).f_flag & os.ST_RDONLY:
+                return True
+        except OSError:
+            continue
+        if item.exists() and not os.access(item, os.W_OK):
+            return True
+    return False
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable(value: Any) -> Any:
+    """``value`` (a statement's parameters) with lone surrogates written as ``\\uXXXX``.
+
+    No encoding can write a lone surrogate, and SQLite stores UTF-8. Escaped, it is still
+    the same character once a JSON column is decoded, and readable text in a plain one.
+    """
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, tuple | list):
+        return type(value)(_storable(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    return value
+
+
+class _Connection:
+    """The store's SQLite connection: a failure of the file becomes a :class:`StateError`
+    naming it, and text no encoding can write (a lone surrogate) is stored escaped instead
+    of failing the batch it is in."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self._raw = conn
+        self._path = path
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        try:
+            try:
+                return self._raw.execute(sql, params)
+            except UnicodeEncodeError:
+                return self._raw.execute(sql, _storable(params))
+        except sqlite3.Error as exc:
+            raise _translated(exc, self._path) from None
+
+    def executemany(self, sql: str, rows: list) -> sqlite3.Cursor:
+        try:
+            try:
+                return self._raw.executemany(sql, rows)
+            except UnicodeEncodeError:
+                return self._raw.executemany(sql, [_storable(r) for r in rows])
+        except sqlite3.Error as exc:
+            raise _translated(exc, self._path) from None
+
+    def executescript(self, sql: str) -> sqlite3.Cursor:
+        try:
+            return self._raw.executescript(sql)
+        except sqlite3.Error as exc:
+            raise _translated(exc, self._path) from None
+
+    def close(self) -> None:
+        self._raw.close()
+
+    @property
+    def raw(self) -> sqlite3.Connection:
+        return self._raw
+
+
+def _translated(exc: sqlite3.Error, path: Path) -> BaseException:
+    # a mistake in a statement is a bug, not a fault of the file: keep it as it is
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
+        return exc
+    return state_error(exc, path)
+
+
 @dataclass
 class KeyState:
     """What the store remembers of one idempotency key."""
@@ -118,6 +292,7 @@ class KeyState:
     sent_key: str
     response_json: str | None  # decoded on use: most skipped sends never read it
     run_id: str | None
+    updated_at: float = 0.0  # when it was last written or seen again (retention counts from it)
 
     @property
     def response(self) -> Any:
@@ -186,31 +361,76 @@ class ReviewItem:
 
 
 class Store:
-    """The SQLite state store. Thread-safe: one connection guarded by a lock."""
+    """The SQLite state store. Thread-safe: one connection guarded by a lock.
+
+    Opening checks what is cheap to check: that the file is an SQLite database no shorter
+    than its header says, and that it is a flowyard state (its ``meta`` table) of a schema
+    this flowyard knows. Anything wrong with the file, then or later (damaged pages, a
+    read-only file or folder, a full disk), raises :class:`StateError` naming the file.
+    The folder must exist: the store never creates one (see :func:`engine.api.Engine`).
+    """
 
     def __init__(self, path: str | os.PathLike, *, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
-        if readonly:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-        conn.isolation_level = None  # explicit transactions only
-        self._conn = conn
         self._lock = threading.RLock()
-        if not readonly:
-            with self._lock:
-                conn.executescript(_TABLES)
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
+        check_state_file(self.path)
+        try:
+            if readonly:
+                raw = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
                 )
-            self._upgrade()
-        # a file opened read-only keeps the columns it has: an older one has no kinds
-        self._has_kinds = "kind" in self._columns("dead_letters")
+            else:
+                raw = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        except sqlite3.Error as exc:
+            raise state_error(exc, self.path) from None
+        raw.isolation_level = None  # explicit transactions only
+        self._conn = conn = _Connection(raw, self.path)
+        try:
+            self._check_schema()
+            if not readonly:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                with self._lock:
+                    conn.executescript(_TABLES)
+                    conn.execute(
+                        "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                        (str(SCHEMA_VERSION),),
+                    )
+                self._upgrade()
+            # a file opened read-only keeps the columns it has: an older one has no kinds
+            self._has_kinds = "kind" in self._columns("dead_letters")
+        except BaseException:
+            raw.close()
+            raise
+
+    def _check_schema(self) -> None:
+        """A flowyard state (or an empty database), of a schema version this code knows."""
+        try:
+            with self._lock:
+                tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
+                version = None
+                if "meta" in tables:
+                    row = self._conn.execute(
+                        "SELECT value FROM meta WHERE name = 'schema_version'"
+                    ).fetchone()
+                    version = row[0] if row else None
+        except sqlite3.Error as exc:
+            raise state_error(exc, self.path) from None
+        if tables and "meta" not in tables:
+            shown = ", ".join(sorted(tables)[:5])
+            raise StateError(
+                f"state file {self.path}: an SQLite database, but not a flowyard state (it "
+                f"holds {shown} and no meta table); pass the path of a flowyard state file, "
+                "or of a new file in an existing folder",
+                str(self.path),
+            )
+        if version is not None and str(version).isdigit() and int(version) > SCHEMA_VERSION:
+            raise StateError(
+                f"state file {self.path}: written by a newer flowyard (schema {version}; this "
+                f"one knows {SCHEMA_VERSION}); upgrade flowyard to use it",
+                str(self.path),
+            )
 
     def _columns(self, table: str) -> set[str]:
         with self._lock:
@@ -219,17 +439,27 @@ class Store:
     def _upgrade(self) -> None:
         """Bring a state file written by an older flowyard up to this schema, in place."""
         with self._lock:
-            indexed = self._conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'items_kind'"
-            ).fetchone()
-        if indexed and set(_ITEM_COLUMNS) <= self._columns("dead_letters"):
+            indexes = {
+                row[0]
+                for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+            }
+        if set(_ADDED_INDEXES) <= indexes and all(
+            set(columns) <= self._columns(table) for table, columns in _ADDED_COLUMNS.items()
+        ):
             return  # up to date: no write lock taken
         with self.transaction() as conn:  # one process upgrades; the others find it done
-            have = {row[1] for row in conn.execute("PRAGMA table_info(dead_letters)")}
-            for name, definition in _ITEM_COLUMNS.items():
-                if name not in have:
-                    conn.execute(f"ALTER TABLE dead_letters ADD COLUMN {name} {definition}")
-            conn.execute(_ITEM_INDEX)
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for name, definition in columns.items():
+                    if name in have:
+                        continue
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+                    if (table, name) == ("keys", "source_key"):
+                        # keys written before: their record's key is the source record's
+                        # (a foreach item's is not, and is then only never kept alive)
+                        conn.execute("UPDATE keys SET source_key = record_key")
+            for create in _ADDED_INDEXES.values():
+                conn.execute(create)
             conn.execute(
                 "UPDATE meta SET value = ? WHERE name = 'schema_version' AND CAST(value AS "
                 "INTEGER) < ?",
@@ -252,7 +482,7 @@ class Store:
         """The same connection as a sqlite-utils ``Database``, for ad-hoc queries and tools."""
         import sqlite_utils  # on use: importing it costs ~0.15 s, a third of a CLI start
 
-        return sqlite_utils.Database(self._conn)
+        return sqlite_utils.Database(self._conn.raw)
 
     def close(self) -> None:
         with self._lock:
@@ -264,23 +494,31 @@ class Store:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.raw.in_transaction:  # SQLite may have rolled back already
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except StateError:
+                        pass  # the error that brought us here is the one to report
                 raise
-            self._conn.execute("COMMIT")
 
     def _query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         with self._lock:
             cur = self._conn.execute(sql, params)
             cols = [c[0] for c in cur.description or []]
-            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+            try:
+                rows = cur.fetchall()
+            except sqlite3.Error as exc:  # a damaged page met while reading
+                raise _translated(exc, self.path) from None
+            return [dict(zip(cols, row, strict=True)) for row in rows]
 
     # -- idempotency keys ------------------------------------------------------------------
     def get_key(self, flow: str, key: str) -> KeyState | None:
         with self._lock:
             row = self._conn.execute(
-                "SELECT key, state, fingerprint, sent_key, response, run_id FROM keys "
-                "WHERE flow = ? AND key = ?",
+                "SELECT key, state, fingerprint, sent_key, response, run_id, updated_at "
+                "FROM keys WHERE flow = ? AND key = ?",
                 (flow, key),
             ).fetchone()
         return None if row is None else KeyState(*row)
@@ -297,14 +535,22 @@ class Store:
         record_key: str | None,
         run_id: str,
         response: Any = None,
+        source_key: str | None = None,
     ) -> None:
-        """Record a key's state; committed at once (it must survive a kill)."""
+        """Record a key's state; committed at once (it must survive a kill).
+
+        ``source_key`` is the key of the source record the send belongs to (a record split
+        by a foreach sends under its items' keys): when that record comes again, unchanged,
+        its keys are kept alive with it (:meth:`commit_progress`, ``seen``).
+        """
         # One statement outside BEGIN/COMMIT is its own transaction, committed when it
         # returns: the same durability for a third of the statements (the hot path: every
         # send writes its key twice).
         with self._lock:
             self._conn.execute(
-                "INSERT OR REPLACE INTO keys VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO keys (flow, key, state, fingerprint, sent_key, step, "
+                "record_key, run_id, response, updated_at, source_key) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     flow,
                     key,
@@ -316,6 +562,7 @@ class Store:
                     run_id,
                     dumps(response) if response is not None else None,
                     time.time(),
+                    source_key,
                 ),
             )
 
@@ -327,11 +574,14 @@ class Store:
         )
 
     # -- records that went through cleanly ----------------------------------------------------
-    def record_digest(self, flow: str, record_key: str) -> tuple[str, str, str | None] | None:
-        """``(digest, outcome, run_id)`` of the record's last clean pass, or None."""
+    def record_digest(
+        self, flow: str, record_key: str
+    ) -> tuple[str, str, str | None, float] | None:
+        """``(digest, outcome, run_id, at)`` of the record's last clean pass (``at``: when it
+        went through, or was last seen again unchanged), or None."""
         with self._lock:
             return self._conn.execute(
-                "SELECT digest, outcome, run_id FROM record_digests "
+                "SELECT digest, outcome, run_id, at FROM record_digests "
                 "WHERE flow = ? AND record_key = ?",
                 (flow, record_key),
             ).fetchone()
@@ -357,6 +607,7 @@ class Store:
         move_cursor: bool = False,
         resolved: tuple[str, list[str]] | None = None,
         digests: list[tuple[str, str | None, str, str, float]] = (),
+        seen: tuple[list[str], list[str]] = ([], []),
     ) -> list[int]:
         """Write a batch of final record states and move the cursor with them, atomically.
 
@@ -367,9 +618,30 @@ class Store:
         ``resolved``.
         ``digests`` are ``(record_key, digest, outcome, run_id, at)`` of records that went
         through cleanly; a digest of None forgets the record's (it did not go through).
+        ``seen`` is ``(record keys, idempotency keys)`` the source delivered again: records
+        skipped as unchanged, whose digests and keys are kept alive, and sends skipped as
+        duplicates. Their time is set to now, so that retention forgets only what the
+        source stopped delivering.
         """
         ids: list[int] = []
+        now = time.time()
         with self.transaction() as conn:
+            records, keys = seen
+            if records:
+                conn.executemany(
+                    "UPDATE record_digests SET at = ? WHERE flow = ? AND record_key = ?",
+                    [(now, flow, key) for key in records],
+                )
+                conn.executemany(
+                    "UPDATE keys SET updated_at = ? WHERE flow = ? AND source_key = ? "
+                    "AND state = 'done'",
+                    [(now, flow, key) for key in records],
+                )
+            if keys:
+                conn.executemany(
+                    "UPDATE keys SET updated_at = ? WHERE flow = ? AND key = ? AND state = 'done'",
+                    [(now, flow, key) for key in keys],
+                )
             if digests:
                 conn.executemany(
                     "INSERT OR REPLACE INTO record_digests VALUES (?, ?, ?, ?, ?, ?)",
@@ -442,12 +714,16 @@ class Store:
         return ids
 
     # -- runs --------------------------------------------------------------------------------
-    def start_run(self, run_id: str, flow: str, kind: str = "run") -> None:
+    def start_run(
+        self, run_id: str, flow: str, kind: str = "run", vars: dict | None = None
+    ) -> None:
+        """Record a run as ``running``, with the vars it was given (never a secret: the
+        values of ``${env:NAME}`` are not vars)."""
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO runs (run_id, flow, started_at, status, kind, holder) "
-                "VALUES (?, ?, ?, 'running', ?, ?)",
-                (run_id, flow, time.time(), kind, holder_id()),
+                "INSERT INTO runs (run_id, flow, started_at, status, kind, holder, vars) "
+                "VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                (run_id, flow, time.time(), kind, holder_id(), dumps(vars or {})),
             )
 
     def finish_run(
@@ -459,6 +735,17 @@ class Store:
                 "message = ? WHERE run_id = ?",
                 (time.time(), status, dumps(counts), exit_code, message, run_id),
             )
+
+    def run_vars(self, run_ids: list[str]) -> dict[str, dict]:
+        """The vars each of ``run_ids`` was given (runs from before they were kept: absent)."""
+        if not run_ids or "vars" not in self._columns("runs"):
+            return {}
+        marks = ",".join("?" * len(run_ids))
+        rows = self._query(
+            f"SELECT run_id, vars FROM runs WHERE run_id IN ({marks}) AND vars IS NOT NULL",
+            tuple(run_ids),
+        )
+        return {r["run_id"]: loads(r["vars"]) for r in rows}
 
     def mark_abandoned_runs(self, flow: str) -> int:
         """Runs still 'running' when their flow's lease is free were killed; say so."""
@@ -481,6 +768,7 @@ class Store:
         rows = self._query(f"SELECT * FROM runs {where} ORDER BY started_at DESC LIMIT ?", params)
         for r in rows:
             r["counts"] = loads(r["counts"])
+            r["vars"] = loads(r.get("vars"))
         return rows
 
     def get_run(self, run_id: str) -> dict | None:
@@ -492,6 +780,7 @@ class Store:
             return None
         run = rows[0]
         run["counts"] = loads(run["counts"])
+        run["vars"] = loads(run.get("vars"))
         return run
 
     def run_records(self, run_id: str, limit: int = 1000) -> list[dict]:

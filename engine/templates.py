@@ -11,15 +11,17 @@ strict about missing data, with the retail filters of :mod:`engine.filters`).
 Compilation happens once: a value, however deeply nested, becomes ONE Jinja AST and one
 generated Python function (see :class:`Renderer`); a render makes a light context over
 the caller's variables (no copy) and runs that function, with no ``Template.render``
-machinery on the way. Only when a render fails are the parts evaluated one by one, to name
-the field that failed.
+machinery on the way. Only when a render fails are the parts evaluated one by one, to
+report every field that fails, each in the record's own terms where it can be
+(``line_items[2].sku is missing``, found by where the object a template read sits in the
+record), see :class:`FieldProblem`.
 
 Errors::
 
     TemplateProblem                 the template itself is wrong (load time, with .lineno)
     RecordError
     └── MappingError
-        └── TemplateRenderError     a template failed on one record (.field, .source)
+        └── TemplateRenderError     a record failed: .problems (every field), .field, .source
             ├── UndefinedValueError a name or field it uses is missing
             └── SandboxViolation    it tried to reach Python internals or passed a limit
 """
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from jinja2 import nodes
+from jinja2 import Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.nodes import EvalContext
 from jinja2.parser import Parser
@@ -50,7 +52,7 @@ from engine._sandbox import (
     make_environment,
 )
 from engine.errors import MappingError
-from engine.filters import FILTERS, FilterError, require_defined
+from engine.filters import FILTERS, FilterError, MissingValueError, require_defined
 from engine.yamlpos import format_path
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "MAX_TEMPLATE_CHARS",
     "CONTEXT_NAMES",
     "Condition",
+    "FieldProblem",
     "FlowyardEnvironment",
     "Renderer",
     "SandboxViolation",
@@ -99,9 +102,34 @@ class TemplateProblem(Exception):
         self.path = path
 
 
+@dataclass(frozen=True)
+class FieldProblem:
+    """One output field that failed on a record, and where the record is at fault.
+
+    ``field`` is the output path (``lines[2].sku``), ``source`` the template, ``reason``
+    the technical reason; ``where`` is the record's own path (``line_items[2].sku``) when
+    it could be found, and ``state`` what is wrong there (``is missing``, ``is empty``,
+    ``is invalid (...)``).
+    """
+
+    field: str
+    source: str
+    reason: str
+    kind: type[TemplateRenderError]
+    where: str = ""
+    state: str = ""
+
+    def __str__(self) -> str:
+        if self.where:
+            return f"{self.where} {self.state}"
+        text = f"field {self.field}: {self.reason}" if self.field else self.reason
+        return f"{text} (in `{self.source}`)" if self.source else text
+
+
 class TemplateRenderError(MappingError):
     """A template failed on one record; ``field`` is the path inside the value, ``source``
-    the template text."""
+    the template text. ``problems`` lists every field that failed (the first is ``field``),
+    each in the record's own terms where possible."""
 
     def __init__(
         self,
@@ -111,30 +139,54 @@ class TemplateRenderError(MappingError):
         source: str = "",
         mapping: str = "",
         record_key: str = "",
+        problems: tuple[FieldProblem, ...] = (),
+        label: str = "",
     ):
-        where = []
+        if not problems:
+            problems = (FieldProblem(field, source, reason, type(self)),)
+        first = problems[0]
+        subject = label or (f"record {record_key}" if record_key else "")
+        message = "; ".join(dict.fromkeys(str(p) for p in problems))
+        if subject:
+            message = f"{subject}: {message}"
+        tail = _where_in_the_template(problems)
         if mapping:
-            where.append(f"mapping {mapping}")
-        if field:
-            where.append(f"field {field}")
-        if record_key:
-            where.append(f"record {record_key}")
-        message = (", ".join(where) + ": " if where else "") + reason
-        if source:
-            message += f" (in `{source}`)"
-        super().__init__(message, mapping=mapping, field=field, record_key=record_key)
-        self.reason = reason
-        self.source = source
+            tail = f"mapping {mapping}" + (f": {tail}" if tail else "")
+        if tail:
+            message += f" ({tail})"
+        super().__init__(message, mapping=mapping, field=first.field, record_key=record_key)
+        self.reason = first.reason
+        self.source = first.source
+        self.problems = problems
+        self.label = label
 
-    def located(self, *, mapping: str = "", record_key: str = "") -> TemplateRenderError:
-        """The same error, naming the mapping and the record."""
+    def located(
+        self, *, mapping: str = "", record_key: str = "", label: str = ""
+    ) -> TemplateRenderError:
+        """The same error, naming the mapping and the record (``label``: how to call it)."""
         return type(self)(
             self.reason,
             field=self.field,
             source=self.source,
             mapping=mapping,
             record_key=record_key,
+            problems=self.problems,
+            label=label,
         )
+
+
+def _where_in_the_template(problems: tuple[FieldProblem, ...]) -> str:
+    """For the template's author: the output fields (or templates) of the problems that
+    are told in the record's terms (the others name their field themselves)."""
+    told = [p for p in problems if p.where]
+    fields = list(dict.fromkeys(p.field for p in told if p.field))
+    sources = list(dict.fromkeys(p.source for p in told if not p.field and p.source))
+    parts = []
+    if fields:
+        parts.append(("field " if len(fields) == 1 else "fields ") + ", ".join(fields))
+    if sources:
+        parts.append("in " + ", ".join(f"`{source}`" for source in sources))
+    return ", ".join(parts)
 
 
 class UndefinedValueError(TemplateRenderError):
@@ -155,11 +207,117 @@ def _render_error(exc: BaseException, field: str = "", source: str = "") -> Temp
     if isinstance(exc, SecurityError):
         reason = f"template tried to reach Python internals: {exc}"
         return SandboxViolation(reason, field=field, source=source)
-    if isinstance(exc, UndefinedError):
+    if isinstance(exc, UndefinedError | MissingValueError):
         return UndefinedValueError(str(exc), field=field, source=source)
     if isinstance(exc, FilterError):
         return TemplateRenderError(str(exc), field=field, source=source)
     return TemplateRenderError(f"{type(exc).__name__}: {exc}", field=field, source=source)
+
+
+# -- failures in the record's own terms -----------------------------------------------------
+# Only on the slow path, after a record failed: which field of the record is at fault.
+
+
+def _undefined_of(exc: BaseException) -> Undefined | None:
+    """The Undefined whose use raised ``exc``: it knows the object and the name read.
+
+    Every use of an Undefined raises from its ``_fail_with_undefined_error`` method, so
+    the innermost frame of the traceback that belongs to one holds it as ``self``.
+    """
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        candidate = tb.tb_frame.f_locals.get("self")
+        if isinstance(candidate, Undefined):
+            found = candidate
+        tb = tb.tb_next
+    return found
+
+
+def _join(prefix: str, name: Any) -> str:
+    if isinstance(name, int):
+        return f"{prefix}[{name}]"
+    return f"{prefix}.{name}" if prefix else str(name)
+
+
+class _SourceIndex:
+    """Paths of the objects inside a record, found by identity; built on first use.
+
+    Containers (dicts, lists) are found exactly; a scalar only when it is the one object
+    at one place (``None``, booleans, small integers and one-character strings are shared
+    by Python and could be anywhere, so they are never named).
+    """
+
+    def __init__(self, scope: Mapping[str, Any]):
+        self.scope = scope
+        self._paths: dict[int, list[str]] | None = None
+
+    def _build(self) -> dict[int, list[str]]:
+        paths: dict[int, list[str]] = {}
+        roots = [(self.scope.get("record"), "")]
+        roots += [(self.scope.get(n), n) for n in ("parent", "vars") if n in self.scope]
+        seen: set[int] = set()
+        stack = [r for r in roots if r[0] is not None]
+        while stack:
+            obj, path = stack.pop()
+            paths.setdefault(id(obj), []).append(path)
+            if isinstance(obj, dict | list) and id(obj) not in seen:
+                seen.add(id(obj))
+                items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+                stack.extend((value, _join(path, key)) for key, value in items)
+        return paths
+
+    def path_of(self, obj: Any) -> str | None:
+        """The path of a container (``""`` for the record itself), or None."""
+        if not isinstance(obj, dict | list):
+            return None
+        if self._paths is None:
+            self._paths = self._build()
+        found = self._paths.get(id(obj))
+        return found[0] if found else None
+
+    def unique_path_of(self, value: Any) -> str | None:
+        if value is None or isinstance(value, bool):
+            return None
+        if (isinstance(value, int) and -5 <= value <= 256) or (
+            isinstance(value, str) and len(value) <= 1
+        ):
+            return None
+        if self._paths is None:
+            self._paths = self._build()
+        found = self._paths.get(id(value))
+        return found[0] if found and len(found) == 1 and found[0] else None
+
+
+def _problem(exc: BaseException, field: str, source: str, index: _SourceIndex) -> FieldProblem:
+    """``exc`` from one field, in the record's terms where the record can be pointed at."""
+    error = _render_error(exc, field, source)
+    where = state = ""
+    if isinstance(exc, MissingValueError):
+        container = index.path_of(exc.value)
+        if container is not None:
+            where = _join(container, exc.key)
+            state = "is empty" if exc.empty else "is missing"
+    elif isinstance(exc, UndefinedError):
+        undefined = _undefined_of(exc)
+        if undefined is not None and undefined._undefined_obj is not missing:
+            container = index.path_of(undefined._undefined_obj)
+            if container is not None:
+                where, state = _join(container, undefined._undefined_name), "is missing"
+    elif isinstance(exc, FilterError) and exc.has_value:
+        found = index.path_of(exc.value)
+        found = found if found else index.unique_path_of(exc.value)
+        if found:
+            where, state = found, f"is invalid ({exc})"
+    return FieldProblem(field, source, error.reason, type(error), where, state)
+
+
+def _error_of(problems: list[FieldProblem]) -> TemplateRenderError:
+    """One error for every problem of a record; its class is theirs when they share one."""
+    kinds = {p.kind for p in problems}
+    kind = kinds.pop() if len(kinds) == 1 else TemplateRenderError
+    first = problems[0]
+    return kind(first.reason, field=first.field, source=first.source, problems=tuple(problems))
 
 
 # -- value trees ----------------------------------------------------------------------------
@@ -605,7 +763,10 @@ class _EachRenderer:
         self.uses_loop = spec.uses_loop
 
     def map(self, parent: Mapping[str, Any], items: Any) -> list:
-        _check_items(items)
+        if type(items) is not list:  # JSON lists are lists: the other checks are rare
+            _check_items(items)
+        elif not items:  # many of a record's lists are empty (no allocations, no properties)
+            return []
         scope = dict(parent)
         compiled = self.compiled
         ctx = _Scope(compiled.env, scope, compiled.globals, compiled.eval_ctx)
@@ -649,12 +810,19 @@ class Renderer:
 
     # -- slow path: only after a failure --------------------------------------------------
     def explain(self, scope: Mapping[str, Any], exc: BaseException) -> TemplateRenderError:
-        """The error of the first field that fails on its own, or ``exc`` without a field."""
-        try:
-            self._locate(self._spec, scope, [])
-        except _Located as found:
-            return _render_error(found.exc, format_path(found.path), found.source)
-        return _render_error(exc)
+        """One error listing every field that fails on its own (``exc`` when none does).
+
+        Each field is evaluated by itself; a list whose source fails is reported once
+        and its items are skipped, an optional object whose condition fails likewise.
+        """
+        problems: list[FieldProblem] = []
+        index = _SourceIndex(scope)
+        self._collect(self._spec, scope, [], problems, index)
+        if not problems:
+            return _render_error(exc)
+        # one problem per field of the record (several output fields may read it)
+        first = {p.where or str(p): p for p in reversed(problems)}
+        return _error_of([p for p in problems if first[p.where or str(p)] is p])
 
     def _eval(self, expr: Expr, scope: dict[str, Any], bare: bool = False) -> Any:
         compiled = self._slow.get(id(expr))
@@ -665,44 +833,42 @@ class Renderer:
             self._slow[id(expr)] = compiled
         return compiled.render(scope)
 
-    def _try(self, expr: Expr, scope: dict, path: list, bare: bool = False) -> Any:
-        try:
-            return self._eval(expr, scope, bare)
-        except Exception as exc:
-            raise _Located(path, expr.source, exc) from None
+    def _collect(
+        self, spec: Any, scope: dict, path: list, problems: list, index: _SourceIndex
+    ) -> None:
+        def failed(exc: BaseException, source: str) -> None:
+            problems.append(_problem(exc, format_path(path), source, index))
 
-    def _locate(self, spec: Any, scope: dict[str, Any], path: list[Any]) -> None:
         if isinstance(spec, Expr):
-            self._try(spec, scope, path)
+            try:
+                self._eval(spec, scope)
+            except Exception as exc:
+                failed(exc, spec.source)
         elif isinstance(spec, Obj):
             for key, child in spec.fields.items():
-                self._locate(child, scope, [*path, key])
+                self._collect(child, scope, [*path, key], problems, index)
         elif isinstance(spec, Arr):
-            for index, child in enumerate(spec.items):
-                self._locate(child, scope, [*path, index])
+            for position, child in enumerate(spec.items):
+                self._collect(child, scope, [*path, position], problems, index)
         elif isinstance(spec, Each):
-            items = self._try(spec.each, scope, path)
             try:
+                items = self._eval(spec.each, scope)
                 _check_items(items)
             except Exception as exc:
-                raise _Located(path, spec.each.source, exc) from None
+                failed(exc, spec.each.source)
+                return
             items = list(items)
-            for index, item in enumerate(items):
-                inner = {**scope, spec.name: item, "loop": _loop(index, len(items))}
-                self._locate(spec.body, inner, [*path, index])
+            for position, item in enumerate(items):
+                inner = {**scope, spec.name: item, "loop": _loop(position, len(items))}
+                self._collect(spec.body, inner, [*path, position], problems, index)
         elif isinstance(spec, When):
-            holds = self._try(spec.condition, scope, path, bare=True)
             try:
-                holds = bool(holds)
+                holds = bool(self._eval(spec.condition, scope, bare=True))
             except Exception as exc:
-                raise _Located(path, spec.condition.source, exc) from None
+                failed(exc, spec.condition.source)
+                return
             if holds:
-                self._locate(spec.body, scope, path)
-
-
-class _Located(Exception):
-    def __init__(self, path: list[Any], source: str, exc: BaseException):
-        self.path, self.source, self.exc = path, source, exc
+                self._collect(spec.body, scope, path, problems, index)
 
 
 class _ConstantRenderer(Renderer):
@@ -760,7 +926,8 @@ class Condition:
         try:
             return bool(self._compiled.render(context or {}))
         except Exception as exc:
-            raise _render_error(exc, source=self.source) from exc
+            problem = _problem(exc, "", self.source, _SourceIndex(context or {}))
+            raise _error_of([problem]) from exc
 
 
 def compile_condition(

@@ -203,17 +203,87 @@ LINES_MAPPING = """
 """
 
 
-def test_a_missing_field_names_the_mapping_the_field_path_and_the_record(env, tmp_path):
+def test_a_missing_field_is_named_in_the_records_terms_with_the_mapping_and_the_key(env, tmp_path):
     mapping = load(env, tmp_path, LINES_MAPPING)
-    record = {"id": 1042, "line_items": [{"sku": "A", "quantity": 1}] * 2 + [{"quantity": 1}]}
+    record = {"id": 1042, "line_items": [{"sku": "A", "quantity": 1}, {"quantity": 1}]}
     with pytest.raises(MappingError) as caught:
         mapping(record, {"meta": {"key": "1042"}})
     error = caught.value
-    assert (error.mapping, error.field, error.record_key) == ("lines_demo", "lines[2].sku", "1042")
+    assert (error.mapping, error.field, error.record_key) == ("lines_demo", "lines[1].sku", "1042")
     assert isinstance(error, UndefinedValueError)
-    message = str(error)
-    assert "lines_demo" in message and "lines[2].sku" in message and "1042" in message
-    assert "no field 'sku'" in message and "{{ line.sku }}" in message
+    assert str(error) == (
+        "record 1042: line_items[1].sku is missing (mapping lines_demo: field lines[1].sku)"
+    )
+    assert error.source == "{{ line.sku }}" and "no field 'sku'" in error.reason
+
+
+def test_every_problem_of_a_record_is_reported_at_once(env, tmp_path):
+    mapping = load(env, tmp_path, LINES_MAPPING)
+    record = {"line_items": [{"quantity": 1}, {"sku": "B"}, {"sku": "C", "quantity": 2}]}
+    with pytest.raises(MappingError) as caught:
+        mapping(record)
+    assert [str(p) for p in caught.value.problems] == [
+        "id is missing",
+        "line_items[0].sku is missing",
+        "line_items[1].quantity is missing",
+    ]
+    assert str(caught.value) == (
+        "id is missing; line_items[0].sku is missing; line_items[1].quantity is missing "
+        "(mapping lines_demo: fields order_id, lines[0].sku, lines[1].qty)"
+    )
+
+
+def test_a_field_read_by_several_outputs_is_reported_once(env, tmp_path):
+    mapping = load(
+        env,
+        tmp_path,
+        """
+        fields:
+          total: "{{ record.total | decimal }}"
+          cents: "{{ record.total | minor_units('EUR') }}"
+          again: "{{ record.total }}"
+        """,
+    )
+    with pytest.raises(MappingError) as caught:
+        mapping({})
+    assert [str(p) for p in caught.value.problems] == ["total is missing"]
+
+
+def test_the_label_template_names_the_record_in_errors(env, tmp_path):
+    mapping = load(
+        env,
+        tmp_path,
+        """
+        mapping: orders
+        label: "order {{ record.name }} (shop:{{ record.id }})"
+        fields:
+          id: "{{ record.id }}"
+          total: "{{ record.total_price | decimal }}"
+        """,
+    )
+    with pytest.raises(MappingError) as caught:
+        mapping({"id": 7, "name": "#1001"}, {"meta": {"key": "7"}})
+    assert str(caught.value) == (
+        "order #1001 (shop:7): total_price is missing (mapping orders: field total)"
+    )
+    # a label that fails itself falls back to the record key
+    with pytest.raises(MappingError) as caught:
+        mapping({"id": 7}, {"meta": {"key": "7"}})
+    assert str(caught.value) == "record 7: total_price is missing (mapping orders: field total)"
+
+
+def test_a_label_that_is_not_a_template_is_a_problem_in_the_file(env, tmp_path):
+    problems = problems_of(env, tmp_path, "label: order\nfields: {a: 1}\n")
+    assert problems[0].path == "label" and "`label` is a template" in problems[0].message
+
+
+def test_an_empty_value_where_one_is_required_is_named(env, tmp_path):
+    mapping = load(env, tmp_path, "fields: {sku: \"{{ record | required('sku') }}\"}")
+    for record, state in (({}, "missing"), ({"sku": None}, "empty"), ({"sku": " "}, "empty")):
+        with pytest.raises(UndefinedValueError) as caught:
+            mapping(record)
+        assert str(caught.value).startswith(f"sku is {state}")
+    assert mapping({"sku": "A-1"}) == {"sku": "A-1"}
 
 
 def test_a_source_list_that_is_not_a_list_is_named(env, tmp_path):
@@ -223,9 +293,9 @@ def test_a_source_list_that_is_not_a_list_is_named(env, tmp_path):
     assert caught.value.field == "lines"
 
 
-def test_a_failing_filter_is_reported_with_its_reason(env, tmp_path):
+def test_a_failing_filter_names_the_records_field_and_the_reason(env, tmp_path):
     mapping = load(env, tmp_path, 'fields: {total: "{{ record.total | decimal }}"}')
-    with pytest.raises(MappingError, match="field total.*refusing the float"):
+    with pytest.raises(MappingError, match=r"^total is invalid \(decimal: refusing the float"):
         mapping({"total": 19.9})
 
 
@@ -233,7 +303,7 @@ def test_a_failure_in_an_optional_object_condition_is_named(env, tmp_path):
     mapping = load(env, tmp_path, "fields: {ship_to: {when: record.address.city, fields: {a: 1}}}")
     with pytest.raises(MappingError) as caught:
         mapping({})
-    assert caught.value.field == "ship_to" and "no field 'address'" in str(caught.value)
+    assert caught.value.field == "ship_to" and str(caught.value).startswith("address is missing")
 
 
 # -- compiled once ---------------------------------------------------------------------------
@@ -244,10 +314,13 @@ def test_a_mapping_compiles_to_one_function_plus_one_per_list(env, tmp_path, mon
     original = env.compile
     monkeypatch.setattr(env, "compile", lambda *a, **k: compiled.append(1) or original(*a, **k))
     mapping, _ = load_mapping(str(ROOT / "mappings/shopify_order_to_canonical.yaml"), env)
-    assert len(compiled) == 1 + 2  # the order, its lines, its shipping lines
+    # the order and one per list: lines and their discount allocations, tax lines and
+    # properties; shipping lines and their tax lines; note attributes, discount codes,
+    # the order's tax lines; and the label
+    assert len(compiled) == 1 + 9 + 1
     for order in shopify_orders():
         mapping(order)
-    assert len(compiled) == 3  # records never compile anything
+    assert len(compiled) == 11  # records never compile anything
 
 
 def test_the_shipped_shopify_mapping_maps_every_fixture_order(env):
@@ -261,14 +334,20 @@ def test_the_shipped_shopify_mapping_maps_every_fixture_order(env):
     assert first["lines"][0] == {
         "line_no": 1,
         "external_id": "14000000000000670000",
+        "product_id": "8099999999999999001",
+        "variant_id": "8100000000000000001",
         "sku": "TEE-BLK-M",
         "gtin": None,
         "title": "Organic Tee - Black / M",
         "quantity": 2,
         "unit_price": "24.90",
         "discount": "0.00",
+        "discount_allocations": [],
         "tax": "4.11",
+        "tax_lines": [{"title": "Sales tax", "rate": "0.0825", "amount": "4.11"}],
         "total": "49.80",
+        "properties": [],
+        "gift_card": False,
     }
     pickup = orders["#1002"]
     assert pickup["fulfillment"] == {"method": "pickup", "pickup_store": "61500000000000000011"}

@@ -478,7 +478,7 @@ def test_a_state_file_of_schema_1_is_upgraded_in_place_and_keeps_its_dead_letter
     result = run_file(eng, flow, [order(2, "pending")])
     assert result.counts["review"] == 1
     with closing(eng.store()) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.schema_version() == SCHEMA_VERSION
         [letter] = store.dead_letters()
         assert (letter.id, letter.record_key, letter.source_record) == (1, "1009", None)
         assert store.list_runs()[-1]["run_id"] == "20261101T000000-aaaaaa"
@@ -492,7 +492,7 @@ def test_a_state_file_of_schema_1_is_upgraded_in_place_and_keeps_its_dead_letter
     assert [r["order"] for r in read_ndjson(tmp_path / "erp.ndjson")] == ["#1009"]
     # opening it again changes nothing more
     with closing(Store(state)) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == SCHEMA_VERSION
 
 
 # -- the CLI ---------------------------------------------------------------------------------

@@ -182,6 +182,7 @@ def test_dry_run_sends_nothing_writes_no_state_and_masks_secrets(tmp_path, targe
     shown = json.dumps(result.to_dict())
     assert "s3cret-token-value" not in shown and "***" in shown
     # with existing state, a dry run leaves the file byte for byte as it was
+    state.parent.mkdir()  # a real run needs the folder (it is never made for a typo)
     eng.run(flow, vars=run_vars)
     before = hashlib.sha256(state.read_bytes()).hexdigest()
     again = eng.run(flow, vars=run_vars, dry_run=True)

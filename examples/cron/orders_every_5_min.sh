@@ -14,6 +14,7 @@ case $code in
   1) echo "flowyard: records were dead-lettered; see: flowyard dlq list" >&2 ;;
   2) echo "flowyard: the flow or its environment is invalid; fix the deployment" >&2 ;;
   3) echo "flowyard: could not proceed (source down, circuit open or another run busy); the next run retries" >&2 ;;
+  4) echo "flowyard: the state file cannot be used (damaged, read-only or disk full); fix it before the next run" >&2 ;;
   *) echo "flowyard: unexpected exit $code" >&2 ;;
 esac
 exit $code
