@@ -18,19 +18,21 @@ counted in full). What is metered:
   number), and ``range`` (capped in :mod:`engine._sandbox`).
 
 Each render has a :class:`Budget`: what its metered operations build adds up to at most
-:data:`MAX_RENDER_BUILT`, and it may run :data:`MAX_RENDER_SECONDS` from its first metered
-operation. The clock is looked at by every metered operation, by each item that ``map``
-or ``select`` (and their kin) hand to a named filter or test, every :data:`PACE` items of
-a long list spec (``each``), and each time a list spec inside another starts: the places
-where a render repeats work. A render that does none of this never makes a budget, so the hot path
-(field reads, arithmetic, the retail filters, short lists) pays nothing: on
-``bench/bench_mapping.py`` the metering costs about 1 % (see docs/security.md). A render
-past a limit raises :class:`SandboxLimit`, which the template layer turns into a record
-error: that record is dead-lettered and the run goes on.
+:data:`MAX_RENDER_BUILT`, and it may run :data:`MAX_RENDER_SECONDS` from its first charge.
+The clock is looked at by every metered operation that builds more than :data:`SMALL`, by
+each item that ``map`` or ``select`` (and their kin) hand to a named filter or test, every
+:data:`PACE` items of a long list spec (``each``), and each time a list spec starts inside
+another one that is not called inline (see engine._sandbox): the places where a render
+repeats work. A render that does none of this never makes a budget, so the hot path (field
+reads, arithmetic, the retail filters, short lists) pays next to nothing: about 1.5 % on
+``bench/bench_mapping.py`` (docs/security.md). A render past a limit raises
+:class:`SandboxLimit`, which the template layer turns into a record error: that record is
+dead-lettered and the run goes on.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -81,8 +83,9 @@ class Budget:
 
 _BUDGET = "fy_budget"  # the attribute of a render's Context that holds its Budget
 # A list spec (``each``) renders its items in a Context of its own, over a copy of the
-# variables it was called with; under this key (not a name a template can read) the copy
-# holds the Context the list spec was called from, so the items charge that render's budget.
+# variables it was called with; a list spec of the render itself adds this key (not a name
+# a template can read) to the copy, holding the render's Context, so that everything inside
+# charges the render's budget.
 OUTER = "fy:outer"
 
 
@@ -92,8 +95,8 @@ def budget_of(context: Context) -> Budget:
     own = context.__dict__
     budget = own.get(_BUDGET)
     if budget is None:
-        outer = context.parent.get(OUTER)
-        budget = budget_of(outer) if outer is not None else Budget()
+        root = context.parent.get(OUTER)
+        budget = budget_of(root) if root is not None and root is not context else Budget()
         own[_BUDGET] = budget
     return budget
 
@@ -114,11 +117,8 @@ PACE = 64  # items of a list spec rendered between two looks at the clock
 
 
 def paced(context: Context, items: Any) -> Any:
-    """``items`` for a list spec called from ``context``, with the clock checked every
-    :data:`PACE` items when there may be many; a list inside a list (whose count
-    multiplies) looks at the clock once more each time."""
-    if OUTER in context.parent:
-        charge(context, 0)
+    """``items`` for a list spec, with the clock of ``context``'s render looked at every
+    :data:`PACE` items when there may be many (a short list is left as it is)."""
     kind = type(items)
     if (kind is list or kind is tuple or kind is range) and len(items) <= PACE:
         return items
@@ -141,9 +141,15 @@ def limit(size: int, what: str) -> int:
     return size
 
 
+SMALL = 1024  # a result this small is not charged: every operation is capped on its own,
+# and the loops that could repeat one (map, select, long or nested list specs) look at the
+# clock themselves
+
+
 def build(context: Context, size: int, what: str) -> None:
-    """Check one operation's size, then charge it to the render."""
-    charge(context, limit(size, what))
+    """Check one operation's size, then charge it to the render (unless it is small)."""
+    if limit(size, what) > SMALL:
+        charge(context, size)
 
 
 # -- sizes, computed before anything is built ---------------------------------------------------
@@ -361,7 +367,7 @@ def join_filter(context: Context, value: Any, d: str = "", attribute: Any = None
     sep = _text(d)
     parts = list(map(str, value))
     size = sum(map(len, parts)) + len(sep) * max(len(parts) - 1, 0)
-    if size > 1024:
+    if size > SMALL:
         build(context, size, "join")
     return sep.join(parts)
 
@@ -380,14 +386,13 @@ def sum_filter(context: Context, iterable: Any, attribute: Any = None, start: An
     if not isinstance(start, list | tuple):
         return sync_do_sum(context.environment, iterable, None, start)
     # Python's sum() of lists copies the total so far at each step: quadratic; this is not.
-    kind, out = type(start), list(start)
-    for item in iterable:
+    kind, items = type(start), list(iterable)
+    for item in items:
         if not isinstance(item, kind):
             name = type(item).__name__
             raise TypeError(f'can only concatenate {kind.__name__} (not "{name}") to it')
-        out.extend(item)
-        limit(len(out), "sum")
-    charge(context, len(out))
+    build(context, len(start) + sum(map(len, items)), "sum")
+    out = list(itertools.chain(start, *items))
     return out if kind is list else kind(out)
 
 

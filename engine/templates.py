@@ -43,6 +43,7 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.utils import missing
 
+from engine._metered import RenderBudgetExceeded
 from engine._sandbox import (
     DEFINED,
     EACH,
@@ -815,6 +816,10 @@ class Renderer:
         Each field is evaluated by itself; a list whose source fails is reported once
         and its items are skipped, an optional object whose condition fails likewise.
         """
+        if isinstance(exc, RenderBudgetExceeded):
+            # the render as a whole ran too long or built too much: no one field is to
+            # blame, and evaluating every field again would cost all of it once more
+            return _render_error(exc)
         problems: list[FieldProblem] = []
         index = _SourceIndex(scope)
         self._collect(self._spec, scope, [], problems, index)
