@@ -2,8 +2,8 @@
 
 A template is checked before it is compiled, so that each problem is reported at its own
 place in the file (a line inside a multi-line template, a key YAML read as a number): its
-syntax, the names it reads (only what the engine gives it where it stands), and any reach
-for Python internals, which the sandbox would refuse on every record. The ``vars.NAME`` a
+syntax, shape and reaches for Python internals (:func:`engine.templates.parse_template`),
+and the names it reads (only what the engine gives it where it stands). The ``vars.NAME`` a
 template reads are noted, so the loader can warn about those without a default.
 
 Compiled templates, conditions and mappings are cached per Jinja environment (see
@@ -94,7 +94,7 @@ class FlowTemplates:
             except TemplateProblem as exc:
                 self.problem(path, exc.message, lineno=exc.lineno)
                 return False
-            return self.check_expression(node, path, names, value)
+            return self.check_expression(node, path, names)
         try:
             constant_spec(value, format_path(path))
         except TemplateProblem as exc:
@@ -113,19 +113,9 @@ class FlowTemplates:
         )
         return False
 
-    def check_expression(
-        self, node: nodes.Node, path: list[Any], names: tuple[str, ...], source: str
-    ) -> bool:
-        """Check a parsed expression: no Python internals, only ``names``; note its vars."""
-        internal = _python_internals(node, source)
-        if internal:
-            self.problem(
-                path,
-                f"templates cannot reach Python internals ({internal!r}); the sandbox would "
-                "refuse it on every record",
-                lineno=node.lineno,
-            )
-            return False
+    def check_expression(self, node: nodes.Node, path: list[Any], names: tuple[str, ...]) -> bool:
+        """Check a parsed expression reads only ``names``; note its vars. (The parser has
+        refused reaches for Python internals already.)"""
         message = check_free_names(self.env, node, names)
         if message:
             self.problem(path, message, lineno=node.lineno)
@@ -180,7 +170,7 @@ class FlowTemplates:
         except TemplateProblem as exc:
             self.problem(path, exc.message, lineno=exc.lineno)
             return None
-        if not self.check_expression(node, path, names, expr):
+        if not self.check_expression(node, path, names):
             return None
         try:
             return cached(
@@ -208,21 +198,3 @@ def _vars_read(node: nodes.Node) -> list[str]:
             elif isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
                 found.append(item.arg.value)
     return found
-
-
-def _python_internals(node: nodes.Node, source: str) -> str | None:
-    """The first dunder attribute an expression reaches for (``x.__class__``, ``x['__dict__']``)."""
-    found = []
-    for item in _self_and_all(node, (nodes.Getattr, nodes.Getitem, nodes.Filter)):
-        if isinstance(item, nodes.Getattr):
-            name = item.attr
-        elif isinstance(item, nodes.Getitem) and isinstance(item.arg, nodes.Const):
-            name = item.arg.value
-        elif isinstance(item, nodes.Filter) and item.name == "attr" and item.args:
-            arg = item.args[0]
-            name = arg.value if isinstance(arg, nodes.Const) else None
-        else:
-            continue
-        if isinstance(name, str) and name.startswith("__"):
-            found.append(name)
-    return min(found, key=source.find) if found else None

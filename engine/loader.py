@@ -37,7 +37,15 @@ from engine.flow_schema import did_you_mean
 from engine.flow_steps import StepBuilder
 from engine.flow_templates import STEP_NAMES, FlowTemplates
 from engine.model import Flow
-from engine.yamlpos import format_path, key_position, load_yaml, position, replaced_by_null
+from engine.yamlpos import (
+    NotUtf8,
+    format_path,
+    key_position,
+    load_yaml,
+    position,
+    read_definition,
+    replaced_by_null,
+)
 
 __all__ = ["ENV_REF", "check_flow", "did_you_mean", "load_flow", "parse_duration", "parse_rate"]
 
@@ -63,6 +71,23 @@ def _strings(value: Any, path: list[Any]) -> list[tuple[list[Any], str]]:
     if isinstance(value, list):
         return [hit for i, v in enumerate(value) for hit in _strings(v, [*path, i])]
     return []
+
+
+_NEAR_ENV_REF = re.compile(r"\$\{\s*env\s*:\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}", re.IGNORECASE)
+
+
+def _not_an_env_ref(ref: str) -> str:
+    """What is wrong with a ``${...}`` that is not ``${env:NAME}``, and how to write it."""
+    near = _NEAR_ENV_REF.fullmatch(ref)
+    if near:
+        return (
+            f"{ref!r} is not an environment reference; write ${{env:{near.group(1)}}} "
+            "(`env` in lower case, no spaces)"
+        )
+    return (
+        f"{ref!r} is not an environment reference; write ${{env:NAME}} "
+        "(NAME of letters, digits and _) or ${file:PATH}"
+    )
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -161,7 +186,7 @@ class _Loader:
         dirs = self.data.get("mappings")
         if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
             dirs = ["mappings", "../mappings"]
-        found = [(base / d).resolve() for d in dirs]
+        found = [(base / d).resolve() for d in dirs if "\0" not in d]
         # the built-in set (engine/packaged.py) last: a flow's own files win over it
         return found + [d for d in packaged.mapping_dirs() if d not in found]
 
@@ -170,7 +195,9 @@ class _Loader:
         if not isinstance(dirs, list):
             return
         for i, d in enumerate(dirs):
-            if isinstance(d, str) and not (self.path.parent / d).is_dir():
+            if isinstance(d, str) and "\0" in d:
+                self.problem(["mappings", i], "a folder name cannot hold a NUL character (\\0)")
+            elif isinstance(d, str) and not (self.path.parent / d).is_dir():
                 self.problem(
                     ["mappings", i],
                     f"no folder {(self.path.parent / d).resolve()} (paths are relative to the "
@@ -190,6 +217,9 @@ class _Loader:
 
     def find_file(self, name: str, kind: str, subdir: str, suffix: str, path: list[Any]):
         """A mapping or schema by name (searched in the mapping folders) or by path."""
+        if "\0" in name:  # the operating system refuses such a path (Python: ValueError)
+            self.problem(path, f"a {kind} name cannot hold a NUL character (\\0)")
+            return None
         if name.endswith((".yaml", ".yml", ".json")) or "/" in name:
             candidate = (self.path.parent / name).resolve()
             if candidate.is_file():
@@ -234,11 +264,7 @@ class _Loader:
                 resolved = any(_under(where, ok) for ok in self.env_ok)
                 for ref in _ANY_DOLLAR_REF.findall(text):
                     if not ENV_REF.fullmatch(ref):
-                        self.problem(
-                            path,
-                            f"{ref!r} is not an environment reference; write ${{env:NAME}} "
-                            "(NAME of letters, digits and _) or ${file:PATH}",
-                        )
+                        self.problem(path, _not_an_env_ref(ref))
                     elif not resolved:
                         self.problem(
                             path,
@@ -271,12 +297,9 @@ class _Loader:
 
     def run(self) -> Flow | None:
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            before = exc.object[: exc.start]
-            line, column = before.count(b"\n") + 1, exc.start - (before.rfind(b"\n") + 1) + 1
-            message = f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the file as UTF-8"
-            self.problems.append(Problem(self.file, line, column, "", message))
+            text = read_definition(self.path)
+        except NotUtf8 as exc:
+            self.problems.append(Problem(self.file, exc.line, exc.column, "", exc.strerror))
             return None
         except OSError as exc:
             self.problems.append(

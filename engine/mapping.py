@@ -55,7 +55,7 @@ from engine.templates import (
     parse_condition,
     parse_template,
 )
-from engine.yamlpos import format_path, key_position, load_yaml, position
+from engine.yamlpos import format_path, key_position, load_yaml, position, read_definition
 
 __all__ = ["CompiledMapping", "load_mapping"]
 
@@ -135,7 +135,7 @@ def load_mapping(
     reading any other name gets a warning (it would fail on every record).
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_definition(path)
     except OSError as exc:
         return None, [Problem(path, None, None, "", f"cannot read the mapping: {exc.strerror}")]
     data, problems = load_yaml(text, path)

@@ -43,6 +43,7 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.utils import missing
 
+from engine._metered import RenderBudgetExceeded
 from engine._sandbox import (
     DEFINED,
     EACH,
@@ -57,6 +58,9 @@ from engine.yamlpos import format_path
 
 __all__ = [
     "CONDITION_HINT",
+    "MAX_BRACKET_DEPTH",
+    "MAX_EXPRESSION_DEPTH",
+    "MAX_TEMPLATE_CHARS",
     "CONTEXT_NAMES",
     "Condition",
     "FieldProblem",
@@ -78,6 +82,7 @@ __all__ = [
     "make_environment",
     "parse_condition",
     "parse_template",
+    "python_internals",
     "spec_names",
 ]
 
@@ -381,10 +386,96 @@ def _check_names(env: FlowyardEnvironment, node: nodes.Node) -> None:
             )
 
 
-def parse_template(env: FlowyardEnvironment, source: str) -> nodes.Expr:
-    """The expression a template computes: the lone expression, or a string ``Concat``."""
+# -- the shape of a template (see docs/security.md) ------------------------------------------
+MAX_TEMPLATE_CHARS = 100_000  # one template or condition
+MAX_BRACKET_DEPTH = 20  # ( [ { inside one another
+MAX_EXPRESSION_DEPTH = 40  # levels of the parsed expression: `a + b + c` is 3 deep
+
+
+def _check_shape(env: FlowyardEnvironment, source: str, state: str | None) -> None:
+    """Refuse a template too long or nested too deep before the (recursive) parser sees it."""
+    if len(source) > MAX_TEMPLATE_CHARS:
+        raise TemplateProblem(
+            f"a template of {len(source):,} characters; the limit is {MAX_TEMPLATE_CHARS:,}", 1
+        )
+    depth = 0
     try:
-        tree = env.parse(source)
+        for lineno, kind, value in env.lexer.tokeniter(source, None, state=state):
+            if kind == "operator" and value in "([{":
+                depth += 1
+                if depth > MAX_BRACKET_DEPTH:
+                    raise TemplateProblem(
+                        f"brackets nested more than {MAX_BRACKET_DEPTH} deep", lineno
+                    )
+            elif kind == "operator" and value in ")]}":
+                depth -= 1
+    except TemplateSyntaxError:
+        pass  # the parser reports it
+
+
+def _check_depth(node: nodes.Node) -> None:
+    """Refuse an expression nested deeper than :data:`MAX_EXPRESSION_DEPTH` (walked without
+    recursion: the compiler and every check after this one recurse)."""
+    todo = [(node, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if depth > MAX_EXPRESSION_DEPTH:
+            raise TemplateProblem(
+                f"an expression nested more than {MAX_EXPRESSION_DEPTH} levels deep "
+                "(a long chain of + or | counts one level each); split it up",
+                item.lineno,
+            )
+        todo.extend((child, depth + 1) for child in item.iter_child_nodes())
+
+
+def _parsed(env: FlowyardEnvironment, source: str, parse: Any, state: str | None) -> Any:
+    """``parse()`` with the shape checks around it; a parser recursion is a nesting problem."""
+    _check_shape(env, source, state)
+    try:
+        tree = parse()
+    except RecursionError:
+        raise TemplateProblem("the template is nested too deeply to read", 1) from None
+    _check_depth(tree)
+    internal = python_internals(tree, source)
+    if internal:
+        name, lineno = internal
+        raise TemplateProblem(
+            f"templates cannot reach Python internals ({name!r}); the sandbox would "
+            "refuse it on every record",
+            lineno,
+        )
+    return tree
+
+
+def python_internals(node: nodes.Node, source: str) -> tuple[str, int] | None:
+    """The first dunder name an expression reaches for (``x.__class__``, ``x['__dict__']``,
+    ``x | attr('__class__')``) and its line, or None. Refused at load: the sandbox refuses
+    it at run time on every record, so such a template can only ever fail."""
+    found = []
+    items = (node, *node.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)))
+    for item in items:
+        if isinstance(item, nodes.Getattr):
+            name = item.attr
+        elif isinstance(item, nodes.Getitem) and isinstance(item.arg, nodes.Const):
+            name = item.arg.value
+        elif isinstance(item, nodes.Filter) and item.name == "attr" and item.args:
+            arg = item.args[0]
+            name = arg.value if isinstance(arg, nodes.Const) else None
+        else:
+            continue
+        if isinstance(name, str) and name.startswith("__"):
+            found.append((name, item.lineno))
+    return min(found, key=lambda hit: source.find(hit[0])) if found else None
+
+
+def parse_template(env: FlowyardEnvironment, source: str) -> nodes.Expr:
+    """The expression a template computes: the lone expression, or a string ``Concat``.
+
+    Raises :class:`TemplateProblem` for a syntax error, a template too long or nested too
+    deep, an unknown filter or test, or a reach for Python internals.
+    """
+    try:
+        tree = _parsed(env, source, lambda: env.parse(source), None)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error: {exc.message}", exc.lineno) from None
     parts: list[nodes.Node] = []
@@ -413,7 +504,8 @@ def parse_condition(env: FlowyardEnvironment, source: str) -> nodes.Expr:
     """The node of a bare expression (``record.total > 100``)."""
     if "{{" in source or "{%" in source:
         raise TemplateProblem(CONDITION_HINT, 1)
-    try:
+
+    def parse() -> nodes.Expr:
         parser = Parser(env, source, state="variable")
         node = parser.parse_expression()
         if not parser.stream.eos:
@@ -421,6 +513,10 @@ def parse_condition(env: FlowyardEnvironment, source: str) -> nodes.Expr:
             raise TemplateSyntaxError(
                 f"unexpected {token.value!r} after the expression", token.lineno
             )
+        return node
+
+    try:
+        node = _parsed(env, source, parse, "variable")
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"expression syntax error: {exc.message}", exc.lineno) from None
     _check_names(env, node)
@@ -720,6 +816,10 @@ class Renderer:
         Each field is evaluated by itself; a list whose source fails is reported once
         and its items are skipped, an optional object whose condition fails likewise.
         """
+        if isinstance(exc, RenderBudgetExceeded):
+            # the render as a whole ran too long or built too much: no one field is to
+            # blame, and evaluating every field again would cost all of it once more
+            return _render_error(exc)
         problems: list[FieldProblem] = []
         index = _SourceIndex(scope)
         self._collect(self._spec, scope, [], problems, index)

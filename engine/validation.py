@@ -15,20 +15,28 @@ schemas use) or 2020-12; a 2020-12 schema may only use keywords draft-07 also ha
 per-record validator never silently ignores a rule (``prefixItems``, ``unevaluated*``,
 ``dependentRequired`` ... are refused at load time). Canonical schemas use ``pattern``,
 not ``format``: the two libraries treat ``format`` differently by default.
+
+Every problem of a schema file names its line (:mod:`engine.jsonpos`). A schema is
+self-contained: a ``$ref`` points inside the same file (``#/definitions/NAME``), and one
+that points to nothing or outside is refused at load; fastjsonschema would otherwise fetch
+a URL while a flow someone sent is being validated.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import fastjsonschema
 import jsonschema
 
 from engine.errors import Problem, RecordValidationError
-from engine.yamlpos import format_path
+from engine.flow_schema import did_you_mean
+from engine.jsonpos import locate
+from engine.yamlpos import MAX_DEPTH, format_path, read_definition
 
 __all__ = ["compile_validator", "load_schema"]
 
@@ -65,45 +73,122 @@ _compiled: dict[str, Callable[[Any], Any]] = {}  # canonical schema text -> fast
 
 
 def load_schema(path: str) -> tuple[dict | None, list[Problem]]:
-    """Read a JSON Schema file and check it; ``None`` and every problem when it is unusable."""
+    """Read a JSON Schema file and check it; ``None`` and every problem when it is unusable.
+
+    Each problem names the line and column of the value it is about.
+    """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_definition(path)
     except OSError as exc:
-        return None, [Problem(path, None, None, "", f"cannot read the schema: {exc.strerror}")]
+        line, column = getattr(exc, "line", None), getattr(exc, "column", None)
+        message = f"cannot read the schema: {exc.strerror or exc}"
+        return None, [Problem(path, line, column, "", message)]
+    where = locate(text, MAX_DEPTH)
+    if where.too_deep_at is not None:
+        line, column = where.position(where.too_deep_at)
+        message = f"values nested more than {MAX_DEPTH} levels deep"
+        return None, [Problem(path, line, column, "", message)]
     try:
         schema = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, [Problem(path, exc.lineno, exc.colno, "", f"invalid JSON: {exc.msg}")]
+    except ValueError:  # an integer of more digits than Python reads from text
+        digits = sys.get_int_max_str_digits()
+        found = re.search(rf"\d{{{digits + 1},}}", text)
+        line, column = where.position(found.start()) if found else (1, 1)
+        message = f"invalid JSON: a number of more than {digits:,} digits"
+        return None, [Problem(path, line, column, "", message)]
     if not isinstance(schema, dict):
         return None, [Problem(path, 1, 1, "", "a JSON Schema is a JSON object")]
+
+    def problem(at: list[Any], message: str, *, key: bool = False) -> Problem:
+        return Problem(path, *where.of(at, key=key), format_path(at), message)
 
     declared = schema.get("$schema", DRAFT_07)
     validator = _VALIDATORS.get(declared)
     if validator is None:
         message = f"unsupported $schema {declared!r}; use {DRAFT_07!r} (or {DRAFT_2020_12!r})"
-        return None, [Problem(path, None, None, "$schema", message)]
+        return None, [problem(["$schema"], message)]
     problems = [
-        Problem(path, None, None, format_path(list(err.absolute_path)), err.message)
+        problem(list(err.absolute_path), err.message)
         for err in validator(validator.META_SCHEMA).iter_errors(schema)
     ]
     if validator is jsonschema.Draft202012Validator:
         problems += [
-            Problem(
-                path,
-                None,
-                None,
-                format_path(at),
+            problem(
+                at,
                 f"{keyword!r} is newer than draft-07, which the per-record validator "
                 "(fastjsonschema) implements; express the rule with draft-07 keywords",
+                key=True,
             )
             for at, keyword in _later_keywords(schema, [])
         ]
+    problems += [problem(at, message) for at, message in _ref_problems(schema)]
     if not problems:
         try:
             _compile(schema)
         except fastjsonschema.JsonSchemaDefinitionException as exc:
-            problems.append(Problem(path, None, None, "", f"the schema cannot be compiled: {exc}"))
+            problems.append(problem([], f"the schema cannot be compiled: {exc}"))
+    problems.sort(key=lambda p: (p.line or 0, p.column or 0))
     return (None if problems else schema), problems
+
+
+def _refs(node: Any, at: list[Any]) -> list[tuple[list[Any], Any]]:
+    """Every ``$ref`` of a schema with the path of its value."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                found.append(([*at, key], value))
+            elif key in _NAMED_SCHEMAS and isinstance(value, dict):
+                for name, sub in value.items():
+                    found += _refs(sub, [*at, key, name])
+            elif key not in ("enum", "const", "examples", "default"):
+                found += _refs(value, [*at, key])
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            found += _refs(item, [*at, index])
+    return found
+
+
+def _ref_problems(schema: dict) -> list[tuple[list[Any], str]]:
+    """Each ``$ref`` that points outside the file, or to nothing inside it."""
+    problems = []
+    for at, ref in _refs(schema, []):
+        if not isinstance(ref, str) or ref == "#":
+            continue  # the meta-schema reports a non-string; "#" is the schema itself
+        if not ref.startswith("#/"):
+            problems.append(
+                (
+                    at,
+                    f"$ref {ref!r} points outside this file; a schema here is self-contained: "
+                    "refer to #/definitions/NAME (nothing is fetched from the network or "
+                    "from other files)",
+                )
+            )
+            continue
+        target: Any = schema
+        walked: list[str] = []
+        for part in ref[2:].split("/"):
+            name = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(target, dict) and name in target:
+                target = target[name]
+            elif isinstance(target, list) and name.isdigit() and int(name) < len(target):
+                target = target[int(name)]
+            else:
+                inside = "#/" + "/".join(walked) if walked else "the schema"
+                have = sorted(map(str, target)) if isinstance(target, dict) else []
+                listed = f"; it has: {', '.join(have)}" if have else ""
+                problems.append(
+                    (
+                        at,
+                        f"$ref {ref!r} points to nothing: {inside} has no {name!r}"
+                        f"{did_you_mean(name, have)}{listed}",
+                    )
+                )
+                break
+            walked.append(part)
+    return problems
 
 
 def _later_keywords(node: Any, at: list[Any]) -> list[tuple[list[Any], str]]:

@@ -7,11 +7,21 @@ are reported instead of swallowed: duplicate keys (PyYAML keeps the last one and
 silently drops a branch) and templates left unquoted (``{{ x }}`` parses as a
 nested mapping). YAML syntax errors are reworded into what to fix, with a hint
 for the usual causes (tabs, unquoted templates, an unquoted ``: `` in a value).
+
+Files may come from someone else and be validated before anyone trusts them, so the
+shape of a document is checked from the parser's events before any value is built:
+nesting deeper than :data:`MAX_DEPTH` levels, more than :data:`MAX_ALIASES` aliases, or
+aliases that would add more than :data:`MAX_ALIAS_VALUES` values (a "billion laughs"
+bomb of a few lines) are reported at the line where the limit is passed, and nothing is
+built.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import sys
 from typing import Any
 
 import yaml
@@ -29,7 +39,51 @@ UNQUOTED_CONDITION_HINT = (
     "write e.g. `when: record.total > 100`"
 )
 TAGS_REFUSED = "tags (!!python/..., !custom) are not allowed; write plain values"
+NOT_WHAT_IT_LOOKS_LIKE = "YAML reads"  # how a scalar's message starts when YAML misreads it
 CONDITION_KEYS = ("when", "filter")
+
+# The shape of one document (see docs/security.md). A flow or a mapping nests perhaps a
+# dozen levels and uses a handful of aliases; these are far above that, and far below
+# what costs the machine anything.
+MAX_DEPTH = 50  # levels of mappings and sequences, aliases expanded
+MAX_ALIASES = 1_000  # aliases (*name) in one document
+MAX_ALIAS_VALUES = 10_000  # values the aliases of one document add, nested ones counted
+MAX_FILE_BYTES = 10_000_000  # a flow, mapping or schema file
+
+
+class FileTooLarge(OSError):
+    """A definition file larger than :data:`MAX_FILE_BYTES` (``strerror`` says so)."""
+
+
+class NotUtf8(OSError):
+    """A definition file that is not UTF-8 text; ``line`` and ``column`` of the first bad byte."""
+
+    def __init__(self, path: str, data: bytes, exc: UnicodeDecodeError):
+        before = data[: exc.start]
+        self.line = before.count(b"\n") + 1
+        self.column = exc.start - (before.rfind(b"\n") + 1) + 1
+        reason = f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        super().__init__(errno.EILSEQ, reason, path)
+
+
+def read_definition(path: str | os.PathLike) -> str:
+    """The text of a flow, mapping or schema file, read no further than the size limit.
+
+    A flow names its mapping and schema files by path; one that names ``/proc/kcore`` (a
+    "regular file" of many terabytes) must not make ``flowyard validate`` read it all.
+    Every failure is an :class:`OSError` whose ``strerror`` says what is wrong
+    (:class:`FileTooLarge`, :class:`NotUtf8` with the line of the first bad byte).
+    """
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise FileTooLarge(errno.EFBIG, f"larger than {MAX_FILE_BYTES:,} bytes", str(path))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotUtf8(str(path), data, exc) from None
+
+
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
@@ -57,7 +111,7 @@ class PosList(list):
 def replaced_by_null(problem: Problem) -> bool:
     """Did this problem make the loader keep null in place of the value it names?"""
     return problem.message.startswith(
-        (UNQUOTED_TEMPLATE_HINT, UNQUOTED_CONDITION_HINT, TAGS_REFUSED)
+        (UNQUOTED_TEMPLATE_HINT, UNQUOTED_CONDITION_HINT, TAGS_REFUSED, NOT_WHAT_IT_LOOKS_LIKE)
     )
 
 
@@ -106,7 +160,10 @@ class _Positions:
                 if not isinstance(key_node, yaml.ScalarNode):
                     self._problem(key_node, path, "a mapping key must be a plain value")
                     continue
-                name = self.construct_object(key_node, deep=True)
+                before = len(self.problems)
+                name = self._scalar(key_node, path)
+                if len(self.problems) > before:
+                    continue  # a key YAML could not read (reported): leave the entry out
                 child = f"{path}.{name}" if path else str(name)
                 if name in result:
                     if name in merged and id(key_node) in own:
@@ -133,7 +190,26 @@ class _Positions:
                 result_list.append(self._construct(item, f"{path}[{i}]", None))
                 result_list.item_pos.append(_mark(item))
             return result_list
-        return self.construct_object(node, deep=True)
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: str) -> Any:
+        """A scalar's value; null (reported) when YAML's reading of it fails: a date that is
+        no date (``2024-02-30``), a number past Python's 4,300 digits, ``!!int abc``."""
+        try:
+            return self.construct_object(node, deep=True)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            kind = node.tag.rsplit(":", 1)[-1].replace("timestamp", "date")
+            text = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+            reason = str(exc) if isinstance(exc, ValueError) else f"not a valid {kind}"
+            if "Exceeds the limit" in reason:
+                reason = f"more than {sys.get_int_max_str_digits():,} digits"
+            self._problem(
+                node,
+                path,
+                f"{NOT_WHAT_IT_LOOKS_LIKE} {text!r} as {'an' if kind[0] in 'aeiou' else 'a'} "
+                f"{kind}, but it is not one ({reason}); quote it to keep it as text",
+            )
+            return None
 
 
 class _Loader(_Positions, yaml.SafeLoader):
@@ -147,6 +223,106 @@ _FastLoader: Any = (
     if getattr(yaml, "__with_libyaml__", False)
     else None
 )
+
+
+class _Open:
+    """A collection being read by :func:`_shape_problem`: its size, height, current child."""
+
+    __slots__ = ("anchor", "values", "height", "is_map", "index", "key", "want_key")
+
+    def __init__(self, anchor: str | None, is_map: bool):
+        self.anchor, self.is_map = anchor, is_map
+        self.values, self.height, self.index, self.key, self.want_key = 1, 0, -1, "?", True
+
+    def child(self, event: yaml.Event) -> None:
+        """Note the child ``event`` starts (a key, a value or an item)."""
+        if not self.is_map:
+            self.index += 1
+        elif self.want_key:
+            self.key = event.value if isinstance(event, yaml.ScalarEvent) else "?"
+        self.want_key = not self.want_key
+
+    def add(self, values: int, height: int) -> None:
+        self.values += values
+        self.height = max(self.height, height)
+
+
+def _shape_problem(text: str, file: str) -> Problem | None:
+    """The first place where the document passes a shape limit, read from parser events.
+
+    Nothing is built: an alias costs what its anchor holds, counted from the events, so a
+    bomb is refused after reading its text once. A syntax error ends the check quietly
+    (the load reports it). libyaml refuses 1,000 levels before it yields the first event,
+    so a file it cannot read is read again by the pure-Python parser, which has no limit
+    of its own and is not recursive.
+    """
+    if _FastLoader is not None:
+        try:
+            return _events_problem(yaml.CSafeLoader(text), file)
+        except yaml.YAMLError:
+            pass
+    try:
+        return _events_problem(yaml.SafeLoader(text), file)
+    except yaml.YAMLError:
+        return None  # a syntax error: the load reports it
+
+
+def _events_problem(parser: Any, file: str) -> Problem | None:
+    sizes: dict[str, tuple[int, int]] = {}  # anchor -> (values, height)
+    stack: list[_Open] = []
+    aliases = added = 0
+
+    def problem(event: yaml.Event, message: str) -> Problem:
+        path = format_path([o.key if o.is_map else o.index for o in stack])
+        return Problem(file, *_mark(event), path, message)
+
+    try:
+        while True:
+            event = parser.get_event()
+            if event is None or isinstance(event, yaml.StreamEndEvent):
+                return None
+            if isinstance(event, yaml.CollectionEndEvent):
+                done = stack.pop()
+                if done.anchor:
+                    sizes[done.anchor] = (done.values, done.height + 1)
+                if stack:
+                    stack[-1].add(done.values, done.height + 1)
+                continue
+            if not isinstance(event, yaml.NodeEvent):
+                continue  # the starts and ends of the stream and of documents
+            if stack:
+                stack[-1].child(event)
+            if isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                values, height = sizes.get(event.anchor, (1, 0))
+                added += values
+                if aliases > MAX_ALIASES:
+                    return problem(event, f"more than {MAX_ALIASES} aliases (*name) in one file")
+                if added > MAX_ALIAS_VALUES:
+                    return problem(
+                        event,
+                        f"the aliases up to here (*{event.anchor}) expand to more than "
+                        f"{MAX_ALIAS_VALUES} values; a file whose aliases multiply it is "
+                        "refused: write the values out",
+                    )
+                if len(stack) + height > MAX_DEPTH:
+                    return problem(
+                        event,
+                        f"*{event.anchor} nests values more than {MAX_DEPTH} levels deep here",
+                    )
+                if stack:
+                    stack[-1].add(values, height)
+            elif isinstance(event, yaml.CollectionStartEvent):
+                if len(stack) >= MAX_DEPTH:
+                    return problem(event, f"values nested more than {MAX_DEPTH} levels deep")
+                stack.append(_Open(event.anchor, isinstance(event, yaml.MappingStartEvent)))
+            else:  # a scalar
+                if event.anchor:
+                    sizes[event.anchor] = (1, 0)
+                if stack:
+                    stack[-1].add(1, 0)
+    finally:
+        parser.dispose()
 
 
 def _load(cls: Any, text: str, file: str) -> tuple[Any, list[Problem], Any]:
@@ -170,6 +346,9 @@ def _load(cls: Any, text: str, file: str) -> tuple[Any, list[Problem], Any]:
 
 def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
     """Parse one YAML document; returns the data (None when unreadable) and the problems found."""
+    shape = _shape_problem(text, file)
+    if shape is not None:
+        return None, [shape]
     if _FastLoader is not None:
         try:
             return _load(_FastLoader, text, file)[:2]
@@ -191,11 +370,45 @@ def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
             # an unclosed quote or bracket, a line without ':': point at where it starts
             mark = exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        message = _explain(exc, text)
+        opened = _quote_read_on(text, exc.problem_mark.line) if exc.problem_mark else None
+        if opened is not None:
+            # the quote opened above was closed by the next quote, where the parser choked
+            line, col = opened.start_mark.line + 1, opened.start_mark.column + 1
+            message = (
+                f"invalid YAML: this quoted text is not closed on its line; YAML read on to "
+                f"the next {opened.style} on line {opened.end_mark.line + 1} "
+                f"[YAML: {' '.join(filter(None, [exc.context, exc.problem]))}]"
+            )
         earlier = loader.problems if loader else []
-        return None, earlier + [Problem(file, line, col, "", _explain(exc, text))]
+        return None, earlier + [Problem(file, line, col, "", message)]
     except yaml.YAMLError as exc:
         earlier = loader.problems if loader else []
         return None, earlier + [Problem(file, None, None, "", f"invalid YAML: {exc}")]
+
+
+def _quote_read_on(text: str, error_line: int) -> Any:
+    """The quoted scalar that spans several lines and ends on ``error_line``, if any.
+
+    A quote left open on one line is closed by the next quote in the file, often many
+    lines below, and the parser stops there; the place to fix is where the quote opened.
+    """
+    scanner = yaml.SafeLoader(text)
+    try:
+        while (token := scanner.get_token()) is not None:
+            if token.start_mark.line > error_line:
+                break
+            if (
+                isinstance(token, yaml.ScalarToken)
+                and token.style in ("'", '"')
+                and token.start_mark.line < token.end_mark.line == error_line
+            ):
+                return token
+    except yaml.YAMLError:
+        pass
+    finally:
+        scanner.dispose()
+    return None
 
 
 def _at_end(exc: yaml.MarkedYAMLError) -> bool:

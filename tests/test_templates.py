@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
@@ -243,6 +244,58 @@ def test_statements_are_not_allowed_in_values(env):
         compile_value(env, "{% for x in record.items %}{{ x }}{% endfor %}")
     with pytest.raises(TemplateProblem, match="statements"):
         compile_value(env, "{% set x = 1 %}")
+
+
+def test_a_template_too_long_is_refused_before_it_is_parsed(env):
+    value = "{{ record.x }} " * 200_000  # 3 MB
+    started = time.perf_counter()
+    with pytest.raises(TemplateProblem) as caught:
+        compile_value(env, value)
+    assert caught.value.message == "a template of 3,000,000 characters; the limit is 100,000"
+    assert time.perf_counter() - started < 1
+    compile_value(env, "{{ record.x }} " * 6_000)  # 90,000 characters are fine
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}", "brackets nested more than 20 deep"),
+        ("{{ " + "[" * 21 + "]" * 21 + " }}", "brackets nested more than 20 deep"),
+        ("{{ " + " + ".join(["1"] * 5000) + " }}", "an expression nested more than 40 levels"),
+        ("{{ x" + " | string" * 3000 + " }}", "an expression nested more than 40 levels"),
+        ("{{ x" + ".a" * 3000 + " }}", "an expression nested more than 40 levels"),
+        ("{{ " + "not " * 3000 + "x }}", "the template is nested too deeply to read"),
+        ("{{ " + "-" * 3000 + "x }}", "the template is nested too deeply to read"),
+    ],
+    ids=[
+        "3000 parentheses",
+        "21 brackets",
+        "+ chain",
+        "filter chain",
+        "attribute chain",
+        "nots",
+        "minuses",
+    ],
+)
+def test_a_template_nested_too_deep_is_a_problem_not_a_traceback(env, source, message):
+    with pytest.raises(TemplateProblem) as caught:
+        compile_value(env, "text\n" + source)
+    assert caught.value.message.startswith(message)
+    assert caught.value.lineno in (1, 2)
+
+
+def test_the_same_limits_hold_for_a_condition(env):
+    with pytest.raises(TemplateProblem, match="brackets nested more than 20 deep"):
+        compile_condition(env, "(" * 100 + "x" + ")" * 100)
+    with pytest.raises(TemplateProblem, match="nested more than 40 levels"):
+        compile_condition(env, " or ".join(["x"] * 100))
+    with pytest.raises(TemplateProblem, match="characters; the limit is 100,000"):
+        compile_condition(env, "x == '" + "a" * 100_000 + "'")
+
+
+def test_templates_within_the_limits_compile(env):
+    assert render(env, "{{ " + "(" * 20 + "1" + ")" * 20 + " }}") == 1
+    assert render(env, "{{ " + " + ".join(["1"] * 35) + " }}") == 35
 
 
 def test_a_problem_inside_a_nested_value_names_its_path(env):

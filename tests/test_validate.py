@@ -23,6 +23,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -336,3 +337,133 @@ def test_every_yaml_example_in_docs_flows_md_is_right(index, tmp_path):
     flow.write_text(body, encoding="utf-8")
     problems = Engine(state=tmp_path / "s.db").check(flow)
     assert [str(p) for p in problems if p.severity == "error"] == [], body
+
+
+# -- hostile files: `flowyard validate` is what people run on flows they were sent ---------------
+def _alias_bomb(levels: int) -> str:
+    """``levels`` anchors of ten aliases each to the one before: 10**levels values."""
+    lines = ["flow: bomb", "source: {connector: file, path: in.ndjson}", "steps: [filter: 'true']"]
+    lines.append("vars:")
+    lines.append("  l0: &l0 [x, x, x, x, x, x, x, x, x, x]")
+    for i in range(1, levels):
+        lines.append(f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def _validate_measured(tmp_path: Path, name: str, text: str):
+    """`flowyard validate` on ``text`` in a subprocess: its result, seconds and peak MB."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    script = (
+        "import resource, subprocess, sys, time\n"
+        "started = time.perf_counter()\n"
+        "proc = subprocess.run([sys.executable, '-m', 'cli', 'validate', sys.argv[1]],"
+        " capture_output=True, text=True, timeout=60)\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(proc.returncode, time.perf_counter() - started, peak)\n"
+        "sys.stderr.write(proc.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    code, seconds, megabytes = proc.stdout.split()
+    return int(code), float(seconds), float(megabytes), proc.stderr
+
+
+def test_an_alias_bomb_is_refused_in_a_blink_at_its_line(tmp_path):
+    # nine levels: 10**9 values from 800 bytes; it took 4 GB and a MemoryError traceback
+    code, seconds, megabytes, stderr = _validate_measured(tmp_path, "b.yaml", _alias_bomb(9))
+    assert code == 2 and "Traceback" not in stderr
+    assert "b.yaml:8:47: error at vars.l3[7]: the aliases up to here (*l2) expand" in stderr
+    assert seconds < 10 and megabytes < 300
+
+
+def test_a_document_nested_100_000_levels_deep_is_refused_at_its_line(tmp_path):
+    text = "flow: deep\nvars:\n  x: " + "[" * 100_000 + "]" * 100_000 + "\n"
+    code, seconds, megabytes, stderr = _validate_measured(tmp_path, "d.yaml", text)
+    assert code == 2 and "Traceback" not in stderr
+    assert "d.yaml:3:54: error at vars.x" in stderr  # the 49th [, the 51st level
+    assert "values nested more than 50 levels deep" in stderr
+    assert seconds < 20
+
+
+def test_a_3_mb_template_is_refused_at_its_line(tmp_path):
+    text = (
+        "flow: big\nsource: {connector: file, path: in.ndjson}\nsteps:\n  - set:\n"
+        '      label: "' + "{{ record.x }} " * 200_000 + '"\n'
+    )
+    code, seconds, megabytes, stderr = _validate_measured(tmp_path, "t.yaml", text)
+    assert code == 2 and "Traceback" not in stderr
+    assert (
+        "t.yaml:5:14: error at steps[0].set.label: a template of 3,000,000 characters; "
+        "the limit is 100,000"
+    ) in stderr
+    assert seconds < 20
+
+
+def test_aliases_within_the_limits_load(tmp_path):
+    flow = write_flow(
+        tmp_path,
+        """
+        flow: anchors
+        connections:
+          a: {connector: http, base_url: "https://a.example.com", retry: &retry {attempts: 3}}
+          b: {connector: http, base_url: "https://b.example.com", retry: *retry}
+        source: {connector: file, path: in.ndjson}
+        steps:
+          - name: to_a
+            send: {connection: a, path: /x, body: &body {id: "{{ record.id }}"}}
+          - name: to_b
+            send: {connection: b, path: /x, body: *body}
+        """,
+    )
+    loaded = Engine(state=tmp_path / "s.db").load(flow)
+    assert loaded.connections["b"].retry.attempts == 3
+
+
+def test_a_flow_file_larger_than_the_limit_is_not_read(tmp_path):
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as fh:
+        fh.write(b"flow: huge\n")
+        fh.truncate(50_000_000)
+    problems = Engine(state=tmp_path / "s.db").check(path)
+    assert [p.message for p in problems] == ["cannot read: larger than 10,000,000 bytes"]
+
+
+def test_constant_parts_folded_when_a_flow_is_validated_stay_in_the_sandbox(tmp_path):
+    # validating compiles templates; nothing in them may build or run at that moment
+    flow = write_flow(
+        tmp_path,
+        """
+        flow: constant_hogs
+        source: {connector: file, path: in.ndjson}
+        steps:
+          - set:
+              a: "{{ 'x' | center(1000000000) }}"
+              b: "{{ '%01000000000d' % 1 }}"
+              c: "{{ [[0] * 1000000] * 1000000 }}"
+              d: "{{ 'ab' | batch(1000000000, 0) | list }}"
+              e: "{{ 9 ** 9 ** 9 }}"
+        """,
+    )
+    started = time.perf_counter()
+    problems = Engine(state=tmp_path / "s.db").check(flow)
+    assert [p for p in problems if p.severity == "error"] == []
+    assert time.perf_counter() - started < 2
+
+
+def test_a_mapping_file_that_is_not_utf8_is_a_problem_not_a_traceback(tmp_path):
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "latin1.yaml").write_bytes(b'mapping: m\nfields:\n  a: "Caf\xe9"\n')
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "flow: f\nsource: {connector: file, path: in.ndjson}\nsteps:\n  - map: latin1\n"
+    )
+    proc = flowyard("validate", flow)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "latin1.yaml" in proc.stderr and "not UTF-8 text (byte 0xe9)" in proc.stderr

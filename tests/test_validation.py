@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from decimal import Decimal
 
 import fastjsonschema
@@ -192,12 +194,97 @@ def test_keywords_the_record_validator_would_ignore_are_refused(tmp_path):
     ]
 
 
-def test_an_unresolvable_reference_is_found_at_load_time(tmp_path):
-    bad = {"$schema": DRAFT_07, "properties": {"a": {"$ref": "#/definitions/nope"}}}
+def test_an_unresolvable_reference_is_found_at_load_time_with_its_line(tmp_path):
+    bad = {
+        "$schema": DRAFT_07,
+        "properties": {"a": {"$ref": "#/definitions/mony"}},
+        "definitions": {"money": {"type": "string"}},
+    }
     schema, problems = load_schema(write(tmp_path, bad))
-    assert schema is None and "cannot be compiled" in problems[0].message
+    assert schema is None
+    (problem,) = problems
+    assert (problem.line, problem.column, problem.path) == (5, 15, "properties.a.$ref")
+    assert problem.message == (
+        "$ref '#/definitions/mony' points to nothing: #/definitions has no 'mony' "
+        "(did you mean 'money'?); it has: money"
+    )
+
+
+def test_a_reference_outside_the_file_is_refused_and_never_fetched(tmp_path):
+    # a listener on 127.0.0.1 stands for the network: the schema must not reach it
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the http.server name)
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"type": "string"}')
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_port}/id.json"
+        bad = {"$schema": DRAFT_07, "properties": {"a": {"$ref": url}, "b": {"$ref": "x.json"}}}
+        schema, problems = load_schema(write(tmp_path, bad))
+        server.shutdown()
+    assert schema is None and hits == []
+    assert [(p.line, p.path) for p in problems] == [
+        (5, "properties.a.$ref"),
+        (8, "properties.b.$ref"),
+    ]
+    assert all("points outside this file" in p.message for p in problems)
+
+
+def test_every_schema_error_names_its_line(tmp_path):
+    text = (
+        "{\n"
+        '  "$schema": "http://json-schema.org/draft-07/schema#",\n'
+        '  "type": "object",\n'
+        '  "properties": {\n'
+        '    "a": {"type": "strnig"},\n'
+        '    "b": {"minimum": "1"}\n'
+        "  }\n"
+        "}\n"
+    )
+    schema, problems = load_schema(write(tmp_path, text))
+    assert schema is None
+    assert [(p.line, p.column, p.path) for p in problems] == [
+        (5, 19, "properties.a.type"),
+        (6, 22, "properties.b.minimum"),
+    ]
+
+
+def test_a_schema_nested_too_deep_is_refused_at_its_line_without_a_traceback(tmp_path):
+    deep = '{"type": "object",\n "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    schema, problems = load_schema(write(tmp_path, deep))
+    assert schema is None
+    (problem,) = problems
+    assert (problem.line, problem.column) == (2, 56)
+    assert problem.message == "values nested more than 50 levels deep"
 
 
 def test_an_unreadable_or_non_object_file_is_a_problem(tmp_path):
     assert "cannot read" in load_schema(str(tmp_path / "nope.json"))[1][0].message
     assert "JSON object" in load_schema(write(tmp_path, "[1, 2]"))[1][0].message
+
+
+def test_a_schema_file_larger_than_the_limit_is_not_read(tmp_path):
+    # a flow names its schema files by path: /proc/kcore is a "regular file" of terabytes
+    path = tmp_path / "huge.schema.json"
+    with path.open("wb") as fh:
+        fh.truncate(50_000_000)  # sparse: costs no disk
+    schema, problems = load_schema(str(path))
+    assert schema is None
+    assert [p.message for p in problems] == ["cannot read the schema: larger than 10,000,000 bytes"]
+
+
+def test_a_number_longer_than_python_reads_is_a_problem_at_its_place(tmp_path):
+    text = '{\n  "type": "object",\n  "maximum": ' + "9" * 5000 + "\n}"
+    schema, problems = load_schema(write(tmp_path, text))
+    assert schema is None
+    assert [(p.line, p.column, p.message) for p in problems] == [
+        (3, 14, "invalid JSON: a number of more than 4,300 digits")
+    ]
