@@ -32,6 +32,7 @@ from engine.errors import (
     RunError,
     TransientError,
 )
+from engine.group import Group
 from engine.idempotency import fingerprint, first_sent_key, next_sent_key
 from engine.model import (
     CallStep,
@@ -139,12 +140,15 @@ _Chain = list[tuple[list[Step], int]]
 class Executor:
     """Runs records through a flow's steps with what the run context gives."""
 
-    def __init__(self, ctx: RunContext):
+    def __init__(self, ctx: RunContext, group: Group | None = None):
         self.ctx = ctx
         self.flow = ctx.flow
         self.store = ctx.store
         self.log = ctx.log
         self.dry_run = ctx.dry_run
+        # the run's open group of writes (engine/group.py); on its own, every key state is
+        # committed at once, as a run without groups would
+        self.group = group or Group(ctx.store, ctx.flow.name, immediate=True)
         self._where: dict[str, _Chain] = {}
         self._index(self.flow.steps, [])
 
@@ -418,7 +422,7 @@ class Executor:
             else f"{self.flow.name}:{step.name}:{rec.key}"
         )
         fp = fingerprint(options)
-        prev = self.store.get_key(self.flow.name, key)
+        prev = self.group.get_key(key)
         sent_key = first_sent_key(key, fp)
         if prev is not None:
             if prev.fingerprint == fp:
@@ -452,7 +456,13 @@ class Executor:
             out.trace.append([step.name, "would send (dry run)"])
             return GoOn(self._unanswered(step, rec), Outcome.DONE)
 
-        self._remember(key, SendState.IN_FLIGHT, fp, sent_key, step, rec)
+        # a target that holds the group in its own transaction needs no mark before the
+        # request: until the group commits, neither the row nor the key is kept
+        held = self.group.holds(conn.connector, conn.name)
+        if not held:
+            self.group.mark_in_flight(
+                self._key_write(key, SendState.IN_FLIGHT, fp, sent_key, step, rec)
+            )
         try:
             response = self._attempts(
                 step, conn, rec, Request(options=options, idempotency_key=sent_key)
@@ -461,9 +471,11 @@ class Executor:
             # a transient failure may have been applied: its key stays in flight and the
             # next attempt repeats the same request; anything else was refused
             if not isinstance(failed.error, TransientError):
-                self._remember(key, SendState.FAILED, fp, sent_key, step, rec)
+                write = self._key_write(key, SendState.FAILED, fp, sent_key, step, rec)
+                self.group.outcome(write, held=held)
             raise
-        self._remember(key, SendState.DONE, fp, sent_key, step, rec, response.body)
+        write = self._key_write(key, SendState.DONE, fp, sent_key, step, rec, response.body)
+        self.group.outcome(write, held=held)
         out.trace.append(
             [
                 step.name,
@@ -539,7 +551,7 @@ class Executor:
         except Exception as exc:  # permanent, or a connector bug: the record is dead-lettered
             raise _Failed(exc, 1) from exc
 
-    def _remember(
+    def _key_write(
         self,
         key: str,
         state: SendState,
@@ -548,8 +560,8 @@ class Executor:
         step: CallStep,
         rec: Rec,
         response: Any = None,
-    ) -> None:
-        write = KeyWrite(
+    ) -> KeyWrite:
+        return KeyWrite(
             key=key,
             state=state,
             fingerprint=fp,
@@ -560,7 +572,6 @@ class Executor:
             response=self.ctx.mask(response),
             source_key=rec.meta.get("key", rec.key),
         )
-        self.store.write_keys(self.flow.name, [write])
 
     def _saved(self, step: CallStep, rec: Rec, body: Any) -> Rec:
         if step.save_as is None:

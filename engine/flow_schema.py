@@ -149,6 +149,18 @@ SCHEMA: dict[str, Any] = {
             "description": "Records processed at once (default 1); raise it for I/O-bound sends.",
             "examples": [8],
         },
+        "group": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "How many records are committed together (group commit): a group "
+            "ends after `records` records or `seconds` seconds, whichever comes first "
+            "(default 500 and 0.2). A crash redoes at most the last group.",
+            "properties": {
+                "records": {"type": "integer", "minimum": 1, "maximum": 100000},
+                "seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+            },
+            "examples": [{"records": 500, "seconds": 0.2}],
+        },
         "on_error": {
             "enum": ["dead_letter", "stop"],
             "description": "What a failed record does: dead_letter (default: park it and "

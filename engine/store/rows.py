@@ -272,7 +272,9 @@ class Progress:
     ``run_id``: those items are closed as ``resolved``. ``seen_records`` and ``seen_keys``
     are records skipped as unchanged and idempotency keys skipped as duplicates: their
     time is set to now (with the keys of the records), so that retention forgets only what
-    the source stopped delivering.
+    the source stopped delivering. ``keys`` are the states of the group's sends
+    (engine/group.py), written before everything else: a later write of the same key
+    replaces an earlier one, as with :meth:`StateStore.write_keys`.
     """
 
     run_id: str
@@ -283,6 +285,7 @@ class Progress:
     digests: list[DigestWrite] = field(default_factory=list)
     seen_records: list[str] = field(default_factory=list)
     seen_keys: list[str] = field(default_factory=list)
+    keys: list[KeyWrite] = field(default_factory=list)
 
 
 @dataclass
