@@ -509,7 +509,12 @@ class Executor:
         if prev.updated_at < time.time() - self.ctx.refresh_after:
             out.seen_keys.append(key)
         out.trace.append([step.name, "skipped", "duplicate"])
-        self.log.event(
+        if self.log.detailed:
+            self._duplicate_line(step, rec, key)
+        return GoOn(self._saved_key(step, rec, prev), Outcome.SKIPPED)
+
+    def _duplicate_line(self, step: CallStep, rec: Rec, key: str) -> None:
+        self.log.detail(
             "step",
             step=step.name,
             record_key=rec.key,
@@ -517,13 +522,50 @@ class Executor:
             reason="duplicate",
             key=key,
         )
-        return GoOn(self._saved_key(step, rec, prev), Outcome.SKIPPED)
 
     def _attempts(
         self, step: CallStep, conn: ConnectionState, rec: Rec, request: Request
     ) -> Response:
+        attempts: list[tuple[int, float, BaseException | None]] = []
+
         def on_attempt(attempt: int, ms: float, error: BaseException | None) -> None:
-            self.log.event(
+            attempts.append((attempt, ms, error))
+
+        try:
+            response, _ = call_with_retry(
+                lambda: conn.connector.call(request),
+                step.retry or conn.retry,
+                limiter=conn.limiter,
+                breaker=conn.breaker,
+                on_attempt=on_attempt,
+            )
+        except TransientError as exc:
+            self._log_attempts(step, rec, attempts, True)
+            raise _Failed(exc, (step.retry or conn.retry).attempts) from exc
+        except CircuitOpen:
+            self._log_attempts(step, rec, attempts, True)
+            raise
+        except Exception as exc:  # permanent, or a connector bug: the record is dead-lettered
+            self._log_attempts(step, rec, attempts, True)
+            raise _Failed(exc, 1) from exc
+        # a call that went through at once needs no person: its line is a debug one
+        self._log_attempts(step, rec, attempts, len(attempts) > 1)
+        return response
+
+    def _log_attempts(
+        self,
+        step: CallStep,
+        rec: Rec,
+        attempts: list[tuple[int, float, BaseException | None]],
+        needs_person: bool,
+    ) -> None:
+        """One ``attempt`` line per attempt of a call: in the run log when the call was
+        retried or failed, else at the debug level."""
+        if not needs_person and not self.log.detailed:
+            return
+        write = self.log.event if needs_person else self.log.detail
+        for attempt, ms, error in attempts:
+            write(
                 "attempt",
                 step=step.name,
                 record_key=rec.key,
@@ -534,22 +576,6 @@ class Executor:
                 else ("transient" if isinstance(error, TransientError) else "failed"),
                 **({"error": f"{type(error).__name__}: {error}"} if error else {}),
             )
-
-        try:
-            response, _ = call_with_retry(
-                lambda: conn.connector.call(request),
-                step.retry or conn.retry,
-                limiter=conn.limiter,
-                breaker=conn.breaker,
-                on_attempt=on_attempt,
-            )
-            return response
-        except TransientError as exc:
-            raise _Failed(exc, (step.retry or conn.retry).attempts) from exc
-        except CircuitOpen:
-            raise
-        except Exception as exc:  # permanent, or a connector bug: the record is dead-lettered
-            raise _Failed(exc, 1) from exc
 
     def _key_write(
         self,

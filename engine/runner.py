@@ -17,6 +17,7 @@ The one path, each layer calling down only::
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 import uuid
@@ -62,6 +63,7 @@ PRUNE_SLACK = 3600.0  # how far past its retention a flow's data gets before a r
 
 EXIT_OK, EXIT_DEAD_LETTERS, EXIT_INVALID, EXIT_CANNOT_PROCEED, EXIT_STATE = 0, 1, 2, 3, 4
 EXIT_REVIEW = EXIT_DEAD_LETTERS  # some records need a person, either way
+_NEEDS_PERSON = frozenset({Outcome.DEAD_LETTERED, Outcome.REVIEW, Outcome.PARKED})
 
 
 @dataclass
@@ -181,6 +183,7 @@ class Runner:
                 stderr=stderr,
                 secrets=set(env.values()),
                 listeners=listeners,
+                debug=os.environ.get("FLOWYARD_LOG_LEVEL", "").lower() == "debug",
             )
         except OSError as exc:
             self.store.close()
@@ -480,8 +483,13 @@ class Runner:
         return error
 
     def _log_record(self, w: RecordWork, outcome: Outcome) -> None:
+        """A record's line: in the run log when it needs a person (or was replayed by
+        one), else at the debug level (engine/runlog.py)."""
+        needs_person = outcome in _NEEDS_PERSON or bool(w.letters)
+        if not needs_person and not self.log.detailed:
+            return
         replay_of = [letter.id for letter in w.letters]
-        self.log.event(
+        (self.log.event if needs_person else self.log.detail)(
             "record",
             record_key=w.rec.key,
             outcome=outcome.value,
