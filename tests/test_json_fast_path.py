@@ -83,3 +83,24 @@ def test_a_digest_encoding_tells_different_values_apart_and_ignores_key_order():
     assert canonical({"a": Decimal("1.50")}) != canonical({"a": Decimal("1.5")})
     assert canonical({1: "x"}) == canonical({1: "x"})  # keys that are not text: the slow way
     assert canonical([{"é": 2**70}]) != canonical([{"e": 2**70}])
+
+
+@pytest.mark.parametrize(
+    "value, deep",
+    [
+        ({"lines": [{"tax": [{"a": 1}]} for _ in range(60)]}, False),  # many brackets, shallow
+        ({"note": "[[[[" * 40, "x": [[1]]}, False),  # brackets in a string do not nest
+        ({"q": 'a\\"[{' * 40, "r": "\\\\"}, False),  # nor behind escaped quotes
+        (json.loads("[" * 100 + "]" * 100), False),  # exactly the limit
+        (json.loads("[" * 101 + "]" * 101), True),
+        ([{"s": "]]]]" * 30}] + json.loads("[" * 101 + "]" * 101), True),
+    ],
+)
+def test_depth_is_told_by_nesting_not_by_how_many_brackets(value, deep):
+    text = json.dumps(value)
+    assert _json._deeper_than(text, _json.MAX_DEPTH) is deep
+    if deep:
+        with pytest.raises(json.JSONDecodeError, match="nested deeper"):
+            _json.loads(text)
+    else:
+        assert _json.loads(text) == value
