@@ -410,7 +410,8 @@ def run(
     """
     run_vars = _vars(var, vars_file)
     progress = _Progress()
-    eng = _engine(state, listeners=[progress], log_stderr=log_stderr)
+    # a listener makes every record's events be built (engine/runlog.py): only on a terminal
+    eng = _engine(state, listeners=[progress] if progress.enabled else [], log_stderr=log_stderr)
     try:
         _run_and_report(
             lambda: eng.run(flow, vars=run_vars, dry_run=dry_run, wait_lock=wait_lock), output
