@@ -96,6 +96,52 @@ def test_engine_and_baseline_write_the_same_rows_and_a_rerun_skips_them(tmp_path
     assert all(r > 0 for r in result["ratio_engine_to_baseline"].values())
     assert all(s > 0 for by_side in result["rerun_speedup"].values() for s in by_side.values())
     assert json.loads((tmp_path / "results.json").read_text())["throughput"]["records"] == 200
+    # CPU per record with each side's start-up (a run on an empty file) taken off
+    assert set(result["startup_cpu_s"]) == {"engine", "baseline"}
+    assert all(cpu > 0 for cpu in result["startup_cpu_s"].values())
+    assert result["cpu_us_per_record"]["engine"]["first"] > 0
+    over = result["engine_cpu_us_per_record_over_baseline"]["first"]
+    assert over == pytest.approx(
+        result["cpu_us_per_record"]["engine"]["first"]
+        - result["cpu_us_per_record"]["baseline"]["first"]
+    )
+
+
+def test_the_durable_baseline_and_dlt_write_the_same_orders(tmp_path):
+    # dlt runs in a virtual environment of its own, made by `bench/run.py throughput --dlt`
+    # (a minute, with the package index): this checks the script once it is there
+    from bench.dlt_load import REQUIREMENTS, venv_dir
+
+    made = (venv_dir() / "requirements.txt").exists() and (
+        (venv_dir() / "requirements.txt").read_text() == "\n".join(REQUIREMENTS) + "\n"
+    )
+    sides = ["--with-durable", *(["--dlt"] if made else [])]
+    report = bench.main(
+        ["throughput", "--records", "120", "--repeat", "1", "--startup-runs", "1", *sides]
+        + ["--workdir", str(tmp_path), "--json", str(tmp_path / "results.json")]
+    )
+    result = report["throughput"]
+    counts = result["counts"]
+    assert counts["durable"] == counts["engine"]  # and the same rows: checked by run.py
+    if made:
+        assert counts["dlt"]["first"] == counts["engine"]["first"]
+        work = tmp_path / result["workdir"]
+        with sqlite3.connect(work / "dlt-0" / "erp.db") as db:
+            merged = db.execute("SELECT order_id, total FROM sales_orders ORDER BY order_id")
+            assert merged.fetchall() == [
+                (r[0], r[6]) for r in rows(work / "engine-0" / "erp.db")["sales_orders"]
+            ]
+        assert result["ratio"]["dlt"]["first"]["wall"] > 0
+
+
+def test_the_dlt_script_explains_itself_without_dlt():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "dlt_load.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "--schema" in done.stdout
 
 
 def test_memory_http_and_startup_measurements_run_and_report(tmp_path):
