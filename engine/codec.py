@@ -4,10 +4,10 @@ Money must survive the trip: a :class:`~decimal.Decimal` is written as its exact
 and read back (:func:`loads`) as a ``Decimal``, never as a float. Sets and tuples become
 lists, bytes become text; anything else JSON cannot hold is written as ``str(value)``.
 
-:func:`canonical` is for digests only: the same value always gives the same bytes, made
-by msgspec's C encoder (about three times faster than :func:`dumps_sorted`). Idempotency
-fingerprints keep :func:`dumps_sorted`: their text must stay what earlier versions stored
-and sent (engine/idempotency.py).
+:func:`canonical` is for digests only: the same value, with its keys in the same order,
+always gives the same bytes, made by msgspec's C encoder (about five times faster than
+:func:`dumps_sorted`). Idempotency fingerprints keep :func:`dumps_sorted`: their text must
+stay what earlier versions stored and sent (engine/idempotency.py).
 """
 
 from __future__ import annotations
@@ -50,13 +50,15 @@ def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text, parse_float=Decimal)
 
 
-_CANONICAL = msgspec.json.Encoder(order="sorted", decimal_format="number", enc_hook=str)
+_CANONICAL = msgspec.json.Encoder(decimal_format="number", enc_hook=str)
 
 
 def canonical(value: Any) -> bytes:
-    """Bytes that stand for ``value`` (keys sorted): the same value, the same bytes. For
-    digests: not the same text as :func:`dumps_sorted`, and not meant to be read back."""
+    """Bytes that stand for ``value``: the same value with its keys in the same order gives
+    the same bytes. For digests of records read twice from the same source, whose keys come
+    in the same order each time (a record whose keys moved only gets a new digest: it goes
+    through its steps once more); not the text of :func:`dumps`, not meant to be read back."""
     try:
         return _CANONICAL.encode(value)
-    except (TypeError, ValueError, OverflowError):  # keys that are not text, say
+    except (TypeError, ValueError, OverflowError):  # what msgspec cannot write
         return dumps_sorted(value).encode("utf-8", "surrogatepass")
