@@ -2,8 +2,9 @@
 
     python bench/dlt_load.py --orders ORDERS.ndjson --erp ERP.db --work DIR --schema SCHEMA.json
 
-Runs in a virtual environment of its own with dlt and SQLAlchemy (``bench/run.py
-throughput --dlt`` makes it: :func:`ensure_venv`); dlt is never a dependency of flowyard.
+Runs in a virtual environment of its own holding setup.cfg's ``bench`` extra (dlt and
+SQLAlchemy, pinned; ``bench/run.py throughput --dlt`` makes it: :func:`ensure_venv`): dlt
+is a bench-only dependency, never in flowyard's own or its tests' environment.
 It does the reference flow's work the way a dlt user would: read the NDJSON file, map each
 order with the baseline's hand-written mapping (bench/baseline.py, the same function the
 plain baseline calls), validate it with fastjsonschema against ``--schema`` (the canonical
@@ -20,6 +21,7 @@ It prints a JSON summary (counts, seconds) on stdout, like bench/baseline.py.
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import os
 import subprocess
@@ -28,8 +30,18 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-#: what the virtual environment holds; pinned, so a figure can be made again
-REQUIREMENTS = ["dlt[sqlalchemy]==1.31.0", "sqlalchemy==2.1.9", "fastjsonschema==2.22.3"]
+
+
+def bench_extra() -> list[str]:
+    """The ``bench`` extra of setup.cfg: dlt and what this script needs beside it, pinned."""
+    config = configparser.ConfigParser()
+    config.read(BENCH.parent / "setup.cfg", encoding="utf-8")
+    listed = config["options.extras_require"]["bench"]
+    return [row.strip() for row in listed.splitlines() if row.strip() and row[0] != "#"]
+
+
+#: what the virtual environment holds: setup.cfg's ``bench`` extra
+REQUIREMENTS = bench_extra()
 
 
 def venv_dir() -> Path:

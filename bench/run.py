@@ -8,11 +8,11 @@
 
 Every measurement runs in subprocesses, as a user would: the engine through its command
 line (``python -m cli run bench/reference_flow.yaml ...`` in this checkout, which is what
-the ``flowyard`` script runs), the baseline as ``python bench/baseline.py ...``. Input files are generated on the fly by
-bench/gen_orders.py into a temporary directory (``--workdir`` to keep them) and deleted
-afterwards. Results are printed and written as JSON (``--json``, by default
-``bench/results/<command>.json``) with the machine, the date and the command line.
-docs/benchmarks.md records the figures.
+the ``flowyard`` script runs), the baseline as ``python bench/baseline.py ...``. Input
+files are generated on the fly by bench/gen_orders.py into a temporary directory
+(``--workdir`` to keep them) and deleted afterwards. Results are printed and written as
+JSON (``--json``, by default ``bench/results/<command>.json``) with the machine, the date
+and the command line. docs/benchmarks.md records the figures.
 
 - ``throughput``: the engine and the plain baseline (bench/baseline.py: json, the mapping
   in Python, the engine's compiled validator, a transaction per 500 orders, a keys table
@@ -33,7 +33,8 @@ docs/benchmarks.md records the figures.
 - ``http``: bench/http_flow.yaml against tests/support/target.py answering after a fixed
   latency, at each concurrency: records/s against the limit concurrency/latency, next to
   a bare threaded httpx client (bench/http_ceiling.py) against the same server.
-- ``startup``: ``python -c pass``, ``flowyard --help`` and ``flowyard validate
+- ``startup``: ``python -c pass``, ``flowyard --help``, ``flowyard validate
+  flows/order_to_erp.yaml`` (a shipped flow) and ``flowyard validate
   bench/reference_flow.yaml``, round robin.
 """
 
@@ -65,6 +66,7 @@ from bench.gen_orders import generate  # noqa: E402
 
 REFERENCE_FLOW = BENCH / "reference_flow.yaml"
 HTTP_FLOW = BENCH / "http_flow.yaml"
+SHIPPED_FLOW = ROOT / "flows" / "order_to_erp.yaml"  # the startup measure's shipped flow
 SINK_TABLES = ("pickups", "shipments", "sales_orders")
 EXIT_OK, EXIT_DEAD_LETTERS = 0, 1
 
@@ -612,6 +614,10 @@ def startup(args: argparse.Namespace, tmp: Path) -> dict:
     for prefix, root in roots.items():
         cwd = engine_cwd(root)
         commands[f"{prefix}flowyard --help"] = ([*flowyard(root), "--help"], cwd)
+        commands[f"{prefix}flowyard validate flows/order_to_erp.yaml"] = (
+            [*flowyard(root), "validate", str(SHIPPED_FLOW)],
+            cwd,
+        )
         commands[f"{prefix}flowyard validate bench/reference_flow.yaml"] = (
             [*flowyard(root), "validate", str(REFERENCE_FLOW)],
             cwd,

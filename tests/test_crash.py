@@ -210,9 +210,12 @@ def test_a_target_ignoring_the_key_gets_at_most_the_requests_in_flight_at_each_k
 
 
 # -- a SQLite target: each group's rows in one transaction of the target -------------------------
-SQLITE_RECORDS = 4000
+SQLITE_RECORDS = 12000
 SQLITE_GROUP = 100
-SQLITE_CHUNK = 250  # records a run reads (a cron job taking the next ones each time)
+# records a run reads (a cron job taking the next ones each time): far more than a run gets
+# through before its kill, so that runs are killed rather than finish, however fast they are
+SQLITE_CHUNK = 2500
+SQLITE_WINDOW = 0.03  # about one group's time: the kill comes inside the next group or two
 
 SQLITE_FLOW = """
 flow: crash_to_sqlite
@@ -261,7 +264,7 @@ def test_kill_9_inside_groups_of_a_sqlite_target_keeps_every_row_once(tmp_path):
     flow = write_flow(tmp_path, SQLITE_FLOW)
     state = tmp_path / "state.db"
     # kill after the target committed a group, at a random moment of the next ones
-    crashes = crash_until_done(flow, state, 9, applied, window=0.08)
+    crashes = crash_until_done(flow, state, 9, applied, window=SQLITE_WINDOW)
     assert crashes.kills >= KILLS and crashes.in_flight_kills >= KILLS // 2, crashes
     while True:  # then let cron take the rest
         done = subprocess.run(
