@@ -1,11 +1,17 @@
 """Work on several lanes at once: a flow's ``concurrency: N``.
 
-Sends are I/O-bound, so N threads ("lanes") take records through the steps at the same
-time. Each item goes to the lane its key hashes to, so items that share a key (the same
-order, the same SKU) stay in the order the source gave them. Results come back to the
-calling thread, which alone accounts for them: the runner's batches and watermark need no
-lock. Each lane holds at most a small queue, so memory stays bounded however large the
-source.
+Sends that wait on another system leave the engine idle, so N lanes take records through
+the steps at the same time. Each item goes to the lane its key hashes to, so items that
+share a key (the same order, the same SKU) stay in the order the source gave them.
+Results come back to the calling thread, which alone accounts for them: the runner's
+batches and watermark need no lock. Each lane holds at most a small queue, so memory
+stays bounded however large the source.
+
+What the lanes are depends on the connectors the flow's steps call (:func:`lane_kind`,
+``Connector.lanes``): worker processes (engine/lane_processes.py) when every one of them
+can run in another process, threads (:class:`Lanes`, here) when one must stay in the run's
+process, and no lanes at all when every call is work on this machine (a file, a local
+database), which lanes would only slow down.
 """
 
 from __future__ import annotations
@@ -15,10 +21,31 @@ import threading
 from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
+from connectors import Registry
+from connectors.base import LaneKind
+from engine.model import CallStep, Flow
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 _QUEUED = 32  # items waiting per lane
+
+
+def lane_kind(flow: Flow, registry: Registry, dry_run: bool = False) -> LaneKind:
+    """What lanes a run of ``flow`` uses (docs/semantics.md, "Concurrency"): ``"none"``
+    when its concurrency is 1, it is a dry run (which calls nothing) or every connector
+    its steps call does local work; ``"processes"`` when every one of them can run in a
+    lane process; else ``"threads"``."""
+    if flow.concurrency <= 1 or dry_run:
+        return "none"
+    kinds: set[LaneKind] = set()
+    for step, _, _ in flow.walk():
+        if isinstance(step, CallStep):
+            cls = registry.get(flow.connections[step.connection].connector)
+            kinds.add(cls.lanes if cls is not None else "threads")
+    if kinds <= {"none"}:
+        return "none"
+    return "processes" if kinds == {"processes"} else "threads"
 
 
 class _NotRun:
