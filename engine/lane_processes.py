@@ -338,6 +338,7 @@ class ProcessLanes(Generic[T]):
         return self._items.pop(seq)
 
     def _lost(self, proc: _Process) -> None:
+        proc.process.join(timeout=1)  # its sentinel fired: it is ending, if not reaped yet
         code = proc.process.exitcode
         how = (
             f"killed by signal {-code}"
