@@ -36,16 +36,18 @@ store; a lane process opens its own connections and never touches those of the r
 from __future__ import annotations
 
 import ctypes
+import gc
 import multiprocessing
 import os
 import pickle
 import queue
+import select
 import signal
 import sys
 import threading
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from multiprocessing.context import ForkContext
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
@@ -161,12 +163,24 @@ class ProcessLanes(Generic[T]):
         self._barrier = 0  # the last barrier asked for
         self._in_barrier = False
         self._later: list[tuple[T, Any]] = []  # answers that came during a barrier
+        self._poller = select.poll()  # the processes' pipes and sentinels
+        self._watched: dict[int, tuple[_Process, bool]] = {}  # fd -> (process, is its pipe)
+        self._drains = 0  # calls of _drain so far: a nested one makes a poll's events stale
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         """Fork the processes. Call it where no other thread of the run holds a lock that
         a process will need (the state store's: engine/lease.py pauses its renewals)."""
         parent = os.getpid()
+        # what exists now is the processes' for good (the flow, its templates, modules):
+        # frozen, their collector never walks it, nor copies its pages to do so
+        gc.freeze()
+        try:
+            self._fork(parent)
+        finally:
+            gc.unfreeze()
+
+    def _fork(self, parent: int) -> None:
         for number in range(self._wanted):
             ours, theirs = self.context.Pipe()
             process = self.context.Process(
@@ -177,7 +191,11 @@ class ProcessLanes(Generic[T]):
             )
             process.start()
             theirs.close()
-            self._procs.append(_Process(number + 1, process, ours))
+            proc = _Process(number + 1, process, ours)
+            self._procs.append(proc)
+            for fd, is_pipe in ((ours.fileno(), True), (process.sentinel, False)):
+                self._poller.register(fd, select.POLLIN)
+                self._watched[fd] = (proc, is_pipe)
 
     def run(self, work: Iterable[T], key: Callable[[T], Hashable]) -> None:
         """Execute every item of ``work`` on the lane of its ``key`` and complete it here;
@@ -270,39 +288,56 @@ class ProcessLanes(Generic[T]):
                     proc.process.kill()
 
     def _drain(self, block: bool, complete: bool = True) -> None:
+        """Handle what the processes sent: once something came (``block``) or at once."""
+        self._drains += 1
         if complete and not self._in_barrier and self._later:
             later, self._later = self._later, []
             for item, answer in later:
                 self._completed(item, answer)
-        live = [p for p in self._procs if not p.gone]
-        if not live:
-            return
-        by_handle: dict[Any, _Process] = {}
-        for proc in live:
-            by_handle[proc.conn] = proc
-            by_handle[proc.process.sentinel] = proc
-        ready = wait(list(by_handle), timeout=None if block else 0)
-        for handle in ready:
-            proc = by_handle[handle]
-            if proc.gone:
-                continue
-            if handle is proc.conn:
-                self._read(proc, complete)
-            else:  # the process ended: what it sent before is still in the pipe
-                self._read(proc, complete)
-                proc.gone = True
-                if not proc.stopped:
-                    self._lost(proc)
+        timeout = None if block else 0
+        while self._watched:
+            events = self._poller.poll(timeout)
+            if not events:
+                return
+            timeout = 0  # then whatever else is ready, without waiting
+            for fd, _ in events:
+                drains = self._drains
+                watched = self._watched.get(fd)
+                if watched is not None:
+                    proc, is_pipe = watched
+                    if is_pipe:
+                        self._receive(proc, complete)
+                    else:  # the process ended: what it sent before is still in the pipe
+                        self._ended(proc, complete)
+                if self._drains != drains:
+                    break  # a barrier read on meanwhile: what this poll saw is stale
 
-    def _read(self, proc: _Process, complete: bool) -> None:
+    def _receive(self, proc: _Process, complete: bool) -> None:
+        try:
+            message = proc.conn.recv()
+        except (EOFError, OSError):  # its end of the pipe is closed: the sentinel tells why
+            self._unwatch(proc.conn.fileno())
+            return
+        self._handle(proc, message, complete)
+
+    def _ended(self, proc: _Process, complete: bool) -> None:
         while True:
             try:
                 if not proc.conn.poll():
-                    return
+                    break
                 message = proc.conn.recv()
             except (EOFError, OSError):
-                return
+                break
             self._handle(proc, message, complete)
+        self._unwatch(proc.conn.fileno())
+        self._unwatch(proc.process.sentinel)
+        proc.gone = True
+        if not proc.stopped:
+            self._lost(proc)
+
+    def _unwatch(self, fd: int) -> None:
+        if self._watched.pop(fd, None) is not None:
+            self._poller.unregister(fd)
 
     def _handle(self, proc: _Process, message: tuple[Any, ...], complete: bool) -> None:
         kind = message[0]
