@@ -54,7 +54,7 @@ class StdlibTransport(httpx.BaseTransport):
         if conn is None:
             conn = self._connect(request, origin, timeouts.get("connect"))
         try:
-            conn.sock.settimeout(timeouts.get("read"))  # type: ignore[union-attr]
+            conn.sock.settimeout(timeouts.get("read"))
             target = url.raw_path.decode("ascii")
             conn.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
             for name, value in request.headers.raw:
@@ -92,7 +92,7 @@ class StdlibTransport(httpx.BaseTransport):
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
             conn.connect()
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except BaseException as exc:
             conn.close()
             _raise_as_httpx(exc, request, "connect")
