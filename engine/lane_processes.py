@@ -51,7 +51,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkContext
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
-from engine.errors import RunError
+from engine.errors import LaneLost, RunError
 
 T = TypeVar("T")
 
@@ -78,10 +78,6 @@ def process_count(concurrency: int) -> int:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     return min(cores, concurrency) if cores > 1 else 0
-
-
-class LaneLost(RunError):
-    """A lane process ended before the run told it to, or could not start."""
 
 
 class Worker(Protocol):
