@@ -45,6 +45,7 @@ import select
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -56,6 +57,7 @@ from engine.errors import LaneLost, RunError
 T = TypeVar("T")
 
 _QUEUED = 32  # items waiting per lane
+READY_WITHIN = 30.0  # seconds a lane process may take to build its worker
 _PR_SET_PDEATHSIG = 1
 
 
@@ -69,10 +71,14 @@ def fork_context() -> ForkContext | None:
 
 def process_count(concurrency: int) -> int:
     """How many lane processes a run with ``concurrency`` lanes uses: one per core it may
-    run on, at most one per lane; ``FLOWYARD_LANE_PROCESSES`` sets it (0: threads)."""
+    run on, at most one per lane; none (threads) in a process that runs other threads than
+    the caller, which may hold locks a fork would copy. ``FLOWYARD_LANE_PROCESSES`` sets it
+    (0: threads), other threads or not."""
     given = os.environ.get("FLOWYARD_LANE_PROCESSES", "").strip()
     if given.isdigit():
         return min(int(given), concurrency)
+    if threading.active_count() > 1:
+        return 0
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -115,6 +121,7 @@ class _Process:
     flushed: int = 0  # the last barrier it answered
     stop_sent: bool = False
     drop_sent: bool = False
+    ready: bool = False  # its worker is built
     stopped: bool = False  # it said so, having flushed and closed
     gone: bool = False  # its process ended
     items: set[int] = field(default_factory=set)
@@ -164,9 +171,12 @@ class ProcessLanes(Generic[T]):
         self._drains = 0  # calls of _drain so far: a nested one makes a poll's events stale
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> None:
-        """Fork the processes. Call it where no other thread of the run holds a lock that
-        a process will need (the state store's: engine/lease.py pauses its renewals)."""
+    def start(self, ready_within: float | None = None) -> None:
+        """Fork the processes and wait until each has built its worker. Call it where no
+        other thread of the run holds a lock that a process will need (the state store's:
+        engine/lease.py pauses its renewals). Raises :class:`LaneLost` (the processes
+        killed) when one could not start, or did not within ``ready_within`` seconds: a
+        lock another thread held at the fork can keep it waiting for ever."""
         parent = os.getpid()
         # what exists now is the processes' for good (the flow, its templates, modules):
         # frozen, their collector never walks it, nor copies its pages to do so
@@ -175,6 +185,20 @@ class ProcessLanes(Generic[T]):
             self._fork(parent)
         finally:
             gc.unfreeze()
+        ready_within = READY_WITHIN if ready_within is None else ready_within
+        deadline = time.monotonic() + ready_within
+        while self._error is None and not all(p.ready for p in self._procs):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._fail(LaneLost(f"a lane process did not start within {ready_within:g} s"))
+                break
+            self._drain(block=True, timeout=left)
+        if self._error is not None:
+            for proc in self._procs:
+                proc.process.kill()
+                proc.process.join(timeout=5)
+                proc.conn.close()
+            raise self._error
 
     def _fork(self, parent: int) -> None:
         for number in range(self._wanted):
@@ -283,19 +307,20 @@ class ProcessLanes(Generic[T]):
                 if proc.process.is_alive():
                     proc.process.kill()
 
-    def _drain(self, block: bool, complete: bool = True) -> None:
-        """Handle what the processes sent: once something came (``block``) or at once."""
+    def _drain(self, block: bool, complete: bool = True, timeout: float | None = None) -> None:
+        """Handle what the processes sent: once something came (``block``; at most
+        ``timeout`` seconds) or what is there at once."""
         self._drains += 1
         if complete and not self._in_barrier and self._later:
             later, self._later = self._later, []
             for item, answer in later:
                 self._completed(item, answer)
-        timeout = None if block else 0
+        wait_ms: float | None = (None if timeout is None else timeout * 1000) if block else 0
         while self._watched:
-            events = self._poller.poll(timeout)
+            events = self._poller.poll(wait_ms)
             if not events:
                 return
-            timeout = 0  # then whatever else is ready, without waiting
+            wait_ms = 0  # then whatever else is ready, without waiting
             for fd, _ in events:
                 drains = self._drains
                 watched = self._watched.get(fd)
@@ -359,6 +384,8 @@ class ProcessLanes(Generic[T]):
             if message[1] is not None:
                 self._forget(proc, message[1])
             self._fail(message[2])
+        elif kind == "ready":
+            proc.ready = True
         elif kind == "broken":  # the process could not start its worker
             self._fail(LaneLost(f"lane process {proc.number} could not start: {message[1]}"))
 
@@ -449,6 +476,7 @@ def _lane_process(
         worker = start_worker()
     except BaseException as exc:
         _exit_after(sending, outbox, ("broken", f"{type(exc).__name__}: {exc}"), 1)
+    outbox.put(("ready",))
     stop = threading.Event()
     inboxes: list[queue.SimpleQueue[tuple[int, Any] | None]] = [
         queue.SimpleQueue() for _ in range(threads)

@@ -34,6 +34,7 @@ from engine.envrefs import resolve as resolve_references
 from engine.errors import (
     CircuitOpen,
     ConnectorError,
+    LaneLost,
     RunError,
     SourceUnavailable,
     StateError,
@@ -414,8 +415,8 @@ class Runner:
                 self._complete(w, self._execute(w))
                 if self._stop:
                     break
-        elif self.lanes == "processes":
-            self._process_lanes(work)
+        elif self.lanes == "processes" and self._process_lanes(work):
+            pass
         else:
             lanes = Lanes(
                 self.flow.concurrency, self._execute, self._complete, lambda: bool(self._stop)
@@ -423,10 +424,11 @@ class Runner:
             lanes.run(work, key=lambda w: w.rec.key if isinstance(w, RecordWork) else w.seq)
         return self._stop
 
-    def _process_lanes(self, work: Iterable[Work]) -> None:
+    def _process_lanes(self, work: Iterable[Work]) -> bool:
         """The lanes in worker processes (engine/lane_processes.py): records go there to be
         taken through the steps; the rest (inputs that are not records, unchanged records,
-        the accounting and the commits) stays here."""
+        the accounting and the commits) stays here. False, with nothing done, when the
+        processes could not start: the lanes are threads then."""
         context = fork_context()
         assert context is not None  # self.lanes says "processes" only where it is
         calls = {s.connection for s, _, _ in self.flow.walk() if isinstance(s, CallStep)}
@@ -440,8 +442,13 @@ class Runner:
             complete=self._complete_relayed,
             stopping=lambda: bool(self._stop),
         )
-        with self._lease.paused():  # no thread of the run is inside the store at the fork
-            lanes.start()
+        try:
+            with self._lease.paused():  # no thread of the run is inside the store at the fork
+                lanes.start()
+        except LaneLost as exc:
+            self.log.event("lanes_as_threads", reason=str(exc))
+            self.lanes, self.lane_processes = "threads", 0
+            return False
         self._barrier = lanes.flush
         try:
             lanes.run(self._dispatched(work), key=lambda w: w.rec.key)
@@ -451,6 +458,7 @@ class Runner:
             raise
         finally:
             self._barrier = None
+        return True
 
     def _dispatched(self, work: Iterable[Work]) -> Iterator[RecordWork]:
         """The records the lane processes take through the steps; inputs that are not

@@ -5,6 +5,7 @@ none for a flow whose calls are all local work; what a lane process does reaches
 from __future__ import annotations
 
 import json
+import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,15 +14,20 @@ import pytest
 
 from connectors import Registry
 from connectors.base import Connector, LaneKind, Request, Response
-from engine import Engine
+from engine import Engine, lane_processes
 from engine.lane_processes import fork_context, process_count
 from engine.lanes import lane_kind
 from tests.conftest import write_flow, write_ndjson
 
-needs_processes = pytest.mark.skipif(
-    fork_context() is None or process_count(8) < 2,
-    reason="lane processes need Linux and two cores (FLOWYARD_LANE_PROCESSES sets how many)",
-)
+needs_processes = pytest.mark.skipif(fork_context() is None, reason="lane processes need Linux")
+
+
+@pytest.fixture(autouse=True)
+def two_lane_processes(monkeypatch):
+    """Two lane processes whatever the cores: this test process runs other threads (the
+    targets'), in which a run takes threads unless FLOWYARD_LANE_PROCESSES says so."""
+    monkeypatch.setenv("FLOWYARD_LANE_PROCESSES", "2")
+
 
 STOCK_FLOW = """
 flow: stock_levels
@@ -69,7 +75,7 @@ def test_sends_run_on_lane_processes_and_each_keys_updates_arrive_in_the_sources
     result = Engine(state=tmp_path / "state.db").run(flow, vars={"url": target.url})
 
     assert result.exit_code == 0 and result.counts["done"] == 60, result
-    assert run_started(result)["lanes"] == f"processes:{process_count(8)}"
+    assert run_started(result)["lanes"] == "processes:2"
     arrived = defaultdict(list)
     for applied in target.applied:
         arrived[applied["body"]["sku"]].append(int(applied["body"]["v"]))
@@ -246,3 +252,33 @@ def test_a_secret_a_lane_processes_connector_learns_is_masked_in_the_runs_traces
     answers = [t.steps[0][2]["response"] for t in traces]
     assert {a["session"] for a in answers} == {"***"}, answers
     assert "session-" not in Path(result.log_path).read_text()
+
+
+def test_a_process_with_threads_of_its_own_gets_lanes_as_threads_unless_told(monkeypatch):
+    # an application's threads may hold locks that a fork would copy, held for ever
+    monkeypatch.delenv("FLOWYARD_LANE_PROCESSES")
+    other = threading.Event()
+    thread = threading.Thread(target=other.wait)
+    thread.start()
+    try:
+        assert process_count(8) == 0
+        monkeypatch.setenv("FLOWYARD_LANE_PROCESSES", "3")
+        assert process_count(8) == 3 and process_count(2) == 2
+    finally:
+        other.set()
+        thread.join()
+
+
+@needs_processes
+def test_lane_processes_that_do_not_start_in_time_leave_the_run_to_threads(
+    tmp_path, target, monkeypatch
+):
+    monkeypatch.setattr(lane_processes, "READY_WITHIN", 0.0)
+    write_ndjson(tmp_path / "orders.ndjson", [{"id": i} for i in range(1, 13)])
+    flow = write_flow(tmp_path, FAULTS_FLOW)
+    result = Engine(state=tmp_path / "state.db").run(flow, vars={"url": target.url})
+    assert result.exit_code == 0 and result.counts["done"] == 12, result
+    events = [json.loads(line) for line in Path(result.log_path).read_text().splitlines()]
+    [fallback] = [e for e in events if e["event"] == "lanes_as_threads"]
+    assert "did not start within 0 s" in fallback["reason"]
+    assert sorted(a["body"]["id"] for a in target.applied) == list(range(1, 13))
