@@ -192,3 +192,21 @@ def test_the_http_ceiling_measures_each_client(client):
         report = json.loads(done.stdout)
         assert report["client"] == client and report["cpu_ms_per_request"] > 0
         assert len(target.applied) == 12
+
+
+def test_the_per_record_parts_and_the_profile_run(tmp_path, capsys):
+    from bench import per_record, profile_run
+
+    parts = per_record.main(["--records", "30", "--rounds", "1", "--json", str(tmp_path / "p")])
+    assert set(parts["engine_parts_us"]) >= {
+        "the compiled mapping (Jinja2, sandboxed)",
+        "validation (fastjsonschema, compiled)",
+    }
+    assert all(us > 0 for us in parts["engine_parts_us"].values())
+    assert parts["baseline_parts_sum_us"] > 0
+    assert json.loads((tmp_path / "p").read_text())["records"] == 30
+
+    profile_run.main(["--records", "30", "--top", "5"])
+    printed = capsys.readouterr().out
+    assert "first run: {'read': 30" in printed and "re-run: {'read': 30" in printed
+    assert "mapping and templates" in printed
