@@ -210,3 +210,21 @@ def test_the_per_record_parts_and_the_profile_run(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "first run: {'read': 30" in printed and "re-run: {'read': 30" in printed
     assert "mapping and templates" in printed
+
+
+def test_a_sampling_profile_is_summed_by_part(tmp_path):
+    from bench.spy_parts import OUTSIDE, parts
+
+    loop = "main (cli.py:1);Runner.run (engine/runner.py:2);Runner._loop (engine/runner.py:3)"
+    raw = tmp_path / "spy.txt"
+    raw.write_text(
+        "main (cli.py:1);<module> (engine/api.py:1) 2\n"
+        f"{loop};MapStep (engine/executor.py:9);root (<mapping shop>:4);do_default (x.py:1) 5\n"
+        f"{loop};validate (engine/validation.py:260);validate_x (<string>:3) 3\n"
+    )
+    shares = parts(raw.read_text())
+    assert shares == {
+        "mapping (the compiled mapping: Jinja2, sandbox, retail filters)": 0.5,
+        "validation (fastjsonschema)": 0.3,
+        OUTSIDE: 0.2,
+    }
