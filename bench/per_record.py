@@ -8,7 +8,10 @@ in this process, each part of what a first run does for an order, on every order
 the compiled mapping, validation, the route's condition, rendering both sends' options and
 idempotency keys, their fingerprints, and the record's digest. Beside them, the plain
 baseline's own parts (bench/baseline.py): ``json.loads``, its hand-written mapping, its
-rows and fingerprints. What the engine spends beyond these parts (the state store, the
+rows and fingerprints. Then other ways to do a hot part: the standard library's JSON
+decoder (what the engine used before msgspec) and, when it is installed (``pip install
+jsonschema-rs``; not a dependency), jsonschema-rs's validator on the same orders. What the
+engine spends beyond these parts (the state store, the
 sqlite connector, traces, the runner) is the run's CPU per record (bench/run.py
 throughput) less their sum.
 
@@ -122,8 +125,29 @@ def measure(records: int, rounds: int, seed: int = 1) -> dict[str, Any]:
         "validation (the engine's validator)": best_us(validate, hand, rounds),
         "rows and fingerprints": best_us(baseline_rows, hand, rounds),
     }
+    # what a hot part would cost done another way (issue 13: take a library where it wins)
+    from decimal import Decimal
+
+    from engine.validation import _inline_refs
+
+    alternatives = {
+        "decode with the standard library, fractions as Decimal (before msgspec)": best_us(
+            lambda line: json.loads(line, parse_float=Decimal), lines, rounds
+        ),
+    }
+    try:
+        import jsonschema_rs  # not a dependency: pip install jsonschema-rs to measure it
+    except ImportError:
+        jsonschema_rs = None
+    if jsonschema_rs is not None:
+        schema = json.loads(baseline.SCHEMA.read_text())
+        rs = jsonschema_rs.validator_for(_inline_refs(schema, schema, ()))
+        alternatives["validation with jsonschema-rs (is_valid)"] = best_us(
+            rs.is_valid, canonical, rounds
+        )
     return {
         "records": records,
+        "alternatives_us": alternatives,
         "rounds": rounds,
         "engine_parts_us": engine_parts,
         "engine_parts_sum_us": sum(engine_parts.values()),
@@ -144,6 +168,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, us in result[f"{side}_parts_us"].items():
             print(f"  {us:7.1f}  {name}")
         print(f"  {result[f'{side}_parts_sum_us']:7.1f}  sum")
+    print("other ways to do a part, CPU us per order:")
+    for name, us in result["alternatives_us"].items():
+        print(f"  {us:7.1f}  {name}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result
