@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import StrictUndefined, Undefined, nodes, pass_context
 from jinja2.compiler import optimizeconst
 from jinja2.exceptions import SecurityError
-from jinja2.nodes import EvalContext
 from jinja2.nativetypes import NativeCodeGenerator
+from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import (
     ImmutableSandboxedEnvironment,

@@ -82,7 +82,12 @@ class MappingError(RecordError):
 
 
 class RecordValidationError(RecordError):
-    """A record does not match its canonical schema."""
+    """A record does not match its canonical schema: ``path`` in the record (``lines[0].sku``),
+    the schema's ``rule`` it broke (``type``, ``required`` ...) and the schema's ``schema_id``."""
+
+    path: str = ""
+    rule: str | None = None
+    schema_id: str = ""
 
 
 class ConflictError(RecordError):

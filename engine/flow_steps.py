@@ -141,7 +141,11 @@ class StepBuilder:
         return out
 
     def step(
-        self, spec: dict[str, Any], path: list[Any], connections: Connections, names: tuple[str, ...]
+        self,
+        spec: dict[str, Any],
+        path: list[Any],
+        connections: Connections,
+        names: tuple[str, ...],
     ) -> Step | None:
         """One step, or None when it has a problem that leaves nothing to build."""
         kinds = [k for k in flow_schema.STEP_KINDS if k in spec]

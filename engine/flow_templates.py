@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 from jinja2 import nodes
 
 from engine._sandbox import FlowyardEnvironment
-
 from engine.templates import (
     CONDITION_HINT,
     TemplateProblem,
@@ -172,7 +171,9 @@ class FlowTemplates:
             return None
         return self.template(value, path, names)
 
-    def condition(self, expr: Any, path: list[Any], names: tuple[str, ...]) -> CompiledCondition | None:
+    def condition(
+        self, expr: Any, path: list[Any], names: tuple[str, ...]
+    ) -> CompiledCondition | None:
         """A condition (a bare expression) compiled once, or None when it has a problem."""
         if not isinstance(expr, str):
             return None  # the schema said so

@@ -12,8 +12,8 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 Pos = tuple[int, int]  # 1-based line, column
 Path = tuple[str | int, ...]  # keys and indexes from the root

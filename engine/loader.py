@@ -304,7 +304,9 @@ class _Loader:
         try:
             text = read_definition(self.path)
         except NotUtf8 as exc:
-            self.problems.append(Problem(self.file, exc.line, exc.column, "", exc.strerror or str(exc)))
+            self.problems.append(
+                Problem(self.file, exc.line, exc.column, "", exc.strerror or str(exc))
+            )
             return None
         except OSError as exc:
             self.problems.append(
