@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from jinja2 import Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
@@ -366,7 +366,7 @@ class When:
     body: Obj
 
 
-def is_template(value: Any) -> bool:
+def is_template(value: Any) -> TypeGuard[str]:
     """True when ``value`` is a string holding a Jinja expression or statement."""
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
