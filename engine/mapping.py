@@ -44,6 +44,7 @@ from engine.templates import (
     FlowyardEnvironment,
     Obj,
     Renderer,
+    Spec,
     TemplateProblem,
     TemplateRenderError,
     When,
@@ -233,7 +234,7 @@ class _Builder:
         return self.template(value, ["label"], self.names)
 
     # -- the value tree --------------------------------------------------------------------
-    def value(self, value: Any, path: list[Any], scope: tuple[str, ...]) -> Any:
+    def value(self, value: Any, path: list[Any], scope: tuple[str, ...]) -> Spec | None:
         if isinstance(value, str) and is_template(value):
             return self.template(value, path, scope)
         if isinstance(value, dict):
@@ -244,7 +245,7 @@ class _Builder:
             return self.obj(value, path, scope)
         if isinstance(value, list):
             items = [self.value(item, [*path, i], scope) for i, item in enumerate(value)]
-            return Arr(items)
+            return Arr([item for item in items if item is not None])  # None: reported
         try:
             return constant_spec(value, format_path(path))
         except TemplateProblem as exc:
@@ -260,7 +261,7 @@ class _Builder:
         self.check_names(node, path, scope)
         return Expr(source, node)
 
-    def check_names(self, node: Any, path: list[Any], scope: tuple[str, ...]) -> None:
+    def check_names(self, node: nodes.Expr, path: list[Any], scope: tuple[str, ...]) -> None:
         message = check_free_names(self.env, node, scope)
         if message:
             self.problem(path, message, severity="warning")
@@ -274,7 +275,7 @@ class _Builder:
             return None
         if top and not value:
             self.problem(path, "`fields` is empty: name at least one output field")
-        fields: dict[str, Any] = {}
+        fields: dict[str, Spec] = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 kind = type(key).__name__
@@ -284,7 +285,9 @@ class _Builder:
                     key=True,
                 )
                 continue
-            fields[key] = self.value(item, [*path, key], scope)
+            child = self.value(item, [*path, key], scope)
+            if child is not None:  # else reported: the mapping will not be compiled
+                fields[key] = child
         return Obj(fields)
 
     def each(self, value: dict[str, Any], path: list[Any], scope: tuple[str, ...]) -> Each | None:
@@ -361,7 +364,7 @@ class _Builder:
         return ok
 
 
-def _uses_name(spec: Any, name: str) -> bool:
+def _uses_name(spec: Spec, name: str) -> bool:
     """Does any template of ``spec`` read ``name`` (not looking into nested list bodies)?"""
     if isinstance(spec, Expr):
         return name in free_names(spec.node)

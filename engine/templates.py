@@ -339,12 +339,12 @@ class Expr:
 
 @dataclass(eq=False)
 class Obj:
-    fields: dict[str, Any]
+    fields: dict[str, Spec]
 
 
 @dataclass(eq=False)
 class Arr:
-    items: list[Any]
+    items: list[Spec]
 
 
 @dataclass(eq=False)
@@ -364,6 +364,9 @@ class When:
 
     condition: Expr
     body: Obj
+
+
+Spec = Const | Expr | Obj | Arr | Each | When  # a node of a value tree
 
 
 def is_template(value: Any) -> TypeGuard[str]:
@@ -539,7 +542,7 @@ def free_names(node: nodes.Node) -> set[str]:
 VARYING_NAMES = frozenset({"run", "now_utc"})
 
 
-def spec_names(spec: Any) -> frozenset[str]:
+def spec_names(spec: Spec) -> frozenset[str]:
     """Every name the expressions of a compiled value tree read."""
     if isinstance(spec, Expr):
         return frozenset(free_names(spec.node))
@@ -577,7 +580,7 @@ def constant_spec(value: Any, path: str = "") -> Const:
     raise TemplateProblem(f"a {type(value).__name__} cannot be used as a value", path=path)
 
 
-def _tree(env: FlowyardEnvironment, value: Any, path: list[Any]) -> Any:
+def _tree(env: FlowyardEnvironment, value: Any, path: list[Any]) -> Spec:
     """The value tree of a flow value (no list specs: those belong to mapping files)."""
     where = format_path(path)
     if isinstance(value, str) and is_template(value):
@@ -601,7 +604,7 @@ def _tree(env: FlowyardEnvironment, value: Any, path: list[Any]) -> Any:
     return constant_spec(value, where)
 
 
-def _is_constant(spec: Any) -> bool:
+def _is_constant(spec: Spec) -> bool:
     if isinstance(spec, Const):
         return True
     if isinstance(spec, Obj):
@@ -662,7 +665,7 @@ def _checked(node: nodes.Expr) -> nodes.Expr:
     return nodes.Filter(node, DEFINED, [], [], None, None, lineno=node.lineno)
 
 
-def _to_node(spec: Any, extra: dict[str, Any], env: FlowyardEnvironment) -> nodes.Expr:
+def _to_node(spec: Spec, extra: dict[str, Any], env: FlowyardEnvironment) -> nodes.Expr:
     if isinstance(spec, Const):
         return nodes.Const(spec.value)
     if isinstance(spec, Expr):
@@ -815,7 +818,7 @@ class Renderer:
 
     __slots__ = ("source", "constant", "names_read", "_spec", "_compiled", "_slow")
 
-    def __init__(self, env: FlowyardEnvironment, spec: Any, source: Any, name: str = "value"):
+    def __init__(self, env: FlowyardEnvironment, spec: Spec, source: Any, name: str = "value"):
         self.source = source
         self.constant = _is_constant(spec)
         self.names_read = spec_names(spec)
@@ -861,7 +864,7 @@ class Renderer:
 
     def _collect(
         self,
-        spec: Any,
+        spec: Spec,
         scope: Mapping[str, Any],
         path: list[Any],
         problems: list[FieldProblem],
@@ -933,7 +936,7 @@ def compile_value(
     return Renderer(env, spec, value)
 
 
-def _check_tree_names(env: FlowyardEnvironment, spec: Any, names: Collection[str]) -> None:
+def _check_tree_names(env: FlowyardEnvironment, spec: Spec, names: Collection[str]) -> None:
     if isinstance(spec, Expr):
         message = check_free_names(env, spec.node, names)
         if message:
