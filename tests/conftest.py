@@ -71,3 +71,8 @@ def shop_order(n: int, **extra) -> dict:
         "pickup": n % 3 == 0,
         **extra,
     }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The code checks (tests/test_checks.py) first: a lint or type error stops ``-x`` at once."""
+    items.sort(key=lambda item: item.path.name != "test_checks.py")  # stable: the rest keep order
