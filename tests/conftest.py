@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,44 @@ def flowyard(
         text=True,
         timeout=timeout,
     )
+
+
+@dataclass
+class CliResult:
+    """What an in-process CLI run gave: the names of subprocess.CompletedProcess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke(
+    *args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None
+) -> CliResult:
+    """Run the CLI in this process: typer's CliRunner against ``cli.app``, in ``cwd``.
+
+    For arguments, help and what a command prints: no interpreter start per call. What
+    only a real process shows (the exit code a shell gets from ``main()``, a signal, a
+    crash, a state file fault turned into exit 4) is for :func:`flowyard`. An exception
+    the command does not handle is raised here, with its traceback, as a failed test."""
+    from typer.testing import CliRunner
+
+    import cli as cli_module
+
+    environment = {"FLOWYARD_STATE": None, **(env or {})}  # as flowyard(): no outside state
+    here = Path.cwd()
+    os.chdir(cwd or ROOT)
+    try:
+        result = CliRunner().invoke(
+            cli_module.app,
+            [str(a) for a in args],
+            env=environment,
+            input=input,
+            catch_exceptions=False,
+        )
+    finally:
+        os.chdir(here)
+    return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
 def shop_order(n: int, **extra) -> dict:
