@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT, flowyard, invoke, write_flow, write_ndjson
 
-pytest_plugins = ["tests.tryton_support"]
+pytest_plugins = ["tests.support.tryton"]
 TOKEN = "chk-51d0e8a9c3"
 
 

@@ -18,7 +18,7 @@ import pytest
 from bench.gen_orders import generate as generate_orders
 from bench.gen_refunds import generate as generate_refunds
 from tests.conftest import invoke
-from tests.flow_support import FLOWS
+from tests.support.flows import FLOWS
 
 
 def dry_run(flow: str, tmp_path, **run_vars: str) -> dict:
