@@ -27,6 +27,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, write_flow, write_ndjson
 from tests.support.target import APPLIED_FILE, read_applied, spawn_target, stop_target
 
@@ -186,6 +188,7 @@ def crash_scenario(
     return crashes, Counter(int(a["body"]["id"]) for a in read_applied(target_dir))
 
 
+@pytest.mark.slow  # twenty kill -9 and restarts: ~11 s
 def test_kill_9_at_random_moments_then_run_again_delivers_every_record_once(tmp_path):
     # a file source is read whole on every run: the idempotency keys alone keep records
     # from going twice, and the target answers a repeated key with its stored response;
@@ -196,6 +199,7 @@ def test_kill_9_at_random_moments_then_run_again_delivers_every_record_once(tmp_
     assert crashes.in_group_kills >= KILLS // 2, crashes
 
 
+@pytest.mark.slow  # twenty kill -9 and restarts: ~11 s
 def test_a_target_ignoring_the_key_gets_at_most_the_requests_in_flight_at_each_kill_twice(
     tmp_path,
 ):
