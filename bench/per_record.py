@@ -9,9 +9,9 @@ the compiled mapping, validation, the route's condition, rendering both sends' o
 idempotency keys, their fingerprints, and the record's digest. Beside them, the plain
 baseline's own parts (bench/baseline.py): ``json.loads``, its hand-written mapping, its
 rows and fingerprints. Then other ways to do a hot part: the standard library's JSON
-decoder (what the engine used before msgspec) and, when it is installed (``pip install
-jsonschema-rs``; not a dependency), jsonschema-rs's validator on the same orders. What the
-engine spends beyond these parts (the state store, the
+decoder and sorted encoder (what the engine used before msgspec) and, when it is installed
+(``pip install jsonschema-rs``; not a dependency), jsonschema-rs's validator on the same
+orders. What the engine spends beyond these parts (the state store, the
 sqlite connector, traces, the runner) is the run's CPU per record (bench/run.py
 throughput) less their sum.
 
@@ -128,11 +128,15 @@ def measure(records: int, rounds: int, seed: int = 1) -> dict[str, Any]:
     # what a hot part would cost done another way (issue 13: take a library where it wins)
     from decimal import Decimal
 
+    from engine.codec import dumps_sorted
     from engine.validation import _inline_refs
 
     alternatives = {
         "decode with the standard library, fractions as Decimal (before msgspec)": best_us(
             lambda line: json.loads(line, parse_float=Decimal), lines, rounds
+        ),
+        "the record's digest, encoded sorted by the standard library (before msgspec)": best_us(
+            lambda record: hashlib.sha256(dumps_sorted(record).encode()).hexdigest(), raw, rounds
         ),
     }
     try:
