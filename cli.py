@@ -972,14 +972,15 @@ def main() -> None:
     other unexpected error one line and exit 3 (the traceback with FLOWYARD_DEBUG=1)."""
     import os
 
-    from engine import StateError
-
     try:
         app()
-    except StateError as exc:
-        typer.echo(f"flowyard: {exc}", err=True)
-        sys.exit(EXIT_STATE)
     except Exception as exc:
+        # the engine is imported by the commands that use it, not here: `flowyard --help`
+        # stays fast. An error of the state can only come once the engine is loaded.
+        errors = sys.modules.get("engine.errors")
+        if errors is not None and isinstance(exc, errors.StateError):
+            typer.echo(f"flowyard: {exc}", err=True)
+            sys.exit(EXIT_STATE)
         if os.environ.get("FLOWYARD_DEBUG"):
             raise
         text = " ".join(str(exc).split())[:300]

@@ -69,6 +69,9 @@ def ensure_venv(python: str = sys.executable) -> Path:
 
 
 def run(orders: Path, erp: Path, work: Path, schema: Path) -> dict:
+    # one load worker: dlt's default of several threads loading the tables' jobs at once
+    # into one SQLite file fails with "database is locked" on a busy machine
+    os.environ.setdefault("LOAD__WORKERS", "1")
     import dlt
     import fastjsonschema
 

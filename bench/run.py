@@ -236,8 +236,7 @@ def dlt_run(orders: Path, work: Path, **kw: Any) -> Job:
     if DLT_PYTHON is None:
         from bench.dlt_load import ensure_venv
 
-        print("  (making dlt's virtual environment, once)", flush=True)
-        DLT_PYTHON = ensure_venv()
+        DLT_PYTHON = ensure_venv()  # made on first use: about a minute, once
     schema = work / "order.schema.json"
     schema.write_text(json.dumps(inlined_order_schema()))
     cmd = [str(DLT_PYTHON), str(BENCH / "dlt_load.py"), "--orders", str(orders)]

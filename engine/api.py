@@ -40,7 +40,7 @@ from engine.store import (
 from engine.templates import make_environment
 
 if TYPE_CHECKING:
-    from engine.flowtest import TestReport
+    from engine.flowtest_results import TestReport
     from engine.preview import MappingPreview
     from engine.reach import ConnectionCheck
 

@@ -200,3 +200,39 @@ def test_the_http_ceiling_measures_each_client(client):
         report = json.loads(done.stdout)
         assert report["client"] == client and report["cpu_ms_per_request"] > 0
         assert len(target.applied) == 12
+
+
+def test_the_per_record_parts_and_the_profile_run(tmp_path, capsys):
+    from bench import per_record, profile_run
+
+    parts = per_record.main(["--records", "30", "--rounds", "1", "--json", str(tmp_path / "p")])
+    assert set(parts["engine_parts_us"]) >= {
+        "the compiled mapping (Jinja2, sandboxed)",
+        "validation (fastjsonschema, compiled)",
+    }
+    assert all(us > 0 for us in parts["engine_parts_us"].values())
+    assert parts["baseline_parts_sum_us"] > 0
+    assert json.loads((tmp_path / "p").read_text())["records"] == 30
+
+    profile_run.main(["--records", "30", "--top", "5"])
+    printed = capsys.readouterr().out
+    assert "first run: {'read': 30" in printed and "re-run: {'read': 30" in printed
+    assert "mapping and templates" in printed
+
+
+def test_a_sampling_profile_is_summed_by_part(tmp_path):
+    from bench.spy_parts import OUTSIDE, parts
+
+    loop = "main (cli.py:1);Runner.run (engine/runner.py:2);Runner._loop (engine/runner.py:3)"
+    raw = tmp_path / "spy.txt"
+    raw.write_text(
+        "main (cli.py:1);<module> (engine/api.py:1) 2\n"
+        f"{loop};MapStep (engine/executor.py:9);root (<mapping shop>:4);do_default (x.py:1) 5\n"
+        f"{loop};validate (engine/validation.py:260);validate_x (<string>:3) 3\n"
+    )
+    shares = parts(raw.read_text())
+    assert shares == {
+        "mapping (the compiled mapping: Jinja2, sandbox, retail filters)": 0.5,
+        "validation (fastjsonschema)": 0.3,
+        OUTSIDE: 0.2,
+    }

@@ -31,7 +31,9 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.lane_processes import fork_context, process_count
+import pytest
+
+from engine.lane_processes import fork_context
 from tests.conftest import ROOT, write_flow, write_ndjson
 from tests.support.target import APPLIED_FILE, read_applied, spawn_target, stop_target
 
@@ -231,10 +233,14 @@ def crash_scenario(
 
 
 def lane_processes_expected() -> bool:
-    """Whether the HTTP flows' lanes run in processes here (Linux, two cores or more)."""
-    return fork_context() is not None and process_count(CONCURRENCY) >= 2
+    """Whether the CLI runs the HTTP flows' lanes in processes here: on Linux, with two
+    cores or more, or FLOWYARD_LANE_PROCESSES saying at least two."""
+    given = os.environ.get("FLOWYARD_LANE_PROCESSES", "").strip()
+    processes = int(given) if given.isdigit() else len(os.sched_getaffinity(0))
+    return fork_context() is not None and min(processes, CONCURRENCY) >= 2
 
 
+@pytest.mark.slow  # twenty kill -9 and restarts: ~11 s
 def test_kill_9_at_random_moments_then_run_again_delivers_every_record_once(tmp_path):
     # a file source is read whole on every run: the idempotency keys alone keep records
     # from going twice, and the target answers a repeated key with its stored response;
@@ -245,6 +251,7 @@ def test_kill_9_at_random_moments_then_run_again_delivers_every_record_once(tmp_
     assert crashes.in_group_kills >= KILLS // 2, crashes
 
 
+@pytest.mark.slow  # twenty kill -9 and restarts: ~11 s
 def test_a_target_ignoring_the_key_gets_at_most_the_requests_in_flight_at_each_kill_twice(
     tmp_path,
 ):
@@ -262,12 +269,11 @@ def test_a_target_ignoring_the_key_gets_at_most_the_requests_in_flight_at_each_k
 LANE_KILLS = 8
 
 
+@pytest.mark.slow  # eight runs, each with a lane process killed: ~15 s
 def test_a_lane_process_killed_fails_the_run_and_the_next_runs_deliver_every_record_once(
     tmp_path,
 ):
     if not lane_processes_expected():
-        import pytest
-
         pytest.skip("lane processes need Linux and two cores")
     target_dir = tmp_path / "target"
     proc, url = spawn_target(target_dir, latency_ms=LATENCY_MS)
