@@ -255,6 +255,12 @@ class ProcessLanes(Generic[T]):
         if self._error is not None:
             raise self._error
 
+    @property
+    def settled(self) -> bool:
+        """Whether every process ended as told, having committed what it held, and none
+        failed: the run may commit what it completed (after ``run`` raised, too)."""
+        return self._error is None and all(p.stopped for p in self._procs)
+
     def flush(self) -> None:
         """A barrier: every lane process commits what it holds of the group; the answers
         completed before this call are then all in the state. Answers that arrive

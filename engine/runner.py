@@ -453,8 +453,8 @@ class Runner:
         try:
             lanes.run(self._dispatched(work), key=lambda w: w.rec.key)
         except BaseException:
-            # the processes' part of the group may not be in the state: commit no more
-            self._lost = True
+            if not lanes.settled:  # the processes' part of the group may not be in the
+                self._lost = True  # state: commit no more (a Ctrl-C lets them settle)
             raise
         finally:
             self._barrier = None
