@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 from connectors import Connector
 from engine.codec import dumps
@@ -59,14 +61,28 @@ class Group:
     Thread-safe: a run's lanes send through it at once. ``immediate`` makes it write every
     key state at once and group nothing (what a run did before groups; what the executor
     does when it is used on its own). ``hold=False`` never asks a connector to hold the
-    group (a lane process's group: its connectors' transactions are not the run's).
+    group (a lane process's group: its connectors' transactions are not the run's);
+    ``reader``, a second connection to the state, answers key look-ups, so that they do not
+    wait for writes; ``writing`` is held around each write (one shared by the run's
+    processes: engine/lane_processes.py).
     """
 
-    def __init__(self, store: StateStore, flow: str, *, immediate: bool = False, hold: bool = True):
+    def __init__(
+        self,
+        store: StateStore,
+        flow: str,
+        *,
+        immediate: bool = False,
+        hold: bool = True,
+        reader: StateStore | None = None,
+        writing: AbstractContextManager[Any] | None = None,
+    ):
         self.store = store
         self.flow = flow
         self.immediate = immediate
         self.hold = hold
+        self.reader = reader or store
+        self.write_lock = writing or nullcontext()
         self._lock = threading.Lock()
         self._writing = threading.Lock()  # taken outcomes are written before the next take
         # key -> its last state written in this group, not yet committed
@@ -96,7 +112,7 @@ class Group:
             write = self._after_targets.get(key) or self._outcomes.get(key)
         if write is not None:
             return key_state(write)
-        return self.store.get_key(self.flow, key)
+        return self.reader.get_key(self.flow, key)
 
     def mark_in_flight(self, write: KeyWrite) -> None:
         """Commit ``write`` (a key ``in_flight``) before its request, with the outcomes
@@ -121,7 +137,8 @@ class Group:
         if not waiting and not more:
             return
         try:
-            self.store.write_keys(self.flow, [*waiting, *more])
+            with self.write_lock:
+                self.store.write_keys(self.flow, [*waiting, *more])
         except BaseException:
             with self._lock:  # not written: they wait for the next commit
                 for w in waiting:

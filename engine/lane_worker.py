@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,10 @@ def replay(log: RunLog, events: list[Relayed]) -> None:
 class LaneWorker:
     """The executor of one lane process (a :class:`~engine.lane_processes.Worker`)."""
 
-    def __init__(self, ctx: RunContext, state: Path):
+    def __init__(self, ctx: RunContext, state: Path, writing: AbstractContextManager[Any]):
         store = open_store(state)
+        # key look-ups on a connection of their own: they need not wait for the writes
+        self.reader = open_store(state)
         self.log = RelayLog(ctx.log)
         self.ctx = dataclasses.replace(
             ctx,
@@ -92,7 +95,7 @@ class LaneWorker:
             connections=ctx.connections.for_lane_process(self.log.learn),
         )
         # connectors here hold no transaction of the run's: keys are marked, then sent
-        self.group = Group(store, ctx.flow.name, hold=False)
+        self.group = Group(store, ctx.flow.name, hold=False, reader=self.reader, writing=writing)
         self.executor = Executor(self.ctx, self.group)
 
     def execute(
@@ -112,3 +115,4 @@ class LaneWorker:
     def close(self) -> None:
         self.ctx.connections.close()
         self.ctx.store.close()
+        self.reader.close()

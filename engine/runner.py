@@ -24,6 +24,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,7 @@ class Runner:
         self._stop: tuple[str, str] | None = None  # (status, why) once the run must stop
         self._lost = False  # a group could not be committed: nothing more is
         self._barrier: Callable[[], None] | None = None  # lane processes commit their part
+        self._writing: AbstractContextManager[Any] = nullcontext()  # held around commits
         self._exit: int | None = None  # an exit code that the status alone does not tell
 
     def _open_log(self, env: dict[str, str], stderr: bool, listeners: Iterable[Listener]) -> RunLog:
@@ -437,7 +439,7 @@ class Runner:
             self.flow.concurrency,
             self.lane_processes,
             context,
-            start_worker=lambda: LaneWorker(self.ctx, self.state),
+            start_worker=lambda: LaneWorker(self.ctx, self.state, lanes.write_lock),
             payload=lambda w: (w.rec, w.start),
             complete=self._complete_relayed,
             stopping=lambda: bool(self._stop),
@@ -449,7 +451,7 @@ class Runner:
             self.log.event("lanes_as_threads", reason=str(exc))
             self.lanes, self.lane_processes = "threads", 0
             return False
-        self._barrier = lanes.flush
+        self._barrier, self._writing = lanes.flush, lanes.write_lock
         try:
             lanes.run(self._dispatched(work), key=lambda w: w.rec.key)
         except BaseException:
@@ -457,7 +459,7 @@ class Runner:
                 self._lost = True  # state: commit no more (a Ctrl-C lets them settle)
             raise
         finally:
-            self._barrier = None
+            self._barrier, self._writing = None, nullcontext()
         return True
 
     def _dispatched(self, work: Iterable[Work]) -> Iterator[RecordWork]:
@@ -662,7 +664,8 @@ class Runner:
             ) from lost
         progress = self._batch.progress(self.run_id, self._watermark.moved_to(), keys)
         try:
-            ids = self.store.commit_progress(self.flow.name, progress)
+            with self._writing:
+                ids = self.store.commit_progress(self.flow.name, progress)
         except BaseException:
             self._lost = True
             raise
