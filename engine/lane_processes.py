@@ -3,7 +3,7 @@
 Threads share one interpreter lock, so however many lanes wait on a slow target, the
 engine's own work for each send (map, validate, render, the HTTP client) runs on one core
 at a time; at 16 lanes against a 20 ms target that, not the target, was the limit
-(docs/benchmarks.md, section 4). So a flow whose calls all go through connectors that can
+(docs/benchmarks.md, section 6). So a flow whose calls all go through connectors that can
 run in another process (``Connector.lanes == "processes"``: http, tryton) runs its lanes
 in worker processes forked from the run, a few lanes (threads) in each.
 

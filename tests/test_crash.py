@@ -158,11 +158,13 @@ def crash_until_done(
     applied: Callable[[], int],
     url: str | None = None,
     window: float = LATENCY_MS / 1000,
+    any_moment: tuple[float, float] = (0.05, 0.8),
 ) -> Crashes:
     """Run the flow, SIGKILL it at random moments KILLS times, then let a run finish.
 
     ``applied()`` counts what the target has applied so far; most kills wait until this
-    run made it apply 1 to 3 more, then up to ``window`` seconds longer.
+    run made it apply 1 to 3 more, then up to ``window`` seconds longer; every third comes
+    ``any_moment`` seconds (a range) after the start.
     """
     rng = random.Random(seed)
     crashes = Crashes()
@@ -179,7 +181,7 @@ def crash_until_done(
         crashes.runs += 1
         if crashes.kills < KILLS:
             if crashes.kills % 3 == 2:  # any moment: starting, reading, sending, committing
-                deadline = time.monotonic() + rng.uniform(0.05, 0.8)
+                deadline = time.monotonic() + rng.uniform(*any_moment)
                 while time.monotonic() < deadline and proc.poll() is None:
                     time.sleep(0.002)
             else:  # while sends are in flight: after the target applied 1 to 3 of this run's
@@ -315,12 +317,14 @@ def test_a_lane_process_killed_fails_the_run_and_the_next_runs_deliver_every_rec
 
 
 # -- a SQLite target: each group's rows in one transaction of the target -------------------------
-SQLITE_RECORDS = 12000
+# A run of this flow writes ~13,000 rows a second on a quiet machine (no mapping, no
+# latency): a run reads far more records than it gets through before its kill, so that it
+# is killed rather than finishes, and the records do not run out before the kills do.
+SQLITE_RECORDS = 40000
 SQLITE_GROUP = 100
-# records a run reads (a cron job taking the next ones each time): far more than a run gets
-# through before its kill, so that runs are killed rather than finish, however fast they are
-SQLITE_CHUNK = 2500
-SQLITE_WINDOW = 0.03  # about one group's time: the kill comes inside the next group or two
+SQLITE_CHUNK = 20000  # records a run reads (a cron job taking the next ones each time)
+SQLITE_WINDOW = 0.03  # a few groups' time: the kill comes inside one of the next groups
+SQLITE_ANY_MOMENT = (0.05, 0.5)  # starting, loading, reading, the first groups
 
 SQLITE_FLOW = """
 flow: crash_to_sqlite
@@ -345,6 +349,7 @@ steps:
 """.replace("GROUP", str(SQLITE_GROUP)).replace("CHUNK", str(SQLITE_CHUNK))
 
 
+@pytest.mark.slow  # twenty kill -9 and restarts, then 40,000 rows: ~15-40 s
 def test_kill_9_inside_groups_of_a_sqlite_target_keeps_every_row_once(tmp_path):
     # the target's table logs every write it applies (a trigger, in the same transaction)
     make_orders(tmp_path, SQLITE_RECORDS)
@@ -369,7 +374,9 @@ def test_kill_9_inside_groups_of_a_sqlite_target_keeps_every_row_once(tmp_path):
     flow = write_flow(tmp_path, SQLITE_FLOW)
     state = tmp_path / "state.db"
     # kill after the target committed a group, at a random moment of the next ones
-    crashes = crash_until_done(flow, state, 9, applied, window=SQLITE_WINDOW)
+    crashes = crash_until_done(
+        flow, state, 9, applied, window=SQLITE_WINDOW, any_moment=SQLITE_ANY_MOMENT
+    )
     assert crashes.kills >= KILLS and crashes.in_flight_kills >= KILLS // 2, crashes
     while True:  # then let cron take the rest
         done = subprocess.run(

@@ -3,7 +3,7 @@ less CPU.
 
 httpx's own transport (httpcore and h11, in pure Python) cost about 0.4 ms of CPU per
 request on the project's machine, twice what ``http.client`` (its parser is in C) does
-for the same request (docs/benchmarks.md, section 4): at hundreds of sends a second that
+for the same request (docs/benchmarks.md, section 6): at hundreds of sends a second that
 is a core's worth. :class:`StdlibTransport` keeps everything else of httpx (the client,
 its request and response models, content decoding, timeouts, proxies from the
 environment, which httpx gives their own transports) and only moves the bytes.
