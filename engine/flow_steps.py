@@ -23,6 +23,7 @@ from engine.flow_templates import STEP_NAMES, cached
 from engine.mapping import load_mapping
 from engine.model import (
     Amount,
+    ApproveStep,
     Branch,
     CallStep,
     FailStep,
@@ -53,9 +54,19 @@ def _digest(path: Path) -> str:
         return ""  # the reader reports it
 
 
-def _queue(spec: dict) -> str:
+def _queue(spec: dict, default: str = "review") -> str:
     queue = spec.get("queue")
-    return queue if isinstance(queue, str) and queue else "review"
+    return queue if isinstance(queue, str) and queue else default
+
+
+def _due(spec: dict) -> float | None:
+    from engine.loader import parse_duration  # the loader imports this module
+
+    due = spec.get("due")
+    try:
+        return parse_duration(due) if isinstance(due, str) else None
+    except ValueError:
+        return None  # the schema said so
 
 
 def _schema(found: Path) -> tuple[Any, list[Problem]]:
@@ -207,6 +218,8 @@ class StepBuilder:
             return FailStep(**base, message=self.templates.template(value, at, names))
         if kind == "review":
             return self.review(value, base, at, names)
+        if kind == "approve":
+            return self.approve(value, base, at, connections, names)
         if kind == "reconcile":
             return self.reconcile(value, base, at, names)
         if kind == "route":
@@ -259,16 +272,47 @@ class StepBuilder:
             return ReviewStep(**base, reason=self.templates.template(spec, path, names))
         if not isinstance(spec, dict) or not isinstance(spec.get("reason"), str):
             return None  # the schema said so
+        return ReviewStep(**base, **self.work_item(spec, path, names, "review"))
+
+    def work_item(
+        self, spec: dict, path: list[Any], names: tuple[str, ...], default_queue: str
+    ) -> dict[str, Any]:
+        """What a review or approve step says of its item: queue, reason, figures, owner,
+        category, due time and escalation."""
         figures = {}
         given = spec.get("figures")
         for key, item in given.items() if isinstance(given, dict) else ():
             if self.templates.check_field_name(key, [*path, "figures", key]):
                 figures[key] = self.templates.template(item, [*path, "figures", key], names)
-        return ReviewStep(
-            **base,
-            queue=_queue(spec),
-            reason=self.templates.template(spec["reason"], [*path, "reason"], names),
-            figures=figures,
+        escalate_to = spec.get("escalate_to")
+        return {
+            "queue": _queue(spec, default_queue),
+            "reason": self.templates.template(spec["reason"], [*path, "reason"], names),
+            "figures": figures,
+            "owner": spec.get("owner") if isinstance(spec.get("owner"), str) else None,
+            "category": spec.get("category") if isinstance(spec.get("category"), str) else None,
+            "due_s": _due(spec),
+            "escalate_to": dict(escalate_to) if isinstance(escalate_to, dict) else None,
+        }
+
+    def approve(
+        self, spec: Any, base: dict, path: list[Any], connections: dict, names: tuple[str, ...]
+    ) -> Step | None:
+        """An approve step: its item (as a review's) and the steps of a rejected record."""
+        if not isinstance(spec, dict) or not isinstance(spec.get("reason"), str):
+            return None  # the schema said so
+        if "parent" in names:
+            self.problem(
+                path,
+                "approve cannot stand inside a foreach: an approval stops a whole record, "
+                "and a record resumes where it stopped; approve the record before or after "
+                "the foreach",
+                at_key=True,
+            )
+        rejected = spec.get("on_reject") or []
+        on_reject = self.steps(rejected, [*path, "on_reject"], connections, names)
+        return ApproveStep(
+            **base, **self.work_item(spec, path, names, "approvals"), on_reject=on_reject
         )
 
     def reconcile(
@@ -462,6 +506,7 @@ class StepBuilder:
                 spec["idempotency_key"], [*path, "idempotency_key"], names, "idempotency_key"
             )
         retry = spec.get("retry")
+        undo = self.compensation(kind, spec, path, connections, names)
         return CallStep(
             **base,
             connection=name,
@@ -470,4 +515,43 @@ class StepBuilder:
             on_change=spec.get("on_change", "conflict"),
             save_as=spec.get("save_as"),
             retry=policy(RetryPolicy, retry) if retry is not None else None,
+            **undo,
         )
+
+    def compensation(
+        self, kind: str, spec: dict, path: list[Any], connections: dict, names: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """A send's ``compensate:``: the call options that undo it, on its connection (or
+        the one it names), checked against that connector's call schema."""
+        given = spec.get("compensate")
+        if given is None:
+            return {}
+        at = [*path, "compensate"]
+        if kind != "send":
+            self.problem(at, "`compensate` undoes a send; an enrich changes nothing", at_key=True)
+            return {}
+        if not isinstance(given, dict):
+            return {}  # the schema said so
+        undo = dict(given)
+        undo.setdefault("connection", spec.get("connection"))
+        name, cls = self.connection_builder.connection_for(undo, at, "action", connections)
+        key = undo.pop("idempotency_key", None)
+        options = {k: v for k, v in undo.items() if k != "connection"}
+        self.loader.env_ok += [format_path([*at, k]) for k in options]
+        if cls is not None:
+            self.connection_builder.check_options(
+                options,
+                cls.call_schema,
+                at,
+                f"compensate through {cls.name!r}",
+                of_connection=set(cls.options_schema.get("properties", {})),
+            )
+        return {
+            "compensate": self.call_options(options, at, names),
+            "compensate_connection": name,
+            "compensate_key": (
+                self.templates.key_template(key, [*at, "idempotency_key"], names, "idempotency_key")
+                if key is not None
+                else None
+            ),
+        }
