@@ -268,7 +268,7 @@ class Executor:
         if review.assignment is not None:
             detail["owner"] = review.assignment.owner
             if review.assignment.due_s is not None:
-                detail["due_in_s"] = review.assignment.due_s
+                detail["due_in_s"] = int(review.assignment.due_s)
         out.trace.append([step.name, "approval" if review.kind == "approval" else "review", detail])
         self.log.event(
             "step",
@@ -445,10 +445,11 @@ class Executor:
     def _decided(
         self, step: ApproveStep, rec: Rec, decided: WorkItem, out: RecordResult
     ) -> StepResult:
+        at = decided.decided_at or 0.0
         detail = {
             "item": decided.id,
             "by": decided.decided_by,
-            "at": decided.decided_at,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
             "comment": decided.comment,
         }
         out.trace.append([step.name, decided.status, detail])

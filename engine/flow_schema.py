@@ -98,7 +98,14 @@ _escalate_to = {
     "additionalProperties": False,
     "minProperties": 1,
     "description": "Who takes an item over once it is past due: another queue, owner or both.",
-    "properties": {"queue": {"type": "string", "pattern": NAME_PATTERN}, "owner": _owner},
+    "properties": {
+        "queue": {
+            "type": "string",
+            "pattern": NAME_PATTERN,
+            "description": "The queue an item past due moves to.",
+        },
+        "owner": {**_owner, "description": "The owner an item past due passes to."},
+    },
     "examples": [{"owner": "finance-lead"}],
 }
 _work_keys = {

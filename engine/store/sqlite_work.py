@@ -92,6 +92,11 @@ def write_item(conn: Connection, flow: str, item: ParkedItem, now: float) -> int
     return cur.lastrowid
 
 
+def _timed(entry: dict[str, Any]) -> dict[str, Any]:
+    """A history entry with its times as floats (JSON gives them back as Decimals)."""
+    return {k: float(v) if k in ("at", "due_at") and v is not None else v for k, v in entry.items()}
+
+
 def _work_item(row: dict[str, Any]) -> WorkItem:
     return WorkItem(
         id=row["id"],
@@ -115,7 +120,7 @@ def _work_item(row: dict[str, Any]) -> WorkItem:
         escalated_at=row["escalated_at"],
         escalate_to=loads(row["escalate_to"]),
         breached=bool(row["breached"]),
-        history=loads(row["history"]) or [],
+        history=[_timed(entry) for entry in loads(row["history"]) or []],
         labels=loads(row["labels"]),
         resumed_run=row["resumed_run"],
         record=loads(row["record"]),
