@@ -984,6 +984,93 @@ def queue_escalate(
     _render(output, events, table)
 
 
+# -- process intelligence ----------------------------------------------------------------------
+SinceOpt = typer.Option(
+    None, "--since", help="Only the last AGE (e.g. 24h, 7d, 30d) [default: everything kept]."
+)
+
+
+@app.command()
+def stats(
+    since: str | None = SinceOpt,
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Per flow and step: throughput, cycle time p50/p95 (arrival to done), time waiting
+    for people, exceptions by reason category, step and label, SLA breaches, approval
+    cycle time."""
+    eng = _reader(state)
+    try:
+        figures = eng.stats(since=since, flow=flow)
+    except ValueError as exc:  # --since that is not an age
+        _fail(str(exc), EXIT_INVALID)
+
+    def table() -> None:
+        if not figures.flows:
+            typer.echo("no runs in this period")
+        for f in figures.flows:
+            cycle, wait, appr = f.cycle_time_s, f.waiting_for_people_s, f.approval_cycle_s
+            typer.echo(
+                f"{f.flow}: {f.records} records, {f.passes} passes "
+                f"({' '.join(f'{k}={v}' for k, v in sorted(f.outcomes.items()))})"
+            )
+            typer.echo(
+                f"  cycle time      p50 {_dur(cycle['p50'])}  p95 {_dur(cycle['p95'])}  "
+                f"({cycle['count']} done)"
+            )
+            typer.echo(
+                f"  waiting for people  {_dur(wait['total'])} in all, p50 {_dur(wait['p50'])}"
+                f"  p95 {_dur(wait['p95'])} ({wait['count']} decided)"
+            )
+            typer.echo(
+                f"  approval time   p50 {_dur(appr['p50'])}  p95 {_dur(appr['p95'])}  "
+                + " ".join(f"{k}={v}" for k, v in sorted(f.approvals.items()))
+            )
+            typer.echo(
+                f"  exceptions      {f.exceptions} ({f.exception_rate * 100:.1f} % of records)"
+                f", SLA breaches {f.sla_breaches}"
+            )
+            for category, n in f.exceptions_by_category.items():
+                typer.echo(f"    {n:>5}  {category}")
+            for label, values in f.exceptions_by_label.items():
+                shown = ", ".join(f"{k} {v}" for k, v in list(values.items())[:8])
+                typer.echo(f"    by {label}: {shown}")
+            typer.echo("  steps (passes / exceptions):")
+            for step in f.steps:
+                typer.echo(f"    {step['passes']:>6} / {step['exceptions']:<4} {step['step']}")
+            done = [p for p in f.throughput if p["done"]]
+            if done:
+                shown = ", ".join(f"{_when(p['start'])[:16]} {p['done']}" for p in done[-6:])
+                typer.echo(f"  done per {figures.bucket}: {shown}")
+
+    _render(output, figures.to_dict(), table)
+
+
+def _dur(seconds: float | None) -> str:
+    return "-" if seconds is None else _age(seconds)
+
+
+@app.command()
+def report(
+    out: Path = typer.Option(..., "--out", help="The HTML file to write."),
+    since: str | None = SinceOpt,
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
+    top: int = typer.Option(10, "--top", help="How many exception clusters to show."),
+    state: Path | None = StateOpt,
+) -> None:
+    """Write a self-contained HTML report: the stats with charts (inline SVG), the top
+    exception clusters and the age of every work queue. It loads nothing from anywhere."""
+    eng = _reader(state)
+    try:
+        written = eng.report(out, since=since, flow=flow, top=top)
+    except ValueError as exc:
+        _fail(str(exc), EXIT_INVALID)
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}", EXIT_INVALID)
+    typer.echo(f"wrote {written}")
+
+
 @app.command()
 def prune(
     older_than: str = typer.Option(..., "--older-than", help="Age, e.g. 30d, 12h."),

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from engine.flowtest import TestReport
     from engine.preview import MappingPreview
     from engine.reach import ConnectionCheck
+    from engine.stats import Stats
 
 DEFAULT_STATE = Path(".flowyard") / "state.db"
 
@@ -484,6 +485,48 @@ class Engine:
         with self.store() as store:
             return escalate(store, now=now, flow=flow, listeners=[*self.listeners, *listeners])
 
+    # -- process intelligence: stats and the report --------------------------------------------
+    def stats(
+        self,
+        *,
+        since: str | float | None = None,
+        flow: str | None = None,
+        until: float | None = None,
+        bucket: str | None = None,
+    ) -> Stats:
+        """Per flow and step: throughput, cycle time, time waiting for people, exceptions
+        by category, step and label, SLA breaches, approval cycle time (engine/stats.py).
+        ``since`` is an age (``"7d"``), a time in seconds, or None for everything kept."""
+        from engine.stats import collect
+
+        with self._existing() as store:
+            return collect(store, since=_since(since, until), until=until, flow=flow, bucket=bucket)
+
+    def report(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        since: str | float | None = None,
+        flow: str | None = None,
+        top: int = 10,
+    ) -> Path:
+        """Write the self-contained HTML report (engine/report.py) to ``path``."""
+        from engine.report import render
+        from engine.stats import clusters, collect
+
+        start = _since(since, None)
+        with self._existing() as store:
+            stats = collect(store, since=start, flow=flow)
+            letters = store.work_items("dead_letter", flow=flow, status=None, since=start)
+            waiting = store.work_items(flow=flow)
+        open_items: dict[str, int] = {}
+        for item in waiting:
+            open_items[item.flow] = open_items.get(item.flow, 0) + 1
+        page = render(stats, clusters(letters, top), queue_summary(waiting), open_items=open_items)
+        out = Path(path)
+        out.write_text(page, encoding="utf-8")
+        return out
+
     # -- writing flows (flowyard test, map, graph, check, init) ---------------------------------
     def test(
         self,
@@ -580,6 +623,13 @@ class Engine:
         from engine import packaged
 
         return packaged.flow_names()
+
+
+def _since(since: str | float | None, until: float | None) -> float | None:
+    """``--since``: an age before ``until`` (or now), a time in seconds, or None."""
+    if since is None or isinstance(since, int | float):
+        return since
+    return (time.time() if until is None else until) - parse_duration(since)
 
 
 def _explained(result: RunResult, notes: DryRunNotes | None) -> RunResult:
