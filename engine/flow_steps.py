@@ -309,8 +309,9 @@ class StepBuilder:
                 "the foreach",
                 at_key=True,
             )
-        rejected = spec.get("on_reject") or []
-        on_reject = self.steps(rejected, [*path, "on_reject"], connections, names)
+        on_reject = []
+        if "on_reject" in spec:
+            on_reject = self.steps(spec["on_reject"], [*path, "on_reject"], connections, names)
         return ApproveStep(
             **base, **self.work_item(spec, path, names, "approvals"), on_reject=on_reject
         )
