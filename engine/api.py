@@ -453,16 +453,40 @@ class Engine:
                 f"{item.flow} resumes it",
             )
         try:
-            result = self.resume(path)
+            result = self.resume(path, ids=[id])
         except LockHeld as exc:
             return Decision(item, None, f"{exc}; that run or the next resumes it")
         return Decision(self.work_item(id) or item, result, None)
 
-    def resume(self, flow: Flow | str | os.PathLike[str], *, wait_lock: float = 0.0) -> RunResult:
-        """Resume the records of the flow's decided approvals (a run of kind ``resume``
-        that reads no source); a plain run does the same before its source's records."""
+    def resume(
+        self,
+        flow: Flow | str | os.PathLike[str],
+        ids: Iterable[int] | None = None,
+        *,
+        vars: dict[str, Any] | None = None,
+        wait_lock: float = 0.0,
+    ) -> RunResult:
+        """Resume the records of the flow's decided approvals (all, or ``ids``) in a run of
+        kind ``resume`` that reads no source; a plain run does the same before its source's
+        records. The vars are those of the runs that held the records (``vars`` override
+        them), as for a replay."""
         flow = flow if isinstance(flow, Flow) else self.load(flow)
-        return self._runner(flow, None, wait_lock=wait_lock, kind="resume").run()
+        wanted = list(ids) if ids is not None else None
+        with SqliteStore(self.state, readonly=True) as store:
+            decided = [
+                item for item in store.to_resume(flow.name) if wanted is None or item.id in wanted
+            ]
+            given = store.run_vars(sorted({item.run_id for item in decided}))
+        distinct = {dumps_sorted(v): v for v in given.values()}
+        if len(distinct) > 1 and vars is None:
+            raise ValueError(
+                "the approvals to resume were held by runs given different vars: resume "
+                "them one at a time (ids), or give the vars"
+            )
+        run_vars = {**(next(iter(distinct.values())) if distinct else {}), **(vars or {})}
+        return self._runner(
+            flow, run_vars, wait_lock=wait_lock, kind="resume", resume_ids=wanted
+        ).run()
 
     def queues(
         self, *, flow: str | None = None, kind: str | None = None, now: float | None = None

@@ -138,6 +138,7 @@ class Runner:
         wait_lock: float = 0.0,
         kind: str = "run",
         lease_ttl: float = LEASE_TTL,
+        resume_ids: list[int] | None = None,
     ):
         self.flow = flow
         self.state = Path(state)
@@ -145,6 +146,7 @@ class Runner:
         self.vars = {**flow.vars, **self.given_vars}
         self.dry_run = dry_run
         self.kind = kind
+        self.resume_ids = resume_ids  # a resume run's approvals (None: every decided one)
         self.wait_lock = wait_lock
         self.run_id = new_run_id()
         env = resolve_references(flow)  # ${env:NAME} and ${file:PATH}: engine/envrefs.py
@@ -259,6 +261,8 @@ class Runner:
         approve step, then ``work`` (the source's records; none for a run of kind
         ``resume``), numbered after them."""
         decided = [] if self.dry_run else self.store.to_resume(self.flow.name)
+        if self.resume_ids is not None:
+            decided = [item for item in decided if item.id in self.resume_ids]
         resumed = list(resume_work(self.flow, decided))
         yield from resumed
         if self.kind == "resume":
