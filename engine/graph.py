@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.model import (
+    ApproveStep,
     CallStep,
     FailStep,
     FilterStep,
@@ -157,6 +158,7 @@ class _Builder:
             ForeachStep: lambda s: f"foreach {s.as_name}",
             FailStep: lambda s: "fail",
             ReviewStep: lambda s: f"review ({s.queue})",
+            ApproveStep: lambda s: f"approve ({s.queue})",
             ReconcileStep: lambda s: f"reconcile ({s.queue})",
             CallStep: lambda s: f"{s.kind} via {s.connection}",
         }[type(step)](step)
@@ -167,6 +169,15 @@ class _Builder:
         if isinstance(step, FailStep):
             self.graph.edge(node, self.terminal(DEAD))
             return []
+        if isinstance(step, ApproveStep):
+            # it waits for a person; approved it goes on, rejected it takes on_reject
+            self.graph.edge(node, self.terminal(REVIEW), "waits")
+            spec = raw.get("approve") if isinstance(raw.get("approve"), dict) else {}
+            rejected = self.steps(step.on_reject, spec.get("on_reject") or [], [(node, "rejected")])
+            if not step.on_reject:
+                rejected = [(node, "rejected")]
+            self.close(rejected, self.terminal(DONE))
+            return [(node, "approved")]
         if isinstance(step, ReviewStep):
             self.graph.edge(node, self.terminal(REVIEW))
             return []
@@ -182,6 +193,9 @@ class _Builder:
         if isinstance(step, CallStep):
             target = self.connection(step.connection)
             self.graph.edge(node, target, "send" if step.kind == "send" else "lookup", call=True)
+            if step.compensate_connection is not None:  # how the send is undone
+                undo = self.connection(step.compensate_connection)
+                self.graph.edge(node, undo, "undo (compensate)", call=True)
             return [(node, "")]
         if isinstance(step, RouteStep):
             return self.route(step, node, raw.get("route"))
@@ -228,6 +242,7 @@ _MERMAID_SHAPES = {
     "enrich": ('[/"', '"/]'),
     "fail": ('>"', '"]'),
     "review": ('[\\"', '"/]'),
+    "approve": ('[\\"', '"/]'),
     "reconcile": ('[\\"', '"/]'),
 }
 
@@ -272,6 +287,7 @@ _DOT_SHAPES = {
     "enrich": "parallelogram",
     "fail": "cds",
     "review": "trapezium",
+    "approve": "trapezium",
     "reconcile": "trapezium",
 }
 
