@@ -246,9 +246,7 @@ def test_an_approval_covers_the_figures_decided_on(shop, tmp_path):
     assert new.id != item.id and new.figures == {"amount": "900.00"}
 
 
-def test_a_decision_without_resume_is_taken_on_by_the_next_run_before_its_source(
-    shop, tmp_path
-):
+def test_a_decision_without_resume_is_taken_on_by_the_next_run_before_its_source(shop, tmp_path):
     flow, eng = shop
     eng.run(flow)
     [item, _] = eng.approvals()

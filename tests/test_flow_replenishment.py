@@ -16,7 +16,7 @@ import pytest
 
 from engine import Engine
 from tests.conftest import flowyard
-from tests.flow_support import EXAMPLES, FLOWS, Erp, flow_vars, run_flow
+from tests.flow_support import EXAMPLES, Erp, flow_vars, run_flow
 
 pytest_plugins = ["tests.tryton_support"]
 pytestmark = pytest.mark.tryton
