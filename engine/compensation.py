@@ -5,7 +5,8 @@ credit note, release a reservation). When it is performed, the record as it was 
 after it (its ``save_as`` field holds the target's answer) is registered in the store.
 If the record later fails for good (a dead letter) or its approval is rejected, the
 compensations of its sends run in **reverse order** (the last send is undone first), each
-once, under its own idempotency key (the send's key and ``:compensate``); the trace shows
+once, under its own idempotency key (the send's operation key and ``:compensate``: a
+send made again after it was undone is undone again); the trace shows
 each. A record that goes through settles its compensations: they never run.
 
 The saga is the source record: compensations registered while it waited for a person (a
@@ -48,9 +49,16 @@ class Compensator:
         return bool(self.steps)
 
     def register(
-        self, step: CallStep, key: str, record_key: str, data: Any, context: dict[str, Any]
+        self,
+        step: CallStep,
+        key: str,
+        sent_key: str,
+        record_key: str,
+        data: Any,
+        context: dict[str, Any],
     ) -> None:
-        """Remember how to undo ``step``'s send under idempotency ``key``."""
+        """Remember how to undo ``step``'s send under idempotency ``key`` (performed as the
+        operation ``sent_key``: each operation of a key is undone under a key of its own)."""
         if self.ctx.dry_run or step.compensate is None:
             return
         meta = context.get("meta") or {}
@@ -64,7 +72,10 @@ class Compensator:
                 run_id=self.ctx.run_id,
                 record=self.ctx.mask(data),
                 meta=self.ctx.mask(
-                    {k: context.get(k) for k in ("meta", "parent", "loop") if context.get(k)}
+                    {
+                        "sent_key": sent_key,
+                        **{k: context.get(k) for k in ("meta", "parent", "loop") if context.get(k)},
+                    }
                 ),
             ),
         )
@@ -119,7 +130,7 @@ class Compensator:
         key = (
             str(step.compensate_key(context))
             if step.compensate_key is not None
-            else f"{comp.key}:compensate"
+            else f"{saved.get('sent_key') or comp.key}:compensate"
         )
         fp = fingerprint(options)
         store, flow = self.ctx.store, self.flow.name

@@ -579,7 +579,7 @@ class Executor:
         )
         sent = self._saved(step, rec, response.body)
         if step.compensate is not None:
-            self.compensator.register(step, key, rec.key, sent.data, self.context(sent))
+            self.compensator.register(step, key, sent_key, rec.key, sent.data, self.context(sent))
         return GoOn(sent, Outcome.DONE)
 
     def _lookup(

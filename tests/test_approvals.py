@@ -10,6 +10,7 @@ the CLI runs in real subprocesses.
 from __future__ import annotations
 
 import json
+import re
 import time
 from contextlib import closing
 
@@ -193,11 +194,21 @@ def test_rejected_its_sends_are_compensated_last_first_then_it_takes_on_reject(s
         ["draft", "compensated"],
         ["tell_shop", "sent"],
     ]
-    assert resumed.steps[1][2]["key"].startswith("refunds:reserve:3:compensate#")
-    # each undo once: a later run rejects again (same figures) and undoes nothing more
+    undo_key = resumed.steps[1][2]["key"]
+    assert re.fullmatch(r"refunds:reserve:3#[0-9a-f]{12}:compensate#[0-9a-f]{12}", undo_key)
+    # each undo once per send: a later run that reads the refund again sends its draft
+    # and reservation again (their keys were undone) and the standing rejection undoes
+    # those again, under keys of their own; the shop is told once
     eng.run(flow)
-    assert len(read_ndjson(tmp_path / "undone.ndjson")) == 2
+    assert [u["undo"] for u in read_ndjson(tmp_path / "undone.ndjson")] == [
+        "reserve",
+        "draft",
+        "reserve",
+        "draft",
+    ]
     assert read_ndjson(tmp_path / "rejected.ndjson") == [{"id": 3}]
+    eng.resume(flow)  # nothing left to resume
+    assert len(read_ndjson(tmp_path / "undone.ndjson")) == 4
 
 
 def test_a_record_that_fails_for_good_after_its_sends_has_them_undone(tmp_path):
