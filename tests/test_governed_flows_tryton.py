@@ -13,8 +13,15 @@ import re
 import pytest
 
 from engine import Engine
-from tests.conftest import flowyard, write_flow, write_ndjson
-from tests.flow_support import Erp, example_records, flow_vars, read_ndjson, run_flow
+from tests.conftest import flowyard, write_flow
+from tests.flow_support import (
+    Erp,
+    example_records,
+    flow_vars,
+    read_ndjson,
+    run_flow,
+    write_ndjson,
+)
 from tests.test_flow_return_to_refund import ORDERS, REFUNDS, book_orders, credit_notes
 
 pytest_plugins = ["tests.tryton_support"]
@@ -98,6 +105,7 @@ steps:
   - name: erp_sale_quote
     send:
       connection: erp
+      on_change: update            # another sale id: the sale was made again
       model: sale.sale
       method: quote
       args: [["{{ record.erp_sale.ids[0] }}"]]
@@ -145,7 +153,15 @@ def test_a_sale_created_before_a_later_step_failed_for_good_is_cancelled(tryton,
         assert re.fullmatch(pattern, undo["key"])
         assert undo["response"]["records"] == [{"id": sale["id"], "state": "cancelled"}]
         # replayed from the start after the fix, a new sale is made (the old one was undone)
-        fixed = write_flow(tmp_path, SALE_THEN_FAIL.replace("no_such_field", "description"))
+        fixed = write_flow(
+            tmp_path,
+            SALE_THEN_FAIL.replace(
+                'method: write\n      args: [["{{ record.erp_sale.ids[0] }}"], '
+                '{no_such_field: "{{ record.name }}"}]',
+                'method: read\n      args: [["{{ record.erp_sale.ids[0] }}"], [state]]',
+            ),
+        )
+        assert "no_such_field" not in fixed.read_text()
         replayed = eng.replay(fixed, vars=run_vars, from_start=True)
         assert replayed.exit_code == 0, replayed
         states = sorted(
