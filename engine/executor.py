@@ -264,7 +264,11 @@ class Executor:
         self, step: Step, rec: Rec, review: Review, started: float, out: RecordResult
     ) -> None:
         out.failures.append(Failure(step.name, None, 1, rec, review))
-        detail = {"queue": review.queue, "reason": review.reason, "figures": review.figures}
+        detail: dict[str, Any] = {
+            "queue": review.queue,
+            "reason": review.reason,
+            "figures": review.figures,
+        }
         if review.assignment is not None:
             detail["owner"] = review.assignment.owner
             if review.assignment.due_s is not None:

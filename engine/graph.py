@@ -172,7 +172,7 @@ class _Builder:
         if isinstance(step, ApproveStep):
             # it waits for a person; approved it goes on, rejected it takes on_reject
             self.graph.edge(node, self.terminal(REVIEW), "waits")
-            spec = raw.get("approve") if isinstance(raw.get("approve"), dict) else {}
+            spec: dict[str, Any] = raw["approve"] if isinstance(raw.get("approve"), dict) else {}
             rejected = self.steps(step.on_reject, spec.get("on_reject") or [], [(node, "rejected")])
             if not step.on_reject:
                 rejected = [(node, "rejected")]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from engine.stats import Cluster, FlowStats, Stats
@@ -78,7 +79,7 @@ def _when(ts: float | None) -> str:
 
 # -- charts ---------------------------------------------------------------------------------------
 def bar_chart(
-    title: str, bars: list[tuple[str, float]], *, unit: str = "", width: int = 520
+    title: str, bars: Sequence[tuple[str, float]], *, unit: str = "", width: int = 520
 ) -> str:
     """Horizontal bars with their labels and values, as an inline SVG."""
     if not bars:

@@ -233,7 +233,7 @@ def _flow_stats(
         buckets[_bucket_start(at, bucket)]["done"] += 1
     start = _bucket_start(since if since is not None else min(buckets, default=until), bucket)
     step_size = HOUR if bucket == "hour" else DAY
-    cursor, series = start, []
+    cursor, series = start, []  # type: float, list[dict[str, Any]]
     while cursor <= until and len(series) < 1000:
         counts = buckets.get(cursor, Counter())
         series.append({"start": cursor, "done": counts["done"], "passes": counts["passes"]})

@@ -94,7 +94,9 @@ def render_labels(flow: Flow, context: dict[str, Any]) -> dict[str, Any] | None:
 
 def escalation_event(item: WorkItem) -> dict[str, Any]:
     """The ``item_escalated`` event of an item just escalated: what an alert needs."""
-    moved = next((h for h in reversed(item.history) if h.get("event") == "escalated"), {})
+    moved: dict[str, Any] = next(
+        (h for h in reversed(item.history) if h.get("event") == "escalated"), {}
+    )
     return {
         "event": "item_escalated",
         "ts": time.time(),
