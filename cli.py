@@ -376,9 +376,7 @@ def _summary(result: RunResult) -> None:
     if result.counts.get("dead_lettered") and not result.dry_run:
         typer.echo("  see them with: flowyard dlq list")
     if result.counts.get("review") and not result.dry_run:
-        typer.echo(
-            "  held for review: flowyard review list (approvals: flowyard approvals list)"
-        )
+        typer.echo("  held for review: flowyard review list (approvals: flowyard approvals list)")
     for send in result.would_send:
         typer.echo(
             f"  would send {send['step']} via {send['connection']} key "

@@ -44,7 +44,7 @@ from engine.templates import make_environment
 from engine.work_items import QueueRow, escalate, queue_summary
 
 if TYPE_CHECKING:
-    from engine.flowtest import TestReport
+    from engine.flowtest_results import TestReport
     from engine.preview import MappingPreview
     from engine.reach import ConnectionCheck
     from engine.stats import Stats

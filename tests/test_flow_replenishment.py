@@ -3,7 +3,7 @@
 item in the planners' queue with the facts and the open purchase orders; once each.
 
 Each test gets its own trytond over a fresh copy of the demo database
-(tests/tryton_support.py), which holds the stores ST01 and ST02 and open purchase orders
+(tests/support/tryton.py), which holds the stores ST01 and ST02 and open purchase orders
 for CAP-RED and MUG-LOGO (examples/tryton/erp_setup.py).
 """
 
@@ -16,9 +16,9 @@ import pytest
 
 from engine import Engine
 from tests.conftest import flowyard
-from tests.flow_support import EXAMPLES, Erp, flow_vars, run_flow
+from tests.support.flows import EXAMPLES, Erp, flow_vars, run_flow
 
-pytest_plugins = ["tests.tryton_support"]
+pytest_plugins = ["tests.support.tryton"]
 pytestmark = pytest.mark.tryton
 
 SIGNALS = EXAMPLES / "replenishment" / "signals.ndjson"

@@ -3,7 +3,7 @@ finance rejects has its draft credit note deleted (its compensation) and nothing
 a sale created before a later step failed for good is cancelled in the ERP.
 
 Each test gets its own trytond over a fresh copy of the demo database
-(tests/tryton_support.py).
+(tests/support/tryton.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from engine import Engine
 from tests.conftest import flowyard, write_flow
-from tests.flow_support import (
+from tests.support.flows import (
     Erp,
     example_records,
     flow_vars,
@@ -24,7 +24,7 @@ from tests.flow_support import (
 )
 from tests.test_flow_return_to_refund import ORDERS, REFUNDS, book_orders, credit_notes
 
-pytest_plugins = ["tests.tryton_support"]
+pytest_plugins = ["tests.support.tryton"]
 pytestmark = pytest.mark.tryton
 
 
