@@ -1,12 +1,12 @@
 """Build a demo Tryton ERP database on SQLite and run trytond on 127.0.0.1.
 
 One place for the demo ERP: ``examples/tryton/start_tryton.py`` builds it for the
-retail examples, and ``tests/tryton_support.py`` builds the same database once per
+retail examples, and ``tests/support/tryton.py`` builds the same database once per
 test session and gives each test a fresh copy. Nothing here imports flowyard.
 
 What the database holds (ids are written to ``<dir>/<name>.json``):
 
-* modules ``sale``, ``stock`` and ``account`` (and their dependencies) activated;
+* modules ``sale``, ``stock``, ``account`` and ``purchase`` (and their dependencies) activated;
 * a company, *Flowyard Retail Ltd*, in USD, with the ``admin`` user working in it;
 * a chart of accounts from ``account.account_template_root_en``, fiscal years for
   this calendar year and the next (monthly periods, invoice sequences);
