@@ -4,7 +4,8 @@ record where it stopped (approved) or undoes its sends and takes its reject bran
 (rejected); items past due are escalated; every decision is kept and traced.
 
 The flows write to real files through the file connector and run on a real state file;
-the CLI runs in real subprocesses.
+the commands (approvals, queue, trace) run in this process (``invoke``), and
+tests/test_example_approvals.py plays the README's cycle through real subprocesses.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import closing
 import pytest
 
 from engine import Engine, FlowError
-from tests.conftest import flowyard, read_ndjson, write_flow, write_ndjson
+from tests.conftest import invoke, read_ndjson, write_flow, write_ndjson
 
 REFUNDS = """
 flow: refunds
@@ -132,11 +133,11 @@ def test_approved_through_the_cli_the_record_resumes_after_the_step_with_the_sam
     [item, _] = eng.approvals()
     state = tmp_path / "state.db"
 
-    listed = flowyard("approvals", "list", "--state", state, "--queue", "finance", "-o", "json")
+    listed = invoke("approvals", "list", "--state", state, "--queue", "finance", "-o", "json")
     assert listed.returncode == 0, listed.stderr
     assert [a["record_key"] for a in json.loads(listed.stdout)] == ["2", "3"]
 
-    done = flowyard(
+    done = invoke(
         "approvals", "approve", item.id, "--by", "ann", "--comment", "receipt checked",
         "--state", state,
     )  # fmt: skip
@@ -160,7 +161,7 @@ def test_approved_through_the_cli_the_record_resumes_after_the_step_with_the_sam
     assert decided.history[1]["record"]["id"] == 2  # the record as it was decided on
     assert decided.history[1]["figures"] == {"amount": "150.00"}
 
-    traced = flowyard("trace", "2", "--state", state)
+    traced = invoke("trace", "2", "--state", state)
     assert traced.returncode == 0, traced.stderr
     assert "finance_approval: approval" in traced.stdout
     assert "resume " in traced.stdout and "finance_approval: approved" in traced.stdout
@@ -282,7 +283,7 @@ def test_deciding_twice_an_unknown_id_or_without_a_name_is_refused(shop, tmp_pat
         eng.approve(10_000, "bob")
     with pytest.raises(ValueError, match="who decides"):
         eng.approve(item.id, " ")
-    run = flowyard("approvals", "reject", item.id, "--by", "bob", "--state", tmp_path / "state.db")
+    run = invoke("approvals", "reject", item.id, "--by", "bob", "--state", tmp_path / "state.db")
     assert run.returncode == 2 and "not open" in run.stderr and "Traceback" not in run.stderr
 
 
@@ -323,13 +324,13 @@ def test_queue_escalate_from_the_cli_and_every_run_escalates_its_own_flow(shop, 
     eng.run(flow)
     [item, _] = eng.approvals()
     state = tmp_path / "state.db"
-    before = flowyard("queue", "escalate", "--state", state)
+    before = invoke("queue", "escalate", "--state", state)
     assert before.returncode == 0 and "0 item(s) escalated" in before.stdout
     later = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(item.due_at + 60))
-    run = flowyard("queue", "escalate", "--state", state, "--at", later, "-o", "json")
+    run = invoke("queue", "escalate", "--state", state, "--at", later, "-o", "json")
     assert run.returncode == 0, run.stderr
     assert [e["item_id"] for e in json.loads(run.stdout)][:1] == [item.id]
-    bad = flowyard("queue", "escalate", "--state", state, "--at", "tomorrow")
+    bad = invoke("queue", "escalate", "--state", state, "--at", "tomorrow")
     assert bad.returncode == 2 and "--at must be a time" in bad.stderr
 
     # a run escalates what is due in its flow: an item due in the past, made so by a queue
@@ -355,7 +356,7 @@ def test_queue_list_shows_depth_and_age_per_queue_and_owner(shop, tmp_path):
     assert rows[("finance", "finance-team")].depth == 2
     assert rows[("finance", "finance-team")].kinds == {"approval": 2}
     assert rows[("dead_letters", "integration")].kinds == {"dead_letter": 1}
-    listed = flowyard("queue", "list", "--state", tmp_path / "state.db")
+    listed = invoke("queue", "list", "--state", tmp_path / "state.db")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].split()[:5] == ["QUEUE", "OWNER", "DEPTH", "OLDEST", "MEDIAN"]

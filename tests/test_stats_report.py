@@ -2,17 +2,17 @@
 against figures worked out by hand, and `flowyard report`, a self-contained HTML page,
 opened in a real headless Chromium that must draw its charts without a console error.
 
-Chromium is Debian's `chromium` package (`apt-get install -y chromium`). Without it the
-browser test is skipped with that reason, except under CI=true, where it fails: the
-report must be seen rendering there.
+Chromium is Debian's `chromium` package: tests/support/system.py finds it, or installs it
+when the test runs as root with apt-get (CI, on a clean machine), once per session; else
+the browser test is skipped with the reason (and fails under CI=true if an installation
+was tried and gave no browser: the report must be seen rendering there). The screenshot
+it takes stays in the test's temporary folder (pytest keeps the last three runs').
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import sqlite3
 import subprocess
 from contextlib import closing
@@ -23,7 +23,8 @@ import pytest
 from engine import Engine, Outcome
 from engine.stats import percentile, signature
 from engine.store import ParkedItem, Progress, Trace
-from tests.conftest import flowyard
+from tests.conftest import invoke
+from tests.support.system import program
 
 BASE = 1_789_999_200.0  # a whole hour (497,222 h after the epoch), in the past
 FLOW = "orders"
@@ -208,16 +209,16 @@ def test_stats_of_a_built_history_match_the_figures_worked_out_by_hand(history):
 
 def test_stats_from_the_cli_as_json_and_for_people(history, tmp_path):
     state = tmp_path / "state.db"
-    run = flowyard("stats", "--state", state, "--output", "json")
+    run = invoke("stats", "--state", state, "--output", "json")
     assert run.returncode == 0, run.stderr
     [f] = json.loads(run.stdout)["flows"]
     assert f["records"] == 5 and f["exceptions_by_category"]["unknown_sku"] == 2
-    people = flowyard("stats", "--state", state)
+    people = invoke("stats", "--state", state)
     assert people.returncode == 0, people.stderr
     assert "orders: 5 records, 6 passes" in people.stdout
     assert "exceptions      3 (60.0 % of records), SLA breaches 1" in people.stdout
     assert "by store: S2 2, S1 1" in people.stdout
-    bad = flowyard("stats", "--state", state, "--since", "last week")
+    bad = invoke("stats", "--state", state, "--since", "last week")
     assert bad.returncode == 2 and "not a duration" in bad.stderr
 
 
@@ -241,13 +242,13 @@ def test_the_report_is_one_page_with_clusters_queues_and_figures_and_loads_nothi
     assert "60.0 %" in page  # the exception rate tile
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Headless Chromium's path: found, or installed from Debian's package (see above)."""
+    return program("chromium", "chromium-browser", package="chromium")
 
 
-def _browser(*args: str, profile: Path) -> subprocess.CompletedProcess:
-    binary = _chromium()
-    assert binary is not None
+def _browser(binary: str, *args: str, profile: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             binary,
@@ -270,18 +271,15 @@ def _browser(*args: str, profile: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_report_renders_its_charts_in_headless_chromium_without_console_errors(
-    history, tmp_path
+    chromium, history, tmp_path
 ):
-    if _chromium() is None:
-        reason = "chromium is not installed (apt-get install -y chromium)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"the report must be seen in a browser here (CI): {reason}")
-        pytest.skip(reason)
     eng, _ = history
     page = eng.report(tmp_path / "report.html")
     url = page.resolve().as_uri()
 
-    dom = _browser("--virtual-time-budget=3000", "--dump-dom", url, profile=tmp_path / "p1")
+    dom = _browser(
+        chromium, "--virtual-time-budget=3000", "--dump-dom", url, profile=tmp_path / "p1"
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     body = re.search(r"<body([^>]*)>", dom.stdout)
     assert body is not None, dom.stdout[:500]
@@ -293,7 +291,7 @@ def test_the_report_renders_its_charts_in_headless_chromium_without_console_erro
 
     shot = tmp_path / "report.png"
     taken = _browser(
-        "--window-size=1280,1800", f"--screenshot={shot}", url, profile=tmp_path / "p2"
+        chromium, "--window-size=1280,1800", f"--screenshot={shot}", url, profile=tmp_path / "p2"
     )
     assert taken.returncode == 0, taken.stderr[-2000:]
     data = shot.read_bytes()
