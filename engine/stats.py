@@ -45,6 +45,11 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[rank - 1]
 
 
+def _waits(items: Iterable[WorkItem]) -> list[float]:
+    """From creation to decision, for each item a person decided."""
+    return [i.decided_at - i.created_at for i in items if i.decided_at is not None]
+
+
 def summary(values: list[float]) -> dict[str, Any]:
     """Count, p50, p95 and max of durations in seconds (rounded to 0.1 s)."""
 
@@ -233,7 +238,8 @@ def _flow_stats(
         buckets[_bucket_start(at, bucket)]["done"] += 1
     start = _bucket_start(since if since is not None else min(buckets, default=until), bucket)
     step_size = HOUR if bucket == "hour" else DAY
-    cursor, series = start, []  # type: float, list[dict[str, Any]]
+    cursor = start
+    series: list[dict[str, Any]] = []
     while cursor <= until and len(series) < 1000:
         counts = buckets.get(cursor, Counter())
         series.append({"start": cursor, "done": counts["done"], "passes": counts["passes"]})
@@ -266,10 +272,9 @@ def _flow_stats(
     breached = [i for i in items if i.breached]
     stats.sla_breaches = len(breached)
     stats.breaches_by_queue = dict(Counter(i.queue for i in breached))
-    people = [i for i in items if i.kind in ("review", "approval") and i.decided_at is not None]
-    stats.waiting_for_people_s = summary([i.decided_at - i.created_at for i in people])  # type: ignore[operator]
-    approvals = [i for i in people if i.kind == "approval"]
-    stats.approval_cycle_s = summary([i.decided_at - i.created_at for i in approvals])  # type: ignore[operator]
+    people = [i for i in items if i.kind in ("review", "approval")]
+    stats.waiting_for_people_s = summary(_waits(people))
+    stats.approval_cycle_s = summary(_waits(i for i in people if i.kind == "approval"))
     stats.approvals = dict(Counter(i.status for i in items if i.kind == "approval"))
     return stats
 
