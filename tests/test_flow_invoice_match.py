@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from engine import Engine
-from tests.conftest import ROOT, flowyard
+from tests.conftest import ROOT, flowyard, invoke
 
 FLOW = ROOT / "flows" / "invoice_match.yaml"
 EXAMPLE = ROOT / "examples" / "invoice_match"
@@ -234,11 +234,21 @@ def test_the_readme_commands_run_the_example(tmp_path):
         "--var",
         f"purchasing_db={db}",
     ]
-    first = flowyard("run", FLOW, *common, "--var", f"invoices={CSV_INBOX}")
+    first = flowyard("run", FLOW, *common)  # the JSON inbox, the flow's default
     assert first.returncode == 1, first.stdout + first.stderr
-    assert "review 2" in first.stdout and "done 1" in first.stdout
-    held = flowyard("review", "list", "--queue", "buyers", *common[:2])
-    assert held.returncode == 0 and held.stdout.count("invoice_match  buyers") == 2
+    assert "dead_lettered 1" in first.stdout and "done 2" in first.stdout
+    second = flowyard("run", FLOW, *common, "--var", f"invoices={CSV_INBOX}")
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert "review 2" in second.stdout and "done 1" in second.stdout
+    # as the README shows them: the buyers' items after the dead letter 1
+    held = invoke("review", "list", "--queue", "buyers", *common[:2])
+    assert held.returncode == 0, held.stderr
+    assert [line.split()[:4] for line in held.stdout.splitlines()[1:]] == [
+        ["2", "invoice_match", "buyers", "SUP-CAPS:CC-5521"],
+        ["3", "invoice_match", "buyers", "SUP-ACME:INV-A-7795"],
+    ]
+    shown = invoke("review", "show", "2", *common[:2])
+    assert "invoiced qty 50 > received 40 beyond 2 %" in shown.stdout
 
 
 def subprocess_run(script, *args) -> str:
