@@ -725,7 +725,7 @@ def review_close(
 
 # -- approvals and work queues -------------------------------------------------------------------
 def _age(seconds: float) -> str:
-    from engine.work_items import age_text
+    from engine import age_text
 
     return age_text(seconds)
 
@@ -967,10 +967,8 @@ def queue_escalate(
     Every flowyard run escalates its own flow's items at its end; run this from cron for
     items whose flow does not run often.
     """
-    from engine.work_items import escalation_event
-
-    items = _reader(state).escalate(now=_at_option(at), flow=flow)
-    events = [escalation_event(item) for item in items]
+    events: list[dict[str, Any]] = []  # one item_escalated event per item, as listeners get
+    _reader(state).escalate(now=_at_option(at), flow=flow, listeners=[events.append])
 
     def table() -> None:
         for event in events:

@@ -28,7 +28,7 @@ from engine.outcomes import Outcome, RunStatus
 from engine.runner import RunResult
 from engine.scaffold import InitError
 from engine.store import DeadLetter, Pruned, ReviewItem, Run, StateStore, Trace, WorkItem
-from engine.work_items import QueueRow
+from engine.work_items import QueueRow, age_text
 
 __all__ = [
     "CircuitOpen",
@@ -62,6 +62,7 @@ __all__ = [
     "Trace",
     "TransientError",
     "WorkItem",
+    "age_text",
     "default_state",
     "dumps",
 ]
