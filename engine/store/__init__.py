@@ -1,7 +1,8 @@
 """The state store: what a run must remember, behind one declared protocol.
 
 Idempotency keys with request fingerprints and stored responses, source cursors, runs,
-per-record traces, dead letters and review items, the digest of each record that last
+per-record traces, work items (dead letters, review items, approvals) and
+compensations, the digest of each record that last
 went through cleanly (engine/unchanged.py) and per-flow leases. Everything the engine
 persists goes through :class:`StateStore`:
 
@@ -39,9 +40,12 @@ from engine.store.rows import (
 )
 from engine.store.schema import SCHEMA_VERSION
 from engine.store.sqlite import SqliteStore
+from engine.store.work_rows import Compensation, CompensationWrite, WorkItem
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Compensation",
+    "CompensationWrite",
     "Cursor",
     "DeadLetter",
     "DigestWrite",
@@ -59,6 +63,7 @@ __all__ = [
     "SqliteStore",
     "StateStore",
     "Trace",
+    "WorkItem",
     "holder_id",
     "open_store",
 ]
