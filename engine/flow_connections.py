@@ -20,10 +20,10 @@ import jsonschema
 from connectors import Connector, Registry
 from engine import flow_schema
 from engine._sandbox import FlowyardEnvironment
-from engine.flow_schema import did_you_mean
 from engine.flow_templates import OPTION_NAMES, SOURCE_KEY_NAMES
 from engine.load_findings import Built, FlowText, Reporter
 from engine.model import BreakerPolicy, Connection, RetryPolicy, Source
+from engine.suggest import did_you_mean
 from engine.templates import is_template
 from engine.yamlpos import format_path
 

@@ -10,12 +10,13 @@ messages speak of instances and subschemas). Keys are documented in
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonschema
+
+from engine.suggest import did_you_mean
 
 STEP_KINDS = (
     "map",
@@ -648,13 +649,6 @@ _TYPE_WORDS = {
     "array": "a list (- item lines or [a, b])",
     "null": "null",
 }
-
-
-def did_you_mean(word: Any, choices: Any) -> str:
-    """`` (did you mean 'x'?)`` when a close match exists (case aside), else ``""``."""
-    by_lower = {str(c).lower(): str(c) for c in sorted(map(str, choices), reverse=True)}
-    close = difflib.get_close_matches(str(word).lower(), sorted(by_lower), n=1, cutoff=0.6)
-    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
 def describe_value(value: Any) -> str:

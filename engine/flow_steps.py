@@ -22,7 +22,7 @@ from engine._sandbox import FlowyardEnvironment
 from engine.envrefs import ENV_CONTEXT, env_references, references_in_expressions
 from engine.errors import Problem, RecordError
 from engine.flow_connections import ConnectionBuilder, policy
-from engine.flow_schema import did_you_mean, parse_duration
+from engine.flow_schema import parse_duration
 from engine.flow_templates import STEP_NAMES, Compiled, cached
 from engine.load_findings import Built, FlowText, Reporter
 from engine.mapping import CompiledMapping, load_mapping
@@ -46,6 +46,7 @@ from engine.model import (
     ValidateStep,
 )
 from engine.reconcile import tolerance
+from engine.suggest import did_you_mean
 from engine.templates import CONTEXT_NAMES, TemplateProblem, is_template, parse_template
 from engine.validation import compile_validator, load_schema
 from engine.yamlpos import format_path, position

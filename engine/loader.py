@@ -38,13 +38,14 @@ from engine._sandbox import FlowyardEnvironment
 from engine.errors import FlowError, Problem
 from engine.flow_connections import ENV_REF, build_connections, build_source, parse_rate
 from engine.flow_governance import build_labels, build_queues
-from engine.flow_schema import did_you_mean, parse_duration
+from engine.flow_schema import parse_duration
 from engine.flow_steps import build_steps
 from engine.load_findings import Built, Findings, FlowText, Reporter, under
 from engine.model import Connection, Flow
+from engine.suggest import did_you_mean
 from engine.yamlpos import NotUtf8, format_path, load_yaml, read_definition, replaced_by_null
 
-__all__ = ["ENV_REF", "check_flow", "did_you_mean", "load_flow", "parse_duration", "parse_rate"]
+__all__ = ["ENV_REF", "check_flow", "load_flow", "parse_duration", "parse_rate"]
 
 _ANY_DOLLAR_REF = re.compile(r"\$\{[^}]*\}?")
 _FLOW_VALIDATOR = jsonschema.Draft7Validator(flow_schema.SCHEMA)
