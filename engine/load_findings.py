@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from engine._sandbox import FlowyardEnvironment
 from engine.errors import Problem
-from engine.flow_templates import FlowTemplates
+from engine.load_templates import FlowTemplates
 from engine.yamlpos import format_path, key_position, position
 
 T = TypeVar("T")

@@ -15,10 +15,10 @@ This module holds the entry points and the load itself: reading the file, the sc
 pass, and the checks of the whole flow (``${env:NAME}`` references, unused connections,
 vars without a default). The parts are built by builders that are given what they read
 (the flow's text, the registry, the connections) and return what they built with what
-they found (:class:`engine.load_findings.Built`): :mod:`engine.flow_connections`
-(connections and the source), :mod:`engine.flow_steps` (the steps, their mapping and
-schema files) and :mod:`engine.flow_governance` (queues and labels), each checking its
-templates through :mod:`engine.flow_templates`. The loader collects the findings in the
+they found (:class:`engine.load_findings.Built`): :mod:`engine.load_connections`
+(connections and the source), :mod:`engine.load_steps` (the steps, their mapping and
+schema files) and :mod:`engine.load_governance` (queues and labels), each checking its
+templates through :mod:`engine.load_templates`. The loader collects the findings in the
 order the builders ran; none of them imports this module.
 """
 
@@ -36,11 +36,11 @@ from connectors import Registry
 from engine import envrefs, flow_schema
 from engine._sandbox import FlowyardEnvironment
 from engine.errors import FlowError, Problem
-from engine.flow_connections import ENV_REF, build_connections, build_source, parse_rate
-from engine.flow_governance import build_labels, build_queues
 from engine.flow_schema import parse_duration
-from engine.flow_steps import build_steps
+from engine.load_connections import ENV_REF, build_connections, build_source, parse_rate
 from engine.load_findings import Built, Findings, FlowText, Reporter, under
+from engine.load_governance import build_labels, build_queues
+from engine.load_steps import build_steps
 from engine.model import Connection, Flow
 from engine.suggest import did_you_mean
 from engine.yamlpos import NotUtf8, format_path, load_yaml, read_definition, replaced_by_null

@@ -24,10 +24,10 @@ RUN_PATH_BELOW_RUNNER = [
 # the loader and the builders of a flow's parts (docs/architecture.md, the load path)
 LOADER = "engine/loader.py"
 LOAD_PATH_BUILDERS = [
-    "engine/flow_connections.py",
-    "engine/flow_steps.py",
-    "engine/flow_templates.py",
-    "engine/flow_governance.py",
+    "engine/load_connections.py",
+    "engine/load_steps.py",
+    "engine/load_templates.py",
+    "engine/load_governance.py",
     "engine/load_findings.py",
 ]
 STORE = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "engine" / "store").glob("*.py"))

@@ -9,8 +9,8 @@ from typing import Any
 
 from engine._sandbox import FlowyardEnvironment
 from engine.flow_schema import parse_duration
-from engine.flow_templates import STEP_NAMES
 from engine.load_findings import Built, FlowText, Reporter
+from engine.load_templates import STEP_NAMES
 from engine.model import QueuePolicy, Rendered
 
 

@@ -1,4 +1,5 @@
-"""The steps of a flow file: each named, checked and built into its step of the model.
+"""Load time: the steps of a flow file, each named, checked and built into its step of the
+model.
 
 A step has exactly one kind (map, validate, filter, set, route, foreach, send, enrich,
 fail, review, reconcile); route branches and a foreach hold steps of their own, built the
@@ -21,10 +22,10 @@ from engine import flow_schema, packaged
 from engine._sandbox import FlowyardEnvironment
 from engine.envrefs import ENV_CONTEXT, env_references, references_in_expressions
 from engine.errors import Problem, RecordError
-from engine.flow_connections import ConnectionBuilder, policy
 from engine.flow_schema import parse_duration
-from engine.flow_templates import STEP_NAMES, Compiled, cached
+from engine.load_connections import ConnectionBuilder, policy
 from engine.load_findings import Built, FlowText, Reporter
+from engine.load_templates import STEP_NAMES, Compiled, cached
 from engine.mapping import CompiledMapping, load_mapping
 from engine.model import (
     Amount,

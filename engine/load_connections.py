@@ -1,4 +1,5 @@
-"""The connections and the source of a flow file: connectors resolved, options checked.
+"""Load time: the connections and the source of a flow file, connectors resolved, options
+checked.
 
 A connection names a connector and its options; the source and each send or enrich step
 go through one, by name (the source may also name a connector and take its defaults).
@@ -20,8 +21,8 @@ import jsonschema
 from connectors import Connector, Registry
 from engine import flow_schema
 from engine._sandbox import FlowyardEnvironment
-from engine.flow_templates import OPTION_NAMES, SOURCE_KEY_NAMES
 from engine.load_findings import Built, FlowText, Reporter
+from engine.load_templates import OPTION_NAMES, SOURCE_KEY_NAMES
 from engine.model import BreakerPolicy, Connection, RetryPolicy, Source
 from engine.suggest import did_you_mean
 from engine.templates import is_template
