@@ -2,7 +2,8 @@
 
 Idempotency keys with request fingerprints and stored responses, source cursors, runs,
 per-record traces, dead letters and review items, the digest of each record that last
-went through cleanly (engine/unchanged.py) and per-flow leases. Everything the engine
+went through cleanly (engine/unchanged.py), per-flow leases, the inbox of events pushed to
+flowyard and the slot each scheduled flow last ran for (engine/serve/). Everything the engine
 persists goes through :class:`StateStore`:
 
 - ``protocol.py``: :class:`StateStore`, the interface, with what every store promises;
@@ -24,6 +25,9 @@ from engine.store.rows import (
     Cursor,
     DeadLetter,
     DigestWrite,
+    InboxAdded,
+    InboxEntry,
+    InboxEvent,
     KeyState,
     KeyWrite,
     Lease,
@@ -33,6 +37,7 @@ from engine.store.rows import (
     RecordDigest,
     ReviewItem,
     Run,
+    ScheduleState,
     SendState,
     Trace,
     holder_id,
@@ -45,6 +50,9 @@ __all__ = [
     "Cursor",
     "DeadLetter",
     "DigestWrite",
+    "InboxAdded",
+    "InboxEntry",
+    "InboxEvent",
     "KeyState",
     "KeyWrite",
     "Lease",
@@ -55,6 +63,7 @@ __all__ = [
     "RecordDigest",
     "ReviewItem",
     "Run",
+    "ScheduleState",
     "SendState",
     "SqliteStore",
     "StateStore",

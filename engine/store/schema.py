@@ -4,9 +4,11 @@
 ``kind`` of row in ``dead_letters``, with a queue, figures and a person's decision) and
 the record as the source delivered it; version 3 the vars a run was given (a replay reuses
 them) and the source record each idempotency key belongs to (a record seen again keeps its
-keys alive). An older file is brought up to date in place when it is opened for writing:
-columns and indexes are added, nothing is rewritten. Opened read-only (a dry run), it is
-read as it is.
+keys alive); version 4 the inbox of events pushed to flowyard (webhooks, engine/serve/),
+each kept once per event id and claimed by the process that takes it through its flow, and
+the slot each scheduled flow last ran for. An older file is brought up to date in place
+when it is opened for writing: tables, columns and indexes are added, nothing is
+rewritten. Opened read-only (a dry run), it is read as it is.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from engine.errors import StateError
 from engine.store.faults import Connection
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
@@ -48,6 +50,14 @@ CREATE TABLE IF NOT EXISTS record_digests (
 CREATE TABLE IF NOT EXISTS leases (
     flow TEXT PRIMARY KEY, holder TEXT NOT NULL, pid INTEGER, host TEXT,
     acquired_at REAL NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY, flow TEXT NOT NULL, event_id TEXT NOT NULL, topic TEXT,
+    scheme TEXT, headers TEXT, body BLOB NOT NULL, received_at REAL NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 1, status TEXT NOT NULL DEFAULT 'pending',
+    claimed_by TEXT, claim_pid INTEGER, claim_host TEXT, claim_expires REAL,
+    done_at REAL, run_id TEXT, UNIQUE (flow, event_id));
+CREATE TABLE IF NOT EXISTS schedules (
+    flow TEXT PRIMARY KEY, last_due REAL NOT NULL, holder TEXT, claimed_at REAL NOT NULL);
 """
 
 # Columns added to ``dead_letters`` in schema version 2 (an older file gets them in place):
@@ -72,6 +82,9 @@ ADDED_INDEXES = {
     "items_kind": "CREATE INDEX IF NOT EXISTS items_kind "
     "ON dead_letters (kind, status, flow, queue)",
     "keys_source": "CREATE INDEX IF NOT EXISTS keys_source ON keys (flow, source_key)",
+    # version 4: the pending events of a flow's inbox, oldest first (tables new in a version
+    # are made by create(), which runs on every open for writing)
+    "inbox_pending": "CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (flow, status, id)",
 }
 
 

@@ -28,6 +28,9 @@ from engine.store.faults import Connection, check_state_file, state_error
 from engine.store.rows import (
     Cursor,
     DeadLetter,
+    InboxAdded,
+    InboxEntry,
+    InboxEvent,
     KeyState,
     KeyWrite,
     Lease,
@@ -37,7 +40,9 @@ from engine.store.rows import (
     RecordDigest,
     ReviewItem,
     Run,
+    ScheduleState,
     Trace,
+    process_gone,
 )
 
 if TYPE_CHECKING:
@@ -258,6 +263,8 @@ class SqliteStore:
                     "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
                     (flow, dumps(progress.cursor), now),
                 )
+            if progress.inbox_done:
+                self._inbox_done(conn, flow, progress, now)
         return ids
 
     @staticmethod
@@ -658,3 +665,157 @@ class SqliteStore:
         with self._lock:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return pruned
+
+    # -- the inbox (engine/serve/) ---------------------------------------------------------------
+    _INBOX_COLUMNS = (
+        "id, flow, event_id, topic, scheme, headers, body, received_at, deliveries, status, "
+        "run_id, done_at"
+    )
+
+    @staticmethod
+    def _inbox_entry(row: Sequence[Any]) -> InboxEntry:
+        body = row[6]
+        return InboxEntry(
+            id=row[0],
+            flow=row[1],
+            event_id=row[2],
+            topic=row[3],
+            scheme=row[4],
+            headers=loads(row[5]) or {},
+            body=bytes(body) if not isinstance(body, str) else body.encode("utf-8"),
+            received_at=row[7],
+            deliveries=row[8],
+            status=row[9],
+            run_id=row[10],
+            done_at=row[11],
+        )
+
+    @staticmethod
+    def _inbox_done(conn: Connection, flow: str, progress: Progress, now: float) -> None:
+        conn.executemany(
+            "UPDATE inbox SET status = 'done', done_at = ?, run_id = ?, claimed_by = NULL, "
+            "claim_expires = NULL WHERE id = ? AND flow = ?",
+            [(now, progress.run_id, id, flow) for id in progress.inbox_done],
+        )
+
+    def add_to_inbox(self, events: Sequence[tuple[str, InboxEvent]]) -> list[InboxAdded]:
+        if not events:
+            return []
+        now = time.time()
+        added: list[InboxAdded] = []
+        with self.transaction() as conn:
+            for flow, e in events:
+                # a duplicate delivery counts; the event kept is the first one's
+                row = conn.fetchone(
+                    "INSERT INTO inbox (flow, event_id, topic, scheme, headers, body, "
+                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (flow, event_id) "
+                    "DO UPDATE SET deliveries = deliveries + 1 RETURNING id, deliveries",
+                    (
+                        flow,
+                        e.event_id,
+                        e.topic,
+                        e.scheme,
+                        dumps(e.headers),
+                        e.body,
+                        e.received_at or now,
+                    ),
+                )
+                assert row is not None  # an upsert with RETURNING always returns its row
+                added.append(InboxAdded(int(row[0]), row[1] == 1, int(row[1])))
+        return added
+
+    def claim_inbox(self, flow: str, holder: str, limit: int, ttl: float) -> list[InboxEntry]:
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE inbox SET claim_expires = ? WHERE flow = ? AND status = 'pending' "
+                "AND claimed_by = ?",
+                (now + ttl, flow, holder),
+            )
+            others = conn.fetchall(
+                "SELECT DISTINCT claim_host, claim_pid FROM inbox WHERE flow = ? AND "
+                "status = 'pending' AND claimed_by IS NOT NULL AND claimed_by != ? AND "
+                "claim_expires >= ?",
+                (flow, holder, now),
+            )
+            for host, pid in others:
+                if process_gone(host, pid):
+                    conn.execute(
+                        "UPDATE inbox SET claimed_by = NULL, claim_expires = NULL WHERE "
+                        "flow = ? AND status = 'pending' AND claim_host = ? AND claim_pid = ?",
+                        (flow, host, pid),
+                    )
+            if limit <= 0:
+                return []
+            rows = conn.fetchall(
+                f"UPDATE inbox SET claimed_by = ?, claim_pid = ?, claim_host = ?, "
+                f"claim_expires = ? WHERE id IN (SELECT id FROM inbox WHERE flow = ? AND "
+                f"status = 'pending' AND (claimed_by IS NULL OR claim_expires < ?) "
+                f"ORDER BY id LIMIT ?) RETURNING {self._INBOX_COLUMNS}",
+                (holder, os.getpid(), socket.gethostname(), now + ttl, flow, now, limit),
+            )
+        return sorted((self._inbox_entry(r) for r in rows), key=lambda e: e.id)
+
+    def release_inbox(self, flow: str, holder: str) -> int:
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE inbox SET claimed_by = NULL, claim_expires = NULL WHERE flow = ? AND "
+                "status = 'pending' AND claimed_by = ?",
+                (flow, holder),
+            ).rowcount
+
+    def inbox_depth(self, flow: str | None = None) -> dict[str, int]:
+        where, params = ("AND flow = ?", (flow,)) if flow else ("", ())
+        with self._lock:
+            rows = self._conn.fetchall(
+                f"SELECT flow, COUNT(*) FROM inbox WHERE status = 'pending' {where} GROUP BY flow",
+                params,
+            )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def inbox_events(
+        self, flow: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[InboxEntry]:
+        clauses, params = ["1"], []
+        if flow:
+            clauses.append("flow = ?")
+            params.append(flow)
+        if status:
+            clauses.append("status = ?")
+            params.append(status)
+        with self._lock:
+            rows = self._conn.fetchall(
+                f"SELECT {self._INBOX_COLUMNS} FROM inbox WHERE {' AND '.join(clauses)} "
+                f"ORDER BY id LIMIT {int(limit)}",
+                tuple(params),
+            )
+        return [self._inbox_entry(r) for r in rows]
+
+    def prune_inbox(self, older_than_s: float, flow: str | None = None) -> int:
+        cutoff = time.time() - older_than_s
+        extra, params = ("AND flow = ?", (cutoff, flow)) if flow else ("", (cutoff,))
+        with self.transaction() as conn:
+            return conn.execute(
+                f"DELETE FROM inbox WHERE status = 'done' AND received_at < ? {extra}", params
+            ).rowcount
+
+    # -- schedules -------------------------------------------------------------------------------
+    def claim_schedule(self, flow: str, due: float, holder: str) -> bool:
+        with self.transaction() as conn:
+            return (
+                conn.execute(
+                    "INSERT INTO schedules (flow, last_due, holder, claimed_at) VALUES "
+                    "(?, ?, ?, ?) ON CONFLICT (flow) DO UPDATE SET last_due = excluded.last_due, "
+                    "holder = excluded.holder, claimed_at = excluded.claimed_at "
+                    "WHERE schedules.last_due < excluded.last_due",
+                    (flow, due, holder, time.time()),
+                ).rowcount
+                == 1
+            )
+
+    def schedule_state(self, flow: str) -> ScheduleState | None:
+        with self._lock:
+            row = self._conn.fetchone(
+                "SELECT flow, last_due, holder, claimed_at FROM schedules WHERE flow = ?", (flow,)
+            )
+        return None if row is None else ScheduleState(*row)
