@@ -532,3 +532,32 @@ class StoreContract:
             assert state is not None and (state.last_due, state.holder) == (120.0, "a")
             assert b.claim_schedule(FLOW, 180.0, "b") is True
             assert a.claim_schedule("another_flow", 120.0, "a") is True
+
+    # -- monitoring -------------------------------------------------------------------------------
+    def test_flow_health_counts_open_items_pending_events_and_last_runs(
+        self, store: StateStore
+    ) -> None:
+        assert store.flow_health() == []
+        store.start_run("run-1", FLOW)
+        store.finish_run("run-1", "dead_lettered", {}, 1)
+        time.sleep(0.01)
+        store.start_run("run-2", FLOW)
+        store.finish_run("run-2", "failed", {}, 3)
+        store.commit_progress(
+            FLOW,
+            Progress("run-1", items=[_letter("1"), _letter("2"), _review("3"), _review("4", "x")]),
+        )
+        store.add_to_inbox([("hooked", InboxEvent("ev-1", b"{}"))])
+        health = {h.flow: h for h in store.flow_health()}
+        assert set(health) == {FLOW, "hooked"}
+        mine = health[FLOW]
+        assert (mine.dead_letters_open, mine.reviews_open, mine.inbox_pending) == (
+            2,
+            {"finance": 1, "x": 1},
+            0,
+        )
+        first, second = store.get_run("run-1"), store.get_run("run-2")
+        assert first is not None and second is not None
+        assert (mine.last_run_at, mine.last_status) == (second.started_at, "failed")
+        assert mine.last_success_at == first.ended_at  # dead-lettered: it ran to its end
+        assert health["hooked"].inbox_pending == 1 and health["hooked"].last_run_at is None

@@ -15,6 +15,7 @@ from engine.store.protocol import StateStore
 from engine.store.rows import (
     Cursor,
     DeadLetter,
+    FlowHealth,
     InboxAdded,
     InboxEntry,
     InboxEvent,
@@ -110,6 +111,9 @@ class NullStore:
 
     def schedule_state(self, flow: str) -> ScheduleState | None:
         return self.reads_from.schedule_state(flow) if self.reads_from else None
+
+    def flow_health(self) -> list[FlowHealth]:
+        return self.reads_from.flow_health() if self.reads_from else []
 
     # -- what only a writing run has ---------------------------------------------------------------
     def record_digest(self, flow: str, record_key: str) -> RecordDigest | None:

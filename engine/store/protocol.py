@@ -27,6 +27,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 from engine.store.rows import (
     Cursor,
     DeadLetter,
+    FlowHealth,
     InboxAdded,
     InboxEntry,
     InboxEvent,
@@ -271,4 +272,10 @@ class StateStore(Protocol):
 
     def schedule_state(self, flow: str) -> ScheduleState | None:
         """The flow's last claimed slot, or None before its first."""
+        ...
+
+    # -- monitoring -------------------------------------------------------------------------------
+    def flow_health(self) -> list[FlowHealth]:
+        """Per flow that has any: open dead letters and review items, pending inbox events,
+        its last run and its last completed run; by flow name."""
         ...

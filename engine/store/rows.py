@@ -376,3 +376,18 @@ class ScheduleState:
     last_due: float
     holder: str | None
     claimed_at: float
+
+
+@dataclass(slots=True)
+class FlowHealth:
+    """What monitoring asks of one flow (``/metrics``, alerts): open items, pending events,
+    and its last run and last completed run (ended with every record final: ok, some
+    dead-lettered or some held for review)."""
+
+    flow: str
+    dead_letters_open: int = 0
+    reviews_open: dict[str, int] = field(default_factory=dict)  # by queue
+    inbox_pending: int = 0
+    last_run_at: float | None = None
+    last_status: str | None = None
+    last_success_at: float | None = None

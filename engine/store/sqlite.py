@@ -28,6 +28,7 @@ from engine.store.faults import Connection, check_state_file, state_error
 from engine.store.rows import (
     Cursor,
     DeadLetter,
+    FlowHealth,
     InboxAdded,
     InboxEntry,
     InboxEvent,
@@ -819,3 +820,40 @@ class SqliteStore:
                 "SELECT flow, last_due, holder, claimed_at FROM schedules WHERE flow = ?", (flow,)
             )
         return None if row is None else ScheduleState(*row)
+
+    # -- monitoring ------------------------------------------------------------------------------
+    def flow_health(self) -> list[FlowHealth]:
+        found: dict[str, FlowHealth] = {}
+
+        def of(flow: str) -> FlowHealth:
+            return found.setdefault(flow, FlowHealth(flow))
+
+        kind_queue = "kind, queue" if self._has_kinds else "'dead_letter', NULL"
+        with self._lock:
+            items = self._conn.fetchall(
+                f"SELECT flow, {kind_queue}, COUNT(*) FROM dead_letters "
+                "WHERE status = 'open' GROUP BY 1, 2, 3"
+            )
+            pending = self._conn.fetchall(
+                "SELECT flow, COUNT(*) FROM inbox WHERE status = 'pending' GROUP BY flow"
+            )
+            last = self._conn.fetchall(
+                "SELECT flow, started_at, status FROM runs r WHERE started_at = "
+                "(SELECT MAX(started_at) FROM runs WHERE flow = r.flow)"
+            )
+            done = self._conn.fetchall(
+                "SELECT flow, MAX(ended_at) FROM runs WHERE status IN ('ok', 'dead_lettered', "
+                "'review') GROUP BY flow"
+            )
+        for flow, kind, queue, n in items:
+            if kind == "review":
+                of(flow).reviews_open[queue or "review"] = int(n)
+            else:
+                of(flow).dead_letters_open += int(n)
+        for flow, n in pending:
+            of(flow).inbox_pending = int(n)
+        for flow, started, status in last:
+            of(flow).last_run_at, of(flow).last_status = started, status
+        for flow, ended in done:
+            of(flow).last_success_at = ended
+        return [found[name] for name in sorted(found)]
