@@ -27,6 +27,8 @@ from engine.model import Flow
 from engine.outcomes import Outcome, RunStatus
 from engine.runner import RunResult
 from engine.scaffold import InitError
+from engine.serve.intake import IntakeAnswer
+from engine.serve.options import EmailSettings, ServeOptions
 from engine.store import DeadLetter, Pruned, ReviewItem, Run, StateStore, Trace
 
 __all__ = [
@@ -34,11 +36,13 @@ __all__ = [
     "ConflictError",
     "ConnectorError",
     "DeadLetter",
+    "EmailSettings",
     "Engine",
     "Flow",
     "FlowError",
     "FlowyardError",
     "InitError",
+    "IntakeAnswer",
     "LockHeld",
     "MappingError",
     "Outcome",
@@ -53,6 +57,7 @@ __all__ = [
     "RunError",
     "RunResult",
     "RunStatus",
+    "ServeOptions",
     "SourceUnavailable",
     "StateError",
     "StateStore",

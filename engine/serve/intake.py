@@ -26,11 +26,9 @@ from typing import Any
 from engine.context import render_options
 from engine.envrefs import resolve
 from engine.model import Flow, Webhook
+from engine.serve.options import DEFAULT_MAX_DEPTH, RETRY_AFTER
 from engine.serve.signatures import SignatureError, lower_headers, verify
 from engine.store import InboxAdded, InboxEvent, StateStore
-
-DEFAULT_MAX_DEPTH = 10_000  # pending events per flow before 503
-RETRY_AFTER = 5  # seconds, told to a platform the inbox is too full for
 
 
 @dataclass

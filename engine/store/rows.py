@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -358,11 +359,12 @@ class InboxEntry:
     def arrival(self) -> dict[str, Any]:
         """The facts of its arrival a trace shows (never the body or the headers' values
         beyond the platform's own ids)."""
+        received = datetime.fromtimestamp(self.received_at, UTC)
         return {
             "event_id": self.event_id,
             "topic": self.topic,
             "scheme": self.scheme,
-            "received_at": self.received_at,
+            "received_at": received.isoformat(timespec="milliseconds"),
             "deliveries": self.deliveries,
         }
 
