@@ -1,7 +1,9 @@
 """Schedules: run flows on their ``schedule:`` from ``flowyard serve``.
 
-Due times come from croniter, in the schedule's time zone (a slot that a daylight-saving
-change skips is skipped; one it repeats runs once). Two promises:
+Due times come from croniter, in the schedule's time zone. When clocks go forward, a slot
+in the skipped hour runs when the clock jumps (as cron does); when they go back, a
+wall-clock time that comes again is not due again (so a flow due every minute pauses for
+the repeated hour; the default zone, UTC, has no such changes). Two promises:
 
 - **One run per slot, whichever process.** Each due time is a slot; a process runs the
   flow for a slot only when it claims the slot in the state first
@@ -73,9 +75,16 @@ def parse_clock(text: str) -> ScaledClock:
 
 
 def next_due(schedule: Schedule, after: float) -> float:
-    """The first due time strictly after ``after`` (epoch seconds)."""
+    """The first due time strictly after ``after`` (epoch seconds) whose wall-clock time in
+    the schedule's zone is later than ``after``'s: when clocks go back, a wall-clock time
+    that comes again is not due again."""
     zone = ZoneInfo(schedule.timezone)
-    return float(croniter(schedule.cron, datetime.fromtimestamp(after, zone)).get_next(float))
+    start = datetime.fromtimestamp(after, zone)
+    times = croniter(schedule.cron, start)
+    while True:
+        due: datetime = times.get_next(datetime)
+        if due.replace(tzinfo=None) > start.replace(tzinfo=None):
+            return due.timestamp()
 
 
 def last_due(schedule: Schedule, at: float) -> float:
