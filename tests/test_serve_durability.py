@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import collections
 import random
+import subprocess
+import sys
 import threading
 import time
 from contextlib import closing
 
 import pytest
 
-from engine.store import SqliteStore
+from engine.store import InboxEvent, SqliteStore
 from tests.conftest import write_flow
 from tests.support.serving import Serving
 from tests.support.target import RemoteTarget, read_applied, spawn_target, stop_target
@@ -136,3 +138,32 @@ def test_every_acknowledged_event_is_applied_once_across_ten_sigkills(tmp_path, 
         if srv.proc is not None and srv.proc.poll() is None:
             srv.kill()
         stop_target(erp_proc)
+
+
+def _count_elsewhere(state) -> int:
+    """The inbox's events as another process sees them (its one connection then closed)."""
+    code = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+    code += "print(c.execute('SELECT count(*) FROM inbox').fetchone()[0]); c.close()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(state)], capture_output=True, text=True, check=True
+    )
+    return int(done.stdout)
+
+
+def test_a_store_opened_beside_another_in_one_process_leaves_the_commits_durable(tmp_path):
+    # flowyard serve keeps one store open and each run opens another on the same file;
+    # reading the file's header for that must not drop the process's locks, or another
+    # process (flowyard trace, a scrape) closing its connection deletes the write-ahead
+    # log under serve, and what serve commits afterwards is gone
+    state = tmp_path / "state.db"
+
+    def event(n: int) -> InboxEvent:
+        return InboxEvent(f"ev-{n}", b"{}", "orders/create", "shopify", {}, 1.0)
+
+    with closing(SqliteStore(state)) as serving:
+        serving.add_to_inbox([("shop_orders", event(1))])
+        SqliteStore(state).close()  # a run's store, opened and closed
+        assert _count_elsewhere(state) == 1
+        serving.add_to_inbox([("shop_orders", event(2))])
+        assert _count_elsewhere(state) == 2
+        assert (tmp_path / "state.db-wal").exists()

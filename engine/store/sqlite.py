@@ -90,6 +90,32 @@ def _key_row(flow: str, w: KeyWrite, now: float) -> tuple[Any, ...]:
     )
 
 
+# How many stores this process holds open on each state file (by real path). Closing any
+# file descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+# included: reading the header of a file a store here has open (another store opening it)
+# would let a process that closes its own last connection to the file believe no one else
+# uses it, and delete the write-ahead log under this one, its later commits with it.
+_open_here: dict[str, int] = {}
+_open_here_lock = threading.Lock()
+
+
+def _opening(path: Path) -> str:
+    """Count a store opening ``path``; the header is checked only when none is open here."""
+    key = os.path.realpath(path)
+    with _open_here_lock:
+        if not _open_here.get(key):
+            check_state_file(path)
+        _open_here[key] = _open_here.get(key, 0) + 1
+    return key
+
+
+def _closed(key: str) -> None:
+    with _open_here_lock:
+        _open_here[key] -= 1
+        if not _open_here[key]:
+            del _open_here[key]
+
+
 class SqliteStore:
     """The SQLite :class:`~engine.store.protocol.StateStore`. Thread-safe: one connection
     guarded by a lock.
@@ -106,7 +132,7 @@ class SqliteStore:
         self.path = Path(path)
         self.readonly = readonly
         self._lock = threading.RLock()
-        check_state_file(self.path)
+        self._open_key = _opening(self.path)
         try:
             if readonly:
                 raw = sqlite3.connect(
@@ -115,6 +141,7 @@ class SqliteStore:
             else:
                 raw = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         except sqlite3.Error as exc:
+            _closed(self._open_key)
             raise state_error(exc, self.path) from None
         raw.isolation_level = None  # explicit transactions only
         self._conn = conn = Connection(raw, self.path)
@@ -134,6 +161,7 @@ class SqliteStore:
             self._has_vars = "vars" in schema.columns(conn, "runs")
         except BaseException:
             raw.close()
+            _closed(self._open_key)
             raise
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -141,7 +169,10 @@ class SqliteStore:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._conn.close()
+                try:
+                    self._conn.close()
+                finally:
+                    _closed(self._open_key)
 
     def __enter__(self) -> Self:
         return self
