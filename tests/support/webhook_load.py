@@ -16,18 +16,19 @@ it when the process may (root, apt-get present) and says what it did.
 
 from __future__ import annotations
 
-import asyncio
+import http.client
 import json
 import os
+import queue
 import random
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
+from urllib.parse import urlsplit
 
 from engine.serve.signatures import sign
 
@@ -257,28 +258,42 @@ def answer_statuses(workdir: Path) -> dict[str, int]:
 
 
 def send_paced(
-    url: str, deliveries: list[Delivery], *, rate: float, timeout: float = 10.0
+    url: str, deliveries: list[Delivery], *, rate: float, senders: int = 16, timeout: float = 10.0
 ) -> list[tuple[str, int, float, float]]:
-    """Send the deliveries at a steady ``rate`` per second (an open loop: each starts on its
-    own time, however long the ones before it take); returns ``(event id, status, sent
-    at, answered at)`` per delivery, wall-clock seconds, status 0 when no answer came."""
+    """Send the deliveries at a steady ``rate`` per second: each is due at its own time
+    (an open loop: a slow answer does not hold back the next delivery, up to ``senders``
+    in flight, each sender a thread with a kept-alive connection). Returns ``(event id,
+    status, sent at, answered at)`` per delivery in wall-clock seconds, status 0 when no
+    answer came."""
+    parts = urlsplit(url)
+    due: queue.Queue[tuple[int, Delivery] | None] = queue.Queue()
+    answers: list[tuple[str, int, float, float] | None] = [None] * len(deliveries)
 
-    async def main() -> list[tuple[str, int, float, float]]:
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
+    def sender() -> None:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        while (item := due.get()) is not None:
+            n, d = item
+            sent = time.time()
+            try:
+                conn.request("POST", parts.path, body=d.body, headers=d.headers)
+                answer = conn.getresponse()
+                answer.read()
+                answers[n] = (d.event_id, answer.status, sent, time.time())
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+                answers[n] = (d.event_id, 0, sent, time.time())
+        conn.close()
 
-            async def one(d: Delivery, at: float) -> tuple[str, int, float, float]:
-                await asyncio.sleep(max(0.0, at - time.monotonic()))
-                sent = time.time()
-                try:
-                    r = await client.post(url, content=d.body, headers=d.headers)
-                except httpx.HTTPError:
-                    return d.event_id, 0, sent, time.time()
-                return d.event_id, r.status_code, sent, time.time()
-
-            start = time.monotonic() + 0.2
-            return await asyncio.gather(
-                *(one(d, start + i / rate) for i, d in enumerate(deliveries))
-            )
-
-    return asyncio.run(main())
+    threads = [threading.Thread(target=sender, daemon=True) for _ in range(senders)]
+    for t in threads:
+        t.start()
+    start = time.monotonic() + 0.1
+    for n, d in enumerate(deliveries):
+        time.sleep(max(0.0, start + n / rate - time.monotonic()))
+        due.put((n, d))
+    for _ in threads:
+        due.put(None)
+    for t in threads:
+        t.join()
+    return [a for a in answers if a is not None]
