@@ -186,6 +186,51 @@ def wait_processed(state: Path, total: int, timeout: float) -> float:
     raise SystemExit(f"not every event was processed within {timeout:.0f} s: {inbox_counts(state)}")
 
 
+def profile_summary(raw: Path, top: int = 20) -> dict[str, Any]:
+    """What a py-spy profile (``--format raw --threads --gil``: folded stacks of the thread
+    holding the GIL, with a count per line) says: the share of samples each part of the
+    process held the GIL for (HTTP intake, the inbox writer, the flow's processing), the
+    functions they were in (``self``: the innermost frame), and the share of the frames of
+    the serve path and its libraries (``inclusive``: a function and what it called)."""
+    parts: dict[str, int] = {}
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")[1:]]
+        if not frames or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        joined = ";".join(frames)
+        part = (
+            "inbox writer"
+            if "InboxWriter._loop" in joined
+            else "flow processing (runner, lanes, sends)"
+            if "Lanes._lane" in joined or "Service._process" in joined
+            else "HTTP intake (uvicorn, starlette, intake)"
+            if "uvicorn" in joined
+            else "other"
+        )
+        parts[part] = parts.get(part, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            if re.search(r"\((engine|connectors)/|h11|starlette/r|httpx/_client|sqlite", frame):
+                inclusive[frame] = inclusive.get(frame, 0) + n
+
+    def ranked(counts: dict[str, int]) -> list[tuple[str, float]]:
+        best = sorted(counts.items(), key=lambda i: -i[1])[:top]
+        return [(name, round(n / total, 3)) for name, n in best]
+
+    return {
+        "samples_holding_the_gil": total,
+        "parts": dict(ranked(parts)),
+        "self": ranked(own),
+        "inclusive": ranked(inclusive),
+    }
+
+
 def intake(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     wrk, how = ensure_wrk()
     if wrk is None:
@@ -201,8 +246,20 @@ def intake(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         work.mkdir()
         erp, erp_url = spawn_target(work / "erp-state")
         srv = serving(work, erp_url, args.concurrency)
+        result: dict[str, Any] = {}
         try:
             srv.start()
+            profiler = None
+            if args.profile and rep == 0:
+                assert srv.proc is not None
+                profiler = subprocess.Popen(
+                    [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw"]
+                    + ["--threads", "--gil", "--rate", "200", "--nonblocking"]
+                    + ["--duration", str(args.seconds - 1), "--pid", str(srv.proc.pid)]
+                    + ["--output", str(args.profile)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             done = subprocess.run(
                 [wrk, "-t", str(args.threads), "-c", str(args.connections)]
                 + ["-d", f"{args.seconds}s", "--timeout", "10s", "-s", str(script)]
@@ -211,10 +268,14 @@ def intake(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 text=True,
                 check=True,
             )
+            if profiler is not None:
+                profiler.wait(60)
+                result["profile"] = profile_summary(args.profile)
+                result["profile"]["samples_asked"] = 200 * (args.seconds - 1)
             found = re.search(r"^BENCH (.*)$", done.stdout, re.M)
             if found is None:
                 raise SystemExit(f"wrk printed no result:\n{done.stdout}\n{done.stderr}")
-            result = json.loads(found.group(1))
+            result = {**result, **json.loads(found.group(1))}
             kept = inbox_counts(srv.state)
             result["kept_in_inbox"] = sum(kept.values())
             result["processed_when_load_ended"] = kept.get("done", 0)
@@ -319,6 +380,13 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=4000,
         help="deliveries made per second of --seconds (more than can be sent)",
+    )
+    i.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="sample the serve process with py-spy during the first run (the thread "
+        "holding the GIL; folded stacks to FILE) and add a summary to the report",
     )
     e = sub.add_parser("e2e", help="acknowledgement to target apply at a steady rate")
     e.add_argument("--rate", type=float, default=200.0, help="events per second")
