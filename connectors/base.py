@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeGuard
 
 
 @dataclass(slots=True)
@@ -90,7 +90,7 @@ class Check:
     detail: str = ""
 
 
-def is_template(value: Any) -> bool:
+def is_template(value: Any) -> TypeGuard[str]:
     """Whether an option value, as written in a flow, is a template the engine renders."""
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
@@ -149,6 +149,7 @@ class Connector:
         """(secrets, listeners), made on first use, so that a subclass whose
         ``__init__`` forgot ``super().__init__`` still works; seeded with the values
         of ``secret_options``."""
+        state: tuple[list[str], list[Callable[[str], None]]] | None
         state = self.__dict__.get("_secret_state_")
         if state is None:
             options = getattr(self, "options", None) or {}

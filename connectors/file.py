@@ -44,6 +44,8 @@ _EXTENSIONS = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json", ".csv":
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _MISSING = object()
+# a lookup file's rows by the values of the matched columns
+_Index = dict[tuple[str, ...], list[dict[str, Any]]]
 
 _FORMAT_SCHEMA = {
     "type": "string",
@@ -385,9 +387,11 @@ class _LookupCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # (path, format, encoding, delimiter, columns) -> (file stamp, index or problem)
-        self._indexes: dict[tuple, tuple[tuple, dict[tuple, list[dict]] | str]] = {}
+        self._indexes: dict[tuple[Any, ...], tuple[tuple[int, int, int], _Index | str]] = {}
 
-    def find(self, connector: FileConnector, path: Path, fmt: str, options: Mapping) -> Response:
+    def find(
+        self, connector: FileConnector, path: Path, fmt: str, options: Mapping[str, Any]
+    ) -> Response:
         match = options["match"]
         columns = tuple(match)
         encoding = options.get("encoding", "utf-8")
@@ -414,9 +418,9 @@ class _LookupCache:
 
 def _index(
     path: Path, fmt: str, encoding: str, delimiter: str, columns: tuple[str, ...]
-) -> dict[tuple, list[dict]] | str:
+) -> _Index | str:
     """The rows of ``path`` by their values in ``columns``, or why the file cannot be used."""
-    index: dict[tuple, list[dict]] = {}
+    index: _Index = {}
     seen: set[str] = set()
     try:
         with open(path, "rb") as handle:
@@ -496,7 +500,13 @@ def _read_csv(handle: io.BufferedReader, encoding: str, delimiter: str) -> Itera
             consumed.append((number, text))
             yield text
 
-    reader = csv.DictReader(lines(), delimiter=delimiter, restkey=_MISSING, restval=_MISSING)
+    # _MISSING marks a short or long row: a sentinel no cell can equal (the stubs want a str)
+    reader = csv.DictReader(
+        lines(),
+        delimiter=delimiter,
+        restkey=_MISSING,  # type: ignore[call-overload]
+        restval=_MISSING,
+    )
     fields: list[str] | None = None
     while True:
         consumed.clear()
@@ -535,12 +545,12 @@ def _grouped(rows: Iterator[Item], column: str) -> Iterator[Item]:
     broken: list[Item] = []  # unreadable rows since the last good row
     spoiled: list[Item] = []  # unreadable rows that spoil the group being built
 
-    def finish() -> Item:
+    def finish(group: Item) -> Item:
         if not spoiled:
             return group
         lines = ", ".join(str(bad.line) for bad in spoiled)
         raw = "\n".join(bad.raw or "" for bad in spoiled)
-        reasons = "; ".join(bad.error for bad in spoiled)
+        reasons = "; ".join(bad.error or "" for bad in spoiled)
         value = group.data[column]
         return Item(
             error=f"{column} {value!r} (rows from line {group.line}) is not read: "
@@ -562,13 +572,13 @@ def _grouped(rows: Iterator[Item], column: str) -> Iterator[Item]:
         else:
             if group is not None:
                 spoiled.extend(broken)
-                yield finish()
+                yield finish(group)
             group, spoiled = Item(data={column: value, "rows": [item.data]}, line=item.line), []
             spoiled.extend(broken)
         broken = []
     if group is not None:
         spoiled.extend(broken)
-        yield finish()
+        yield finish(group)
     elif broken:  # no readable row at all
         yield from broken
 
@@ -578,11 +588,17 @@ def _csv_error(message: str, consumed: list[tuple[int, str]]) -> Item:
     return Item(error=message, raw=_printable(raw), line=consumed[0][0] if consumed else None)
 
 
+def _after_space(text: str, pos: int) -> int:
+    """Where the whitespace from ``pos`` on ends."""
+    match = _WHITESPACE.match(text, pos)  # matches, if only the empty string
+    return match.end() if match else pos
+
+
 def _read_json_array(text: str) -> Iterator[Item]:
     """Elements of a top-level array one by one, with the line each starts on."""
     decoder = json.JSONDecoder(parse_float=Decimal)
     text = text.removeprefix("\ufeff")
-    pos = _WHITESPACE.match(text, 0).end()
+    pos = _after_space(text, 0)
     line, counted = 1, 0
 
     def line_at(index: int) -> int:
@@ -599,7 +615,7 @@ def _read_json_array(text: str) -> Iterator[Item]:
             return
         yield Item(data=value, line=line_at(pos))
         return
-    pos = _WHITESPACE.match(text, pos + 1).end()
+    pos = _after_space(text, pos + 1)
     if text[pos : pos + 1] == "]":
         return
     while True:
@@ -609,9 +625,9 @@ def _read_json_array(text: str) -> Iterator[Item]:
             yield Item(error=f"invalid JSON: {exc.msg}", raw=text[pos:], line=exc.lineno)
             return
         yield Item(data=value, line=line_at(pos))
-        pos = _WHITESPACE.match(text, end).end()
+        pos = _after_space(text, end)
         if text[pos : pos + 1] == ",":
-            pos = _WHITESPACE.match(text, pos + 1).end()
+            pos = _after_space(text, pos + 1)
         elif text[pos : pos + 1] == "]":
             return
         else:

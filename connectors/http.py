@@ -209,7 +209,9 @@ class HttpConnector(Connector):
 
 def _paginator(spec: Mapping[str, Any] | None) -> Paginator | None:
     """The kit's paginator for a ``pagination`` option; None for one page."""
-    kind = (spec or {}).get("type")
+    if spec is None:
+        return None
+    kind = spec.get("type")
     if kind == "link":
         return LinkHeader()
     if kind == "cursor":

@@ -174,7 +174,7 @@ class SqliteConnector(Connector):
         self._columns: dict[str, set[str]] = {}  # tables this connector has seen
         self._keyed: set[tuple[str, tuple[str, ...]]] = set()
         # built statements by (table, columns, upsert key): rows of one table share them
-        self._statements: dict[tuple, str] = {}
+        self._statements: dict[tuple[Any, ...], str] = {}
         # lookups (query calls) share one read-only connection, opened on first use
         self._read_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
@@ -372,7 +372,9 @@ class SqliteConnector(Connector):
             raise PermanentError(str(options["not_found"]))
         return [dict(row) for row in rows]
 
-    def _prepare(self, db: sqlite3.Connection, table: str, names: list[str], key: tuple) -> None:
+    def _prepare(
+        self, db: sqlite3.Connection, table: str, names: list[str], key: tuple[Any, ...]
+    ) -> None:
         """Create the table, add missing columns, ensure a unique index on the upsert key."""
         known = self._columns.get(table)
         if known is None or not known.issuperset(names):
@@ -413,7 +415,7 @@ def _parameterised(query: str) -> tuple[str, dict[str, str]]:
     named parameter, and the parameters' templates: what a flow should write instead."""
     params: dict[str, str] = {}
 
-    def parameter(match: re.Match) -> str:
+    def parameter(match: re.Match[str]) -> str:
         # the last name before any filter: record.customer.email | lower -> email
         names = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", match.group(2).split("|")[0])
         name = base = names[-1] if names else "value"

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from connectors import Registry
 from connectors.base import Connector, Item, Lint, Request, Response
@@ -112,7 +112,7 @@ class MemoryConnector(Connector):
         self.closed = True
 
 
-def _skip(reason: str) -> None:
+def _skip(reason: str) -> NoReturn:
     import pytest  # only ever called while pytest runs the suite
 
     pytest.skip(reason)

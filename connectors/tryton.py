@@ -244,7 +244,7 @@ class TrytonConnector(Connector):
         model: str,
         method: str,
         args: list[Any],
-        context: dict,
+        context: dict[str, Any],
         done: list[str],
         confirm: frozenset[str] = frozenset(),
     ) -> Any:
@@ -270,7 +270,12 @@ class TrytonConnector(Connector):
         )
 
     def _execute_confirming(
-        self, model: str, method: str, args: list[Any], context: dict, confirm: frozenset[str]
+        self,
+        model: str,
+        method: str,
+        args: list[Any],
+        context: dict[str, Any],
+        confirm: frozenset[str],
     ) -> Any:
         """``execute``, answering Yes to the warnings named in ``confirm``.
 
@@ -292,7 +297,9 @@ class TrytonConnector(Connector):
                 skipped.add(key)
                 self.execute("res.user.warning", "skip", key, False)
 
-    def execute(self, model: str, method: str, *args: Any, context: Mapping | None = None) -> Any:
+    def execute(
+        self, model: str, method: str, *args: Any, context: Mapping[str, Any] | None = None
+    ) -> Any:
         """Call ``model.<model>.<method>(*args, context)`` and return the decoded result."""
         self._ensure_login()
         merged = {**self._preferences, **(self.options.get("context") or {}), **(context or {})}

@@ -200,7 +200,9 @@ def _shown(value: Any, expanded: bool = False) -> int:
     if isinstance(value, Decimal):
         if not (expanded and value.is_finite()):
             return len(str(value))
-        return len(value.as_tuple().digits) + abs(value.as_tuple().exponent) + 2
+        digits, exponent = value.as_tuple()[1:]
+        assert isinstance(exponent, int)  # a finite Decimal's exponent is a number
+        return len(digits) + abs(exponent) + 2
     if isinstance(value, int):
         return value.bit_length() // 3 + 2
     if isinstance(value, float):
@@ -244,13 +246,14 @@ def format_field_size(value: Any, spec: str) -> int:
 
 
 # -- metered methods: reached as attributes, so they are wrapped where they are looked up --------
-def _method_size(name: str, owner: Any, args: tuple, kwargs: dict) -> int:
+def _method_size(name: str, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     if name in ("center", "ljust", "rjust", "zfill"):
         width = args[0] if args else kwargs.get("width", 0)
         return max(len(owner), _width(width))
     if name == "expandtabs":
         tabsize = args[0] if args else kwargs.get("tabsize", 8)
-        return len(owner) + owner.count("\t" if isinstance(owner, str) else b"\t") * _width(tabsize)
+        tabs: int = owner.count("\t" if isinstance(owner, str) else b"\t")
+        return len(owner) + tabs * _width(tabsize)
     if name == "replace":
         old, new = (list(args) + [None, None])[:2]
         count = args[2] if len(args) > 2 else kwargs.get("count", -1)
@@ -402,7 +405,8 @@ def tojson_filter(context: Context, value: Any, indent: int | str | None = None)
         size = len(indent) if isinstance(indent, str) else _width(indent)
         if size > MAX_JSON_INDENT:
             raise SandboxLimit(f"tojson indent of {size} (the limit is {MAX_JSON_INDENT})")
-    text = do_tojson(context.eval_ctx, value, indent)
+    # Jinja hands indent on to json.dumps, which takes text too; its annotation says int
+    text = do_tojson(context.eval_ctx, value, indent)  # type: ignore[arg-type]
     build(context, len(text), "tojson")
     return text
 

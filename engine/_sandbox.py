@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from functools import update_wrapper
 from types import BuiltinMethodType, GeneratorType, MethodType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import StrictUndefined, Undefined, nodes, pass_context
 from jinja2.compiler import optimizeconst
 from jinja2.exceptions import SecurityError
 from jinja2.nativetypes import NativeCodeGenerator
+from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import (
     ImmutableSandboxedEnvironment,
@@ -58,6 +59,9 @@ from engine._metered import (
     weight,
 )
 from engine.filters import FILTERS, GLOBALS
+
+if TYPE_CHECKING:
+    from engine.templates import _EachRenderer
 
 __all__ = [
     "MAX_EXPONENT",
@@ -147,15 +151,21 @@ class _CodeGenerator(NativeCodeGenerator):
             return self._each(node, frame)
         super().visit_Filter(node, frame)
 
+    @property
+    def _lists_inside(self) -> dict[str | None, int]:
+        env = self.environment
+        assert isinstance(env, FlowyardEnvironment)  # the one environment of this generator
+        return env.fy_lists_inside
+
     def visit_Template(self, node: nodes.Template, frame: Any = None) -> None:
         # a list spec's body is compiled before the bodies around it, under the name its
         # renderer is called by: note how many levels of list specs each one holds
-        self.environment.fy_lists_inside[self.name] = 0
+        self._lists_inside[self.name] = 0
         super().visit_Template(node, frame)
 
     def _each(self, node: nodes.Filter, frame: Any) -> None:
         inner = node.args[0].name if node.args and isinstance(node.args[0], nodes.Name) else None
-        levels = self.environment.fy_lists_inside
+        levels = self._lists_inside
         below = levels.get(inner, 1)  # unknown: treated as holding list specs
         levels[self.name] = max(levels.get(self.name, 0), below + 1)
         if below:
@@ -164,6 +174,7 @@ class _CodeGenerator(NativeCodeGenerator):
         self.write("(")
         self.visit(node.args[0], frame)
         self.write(f".map(context.parent, {items}) if type({items} := ")
+        assert node.node is not None  # a filter in an expression has what it filters
         self.visit(node.node, frame)
         self.write(f") is list and len({items}) <= {PACE} and {OUTER!r} in context.parent else ")
         self.write(f"{self.filters[EACH]}(context, {items}, ")
@@ -190,7 +201,7 @@ def _native_concat(values: Iterable[Any]) -> Any:
 
 
 @pass_context
-def _each_filter(context: Context, items: Any, renderer: Any) -> list:
+def _each_filter(context: Context, items: Any, renderer: _EachRenderer) -> list[Any]:
     """The list of a list spec: ``renderer`` (a compiled body) maps each item.
 
     A list spec of the render itself links its items' variables to this render (under
@@ -240,7 +251,7 @@ class FlowyardEnvironment(ImmutableSandboxedEnvironment):
         self.filters.update(_metered.FILTERS)
         self.filters[DEFINED] = _checked_value
         self.filters[EACH] = _each_filter
-        self.fy_lists_inside: dict[str, int] = {}  # see _CodeGenerator._each
+        self.fy_lists_inside: dict[str | None, int] = {}  # see _CodeGenerator._each
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, dict):
@@ -259,7 +270,7 @@ class FlowyardEnvironment(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":
-            if isinstance(right, int | Decimal) and abs(right) > MAX_EXPONENT:
+            if isinstance(right, int | Decimal) and not -MAX_EXPONENT <= right <= MAX_EXPONENT:
                 raise SandboxLimit(f"exponent {right} (the limit is {MAX_EXPONENT})")
             if isinstance(left, int) and isinstance(right, int) and right > 0:
                 if left.bit_length() * right > MAX_POWER_BITS:
@@ -282,17 +293,33 @@ class FlowyardEnvironment(ImmutableSandboxedEnvironment):
             charge(context, len(result))
         return result
 
-    def call_filter(self, name: str, value: Any, args=None, kwargs=None, context=None, **kw):
+    def call_filter(
+        self,
+        name: str,
+        value: Any,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        context: Context | None = None,
+        eval_ctx: EvalContext | None = None,
+    ) -> Any:
         # `map('filter')` applies a filter per item: a loop, so it looks at the clock
         if context is not None:
             charge(context, 0)
-        return super().call_filter(name, value, args, kwargs, context, **kw)
+        return super().call_filter(name, value, args, kwargs, context, eval_ctx)
 
-    def call_test(self, name: str, value: Any, args=None, kwargs=None, context=None, **kw):
+    def call_test(
+        self,
+        name: str,
+        value: Any,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        context: Context | None = None,
+        eval_ctx: EvalContext | None = None,
+    ) -> Any:
         # `select('test')` and its kin: the same
         if context is not None:
             charge(context, 0)
-        return super().call_test(name, value, args, kwargs, context, **kw)
+        return super().call_test(name, value, args, kwargs, context, eval_ctx)
 
     def wrap_str_format(self, value: Any) -> Any:
         """Jinja's hook for a method looked up on a value (``s.format``, ``s['center']``,
@@ -318,7 +345,8 @@ class FlowyardEnvironment(ImmutableSandboxedEnvironment):
             if is_map:
                 if kwargs or len(args) != 1:
                     raise TypeError("format_map() takes exactly one argument, no keywords")
-                args, kwargs = (), args[0]
+                mapping = args[0]
+                args, kwargs = (), mapping
             if isinstance(template, Markup):
                 formatter: Any = _MeteredEscapeFormatter(self, template, escape=template.escape)
             else:
@@ -334,7 +362,7 @@ _METERED_NAMES = GROWING_METHODS | {"format", "format_map", "to_bytes"}
 class _MeteredFormatter(SandboxedFormatter):
     """``str.format`` in the sandbox, refused once the result would pass the size limit."""
 
-    def __init__(self, env: Any, template: str, **kwargs: Any) -> None:
+    def __init__(self, env: FlowyardEnvironment, template: str, **kwargs: Any) -> None:
         super().__init__(env, **kwargs)
         self.size = len(template)
 

@@ -45,7 +45,7 @@ from engine.store import (
 from engine.templates import make_environment
 
 if TYPE_CHECKING:
-    from engine.flowtest import TestReport
+    from engine.flowtest_results import TestReport
     from engine.preview import MappingPreview
     from engine.reach import ConnectionCheck
     from engine.serve.intake import Intake, IntakeAnswer
@@ -555,7 +555,8 @@ class Engine:
                 if flow.schedule is None:
                     continue
                 state = store.schedule_state(flow.name)
-                [last] = store.list_runs(flow.name, 1) or [None]
+                runs = store.list_runs(flow.name, 1)
+                last = runs[0] if runs else None
                 rows.append(
                     {
                         "flow": flow.name,

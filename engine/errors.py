@@ -9,6 +9,7 @@ branch live, since connectors never import the engine); this module adds ``FlowE
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from connectors.errors import ConnectorError, FlowyardError, PermanentError, TransientError
 
@@ -52,7 +53,7 @@ class Problem:
         at = f" at {self.path}" if self.path else ""
         return f"{where}: {self.severity}{at}: {self.message}"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -81,7 +82,12 @@ class MappingError(RecordError):
 
 
 class RecordValidationError(RecordError):
-    """A record does not match its canonical schema."""
+    """A record does not match its canonical schema: ``path`` in the record (``lines[0].sku``),
+    the schema's ``rule`` it broke (``type``, ``required`` ...) and the schema's ``schema_id``."""
+
+    path: str = ""
+    rule: str | None = None
+    schema_id: str = ""
 
 
 class ConflictError(RecordError):

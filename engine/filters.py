@@ -243,7 +243,7 @@ def unit_code(value: Any) -> str:
     return code
 
 
-def pick(value: Any, *keys: str) -> dict:
+def pick(value: Any, *keys: str) -> dict[str, Any]:
     """A new dict with only ``keys`` (those present): ``record | pick('id', 'email')``."""
     require_defined(value)
     if not isinstance(value, Mapping):
@@ -251,7 +251,7 @@ def pick(value: Any, *keys: str) -> dict:
     return {key: value[key] for key in keys if key in value}
 
 
-def omit(value: Any, *keys: str) -> dict:
+def omit(value: Any, *keys: str) -> dict[str, Any]:
     """A new dict without ``keys``: ``record | omit('erp_lookup')`` drops helper fields."""
     require_defined(value)
     if not isinstance(value, Mapping):

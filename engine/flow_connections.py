@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields as dataclass_fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import jsonschema
 
+from connectors import Connector
 from engine import flow_schema
 from engine.flow_schema import did_you_mean
 from engine.flow_templates import OPTION_NAMES, SOURCE_KEY_NAMES
@@ -35,7 +36,10 @@ def parse_rate(text: str) -> float:
     return float(amount) / {"s": 1.0, "m": 60.0, "h": 3600.0}[unit]
 
 
-def policy(cls: type, value: Any) -> Any:
+P = TypeVar("P", RetryPolicy, BreakerPolicy)
+
+
+def policy(cls: type[P], value: Any) -> P:
     """``cls(**value)`` when ``value`` has only ``cls``'s fields, else ``cls()``."""
     names = {f.name for f in dataclass_fields(cls)}
     if isinstance(value, dict) and set(value) <= names:
@@ -59,8 +63,8 @@ class ConnectionBuilder:
 
     def check_options(
         self,
-        options: dict,
-        schema: dict | None,
+        options: dict[str, Any],
+        schema: dict[str, Any] | None,
         path: list[Any],
         what: str,
         *,
@@ -112,7 +116,14 @@ class ConnectionBuilder:
             where, message, at_key = flow_schema.explain(err, schema)
             self.refused([*path, *where], f"{what}: {message}", at_key=at_key)
 
-    def lint(self, cls: Any, role: str, options: dict, path: list[Any], connection: dict) -> None:
+    def lint(
+        self,
+        cls: type[Connector],
+        role: str,
+        options: dict[str, Any],
+        path: list[Any],
+        connection: dict[str, Any],
+    ) -> None:
         """Report what the connector's own checks find in its options (``Connector.lint``)."""
         try:
             found = cls.lint(role, options, connection)
@@ -127,7 +138,7 @@ class ConnectionBuilder:
         for lint in found:
             self.problem([*path, *lint.path], lint.message, severity=lint.severity)
 
-    def connector_class(self, name: Any, path: list[Any]) -> Any:
+    def connector_class(self, name: Any, path: list[Any]) -> type[Connector] | None:
         """The connector class registered as ``name``; None (reported) when there is none."""
         if not isinstance(name, str):
             return None  # the schema said so
@@ -181,8 +192,8 @@ class ConnectionBuilder:
         return out
 
     def connection_for(
-        self, spec: dict, path: list[Any], role: str, connections: dict[str, Connection]
-    ) -> tuple[str, Any]:
+        self, spec: dict[str, Any], path: list[Any], role: str, connections: dict[str, Connection]
+    ) -> tuple[str, type[Connector] | None]:
         """Resolve ``connection:`` (a name) or ``connector:`` (inline) to a connection name."""
         has_connection, has_connector = "connection" in spec, "connector" in spec
         if has_connection and has_connector and role == "source":
@@ -217,9 +228,10 @@ class ConnectionBuilder:
                     )
                     return name, None
             return name, self._role(cls, connector, role, [*path, "connector"])
-        name = spec.get("connection")
-        if not isinstance(name, str):
+        named_as = spec.get("connection")
+        if not isinstance(named_as, str):
             return "", None  # missing or not text: the schema said so
+        name = named_as
         if name not in connections:
             named = sorted(n for n in connections if "@" not in n)  # not the inline ones
             self.problem(
@@ -233,7 +245,9 @@ class ConnectionBuilder:
         cls = self.registry.get(connector) if connector else None
         return name, self._role(cls, connector, role, [*path, "connection"])
 
-    def _role(self, cls: Any, connector: str, role: str, path: list[Any]) -> Any:
+    def _role(
+        self, cls: type[Connector] | None, connector: str, role: str, path: list[Any]
+    ) -> type[Connector] | None:
         if cls is not None and role not in cls.roles():
             use = "as a source" if role == "source" else "in a send or enrich step"
             self.problem(
@@ -271,7 +285,7 @@ class ConnectionBuilder:
             )
         return Source(connection=name, options=options, key=key)
 
-    def webhook_source(self, spec: dict) -> Source | None:
+    def webhook_source(self, spec: dict[str, Any]) -> Source | None:
         """``source: {webhook: {...}, key: ...}``: records a platform pushes, taken by
         ``flowyard serve`` (engine/serve/). Nothing else belongs beside it."""
         for other in spec:

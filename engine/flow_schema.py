@@ -11,6 +11,7 @@ messages speak of instances and subschemas). Keys are documented in
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonschema
@@ -639,7 +640,7 @@ def _type_hint(expected: Any, value: Any) -> str:
 
 
 def explain(
-    err: jsonschema.ValidationError, root: dict | None = None
+    err: jsonschema.ValidationError, root: dict[str, Any] | None = None
 ) -> tuple[list[Any], str, bool]:
     """One jsonschema error in a person's words: (path, message, point at the key?).
 
@@ -648,27 +649,28 @@ def explain(
     is the whole schema, to explain ``if``/``then`` rules.
     """
     path = list(err.absolute_path)
-    kind, value, schema = err.validator, err.instance, err.schema
+    kind, value, schema = err.validator, err.instance, _schema_of(err)
+    rule: Any = err.validator_value  # the keyword's value in the schema (JSON)
     if "propertyNames" in err.relative_schema_path:
-        rule = (
+        form = (
             "use letters, digits, _ . - and start with a letter or _"
             if schema.get("pattern") == NAME_PATTERN
             else f"names must match {schema.get('pattern')}"
         )
-        return [*path, value], f"{value!r} is not a valid name: {rule}", True
+        return [*path, value], f"{value!r} is not a valid name: {form}", True
     if kind == "required":
-        missing = [k for k in err.validator_value if not isinstance(value, dict) or k not in value]
+        missing = [k for k in rule if not isinstance(value, dict) or k not in value]
         key = missing[0] if missing else "?"
         hint = REQUIRED_HINTS.get(key, f"`{key}:` is required here")
         return path, f"missing `{key}:`; {hint}", bool(path)
     if kind == "type":
-        expected = _expected_type(err.validator_value)
+        expected = _expected_type(rule)
         if value is None:
             return path, f"a value is missing here (expected {expected})", False
-        hint = _type_hint(err.validator_value, value)
+        hint = _type_hint(rule, value)
         return path, f"expected {expected}, got {describe_value(value)}{hint}", False
     if kind == "enum":
-        choices = [str(c) for c in err.validator_value]
+        choices = [str(c) for c in rule]
         hint = did_you_mean(value, choices) if isinstance(value, str) else ""
         return (
             path,
@@ -676,9 +678,9 @@ def explain(
             False,
         )
     if kind == "const":
-        return path, f"expected {err.validator_value!r}, got {describe_value(value)}", False
+        return path, f"expected {rule!r}, got {describe_value(value)}", False
     if kind == "pattern":
-        what = schema.get("description") or f"matching {err.validator_value}"
+        what = schema.get("description") or f"matching {rule}"
         return path, f"{describe_value(value)} does not have the expected form: {what}", False
     if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         words = {
@@ -694,21 +696,26 @@ def explain(
     if kind in ("maxLength", "minItems", "maxItems", "minProperties", "maxProperties"):
         size = {"minItems": "item", "maxItems": "item"}.get(kind, "entry")
         if kind == "maxLength":
-            return path, f"must be at most {err.validator_value} character(s) long", False
+            return path, f"must be at most {rule} character(s) long", False
         bound = "at least" if kind.startswith("min") else "at most"
-        n = err.validator_value
+        n = rule
         what = "empty" if n == 1 and bound == "at least" else "of the wrong size"
         return path, f"is {what}: give {bound} {n} {size}(s)", False
     if kind in ("oneOf", "anyOf"):
         return _explain_alternatives(err)
-    if kind == "not" and set(err.validator_value or {}) == {"required"}:
-        keys = ", ".join(f"`{k}`" for k in err.validator_value["required"])
+    if kind == "not" and set(rule or {}) == {"required"}:
+        keys = ", ".join(f"`{k}`" for k in rule["required"])
         condition = schema_condition(root, err.schema_path) if root else ""
         return path, f"{keys} is not allowed here{' ' + condition if condition else ''}", False
     return path, err.message, False
 
 
-def schema_condition(root: dict | None, schema_path: Any) -> str:
+def _schema_of(err: jsonschema.ValidationError) -> Mapping[str, Any]:
+    """The (sub)schema that refused the value; an empty one for ``true``/``false``."""
+    return err.schema if isinstance(err.schema, Mapping) else {}
+
+
+def schema_condition(root: dict[str, Any] | None, schema_path: Iterable[Any]) -> str:
     """The ``if`` a then/else rule at ``schema_path`` depends on, in words ("when ...")."""
     parts = list(schema_path)
     node: Any = root
@@ -724,7 +731,7 @@ def schema_condition(root: dict | None, schema_path: Any) -> str:
     return ""
 
 
-def _describe_if(rule: dict) -> str:
+def _describe_if(rule: dict[str, Any]) -> str:
     consts = {
         k: v["const"]
         for k, v in (rule.get("properties") or {}).items()
@@ -745,13 +752,13 @@ def _explain_alternatives(err: jsonschema.ValidationError) -> tuple[list[Any], s
     """
     path = list(err.absolute_path)
     value = err.instance
-    branches = err.validator_value
+    branches = err.validator_value if isinstance(err.validator_value, list) else []
     tags = [((b.get("properties") or {}).get("type") or {}).get("const") for b in branches]
     if all(tags) and isinstance(value, dict):
         tag = value.get("type")
         if tag not in tags:
             got = "no `type:`" if tag is None else f"type {tag!r}{did_you_mean(tag, tags)}"
-            return path, f"expected `type:` one of {', '.join(tags)}; got {got}", False
+            return path, f"expected `type:` one of {', '.join(map(str, tags))}; got {got}", False
         chosen = branches[tags.index(tag)]
         for sub in err.context:
             if sub.schema is chosen or (
@@ -778,8 +785,9 @@ def _explain_alternatives(err: jsonschema.ValidationError) -> tuple[list[Any], s
 def _explain_sub(sub: jsonschema.ValidationError, base: list[Any]) -> tuple[list[Any], str, bool]:
     sub_path, message, at_key = explain(sub)
     if sub.validator == "additionalProperties":
-        allowed = sorted(sub.schema.get("properties") or {})
-        extra = sorted(set(sub.instance) - set(allowed), key=str)
+        allowed = sorted(_schema_of(sub).get("properties") or {})
+        instance: Any = sub.instance  # a mapping: additionalProperties refused it
+        extra = sorted(set(instance) - set(allowed), key=str)
         if extra:
             key = extra[0]
             return (
@@ -792,7 +800,7 @@ def _explain_sub(sub: jsonschema.ValidationError, base: list[Any]) -> tuple[list
 
 
 # -- schedule -----------------------------------------------------------------------------
-_CRON_FIELDS = (
+_CRON_FIELDS: tuple[tuple[str, str], ...] = (
     ("minute", "0-59"),
     ("hour", "0-23"),
     ("day of month", "1-31"),

@@ -10,8 +10,9 @@ folders and compiled once per Jinja environment.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from jinja2 import nodes
 
@@ -19,17 +20,19 @@ from engine import flow_schema
 from engine.envrefs import ENV_CONTEXT, env_references, references_in_expressions
 from engine.errors import Problem, RecordError
 from engine.flow_connections import policy
-from engine.flow_templates import STEP_NAMES, cached
-from engine.mapping import load_mapping
+from engine.flow_templates import STEP_NAMES, Compiled, cached
+from engine.mapping import CompiledMapping, load_mapping
 from engine.model import (
     Amount,
     Branch,
     CallStep,
+    Connection,
     FailStep,
     FilterStep,
     ForeachStep,
     MapStep,
     ReconcileStep,
+    Rendered,
     RetryPolicy,
     ReviewStep,
     RouteStep,
@@ -53,12 +56,24 @@ def _digest(path: Path) -> str:
         return ""  # the reader reports it
 
 
-def _queue(spec: dict) -> str:
+class _Base(TypedDict):
+    """What every step has (engine.model.Step): its name, kind, path and line."""
+
+    name: str
+    kind: str
+    path: str
+    line: int | None
+
+
+Connections = dict[str, Connection]
+
+
+def _queue(spec: dict[str, Any]) -> str:
     queue = spec.get("queue")
     return queue if isinstance(queue, str) and queue else "review"
 
 
-def _schema(found: Path) -> tuple[Any, list[Problem]]:
+def _schema(found: Path) -> tuple[Callable[[Any], None] | None, list[Problem]]:
     schema, problems = load_schema(str(found))
     return (compile_validator(schema) if schema else None), problems
 
@@ -71,7 +86,7 @@ class StepBuilder:
         self.problem = loader.problem
         self.templates = loader.templates
         self.connection_builder = loader.connection_builder
-        self._mappings: dict[tuple[Path, tuple[str, ...]], Any] = {}
+        self._mappings: dict[tuple[Path, tuple[str, ...]], CompiledMapping | None] = {}
         self._step_names: dict[str, str] = {}
         self._explicit_names: set[str] = set()
         self._counter = 0
@@ -92,7 +107,7 @@ class StepBuilder:
             if isinstance(foreach, dict):
                 self.collect_names(foreach.get("steps"))
 
-    def step_name(self, spec: dict, kind: str, path: list[Any]) -> str:
+    def step_name(self, spec: dict[str, Any], kind: str, path: list[Any]) -> str:
         """The step's name, given or generated; a name used twice is reported."""
         self._counter += 1
         name = spec.get("name")
@@ -110,7 +125,7 @@ class StepBuilder:
         return name
 
     def steps(
-        self, specs: Any, path: list[Any], connections: dict, names: tuple[str, ...]
+        self, specs: Any, path: list[Any], connections: Connections, names: tuple[str, ...]
     ) -> list[Step]:
         """The steps of a list (the flow's, a branch's or a foreach's) that could be built."""
         out: list[Step] = []
@@ -126,7 +141,11 @@ class StepBuilder:
         return out
 
     def step(
-        self, spec: dict, path: list[Any], connections: dict, names: tuple[str, ...]
+        self,
+        spec: dict[str, Any],
+        path: list[Any],
+        connections: Connections,
+        names: tuple[str, ...],
     ) -> Step | None:
         """One step, or None when it has a problem that leaves nothing to build."""
         kinds = [k for k in flow_schema.STEP_KINDS if k in spec]
@@ -134,11 +153,11 @@ class StepBuilder:
             return None  # an unknown key was reported, most likely the misspelled kind
         if len(kinds) != 1:
             if kinds:
-                found = f"found {' and '.join(kinds)}; split it into {len(kinds)} steps"
+                seen = f"found {' and '.join(kinds)}; split it into {len(kinds)} steps"
             else:
-                found = "found none"
+                seen = "found none"
             self.problem(
-                path, f"a step has exactly one kind ({', '.join(flow_schema.STEP_KINDS)}); {found}"
+                path, f"a step has exactly one kind ({', '.join(flow_schema.STEP_KINDS)}); {seen}"
             )
             return None
         kind = kinds[0]
@@ -149,12 +168,9 @@ class StepBuilder:
                 [*path, "into"], f"`into` belongs to map steps only, not to {kind}", at_key=True
             )
         line = (position(self.loader.data, at) or (None, None))[0]
-        base = {
-            "name": self.step_name(spec, kind, path),
-            "kind": kind,
-            "path": format_path(path),
-            "line": line,
-        }
+        base = _Base(
+            name=self.step_name(spec, kind, path), kind=kind, path=format_path(path), line=line
+        )
         env = self.loader.env
         if kind == "map":
             if not isinstance(value, str) or not value:
@@ -172,9 +188,12 @@ class StepBuilder:
                 )
                 self.loader.problems.extend(problems)
                 self._mappings[cache_key] = compiled
+            mapping = self._mappings[cache_key]
+            if mapping is None:
+                return None  # its problems are reported
             return MapStep(
                 **base,
-                mapping=self._mappings[cache_key],
+                mapping=mapping,
                 mapping_name=value,
                 into=spec.get("into"),
             )
@@ -191,20 +210,20 @@ class StepBuilder:
                 env, ("schema", str(found), digest), lambda: _schema(found)
             )
             self.loader.problems.extend(problems)
+            if validator is None:
+                return None  # its problems are reported
             return ValidateStep(**base, validator=validator, schema_name=value)
         if kind == "filter":
-            return FilterStep(**base, condition=self.templates.condition(value, at, names))
+            condition = self.templates.condition(value, at, names)
+            return None if condition is None else FilterStep(**base, condition=condition)
         if kind == "set":
             if not isinstance(value, dict):
                 return None
-            fields = {}
-            for key, item in value.items():
-                if not self.templates.check_field_name(key, [*at, key]):
-                    continue
-                fields[key] = self.templates.template(item, [*at, key], names)
-            return SetStep(**base, fields=fields)
+            fields = self.fields(value, at, names)
+            return None if fields is None else SetStep(**base, fields=fields)
         if kind == "fail":
-            return FailStep(**base, message=self.templates.template(value, at, names))
+            message = self.templates.template(value, at, names)
+            return None if message is None else FailStep(**base, message=message)
         if kind == "review":
             return self.review(value, base, at, names)
         if kind == "reconcile":
@@ -217,8 +236,30 @@ class StepBuilder:
             return None
         return self.call(kind, value, base, at, connections, names)
 
+    def fields(
+        self, spec: dict[Any, Any], path: list[Any], names: tuple[str, ...]
+    ) -> dict[str, Rendered] | None:
+        """Named templates (``set:``, ``figures:``) compiled; None when one has a problem."""
+        fields: dict[str, Rendered] = {}
+        ok = True
+        for key, item in spec.items():
+            if not self.templates.check_field_name(key, [*path, key]):
+                ok = False
+                continue
+            compiled = self.templates.template(item, [*path, key], names)
+            if compiled is None:
+                ok = False
+            else:
+                fields[key] = compiled
+        return fields if ok else None
+
     def foreach(
-        self, spec: Any, base: dict, path: list[Any], connections: dict, names: tuple[str, ...]
+        self,
+        spec: Any,
+        base: _Base,
+        path: list[Any],
+        connections: Connections,
+        names: tuple[str, ...],
     ) -> Step | None:
         """A foreach step: its items template, the item's name, its key and its steps."""
         if not isinstance(spec, dict):
@@ -245,41 +286,36 @@ class StepBuilder:
         key = None
         if "key" in spec:
             key = self.templates.key_template(spec["key"], [*path, "key"], inner, "foreach.key")
-        return ForeachStep(
-            **base,
-            items=items,
-            as_name=as_name,
-            key=key,
-            steps=self.steps(spec.get("steps"), [*path, "steps"], connections, inner),
-        )
+        steps = self.steps(spec.get("steps"), [*path, "steps"], connections, inner)
+        if items is None:
+            return None  # reported (or refused by the schema)
+        return ForeachStep(**base, items=items, as_name=as_name, key=key, steps=steps)
 
-    def review(self, spec: Any, base: dict, path: list[Any], names: tuple[str, ...]) -> Step | None:
+    def review(
+        self, spec: Any, base: _Base, path: list[Any], names: tuple[str, ...]
+    ) -> Step | None:
         """A review step: the reason alone, or {queue, reason, figures}."""
         if isinstance(spec, str):
-            return ReviewStep(**base, reason=self.templates.template(spec, path, names))
+            reason = self.templates.template(spec, path, names)
+            return None if reason is None else ReviewStep(**base, reason=reason)
         if not isinstance(spec, dict) or not isinstance(spec.get("reason"), str):
             return None  # the schema said so
-        figures = {}
         given = spec.get("figures")
-        for key, item in given.items() if isinstance(given, dict) else ():
-            if self.templates.check_field_name(key, [*path, "figures", key]):
-                figures[key] = self.templates.template(item, [*path, "figures", key], names)
-        return ReviewStep(
-            **base,
-            queue=_queue(spec),
-            reason=self.templates.template(spec["reason"], [*path, "reason"], names),
-            figures=figures,
-        )
+        figures = self.fields(given if isinstance(given, dict) else {}, [*path, "figures"], names)
+        reason = self.templates.template(spec["reason"], [*path, "reason"], names)
+        if reason is None or figures is None:
+            return None
+        return ReviewStep(**base, queue=_queue(spec), reason=reason, figures=figures)
 
     def reconcile(
-        self, spec: Any, base: dict, path: list[Any], names: tuple[str, ...]
+        self, spec: Any, base: _Base, path: list[Any], names: tuple[str, ...]
     ) -> Step | None:
         """A reconcile step: its amounts (written out, or one template), tolerance, queue."""
         if not isinstance(spec, dict):
             return None
         given = spec.get("amounts")
         at = [*path, "amounts"]
-        amounts: Any = []
+        amounts: list[Amount] | Compiled | None = []
         if isinstance(given, str):
             amounts = self.lone_expression(
                 given,
@@ -289,35 +325,41 @@ class StepBuilder:
                 "{{ record.checks }}",
             )
         elif isinstance(given, dict):
-            for name, item in given.items():
-                if not self.templates.check_field_name(name, [*at, name]):
-                    continue
-                if not isinstance(item, dict) or "expected" not in item or "actual" not in item:
-                    continue  # the schema said so
-                amounts.append(
-                    Amount(
-                        name=name,
-                        expected=self.templates.template(
-                            item["expected"], [*at, name, "expected"], names
-                        ),
-                        actual=self.templates.template(
-                            item["actual"], [*at, name, "actual"], names
-                        ),
-                        tolerance=self.tolerance(item, [*at, name], names),
-                    )
-                )
+            amounts = self.amounts(given, at, names)
         reason = None
         if isinstance(spec.get("reason"), str):
             reason = self.templates.template(spec["reason"], [*path, "reason"], names)
+        tolerance = self.tolerance(spec, path, names)
+        if amounts is None:
+            return None  # reported
         return ReconcileStep(
-            **base,
-            queue=_queue(spec),
-            tolerance=self.tolerance(spec, path, names),
-            amounts=amounts,
-            reason=reason,
+            **base, queue=_queue(spec), tolerance=tolerance, amounts=amounts, reason=reason
         )
 
-    def tolerance(self, spec: dict, path: list[Any], names: tuple[str, ...]) -> Any:
+    def amounts(
+        self, given: dict[Any, Any], path: list[Any], names: tuple[str, ...]
+    ) -> list[Amount] | None:
+        """The amounts of a reconcile step written out; None when one has a problem."""
+        amounts: list[Amount] = []
+        ok = True
+        for name, item in given.items():
+            if not self.templates.check_field_name(name, [*path, name]):
+                ok = False
+                continue
+            if not isinstance(item, dict) or "expected" not in item or "actual" not in item:
+                continue  # the schema said so
+            expected = self.templates.template(item["expected"], [*path, name, "expected"], names)
+            actual = self.templates.template(item["actual"], [*path, name, "actual"], names)
+            tolerance = self.tolerance(item, [*path, name], names)
+            if expected is None or actual is None:
+                ok = False
+                continue
+            amounts.append(Amount(name, expected, actual, tolerance))
+        return amounts if ok else None
+
+    def tolerance(
+        self, spec: dict[str, Any], path: list[Any], names: tuple[str, ...]
+    ) -> Compiled | None:
         """A ``tolerance:`` compiled; a constant is checked now (a decimal of 0 or more)."""
         value = spec.get("tolerance")
         if value is None or isinstance(value, bool) or not isinstance(value, str | int):
@@ -335,7 +377,7 @@ class StepBuilder:
 
     def lone_expression(
         self, value: str, path: list[Any], names: tuple[str, ...], what: str, example: str
-    ) -> Any:
+    ) -> Compiled | None:
         """One template expression without text around it (so it keeps its type), compiled;
         ``what`` and ``example`` word the problem when it is not one."""
         try:
@@ -348,7 +390,7 @@ class StepBuilder:
         return self.templates.template(value, path, names)
 
     def branches(
-        self, specs: Any, path: list[Any], connections: dict, names: tuple[str, ...]
+        self, specs: Any, path: list[Any], connections: Connections, names: tuple[str, ...]
     ) -> list[Branch]:
         """The branches of a route: each `when` with its steps, then at most one `otherwise`."""
         out: list[Branch] = []
@@ -378,7 +420,8 @@ class StepBuilder:
             elif "when" in spec and "steps" in spec:
                 condition = self.templates.condition(spec["when"], [*at, "when"], names)
                 steps = self.steps(spec["steps"], [*at, "steps"], connections, names)
-                out.append(Branch(condition, steps))
+                if condition is not None:  # else reported
+                    out.append(Branch(condition, steps))
             elif "when" in spec:
                 self.problem(
                     at, "this branch has `when:` but no `steps:`, the steps of its records"
@@ -397,7 +440,9 @@ class StepBuilder:
                 )
         return out
 
-    def call_options(self, options: dict, path: list[Any], names: tuple[str, ...]) -> Any:
+    def call_options(
+        self, options: dict[str, Any], path: list[Any], names: tuple[str, ...]
+    ) -> Compiled | None:
         """A call's options compiled once, each ``${env:NAME}`` a reference to the run's value.
 
         The flow's own text is checked first, so a template cannot name the engine's
@@ -416,10 +461,10 @@ class StepBuilder:
     def call(
         self,
         kind: str,
-        spec: dict,
-        base: dict,
+        spec: dict[str, Any],
+        base: _Base,
         path: list[Any],
-        connections: dict,
+        connections: Connections,
         names: tuple[str, ...],
     ) -> Step | None:
         """A send or enrich step: its connection, its call options and its keys."""
@@ -462,10 +507,13 @@ class StepBuilder:
                 spec["idempotency_key"], [*path, "idempotency_key"], names, "idempotency_key"
             )
         retry = spec.get("retry")
+        compiled = self.call_options(options, path, names)
+        if compiled is None:
+            return None  # reported
         return CallStep(
             **base,
             connection=name,
-            options=self.call_options(options, path, names),
+            options=compiled,
             idempotency_key=idempotency_key,
             on_change=spec.get("on_change", "conflict"),
             save_as=spec.get("save_as"),

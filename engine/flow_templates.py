@@ -12,11 +12,12 @@ Compiled templates, conditions and mappings are cached per Jinja environment (se
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, TypeVar
 
 from jinja2 import nodes
 
+from engine._sandbox import FlowyardEnvironment
 from engine.templates import (
     CONDITION_HINT,
     TemplateProblem,
@@ -43,10 +44,18 @@ STEP_NAMES = ("record", "vars", "meta", "run")  # plus parent and the item's nam
 _CACHE_ATTRIBUTE = "_flowyard_loader_cache"
 _CACHE_SIZE = 1024
 
+T = TypeVar("T")
+Parse = Callable[[FlowyardEnvironment, str], nodes.Expr]  # parse_template, parse_condition
+Compiled = Callable[[Mapping[str, Any]], Any]  # a compiled value: constant, template, ...
+CompiledCondition = Callable[[Mapping[str, Any]], bool]
 
-def cached(env: Any, key: tuple, make: Callable[[], Any]) -> Any:
-    """``make()``, or what it gave before for ``key`` in ``env``'s cache."""
-    cache = getattr(env, _CACHE_ATTRIBUTE, None)
+
+def cached(env: FlowyardEnvironment, key: tuple[Hashable, ...], make: Callable[[], T]) -> T:
+    """``make()``, or what it gave before for ``key`` in ``env``'s cache.
+
+    Every key starts with what was made (``"mapping"``, ``"value"``, a parser's name ...),
+    so what the cache gives back for a key is what ``make`` gives."""
+    cache: dict[tuple[Hashable, ...], Any] | None = getattr(env, _CACHE_ATTRIBUTE, None)
     if cache is None:
         cache = {}
         setattr(env, _CACHE_ATTRIBUTE, cache)
@@ -54,12 +63,13 @@ def cached(env: Any, key: tuple, make: Callable[[], Any]) -> Any:
         if len(cache) >= _CACHE_SIZE:
             cache.pop(next(iter(cache)))
         cache[key] = make()
-    return cache[key]
+    made: T = cache[key]
+    return made
 
 
-def _try(function: Any, *args: Any) -> Any:
+def _try(parse: Parse, env: FlowyardEnvironment, source: str) -> nodes.Expr | TemplateProblem:
     try:
-        return function(*args)
+        return parse(env, source)
     except TemplateProblem as exc:
         return exc
 
@@ -71,7 +81,7 @@ class FlowTemplates:
     ``vars_used`` holds each ``vars.NAME`` read, with the path of its first use.
     """
 
-    def __init__(self, env: Any, problem: Callable[..., None]):
+    def __init__(self, env: FlowyardEnvironment, problem: Callable[..., None]):
         self.env = env
         self.problem = problem
         self.vars_used: dict[str, list[Any]] = {}
@@ -124,15 +134,16 @@ class FlowTemplates:
             self.vars_used.setdefault(name, path)
         return True
 
-    def parsed(self, source: str, parse: Any) -> nodes.Node:
+    def parsed(self, source: str, parse: Parse) -> nodes.Expr:
         """The parsed template or condition (raises TemplateProblem), parsed once."""
         result = cached(self.env, (parse.__name__, source), lambda: _try(parse, self.env, source))
         if isinstance(result, TemplateProblem):
             raise result
         return result
 
-    def template(self, value: Any, path: list[Any], names: tuple[str, ...]) -> Any:
-        """``value`` compiled once (a constant, a template, or dicts and lists of them)."""
+    def template(self, value: Any, path: list[Any], names: tuple[str, ...]) -> Compiled | None:
+        """``value`` compiled once (a constant, a template, or dicts and lists of them);
+        None when it has a problem (reported)."""
         if not self.check(value, path, names):
             return None
         try:
@@ -145,7 +156,9 @@ class FlowTemplates:
             self.problem(path, exc.message)
             return None
 
-    def key_template(self, value: Any, path: list[Any], names: tuple[str, ...], what: str) -> Any:
+    def key_template(
+        self, value: Any, path: list[Any], names: tuple[str, ...], what: str
+    ) -> Compiled | None:
         """A key template: a constant would give every record the same key."""
         if not isinstance(value, str):
             return None  # the schema said so
@@ -158,7 +171,9 @@ class FlowTemplates:
             return None
         return self.template(value, path, names)
 
-    def condition(self, expr: Any, path: list[Any], names: tuple[str, ...]) -> Any:
+    def condition(
+        self, expr: Any, path: list[Any], names: tuple[str, ...]
+    ) -> CompiledCondition | None:
         """A condition (a bare expression) compiled once, or None when it has a problem."""
         if not isinstance(expr, str):
             return None  # the schema said so
@@ -183,15 +198,16 @@ class FlowTemplates:
             return None
 
 
-def _self_and_all(node: nodes.Node, types: tuple) -> list[nodes.Node]:
-    """``node`` itself (``find_all`` leaves it out) and every node below it of ``types``."""
+def _lookups(node: nodes.Node) -> list[nodes.Getattr | nodes.Getitem]:
+    """``node`` itself (``find_all`` leaves it out) and every attribute or item lookup below."""
+    types = (nodes.Getattr, nodes.Getitem)
     return [n for n in (node, *node.find_all(types)) if isinstance(n, types)]
 
 
 def _vars_read(node: nodes.Node) -> list[str]:
     """The names read as ``vars.NAME`` or ``vars['NAME']`` in an expression."""
     found = []
-    for item in _self_and_all(node, (nodes.Getattr, nodes.Getitem)):
+    for item in _lookups(node):
         if isinstance(item.node, nodes.Name) and item.node.name == "vars":
             if isinstance(item, nodes.Getattr):
                 found.append(item.attr)

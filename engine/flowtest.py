@@ -40,6 +40,7 @@ from engine.model import (
     FilterStep,
     Flow,
     ForeachStep,
+    Rendered,
     RetryPolicy,
     RouteStep,
     Step,
@@ -184,8 +185,8 @@ def find_test_files(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
                 problems.append(
                     Problem(str(path), None, None, "", f"no test file {tests} beside the flow")
                 )
-        elif not path.exists() and packaged.flow_file(str(path)) is not None:
-            tests = packaged.flow_tests_file(packaged.flow_file(str(path)))
+        elif not path.exists() and (shipped := packaged.flow_file(str(path))) is not None:
+            tests = packaged.flow_tests_file(shipped)
             if tests.is_file():
                 found.append(tests)
         else:
@@ -214,11 +215,10 @@ class _TestFile:
         self.exact: Any = None  # the same, read with _ExactLoader: what a case runs with
         self.text = ""
         self.problems: list[Problem] = []
-        self.flow: Flow | None = None
 
     def problem(self, path: list[Any], message: str, *, at_key: bool = False) -> None:
-        where = (key_position if at_key else position)(self.data, path) or (None, None)
-        self.problems.append(Problem(self.file, *where, format_path(path), message))
+        line, column = (key_position if at_key else position)(self.data, path) or (None, None)
+        self.problems.append(Problem(self.file, line, column, format_path(path), message))
 
     def read(self) -> bool:
         try:
@@ -256,22 +256,20 @@ class _TestFile:
             return (self.path.parent / name).resolve()
         return self.path.with_name(self.path.name[: -len(packaged.TEST_SUFFIX)] + ".yaml")
 
-    def load_flow(self) -> bool:
+    def load_flow(self) -> Flow | None:
         path = self.flow_path()
         if not path.is_file():
             self.problem(["flow"] if "flow" in self.data else [], f"no flow file {path}")
-            return False
+            return None
         try:
-            self.flow = self.engine.load(path)
+            return self.engine.load(path)
         except FlowError as exc:
             self.problems += exc.problems
-            return False
-        return True
+            return None
 
-    def check_names(self) -> None:
+    def check_names(self, flow: Flow) -> None:
         """Stubs of connections the flow has, records of steps it has."""
-        flow = self.flow
-        places = [(["stubs"], self.data.get("stubs") or {})]
+        places: list[tuple[list[Any], Any]] = [(["stubs"], self.data.get("stubs") or {})]
         for i, case in enumerate(self.data["cases"]):
             places.append((["cases", i, "stubs"], case.get("stubs") or {}))
             records = (case.get("expect") or {}).get("records") or {}
@@ -296,7 +294,7 @@ class _TestFile:
                         at_key=True,
                     )
 
-    def record(self, case: dict, i: int) -> tuple[Any, str | None]:
+    def record(self, case: dict[str, Any], i: int) -> tuple[Any, str | None]:
         from connectors._json import dumps, loads
 
         if "record" in case:
@@ -331,11 +329,12 @@ class _TestFile:
     # -- running --------------------------------------------------------------------------------
     def run(self, select: str | None, update: bool) -> FileResult:
         result = FileResult(self.file, None)
-        if not self.read() or not self.load_flow():
+        flow = self.load_flow() if self.read() else None
+        if flow is None:
             result.problems = self.problems
             return result
-        self.check_names()
-        result.flow = self.flow.name
+        self.check_names(flow)
+        result.flow = flow.name
         if self.problems:
             result.problems = self.problems
             return result
@@ -343,12 +342,12 @@ class _TestFile:
             for i, case in enumerate(self.data["cases"]):
                 if select and select.lower() not in str(case["name"]).lower():
                     continue
-                result.cases.append(self.run_case(case, i, Path(tmp)))
+                result.cases.append(self.run_case(flow, case, i, Path(tmp)))
         if update:
             result.updated = rewrite_expectations(self, result.cases)
         return result
 
-    def run_case(self, case: dict, i: int, tmp: Path) -> CaseResult:
+    def run_case(self, flow: Flow, case: dict[str, Any], i: int, tmp: Path) -> CaseResult:
         started = time.perf_counter()
         line = position(self.data, ["cases", i])
         outcome = CaseResult(str(case["name"]), "error", 0.0, line[0] if line else None)
@@ -360,23 +359,23 @@ class _TestFile:
         stubs = self.exact["cases"][i].get("stubs"), self.exact.get("stubs")
         books = {
             name: Book(name, _stubs(stubs[0], name) + _stubs(stubs[1], name))
-            for name in self.flow.connections
+            for name in flow.connections
         }
         captured: dict[str, list[Any]] = {name: [] for name in expect.get("records") or {}}
-        env = {**_placeholders(self.flow), **(self.data.get("env") or {})}
-        flow = _test_copy(self.flow, env, captured)
+        env = {**_placeholders(flow), **(self.data.get("env") or {})}
+        copy = _test_copy(flow, env, captured)
         from engine.api import Engine
 
         engine = Engine(state=tmp / f"case-{i}.db")
         for name, book in books.items():
             engine.register_connector(_STUB_CONNECTOR + name, stub_class(book))
         run_vars = {**(self.data.get("vars") or {}), **(case.get("vars") or {})}
-        run = engine.run(flow, records=[record], vars=plain(run_vars))
+        run = engine.run(copy, records=[record], vars=plain(run_vars))
         outcome.duration_s = round(time.perf_counter() - started, 3)
         if run.status == "failed":
             outcome.message = f"the run failed: {run.message}"
             return outcome
-        outcome.got = _got(engine, run.run_id, self.flow.name, books, captured)
+        outcome.got = _got(engine, run.run_id, flow.name, books, captured)
         outcome.differences = [
             Difference(
                 "unanswered",
@@ -424,7 +423,7 @@ def _placeholders(flow: Flow) -> dict[str, str]:
     return {name: f"test-{name.replace(':', '-').replace('/', '-')}" for name in flow.env_names}
 
 
-def _stubs(given: dict | None, connection: str) -> list[Stub]:
+def _stubs(given: dict[str, Any] | None, connection: str) -> list[Stub]:
     return [
         Stub(
             match=dict(s.get("match") or {}),
@@ -437,10 +436,8 @@ def _stubs(given: dict | None, connection: str) -> list[Stub]:
     ]
 
 
-def _fast(policy: RetryPolicy | None) -> RetryPolicy | None:
+def _fast(policy: RetryPolicy) -> RetryPolicy:
     """The same number of attempts, no waiting between them."""
-    if policy is None:
-        return None
     return replace(policy, backoff=0.0, max_backoff=0.0, jitter=False)
 
 
@@ -467,7 +464,8 @@ def _test_copy(flow: Flow, env: dict[str, str], captured: dict[str, list[Any]]) 
             elif isinstance(step, ForeachStep):
                 step = replace(step, steps=copy(step.steps))
             elif isinstance(step, CallStep):
-                step = replace(step, retry=_fast(step.retry), options=_with_env(step.options, env))
+                retry = None if step.retry is None else _fast(step.retry)
+                step = replace(step, retry=retry, options=_with_env(step.options, env))
             out.append(step)
             if step.name in captured:
                 out.append(_probe(step, captured[step.name]))
@@ -482,8 +480,8 @@ def _test_copy(flow: Flow, env: dict[str, str], captured: dict[str, list[Any]]) 
     )
 
 
-def _with_env(options: Any, env: dict[str, str]) -> Any:
-    def render(ctx: dict) -> Any:
+def _with_env(options: Rendered, env: dict[str, str]) -> Rendered:
+    def render(ctx: dict[str, Any]) -> Any:
         return options({**ctx, ENV_CONTEXT: env})
 
     return render
@@ -492,7 +490,7 @@ def _with_env(options: Any, env: dict[str, str]) -> Any:
 def _probe(step: Step, into: list[Any]) -> FilterStep:
     """A step that keeps every record and notes it: the record after ``step``."""
 
-    def keep(ctx: dict) -> bool:
+    def keep(ctx: dict[str, Any]) -> bool:
         into.append(plain(ctx["record"]))
         return True
 
@@ -503,7 +501,11 @@ def _probe(step: Step, into: list[Any]) -> FilterStep:
 
 # -- what happened, and whether it was expected -----------------------------------------------
 def _got(
-    engine: Engine, run_id: str, flow: str, books: dict[str, Book], captured: dict[str, list]
+    engine: Engine,
+    run_id: str,
+    flow: str,
+    books: dict[str, Book],
+    captured: dict[str, list[Any]],
 ) -> dict[str, Any]:
     with engine.store() as store:
         rows = store.run_records(run_id)
@@ -536,7 +538,8 @@ def _got(
         {"step": r.step, "queue": r.queue, "reason": r.reason, "figures": plain(r.figures)}
         for r in reviews
     ]
-    return plain(got)
+    plain_got: dict[str, Any] = plain(got)
+    return plain_got
 
 
 def _compare(expect: dict[str, Any], got: dict[str, Any]) -> list[Difference]:
@@ -545,6 +548,7 @@ def _compare(expect: dict[str, Any], got: dict[str, Any]) -> list[Difference]:
         if key not in expect:
             continue
         wanted = plain(expect[key])
+        have: Any  # what the run gave, in the form the test wrote
         if key == "records":
             have = {name: got["records"].get(name) for name in wanted}
         elif key in ("dead_letters", "reviews"):
@@ -558,11 +562,11 @@ def _compare(expect: dict[str, Any], got: dict[str, Any]) -> list[Difference]:
     return differences
 
 
-def _pairs(wanted: list, got: list) -> list[tuple[Any, Any]]:
+def _pairs(wanted: list[Any], got: list[Any]) -> list[tuple[Any, Any]]:
     return [(wanted[i] if i < len(wanted) else {}, g) for i, g in enumerate(got)]
 
 
-def _like(wanted: Any, got: dict) -> dict:
+def _like(wanted: Any, got: dict[str, Any]) -> dict[str, Any]:
     """A dead letter or review item as the test wrote it: keys the test left out are not
     compared, and ``reason_contains`` is met by a reason holding that text."""
     if not isinstance(wanted, dict):

@@ -7,16 +7,19 @@ and its ``expect:`` block are found by them and replaced as text.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.flowtest_results import CaseResult, as_yaml
 from engine.yamlpos import key_position
+
+if TYPE_CHECKING:
+    from engine.flowtest import _TestFile
 
 # what --update writes, in this order; "records" only for the steps a case names
 EXPECT_KEYS = ("outcome", "path", "records", "requests", "dead_letters", "reviews")
 
 
-def rewrite_expectations(tests: Any, cases: list[CaseResult]) -> list[str]:
+def rewrite_expectations(tests: _TestFile, cases: list[CaseResult]) -> list[str]:
     """Rewrite the ``expect:`` of each case of the test file ``tests`` (an
     ``engine.flowtest._TestFile``) that failed, or had none, with what it got.
 
@@ -44,7 +47,9 @@ def rewrite_expectations(tests: Any, cases: list[CaseResult]) -> list[str]:
         block = as_yaml({"expect": expect}).splitlines(keepends=True)
         block = [(" " * indent + line) if line.strip() else line for line in block]
         if "expect" in case:
-            start = key_position(tests.data, ["cases", i, "expect"])[0] - 1
+            at = key_position(tests.data, ["cases", i, "expect"])
+            assert at is not None  # the case has an expect: key, read with its position
+            start = at[0] - 1
             stop = _block_end(tests, i, "expect", end)
         else:
             start = stop = end
@@ -57,7 +62,7 @@ def rewrite_expectations(tests: Any, cases: list[CaseResult]) -> list[str]:
     return done
 
 
-def _case_lines(tests: Any, i: int, total: int) -> tuple[int, int, int] | None:
+def _case_lines(tests: _TestFile, i: int, total: int) -> tuple[int, int, int] | None:
     """(first line, end line after its last content line, key indent) of case ``i``,
     0-based; None for a case written in flow style."""
     case = tests.data["cases"][i]
@@ -74,14 +79,14 @@ def _case_lines(tests: Any, i: int, total: int) -> tuple[int, int, int] | None:
     return first, end, keys[0][1] - 1
 
 
-def _list_end(tests: Any, total: int) -> int:
+def _list_end(tests: _TestFile, total: int) -> int:
     """The line after the cases list: the next top-level key after ``cases``, or EOF."""
     start = tests.data.key_pos["cases"][0]
     later = [line for line, _ in tests.data.key_pos.values() if line > start]
     return min(later) - 1 if later else total
 
 
-def _block_end(tests: Any, i: int, key: str, end: int) -> int:
+def _block_end(tests: _TestFile, i: int, key: str, end: int) -> int:
     """The line after the value of ``key`` in case ``i``: the next key of the case's."""
     case = tests.data["cases"][i]
     start = case.key_pos[key][0]

@@ -88,8 +88,8 @@ def _id(prefix: str, name: str) -> str:
     return prefix + re.sub(r"\W", "_", name)
 
 
-def _short(text: Any) -> str:
-    text = " ".join(str(text).split())
+def _short(value: Any) -> str:
+    text = " ".join(str(value).split())
     return text if len(text) <= _LABEL_MAX else text[: _LABEL_MAX - 1] + "…"
 
 
@@ -103,9 +103,28 @@ def _raw_steps(flow: Flow) -> list[Any]:
     return steps if isinstance(steps, list) else []
 
 
-def _at(raw: list[Any], i: int) -> dict:
+def _at(raw: list[Any], i: int) -> dict[str, Any]:
     item = raw[i] if i < len(raw) else None
     return item if isinstance(item, dict) else {}
+
+
+def _detail(step: Step) -> str:
+    """What a step's box says under its name."""
+    if isinstance(step, MapStep):
+        return f"map {step.mapping_name}" + (f" into {step.into}" if step.into else "")
+    if isinstance(step, ValidateStep):
+        return f"validate {step.schema_name}"
+    if isinstance(step, SetStep):
+        return "set " + ", ".join(step.fields)
+    if isinstance(step, ReviewStep | ReconcileStep):
+        return f"{step.kind} ({step.queue})"
+    if isinstance(step, ForeachStep):
+        return f"foreach {step.as_name}"
+    if isinstance(step, CallStep):
+        return f"{step.kind} via {step.connection}"
+    if isinstance(step, FilterStep | RouteStep | FailStep):
+        return step.kind
+    raise TypeError(f"no picture for a {step.kind} step")
 
 
 class _Builder:
@@ -148,21 +167,10 @@ class _Builder:
         return entries
 
     def step(self, step: Step) -> str:
-        detail = {
-            MapStep: lambda s: f"map {s.mapping_name}" + (f" into {s.into}" if s.into else ""),
-            ValidateStep: lambda s: f"validate {s.schema_name}",
-            SetStep: lambda s: "set " + ", ".join(s.fields),
-            FilterStep: lambda s: "filter",
-            RouteStep: lambda s: "route",
-            ForeachStep: lambda s: f"foreach {s.as_name}",
-            FailStep: lambda s: "fail",
-            ReviewStep: lambda s: f"review ({s.queue})",
-            ReconcileStep: lambda s: f"reconcile ({s.queue})",
-            CallStep: lambda s: f"{s.kind} via {s.connection}",
-        }[type(step)](step)
+        detail = _detail(step)
         return self.graph.node(_id("s_", step.name), f"{step.name}\n{detail}", step.kind)
 
-    def after(self, step: Step, node: str, raw: dict) -> list[tuple[str, str]]:
+    def after(self, step: Step, node: str, raw: dict[str, Any]) -> list[tuple[str, str]]:
         """Draw what follows from ``step`` inside it; the loose ends that go on."""
         if isinstance(step, FailStep):
             self.graph.edge(node, self.terminal(DEAD))
@@ -186,7 +194,8 @@ class _Builder:
         if isinstance(step, RouteStep):
             return self.route(step, node, raw.get("route"))
         if isinstance(step, ForeachStep):
-            spec = raw.get("foreach") if isinstance(raw.get("foreach"), dict) else {}
+            given = raw.get("foreach")
+            spec = given if isinstance(given, dict) else {}
             before = set(self.graph.nodes)
             self.steps(step.steps, spec.get("steps") or [], [(node, f"each {step.as_name}")])
             body = [n for n in self.graph.nodes if n not in before and n.startswith("s_")]

@@ -12,10 +12,11 @@ from __future__ import annotations
 import bisect
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 Pos = tuple[int, int]  # 1-based line, column
+Path = tuple[str | int, ...]  # keys and indexes from the root
 
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+', re.S)
 
@@ -24,8 +25,8 @@ _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+', re.S)
 class JsonPositions:
     """The positions of one document's values and keys, by path (a tuple of keys and indexes)."""
 
-    values: dict[tuple, int] = field(default_factory=dict)
-    keys: dict[tuple, int] = field(default_factory=dict)
+    values: dict[Path, int] = field(default_factory=dict)
+    keys: dict[Path, int] = field(default_factory=dict)
     deepest: int = 0
     too_deep_at: int | None = None  # the offset where nesting passed the limit
     _lines: list[int] = field(default_factory=list)
@@ -34,7 +35,7 @@ class JsonPositions:
         line = bisect.bisect_right(self._lines, offset)
         return line, offset - self._lines[line - 1] + 1
 
-    def of(self, path: Any, *, key: bool = False) -> Pos:
+    def of(self, path: Iterable[str | int], *, key: bool = False) -> Pos:
         """The value (or key) at ``path``, else the nearest enclosing value; (1, 1) at worst."""
         path = tuple(path)
         if key and path in self.keys:
@@ -47,9 +48,11 @@ class JsonPositions:
 class _Open:
     __slots__ = ("path", "is_object", "index", "key", "want_key")
 
-    def __init__(self, path: tuple, is_object: bool):
+    def __init__(self, path: Path, is_object: bool):
         self.path, self.is_object = path, is_object
-        self.index, self.key, self.want_key = 0, None, is_object
+        self.index = 0
+        self.key: str = ""
+        self.want_key = is_object
 
 
 def locate(text: str, max_depth: int) -> JsonPositions:
@@ -82,7 +85,7 @@ def locate(text: str, max_depth: int) -> JsonPositions:
             found.keys[(*top.path, top.key)] = offset
             continue
         if top is None:
-            here: tuple = ()
+            here: Path = ()
         else:
             here = (*top.path, top.key if top.is_object else top.index)
         found.values[here] = offset

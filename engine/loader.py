@@ -31,6 +31,7 @@ import jsonschema
 
 from connectors import Registry
 from engine import envrefs, flow_schema, packaged
+from engine._sandbox import FlowyardEnvironment
 from engine.errors import FlowError, Problem
 from engine.flow_connections import ENV_REF, ConnectionBuilder, parse_rate
 from engine.flow_schema import did_you_mean
@@ -97,7 +98,7 @@ def _under(path: str, prefix: str) -> bool:
 class _Loader:
     """One load of one flow file; collects problems instead of stopping at the first."""
 
-    def __init__(self, path: Path, registry: Registry, env: Any):
+    def __init__(self, path: Path, registry: Registry, env: FlowyardEnvironment):
         self.path = path
         self.file = str(path)
         self.registry = registry
@@ -126,11 +127,12 @@ class _Loader:
         where = format_path(path)
         if any(_under(where, done) for done in self._reported):
             return  # the value itself was refused already; one message is enough
-        line, column = (key_position if at_key else position)(self.data, path) or (None, None)
-        if line is not None and lineno and lineno > 1:
-            text = self.lines[line - 1][column - 1 :] if line <= len(self.lines) else ""
+        at = (key_position if at_key else position)(self.data, path)
+        line, column = at or (None, None)
+        if at is not None and lineno and lineno > 1:
+            text = self.lines[at[0] - 1][at[1] - 1 :] if at[0] <= len(self.lines) else ""
             # a block scalar (| or >) starts on the line below its indicator
-            line += lineno - 1 + (1 if text[:1] in "|>" else 0)
+            line = at[0] + lineno - 1 + (1 if text[:1] in "|>" else 0)
             column = None
         self.problems.append(Problem(self.file, line, column, where, message, severity))
 
@@ -215,7 +217,9 @@ class _Loader:
                 pass
         return path
 
-    def find_file(self, name: str, kind: str, subdir: str, suffix: str, path: list[Any]):
+    def find_file(
+        self, name: str, kind: str, subdir: str, suffix: str, path: list[Any]
+    ) -> Path | None:
         """A mapping or schema by name (searched in the mapping folders) or by path."""
         if "\0" in name:  # the operating system refuses such a path (Python: ValueError)
             self.problem(path, f"a {kind} name cannot hold a NUL character (\\0)")
@@ -283,7 +287,8 @@ class _Loader:
                 where = format_path(path)
                 resolved = any(_under(where, ok) for ok in self.env_ok)
                 for ref in _ANY_DOLLAR_REF.findall(text):
-                    if not ENV_REF.fullmatch(ref):
+                    env_ref = ENV_REF.fullmatch(ref)
+                    if not env_ref:
                         self.problem(path, _not_an_env_ref(ref))
                     elif not resolved:
                         self.problem(
@@ -291,8 +296,8 @@ class _Loader:
                             f"{ref} is resolved only in the options of connections, of the "
                             "source and of send/enrich steps; it would stay literal text here",
                         )
-                    elif ENV_REF.fullmatch(ref).group(1) not in names:
-                        name = ENV_REF.fullmatch(ref).group(1)
+                    elif env_ref.group(1) not in names:
+                        name = env_ref.group(1)
                         names.add(name)
                         why = envrefs.missing(name, self.path.parent)  # .env and files too
                         if why:
@@ -319,7 +324,9 @@ class _Loader:
         try:
             text = read_definition(self.path)
         except NotUtf8 as exc:
-            self.problems.append(Problem(self.file, exc.line, exc.column, "", exc.strerror))
+            self.problems.append(
+                Problem(self.file, exc.line, exc.column, "", exc.strerror or str(exc))
+            )
             return None
         except OSError as exc:
             self.problems.append(
@@ -335,10 +342,12 @@ class _Loader:
         if self.data is None:
             return None
         if not isinstance(self.data, dict):
+            line, column = getattr(self.data, "pos", None) or (1, 1)
             self.problems.append(
                 Problem(
                     self.file,
-                    *(getattr(self.data, "pos", None) or (1, 1)),
+                    line,
+                    column,
                     "",
                     f"a flow file is a mapping with `flow:`, `source:` and `steps:`; this one "
                     f"holds {flow_schema.describe_value(self.data)}",
@@ -372,7 +381,7 @@ class _Loader:
         if self.ok:  # with errors, these would mostly echo them
             self.connection_builder.check_unused(connections)
             self.check_vars()
-        if not self.ok:
+        if not self.ok or source is None:
             return None  # the parts above were built to find problems, not to run
         retention = self.data.get("retention")
         retention_s = None
@@ -404,7 +413,7 @@ class _Loader:
 
 
 def check_flow(
-    path: str | os.PathLike, registry: Registry, env: Any
+    path: str | os.PathLike[str], registry: Registry, env: FlowyardEnvironment
 ) -> tuple[Flow | None, list[Problem]]:
     """Load a flow and return it (None when invalid) with every problem found, warnings included."""
     loader = _Loader(Path(path), registry, env)
@@ -412,7 +421,7 @@ def check_flow(
     return flow, loader.problems
 
 
-def load_flow(path: str | os.PathLike, registry: Registry, env: Any) -> Flow:
+def load_flow(path: str | os.PathLike[str], registry: Registry, env: FlowyardEnvironment) -> Flow:
     """Load a flow or raise :class:`FlowError` listing every problem."""
     flow, problems = check_flow(path, registry, env)
     if flow is None:

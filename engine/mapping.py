@@ -27,7 +27,7 @@ missing``).
 from __future__ import annotations
 
 import keyword
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from engine.templates import (
     FlowyardEnvironment,
     Obj,
     Renderer,
+    Spec,
     TemplateProblem,
     TemplateRenderError,
     When,
@@ -91,10 +92,11 @@ class CompiledMapping:
         self._renderer = renderer
         self._label = label
 
-    def __call__(self, record: Any, context: Mapping[str, Any] | None = None) -> dict:
+    def __call__(self, record: Any, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
         variables = {**context, "record": record} if context else {"record": record}
         try:
-            return self._renderer(variables)
+            mapped: dict[str, Any] = self._renderer(variables)  # `fields:` renders an object
+            return mapped
         except TemplateRenderError as exc:
             located = exc.located(
                 mapping=self.name, record_key=_record_key(context), label=self.label(variables)
@@ -151,7 +153,15 @@ def load_mapping(
 class _Builder:
     """Walks a mapping file, collecting every problem, and builds its value tree."""
 
-    def __init__(self, env, file: str, text: str, data: Any, problems: list, names):
+    def __init__(
+        self,
+        env: FlowyardEnvironment,
+        file: str,
+        text: str,
+        data: Any,
+        problems: list[Problem],
+        names: Iterable[str],
+    ):
         self.env = env
         self.file = file
         self.lines = text.splitlines()
@@ -159,15 +169,23 @@ class _Builder:
         self.problems = problems
         self.names = tuple(names)
 
-    def problem(self, path: list[Any], message: str, *, key: bool = False, lineno=None, **kw):
-        pos = (key_position if key else position)(self.data, path) or (None, None)
-        line, column = pos
-        if line is not None and lineno and lineno > 1:
+    def problem(
+        self,
+        path: list[Any],
+        message: str,
+        *,
+        key: bool = False,
+        lineno: int | None = None,
+        severity: str = "error",
+    ) -> None:
+        at = (key_position if key else position)(self.data, path)
+        line, column = at or (None, None)
+        if at is not None and lineno and lineno > 1:
             # a multi-line template: point at its own line (a block scalar starts below |)
-            source = self.lines[line - 1][column - 1 :] if line <= len(self.lines) else ""
-            line += lineno - 1 + (1 if source[:1] in ("|", ">") else 0)
+            source = self.lines[at[0] - 1][at[1] - 1 :] if at[0] <= len(self.lines) else ""
+            line = at[0] + lineno - 1 + (1 if source[:1] in ("|", ">") else 0)
             column = None
-        self.problems.append(Problem(self.file, line, column, format_path(path), message, **kw))
+        self.problems.append(Problem(self.file, line, column, format_path(path), message, severity))
 
     def build(self) -> CompiledMapping | None:
         data = self.data
@@ -216,7 +234,7 @@ class _Builder:
         return self.template(value, ["label"], self.names)
 
     # -- the value tree --------------------------------------------------------------------
-    def value(self, value: Any, path: list[Any], scope: tuple[str, ...]) -> Any:
+    def value(self, value: Any, path: list[Any], scope: tuple[str, ...]) -> Spec | None:
         if isinstance(value, str) and is_template(value):
             return self.template(value, path, scope)
         if isinstance(value, dict):
@@ -227,7 +245,7 @@ class _Builder:
             return self.obj(value, path, scope)
         if isinstance(value, list):
             items = [self.value(item, [*path, i], scope) for i, item in enumerate(value)]
-            return Arr(items)
+            return Arr([item for item in items if item is not None])  # None: reported
         try:
             return constant_spec(value, format_path(path))
         except TemplateProblem as exc:
@@ -243,19 +261,21 @@ class _Builder:
         self.check_names(node, path, scope)
         return Expr(source, node)
 
-    def check_names(self, node: Any, path: list[Any], scope: tuple[str, ...]) -> None:
+    def check_names(self, node: nodes.Expr, path: list[Any], scope: tuple[str, ...]) -> None:
         message = check_free_names(self.env, node, scope)
         if message:
             self.problem(path, message, severity="warning")
 
-    def obj(self, value: Any, path: list[Any], scope: tuple[str, ...], top=False) -> Obj | None:
+    def obj(
+        self, value: Any, path: list[Any], scope: tuple[str, ...], top: bool = False
+    ) -> Obj | None:
         what = "`fields`" if top or path[-1] == "fields" else f"`{path[-1]}`"
         if not isinstance(value, dict):
             self.problem(path, f"{what} is a mapping of output field names to values")
             return None
         if top and not value:
             self.problem(path, "`fields` is empty: name at least one output field")
-        fields: dict[str, Any] = {}
+        fields: dict[str, Spec] = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 kind = type(key).__name__
@@ -265,10 +285,12 @@ class _Builder:
                     key=True,
                 )
                 continue
-            fields[key] = self.value(item, [*path, key], scope)
+            child = self.value(item, [*path, key], scope)
+            if child is not None:  # else reported: the mapping will not be compiled
+                fields[key] = child
         return Obj(fields)
 
-    def each(self, value: dict, path: list[Any], scope: tuple[str, ...]) -> Each | None:
+    def each(self, value: dict[str, Any], path: list[Any], scope: tuple[str, ...]) -> Each | None:
         ok = self.spec_keys(value, path, EACH_KEYS, "a list spec")
         source = value.get("each")
         if not (isinstance(source, str) and is_template(source)):
@@ -302,7 +324,7 @@ class _Builder:
             return None
         return Each(each, name, body, uses_loop=_uses_name(body, "loop"))
 
-    def when(self, value: dict, path: list[Any], scope: tuple[str, ...]) -> When | None:
+    def when(self, value: dict[str, Any], path: list[Any], scope: tuple[str, ...]) -> When | None:
         ok = self.spec_keys(value, path, WHEN_KEYS, "an optional object")
         source = value.get("when")
         condition = None
@@ -323,7 +345,9 @@ class _Builder:
             return None
         return When(condition, body)
 
-    def spec_keys(self, value: dict, path: list[Any], allowed: tuple, what: str) -> bool:
+    def spec_keys(
+        self, value: dict[str, Any], path: list[Any], allowed: tuple[str, ...], what: str
+    ) -> bool:
         ok = True
         for key in value:
             if key not in allowed:
@@ -340,7 +364,7 @@ class _Builder:
         return ok
 
 
-def _uses_name(spec: Any, name: str) -> bool:
+def _uses_name(spec: Spec, name: str) -> bool:
     """Does any template of ``spec`` read ``name`` (not looking into nested list bodies)?"""
     if isinstance(spec, Expr):
         return name in free_names(spec.node)

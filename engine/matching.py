@@ -121,11 +121,11 @@ def three_way_match(
 
 
 def _match_line(
-    line: Mapping,
+    line: Mapping[str, Any],
     position: int,
-    orders: list[dict],
-    receipts: list[dict],
-    earlier_invoices: list[dict],
+    orders: list[dict[str, Any]],
+    receipts: list[dict[str, Any]],
+    earlier_invoices: list[dict[str, Any]],
     billed: dict[int, Decimal],
     tol: dict[str, Decimal],
     po: str,
@@ -215,7 +215,9 @@ def _match_line(
     return result
 
 
-def _find_po_line(orders: list[dict], wanted: Any, sku: Any, po: str) -> tuple[int, str | None]:
+def _find_po_line(
+    orders: list[dict[str, Any]], wanted: Any, sku: Any, po: str
+) -> tuple[int, str | None]:
     """The index of the PO line an invoice line bills, or a reason it has none."""
     if not orders:
         return -1, f"{po} has no lines"
@@ -235,13 +237,13 @@ def _find_po_line(orders: list[dict], wanted: Any, sku: Any, po: str) -> tuple[i
     return found[0], None
 
 
-def _receipt_for(receipt: dict, order: dict) -> bool:
+def _receipt_for(receipt: dict[str, Any], order: dict[str, Any]) -> bool:
     if receipt["po_line"] is not None:
-        return receipt["po_line"] == order["po_line"]
-    return receipt["sku"] == order["sku"]
+        return bool(receipt["po_line"] == order["po_line"])
+    return bool(receipt["sku"] == order["sku"])
 
 
-def _po_line(row: Mapping, position: int) -> dict[str, Any]:
+def _po_line(row: Mapping[str, Any], position: int) -> dict[str, Any]:
     who = f"po_lines[{position - 1}]"
     number = row.get("po_line", row.get("line_no", position))
     return {
@@ -253,7 +255,7 @@ def _po_line(row: Mapping, position: int) -> dict[str, Any]:
     }
 
 
-def _receipt(row: Mapping, who: str) -> dict[str, Any]:
+def _receipt(row: Mapping[str, Any], who: str) -> dict[str, Any]:
     po_line = row.get("po_line")
     if po_line is None and row.get("sku") is None:
         raise FilterError(f"three_way_match: {who} has neither po_line nor sku")
@@ -264,7 +266,7 @@ def _receipt(row: Mapping, who: str) -> dict[str, Any]:
     }
 
 
-def _rows(value: Any, what: str) -> list[Mapping]:
+def _rows(value: Any, what: str) -> list[Mapping[str, Any]]:
     require_defined(value)
     if value is None:
         return []
@@ -273,7 +275,7 @@ def _rows(value: Any, what: str) -> list[Mapping]:
     return list(value)
 
 
-def _field(row: Mapping, name: str, who: str) -> Any:
+def _field(row: Mapping[str, Any], name: str, who: str) -> Any:
     if row.get(name) is None:
         raise FilterError(f"three_way_match: {who} has no {name}")
     return row[name]

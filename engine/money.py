@@ -283,7 +283,9 @@ class _Figures:
         self.places = currency_exponent(record.get("currency"))
         self.unit = _QUANTUM[self.places]
 
-    def amount(self, obj: Mapping, key: str, where: str, default: Any = _NO_VALUE) -> Decimal:
+    def amount(
+        self, obj: Mapping[str, Any], key: str, where: str, default: Any = _NO_VALUE
+    ) -> Decimal:
         value = obj.get(key, default) if isinstance(obj, Mapping) else default
         if value is _NO_VALUE or value is None:
             if default is not _NO_VALUE and default is not None:
@@ -294,7 +296,7 @@ class _Figures:
         except FilterError as exc:
             raise FilterError(f"{exc} ({where}{key})", value=value) from None
 
-    def rows(self, obj: Mapping, key: str) -> list[Mapping]:
+    def rows(self, obj: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
         rows = obj.get(key) or []
         if not isinstance(rows, list) or not all(isinstance(r, Mapping) for r in rows):
             raise FilterError(f"{self.who}: {key} must be a list of objects")
@@ -327,7 +329,9 @@ def totals_problems(order: Any) -> list[str]:
     included = order.get("taxes_included") is True
     problems: list[str] = []
 
-    def parts_add_up(label: str, stated: Decimal, rows: list[Mapping], what: str, figure: str):
+    def parts_add_up(
+        label: str, stated: Decimal, rows: list[Mapping[str, Any]], what: str, figure: str
+    ) -> None:
         """A line's stated figure against its parts (when it states parts)."""
         if rows:
             parts = sum((money(r, "amount", f"{label} {what}: ") for r in rows), Decimal(0))
@@ -405,10 +409,10 @@ def totals_problems(order: Any) -> list[str]:
             f"line and shipping discounts add up to {text(line_discounts + shipping_discounts)}"
             f" but the total discount is {text(discount)}"
         )
-    taxes = line_taxes + shipping_taxes + fee_taxes
-    if tax_stated and differs(taxes, tax):
+    tax_sum = line_taxes + shipping_taxes + fee_taxes
+    if tax_stated and differs(tax_sum, tax):
         problems.append(
-            f"line, shipping and fee taxes add up to {text(taxes)} but total tax is {text(tax)}"
+            f"line, shipping and fee taxes add up to {text(tax_sum)} but total tax is {text(tax)}"
         )
     order_taxes = figures.rows(order, "tax_lines")
     if order_taxes:

@@ -213,7 +213,9 @@ def preview(
     return result
 
 
-def _map(compiled: CompiledMapping, record: Any, vars: dict) -> tuple[Any, list]:
+def _map(
+    compiled: CompiledMapping, record: Any, vars: dict[str, Any]
+) -> tuple[Any, list[MappingProblem]]:
     context = {"vars": vars, "meta": {"key": _key(record)}, "run": {"id": "map", "flow": "map"}}
     try:
         return compiled(record, context), []
@@ -230,7 +232,7 @@ def _key(record: Any) -> str:
     return "the record"
 
 
-def _schema_problems(schema: dict, result: Any, source: Any) -> list[MappingProblem]:
+def _schema_problems(schema: dict[str, Any], result: Any, source: Any) -> list[MappingProblem]:
     validator = jsonschema.validators.validator_for(schema)(schema)
     errors = sorted(validator.iter_errors(result), key=lambda e: list(map(str, e.absolute_path)))
     index = _Identities(source)

@@ -84,6 +84,8 @@ def check_connections(
             try:
                 options = _render(conn.options, context)
                 cls = registry.get(conn.connector)
+                if cls is None:
+                    raise LookupError(f"no connector {conn.connector!r} is installed")
                 connector = cls(options)
                 connector.root = root
                 connector.on_secret(mask.add)

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from engine import packaged
 from engine.flow_schema import SCHEMA
 from engine.flowtest import TEST_SCHEMA
+from engine.mapping import CompiledMapping
 from engine.model import Flow, MapStep
 
 STARTER = Path(__file__).resolve().parent / "starter"
@@ -34,11 +36,18 @@ class InitError(Exception):
     the flow to start from is not a shipped one."""
 
 
-def init_project(folder: Path, from_flow: str | None = None, load=None) -> list[Path]:
+def init_project(
+    folder: Path, from_flow: str | None = None, load: Callable[[Path], Flow] | None = None
+) -> list[Path]:
     """Make the project in ``folder`` (made if missing; existing files are never
     overwritten); returns the files written. ``load`` loads a flow (``Engine.load``), to
     find the mappings a shipped flow uses."""
-    files = _starter() if from_flow is None else _from_shipped(from_flow, load)
+    if from_flow is None:
+        files = _starter()
+    elif load is None:
+        raise TypeError("a project from a shipped flow needs `load` (Engine.load)")
+    else:
+        files = _from_shipped(from_flow, load)
     files[FLOW_SCHEMA_FILE] = json.dumps(SCHEMA, indent=2) + "\n"
     files[TEST_SCHEMA_FILE] = json.dumps(TEST_SCHEMA, indent=2) + "\n"
     clashes = sorted(name for name in files if (folder / name).exists())
@@ -65,7 +74,7 @@ def _starter() -> dict[str, str]:
     return files
 
 
-def _from_shipped(name: str, load) -> dict[str, str]:
+def _from_shipped(name: str, load: Callable[[Path], Flow]) -> dict[str, str]:
     source = packaged.flow_file(name)
     if source is None:
         raise InitError(
@@ -82,9 +91,9 @@ def _from_shipped(name: str, load) -> dict[str, str]:
             sample = (tests.parent / match.group(1)).resolve()
             if sample.is_file() and sample.is_relative_to(tests.parent):
                 files[sample.relative_to(tests.parent).as_posix()] = sample.read_text("utf-8")
-    flow: Flow = load(source)
+    flow = load(source)
     for step, _, _ in flow.walk():
-        if isinstance(step, MapStep):
+        if isinstance(step, MapStep) and isinstance(step.mapping, CompiledMapping):
             mapping = Path(step.mapping.file)
             files[f"mappings/{mapping.name}"] = mapping.read_text(encoding="utf-8")
     files["README.md"] = _readme(name, flow)

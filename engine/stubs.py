@@ -59,7 +59,7 @@ def matches(pattern: Any, value: Any) -> bool:
         text = value if isinstance(value, str) else dumps(value)
         regex = ".*".join(re.escape(part) for part in pattern.split("*"))
         return re.fullmatch(regex, text, re.S) is not None
-    return plain(pattern) == plain(value)
+    return bool(plain(pattern) == plain(value))
 
 
 @dataclass

@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
 from jinja2 import Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
@@ -55,6 +55,8 @@ from engine._sandbox import (
 from engine.errors import MappingError
 from engine.filters import FILTERS, FilterError, MissingValueError, require_defined
 from engine.yamlpos import format_path
+
+_N = TypeVar("_N", bound=nodes.Node)
 
 __all__ = [
     "CONDITION_HINT",
@@ -337,12 +339,12 @@ class Expr:
 
 @dataclass(eq=False)
 class Obj:
-    fields: dict[str, Any]
+    fields: dict[str, Spec]
 
 
 @dataclass(eq=False)
 class Arr:
-    items: list[Any]
+    items: list[Spec]
 
 
 @dataclass(eq=False)
@@ -364,7 +366,10 @@ class When:
     body: Obj
 
 
-def is_template(value: Any) -> bool:
+Spec = Const | Expr | Obj | Arr | Each | When  # a node of a value tree
+
+
+def is_template(value: Any) -> TypeGuard[str]:
     """True when ``value`` is a string holding a Jinja expression or statement."""
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
@@ -428,7 +433,9 @@ def _check_depth(node: nodes.Node) -> None:
         todo.extend((child, depth + 1) for child in item.iter_child_nodes())
 
 
-def _parsed(env: FlowyardEnvironment, source: str, parse: Any, state: str | None) -> Any:
+def _parsed(
+    env: FlowyardEnvironment, source: str, parse: Callable[[], _N], state: str | None
+) -> _N:
     """``parse()`` with the shape checks around it; a parser recursion is a nesting problem."""
     _check_shape(env, source, state)
     try:
@@ -453,6 +460,7 @@ def python_internals(node: nodes.Node, source: str) -> tuple[str, int] | None:
     it at run time on every record, so such a template can only ever fail."""
     found = []
     items = (node, *node.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)))
+    name: object
     for item in items:
         if isinstance(item, nodes.Getattr):
             name = item.attr
@@ -478,7 +486,7 @@ def parse_template(env: FlowyardEnvironment, source: str) -> nodes.Expr:
         tree = _parsed(env, source, lambda: env.parse(source), None)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error: {exc.message}", exc.lineno) from None
-    parts: list[nodes.Node] = []
+    parts: list[nodes.Expr] = []
     for stmt in tree.body:
         if not isinstance(stmt, nodes.Output):
             raise TemplateProblem(
@@ -495,8 +503,9 @@ def parse_template(env: FlowyardEnvironment, source: str) -> nodes.Expr:
         nodes.Const(p.data, lineno=p.lineno) if isinstance(p, nodes.TemplateData) else p
         for p in parts
     ]
-    if all(isinstance(p, nodes.Const) for p in pieces):
-        return nodes.Const("".join(p.value for p in pieces), lineno=1)
+    consts = [p for p in pieces if isinstance(p, nodes.Const)]
+    if len(consts) == len(pieces):
+        return nodes.Const("".join(p.value for p in consts), lineno=1)
     return nodes.Concat(pieces, lineno=pieces[0].lineno)
 
 
@@ -533,7 +542,7 @@ def free_names(node: nodes.Node) -> set[str]:
 VARYING_NAMES = frozenset({"run", "now_utc"})
 
 
-def spec_names(spec: Any) -> frozenset[str]:
+def spec_names(spec: Spec) -> frozenset[str]:
     """Every name the expressions of a compiled value tree read."""
     if isinstance(spec, Expr):
         return frozenset(free_names(spec.node))
@@ -571,7 +580,7 @@ def constant_spec(value: Any, path: str = "") -> Const:
     raise TemplateProblem(f"a {type(value).__name__} cannot be used as a value", path=path)
 
 
-def _tree(env: FlowyardEnvironment, value: Any, path: list[Any]) -> Any:
+def _tree(env: FlowyardEnvironment, value: Any, path: list[Any]) -> Spec:
     """The value tree of a flow value (no list specs: those belong to mapping files)."""
     where = format_path(path)
     if isinstance(value, str) and is_template(value):
@@ -595,7 +604,7 @@ def _tree(env: FlowyardEnvironment, value: Any, path: list[Any]) -> Any:
     return constant_spec(value, where)
 
 
-def _is_constant(spec: Any) -> bool:
+def _is_constant(spec: Spec) -> bool:
     if isinstance(spec, Const):
         return True
     if isinstance(spec, Obj):
@@ -656,7 +665,7 @@ def _checked(node: nodes.Expr) -> nodes.Expr:
     return nodes.Filter(node, DEFINED, [], [], None, None, lineno=node.lineno)
 
 
-def _to_node(spec: Any, extra: dict[str, Any], env: FlowyardEnvironment) -> nodes.Expr:
+def _to_node(spec: Spec, extra: dict[str, Any], env: FlowyardEnvironment) -> nodes.Expr:
     if isinstance(spec, Const):
         return nodes.Const(spec.value)
     if isinstance(spec, Expr):
@@ -687,15 +696,23 @@ class _Scope(Context):
     the expression itself.
     """
 
-    vars: Mapping[str, Any] = MappingProxyType({})
-    exported_vars: frozenset[str] = frozenset()
-    blocks: Mapping[str, Any] = MappingProxyType({})
-    globals_keys: frozenset[str] = frozenset()
+    # Read-only where Context has dicts and sets: nothing in a single expression writes
+    # them, and a write would change every render (hence the ignores).
+    vars: Mapping[str, Any] = MappingProxyType({})  # type: ignore[assignment]
+    exported_vars: frozenset[str] = frozenset()  # type: ignore[assignment]
+    blocks: Mapping[str, Any] = MappingProxyType({})  # type: ignore[assignment]
+    globals_keys: frozenset[str] = frozenset()  # type: ignore[assignment]
     name = None
 
-    def __init__(self, environment: Any, parent: Mapping[str, Any], fy_globals: dict, eval_ctx):
+    def __init__(
+        self,
+        environment: FlowyardEnvironment,
+        parent: Mapping[str, Any],
+        fy_globals: dict[str, Any],
+        eval_ctx: EvalContext,
+    ):
         self.environment = environment
-        self.parent = parent
+        self.parent = parent  # type: ignore[assignment]  # the caller's, not copied
         self.fy_globals = fy_globals
         self.eval_ctx = eval_ctx
 
@@ -714,7 +731,13 @@ class _Compiled:
 
     __slots__ = ("env", "root", "name", "globals", "eval_ctx")
 
-    def __init__(self, env: FlowyardEnvironment, expr: nodes.Expr, name: str, extra=None):
+    def __init__(
+        self,
+        env: FlowyardEnvironment,
+        expr: nodes.Expr,
+        name: str,
+        extra: dict[str, Any] | None = None,
+    ):
         tree = nodes.Template([nodes.Output([expr])])
         tree.set_environment(env)
         tree.set_lineno(1)
@@ -763,7 +786,7 @@ class _EachRenderer:
         self.item_name = spec.name
         self.uses_loop = spec.uses_loop
 
-    def map(self, parent: Mapping[str, Any], items: Any) -> list:
+    def map(self, parent: Mapping[str, Any], items: Any) -> list[Any]:
         if type(items) is not list:  # JSON lists are lists: the other checks are rare
             _check_items(items)
         elif not items:  # many of a record's lists are empty (no allocations, no properties)
@@ -771,7 +794,8 @@ class _EachRenderer:
         scope = dict(parent)
         compiled = self.compiled
         ctx = _Scope(compiled.env, scope, compiled.globals, compiled.eval_ctx)
-        root, name, out = compiled.root, self.item_name, []
+        root, name = compiled.root, self.item_name
+        out: list[Any] = []
         if self.uses_loop:
             items = list(items)
             for index, item in enumerate(items):
@@ -794,7 +818,7 @@ class Renderer:
 
     __slots__ = ("source", "constant", "names_read", "_spec", "_compiled", "_slow")
 
-    def __init__(self, env: FlowyardEnvironment, spec: Any, source: Any, name: str = "value"):
+    def __init__(self, env: FlowyardEnvironment, spec: Spec, source: Any, name: str = "value"):
         self.source = source
         self.constant = _is_constant(spec)
         self.names_read = spec_names(spec)
@@ -829,7 +853,7 @@ class Renderer:
         first = {p.where or str(p): p for p in reversed(problems)}
         return _error_of([p for p in problems if first[p.where or str(p)] is p])
 
-    def _eval(self, expr: Expr, scope: dict[str, Any], bare: bool = False) -> Any:
+    def _eval(self, expr: Expr, scope: Mapping[str, Any], bare: bool = False) -> Any:
         compiled = self._slow.get(id(expr))
         if compiled is None:
             env = self._compiled.env
@@ -839,7 +863,12 @@ class Renderer:
         return compiled.render(scope)
 
     def _collect(
-        self, spec: Any, scope: dict, path: list, problems: list, index: _SourceIndex
+        self,
+        spec: Spec,
+        scope: Mapping[str, Any],
+        path: list[Any],
+        problems: list[FieldProblem],
+        index: _SourceIndex,
     ) -> None:
         def failed(exc: BaseException, source: str) -> None:
             problems.append(_problem(exc, format_path(path), source, index))
@@ -907,7 +936,7 @@ def compile_value(
     return Renderer(env, spec, value)
 
 
-def _check_tree_names(env: FlowyardEnvironment, spec: Any, names: Collection[str]) -> None:
+def _check_tree_names(env: FlowyardEnvironment, spec: Spec, names: Collection[str]) -> None:
     if isinstance(spec, Expr):
         message = check_free_names(env, spec.node, names)
         if message:

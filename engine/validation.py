@@ -72,7 +72,7 @@ _NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "definitions", "$
 _compiled: dict[str, Callable[[Any], Any]] = {}  # canonical schema text -> fastjsonschema function
 
 
-def load_schema(path: str) -> tuple[dict | None, list[Problem]]:
+def load_schema(path: str) -> tuple[dict[str, Any] | None, list[Problem]]:
     """Read a JSON Schema file and check it; ``None`` and every problem when it is unusable.
 
     Each problem names the line and column of the value it is about.
@@ -151,7 +151,7 @@ def _refs(node: Any, at: list[Any]) -> list[tuple[list[Any], Any]]:
     return found
 
 
-def _ref_problems(schema: dict) -> list[tuple[list[Any], str]]:
+def _ref_problems(schema: dict[str, Any]) -> list[tuple[list[Any], str]]:
     """Each ``$ref`` that points outside the file, or to nothing inside it."""
     problems = []
     for at, ref in _refs(schema, []):
@@ -208,7 +208,7 @@ def _later_keywords(node: Any, at: list[Any]) -> list[tuple[list[Any], str]]:
     return found
 
 
-def _compile(schema: dict) -> Callable[[Any], Any]:
+def _compile(schema: dict[str, Any]) -> Callable[[Any], Any]:
     key = json.dumps(schema, sort_keys=True)
     function = _compiled.get(key)
     if function is None:
@@ -218,7 +218,7 @@ def _compile(schema: dict) -> Callable[[Any], Any]:
     return function
 
 
-def _inline_refs(node: Any, root: dict, expanding: tuple[str, ...]) -> Any:
+def _inline_refs(node: Any, root: dict[str, Any], expanding: tuple[str, ...]) -> Any:
     """``node`` with local ``$ref``s replaced by their targets (recursive ones are kept).
 
     fastjsonschema turns each ``$ref`` into a call that formats the error-path prefix
@@ -247,7 +247,7 @@ def _inline_refs(node: Any, root: dict, expanding: tuple[str, ...]) -> Any:
     }
 
 
-def compile_validator(schema: dict) -> Callable[[Any], None]:
+def compile_validator(schema: dict[str, Any]) -> Callable[[Any], None]:
     """The per-record validator of ``schema``: returns None, or raises
     :class:`~engine.errors.RecordValidationError` naming the path and the rule
     (``lines[0].quantity: must be integer (rule: type)``).
@@ -267,7 +267,9 @@ def compile_validator(schema: dict) -> Callable[[Any], None]:
     return validate
 
 
-def _validation_error(exc: fastjsonschema.JsonSchemaValueException, schema_id: str):
+def _validation_error(
+    exc: fastjsonschema.JsonSchemaValueException, schema_id: str
+) -> RecordValidationError:
     name = exc.name or "data"  # "data.lines[0].quantity"
     where = name[len("data") :].lstrip(".") if name.startswith("data") else name
     where = where or "(record)"

@@ -22,7 +22,8 @@ import errno
 import os
 import re
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -66,7 +67,7 @@ class NotUtf8(OSError):
         super().__init__(errno.EILSEQ, reason, path)
 
 
-def read_definition(path: str | os.PathLike) -> str:
+def read_definition(path: str | os.PathLike[str]) -> str:
     """The text of a flow, mapping or schema file, read no further than the size limit.
 
     A flow names its mapping and schema files by path; one that names ``/proc/kcore`` (a
@@ -87,7 +88,7 @@ def read_definition(path: str | os.PathLike) -> str:
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
-class PosDict(dict):
+class PosDict(dict[Any, Any]):
     """A mapping with ``key_pos[key]`` and ``value_pos[key]`` and its own ``pos``."""
 
     pos: Pos = (0, 0)
@@ -98,7 +99,7 @@ class PosDict(dict):
         self.value_pos: dict[Any, Pos] = {}
 
 
-class PosList(list):
+class PosList(list[Any]):
     """A sequence with ``item_pos[i]`` and its own ``pos``."""
 
     pos: Pos = (0, 0)
@@ -115,8 +116,10 @@ def replaced_by_null(problem: Problem) -> bool:
     )
 
 
-def _mark(node: yaml.Node) -> Pos:
-    return (node.start_mark.line + 1, node.start_mark.column + 1)
+def _mark(node: yaml.Node | yaml.Event) -> Pos:
+    mark = node.start_mark
+    assert mark is not None  # the parser marks every node and event it makes
+    return (mark.line + 1, mark.column + 1)
 
 
 def _looks_like_unquoted_template(node: yaml.Node) -> bool:
@@ -126,11 +129,24 @@ def _looks_like_unquoted_template(node: yaml.Node) -> bool:
     return any(isinstance(k, yaml.MappingNode) for k, _ in node.value)
 
 
-class _Positions:
+if TYPE_CHECKING:
+
+    class _LoaderBase(yaml.constructor.SafeConstructor):
+        """What :class:`_Positions` uses of the loader it is mixed into."""
+
+        def __init__(self, stream: str) -> None: ...
+        def get_single_node(self) -> yaml.Node | None: ...
+        def dispose(self) -> None: ...
+
+else:
+    _LoaderBase = object
+
+
+class _Positions(_LoaderBase):
     """Construction that keeps positions; mixed into the C and the pure-Python loaders."""
 
     def __init__(self, stream: str, file: str):
-        super().__init__(stream)  # type: ignore[call-arg]
+        super().__init__(stream)
         self.file = file
         self.problems: list[Problem] = []
 
@@ -218,11 +234,13 @@ class _Loader(_Positions, yaml.SafeLoader):
 
 # libyaml's parser is ~10x faster; it reads every valid file, and an invalid one is read
 # again by the pure-Python parser for the message.
-_FastLoader: Any = (
-    type("_FastLoader", (_Positions, yaml.CSafeLoader), {})
-    if getattr(yaml, "__with_libyaml__", False)
-    else None
-)
+_FastLoader: type[_Positions] | None = None
+if getattr(yaml, "__with_libyaml__", False):
+
+    class _CLoader(_Positions, yaml.CSafeLoader):
+        """The libyaml parser with the same construction."""
+
+    _FastLoader = _CLoader
 
 
 class _Open:
@@ -267,8 +285,8 @@ def _shape_problem(text: str, file: str) -> Problem | None:
         return None  # a syntax error: the load reports it
 
 
-def _events_problem(parser: Any, file: str) -> Problem | None:
-    sizes: dict[str, tuple[int, int]] = {}  # anchor -> (values, height)
+def _events_problem(parser: yaml.SafeLoader | yaml.CSafeLoader, file: str) -> Problem | None:
+    sizes: dict[str | None, tuple[int, int]] = {}  # anchor -> (values, height)
     stack: list[_Open] = []
     aliases = added = 0
 
@@ -325,7 +343,9 @@ def _events_problem(parser: Any, file: str) -> Problem | None:
         parser.dispose()
 
 
-def _load(cls: Any, text: str, file: str) -> tuple[Any, list[Problem], Any]:
+def _load(
+    cls: Callable[[str, str], _Positions], text: str, file: str
+) -> tuple[Any, list[Problem], _Positions]:
     loader = cls(text, file)
     try:
         node = loader.get_single_node()
@@ -354,22 +374,25 @@ def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
             return _load(_FastLoader, text, file)[:2]
         except yaml.YAMLError:
             pass  # read again below, for the pure-Python parser's words
-    loader = None
+    loader: _Loader | None = None
     try:
-        loader = _Loader(text, file)
-        return _load(lambda *_: loader, text, file)[:2]
+        loader = made = _Loader(text, file)
+        return _load(lambda *_: made, text, file)[:2]
     except yaml.reader.ReaderError as exc:
-        line, col = _offset_position(text, exc.position)
+        at = _offset_position(text, exc.position)
         char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
         return None, [
-            Problem(file, line, col, "", f"invalid YAML: the character {char} is not allowed here")
+            Problem(file, *at, "", f"invalid YAML: the character {char} is not allowed here")
         ]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         if exc.context_mark and (_at_end(exc) or "simple key" in (exc.context or "")):
             # an unclosed quote or bracket, a line without ':': point at where it starts
             mark = exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        line: int | None = None
+        col: int | None = None
+        if mark:
+            line, col = mark.line + 1, mark.column + 1
         message = _explain(exc, text)
         opened = _quote_read_on(text, exc.problem_mark.line) if exc.problem_mark else None
         if opened is not None:

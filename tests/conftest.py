@@ -1,21 +1,39 @@
-"""Shared test helpers: a flow written to disk, the CLI in a real subprocess, a live target."""
+"""Where the suite's fixtures are registered, and the order it runs in.
+
+The helpers live in ``tests/support/`` (files and paths, the CLI, the HTTP targets, the
+ERP, the web shops); the names below are re-exported so that ``from tests.conftest
+import write_flow, flowyard, ...`` keeps working.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
 
+from tests.support.cli import CliResult, flowyard, invoke
+from tests.support.files import (
+    FIXTURES,
+    MAPPINGS,
+    ROOT,
+    read_ndjson,
+    shop_order,
+    write_flow,
+    write_ndjson,
+)
 from tests.support.target import Target
 
-ROOT = Path(__file__).resolve().parent.parent
-MAPPINGS = ROOT / "mappings"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+__all__ = [
+    "FIXTURES",
+    "MAPPINGS",
+    "ROOT",
+    "CliResult",
+    "flowyard",
+    "invoke",
+    "read_ndjson",
+    "shop_order",
+    "target",
+    "write_flow",
+    "write_ndjson",
+]
 
 
 @pytest.fixture
@@ -25,49 +43,6 @@ def target(tmp_path):
         yield t
 
 
-def write_flow(directory: Path, text: str, name: str = "flow.yaml") -> Path:
-    """Write a flow file whose mapping search path includes the shipped mappings."""
-    body = textwrap.dedent(text).strip() + "\n"
-    if "mappings:" not in body:
-        body += f"mappings: [{MAPPINGS}]\n"
-    path = directory / name
-    path.write_text(body, encoding="utf-8")
-    return path
-
-
-def write_ndjson(path: Path, records: list) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
-def read_ndjson(path: Path) -> list:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def flowyard(
-    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess and return its completed process (text mode)."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("FLOWYARD_STATE", None) if env is None or "FLOWYARD_STATE" not in env else None
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *map(str, args)],
-        cwd=cwd or ROOT,
-        env={**full_env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def shop_order(n: int, **extra) -> dict:
-    """A small web-shop order (not the full Shopify resource) for engine tests."""
-    return {
-        "id": 5_000_000_000_000_000 + n,
-        "name": f"#{1000 + n}",
-        "total": f"{n}.50",
-        "pickup": n % 3 == 0,
-        **extra,
-    }
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The code checks (tests/test_checks.py) first: a lint or type error stops ``-x`` at once."""
+    items.sort(key=lambda item: item.path.name != "test_checks.py")  # stable: the rest keep order

@@ -11,7 +11,7 @@ from contextlib import closing
 from connectors import Connector, Item
 from engine import Engine
 from engine.store import SqliteStore
-from tests.conftest import flowyard, read_ndjson, write_flow
+from tests.conftest import flowyard, invoke, read_ndjson, write_flow
 
 # Inputs a JSON parser reads, or half-reads, that a record must not hold.
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -47,7 +47,7 @@ def test_unreadable_lines_are_dead_lettered_at_the_source_and_the_rest_goes_on(t
     write_lines(tmp_path / "in.ndjson", ['{"id": 1}', *BAD_LINES.values(), '{"id": 7}'])
     state = tmp_path / "state.db"
     for attempt in (1, 2):  # the file is read again: the same lines, the same dead letters
-        done = flowyard("run", flow, "--state", state, "--output", "json", cwd=tmp_path)
+        done = invoke("run", flow, "--state", state, "--output", "json", cwd=tmp_path)
         assert done.returncode == 1, done.stderr
         assert "Traceback" not in done.stderr
         counts = json.loads(done.stdout)["counts"]
@@ -55,7 +55,7 @@ def test_unreadable_lines_are_dead_lettered_at_the_source_and_the_rest_goes_on(t
         assert counts["done" if attempt == 1 else "skipped"] == 2
     assert read_ndjson(tmp_path / "out.ndjson") == [{"id": 1}, {"id": 7}]
     letters = json.loads(
-        flowyard("dlq", "list", "--state", state, "--output", "json", cwd=tmp_path).stdout
+        invoke("dlq", "list", "--state", state, "--output", "json", cwd=tmp_path).stdout
     )
     assert {d["line"]: d["step"] for d in letters} == {n: "source" for n in BAD_LINES}
     by_line = {d["line"]: d for d in letters}
@@ -67,7 +67,7 @@ def test_unreadable_lines_are_dead_lettered_at_the_source_and_the_rest_goes_on(t
     assert "Infinity is not a JSON number" in reasons[6]
     for n, line in BAD_LINES.items():
         assert by_line[n]["raw"] == line  # the raw text, to fix and feed again
-    runs = json.loads(flowyard("runs", "list", "--state", state, "-o", "json").stdout)
+    runs = json.loads(invoke("runs", "list", "--state", state, "-o", "json").stdout)
     assert [r["status"] for r in runs] == ["dead_lettered", "dead_lettered"]
 
 

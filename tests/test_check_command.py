@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import ROOT, flowyard, write_flow, write_ndjson
+from tests.conftest import ROOT, flowyard, invoke, write_flow, write_ndjson
 
-pytest_plugins = ["tests.tryton_support"]
+pytest_plugins = ["tests.support.tryton"]
 TOKEN = "chk-51d0e8a9c3"
 
 
@@ -54,7 +54,7 @@ def make(tmp_path, url):
 
 def test_every_connection_is_reached_and_nothing_is_sent(tmp_path, target):
     flow = make(tmp_path, target.url)
-    done = flowyard("check", flow, "-o", "json", cwd=tmp_path, env={"CHECK_SHOP_TOKEN": TOKEN})
+    done = invoke("check", flow, "-o", "json", cwd=tmp_path, env={"CHECK_SHOP_TOKEN": TOKEN})
     assert done.returncode == 0, done.stdout + done.stderr
     results = {r["connection"]: r for r in json.loads(done.stdout)}
     assert results["shop"]["uses"] == ["enrich"] and results["shop"]["status"] == "ok"
@@ -77,7 +77,7 @@ def test_refused_credentials_and_a_missing_source_fail_with_the_reason(tmp_path,
     flow = make(tmp_path, target.url)
     (tmp_path / "in.ndjson").unlink()
     target.script([{"status": 401, "body": {"errors": f"bad token {TOKEN}"}}])
-    done = flowyard("check", flow, cwd=tmp_path, env={"CHECK_SHOP_TOKEN": TOKEN})
+    done = invoke("check", flow, cwd=tmp_path, env={"CHECK_SHOP_TOKEN": TOKEN})
     assert done.returncode == 1
     assert "shop (http; enrich): failed" in done.stdout
     assert "FAILED  GET the base URL: the credentials were refused (HTTP 401)" in done.stdout
@@ -88,9 +88,9 @@ def test_refused_credentials_and_a_missing_source_fail_with_the_reason(tmp_path,
 
 def test_an_unreachable_target_and_a_missing_secret(tmp_path):
     flow = make(tmp_path, "http://127.0.0.1:9")
-    down = flowyard("check", flow, cwd=tmp_path, env={"CHECK_SHOP_TOKEN": TOKEN})
+    down = invoke("check", flow, cwd=tmp_path, env={"CHECK_SHOP_TOKEN": TOKEN})
     assert down.returncode == 1 and "ConnectError" in down.stdout
-    missing = flowyard("check", flow, cwd=tmp_path)
+    missing = invoke("check", flow, cwd=tmp_path)
     assert missing.returncode == 2
     assert "environment variable CHECK_SHOP_TOKEN is not set" in missing.stderr
 

@@ -1,4 +1,5 @@
-"""The CLI as a user runs it: real subprocesses, real files."""
+"""The CLI as a user runs it, on real files: whole stories in real subprocesses (the exit
+codes a shell sees); arguments, help and what commands print in-process (``invoke``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sqlite3
 
 import typer.main
 
-from tests.conftest import ROOT, flowyard, read_ndjson
+from tests.conftest import ROOT, flowyard, invoke, read_ndjson
 
 
 def quickstart(tmp_path):
@@ -84,7 +85,7 @@ def test_a_changed_order_is_a_conflict_until_the_flow_says_update(tmp_path):
 
 def test_dry_run_leaves_no_state_behind(tmp_path):
     work = quickstart(tmp_path)
-    result = flowyard("run", "flow.yaml", "--dry-run", "--output", "json", cwd=work)
+    result = invoke("run", "flow.yaml", "--dry-run", "--output", "json", cwd=work)
     assert result.returncode == 0
     assert len(json.loads(result.stdout)["would_send"]) == 20
     assert not (work / ".flowyard").exists() and not (work / "out").exists()
@@ -99,21 +100,21 @@ def test_invalid_flow_and_bad_arguments_exit_2_without_a_traceback(tmp_path):
         ["run", str(ROOT / "examples/quickstart/flow.yaml"), "--var", "novalue"],
         ["runs", "list", "--output", "xml"],
     ):
-        result = flowyard(*args, cwd=tmp_path)
+        result = invoke(*args, cwd=tmp_path)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert "Traceback" not in result.stderr + result.stdout
-    result = flowyard("run", str(bad), cwd=tmp_path)
+    result = invoke("run", str(bad), cwd=tmp_path)
     assert "bad.yaml:4:5" in result.stdout + result.stderr
     assert "did you mean 'send'" in result.stdout + result.stderr
 
 
 def test_reading_commands_without_a_state_file_say_so(tmp_path):
-    result = flowyard("runs", "list", cwd=tmp_path)
+    result = invoke("runs", "list", cwd=tmp_path)
     assert result.returncode == 2 and "no state file" in result.stderr
 
 
 def test_connectors_lists_the_built_ins_with_their_options():
-    result = flowyard("connectors", "--output", "json")
+    result = invoke("connectors", "--output", "json")
     listed = {c["name"]: c for c in json.loads(result.stdout)["connectors"]}
     assert {"file", "http", "sqlite", "stdout"} <= set(listed)
     assert "base_url" in listed["http"]["options"]
@@ -139,12 +140,12 @@ def test_every_command_has_help_and_a_section_in_the_cli_docs():
         head = " ".join(path[:-1] + [path[-1]]) if len(path) > 1 else path[0]
         assert f"flowyard {path[0]}" in docs, path
         assert path[-1] in docs, head
-        help_run = flowyard(*path, "--help")
+        help_run = invoke(*path, "--help")
         assert help_run.returncode == 0 and "Usage" in help_run.stdout
 
 
 def test_schema_prints_the_flow_language_for_editors():
-    result = flowyard("schema")
+    result = invoke("schema")
     schema = json.loads(result.stdout)
     assert schema["$schema"].startswith("http://json-schema.org/draft-07")
     assert "steps" in schema["properties"]
@@ -174,7 +175,7 @@ def test_vars_files_give_typed_variables_and_var_pairs_override_them(tmp_path):
     (tmp_path / "levels.ndjson").write_text('{"id": 1, "store": "STO", "qty": 4}\n')
     (tmp_path / "shop.yaml").write_text("shop_locations: {STO: 61, WH: 62}\nout: ignored\n")
     (tmp_path / "more.json").write_text('{"shop_locations": {"STO": 71}}')
-    result = flowyard(
+    result = invoke(
         "run", "flow.yaml", "--vars", "shop.yaml", "--vars", "more.json",
         "--var", "out=levels_out.ndjson", "--output", "json", cwd=tmp_path,
     )  # fmt: skip
@@ -195,6 +196,6 @@ def test_a_vars_file_that_is_not_a_mapping_is_refused_with_where_and_why(tmp_pat
     }
     for name, message in cases.items():
         for command in (["run", "flow.yaml"], ["dlq", "replay", "flow.yaml"]):
-            result = flowyard(*command, "--vars", name, cwd=tmp_path)
+            result = invoke(*command, "--vars", name, cwd=tmp_path)
             assert result.returncode == 2, (name, command, result.stderr)
             assert message in result.stderr and "Traceback" not in result.stderr, result.stderr

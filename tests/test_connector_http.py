@@ -11,13 +11,13 @@ import time
 from decimal import Decimal
 
 import pytest
-from _connector_fixtures import LocalServer, Seen
 from jsonschema import Draft7Validator
 
 from connectors.base import Request
 from connectors.errors import PermanentError, TransientError
 from connectors.http import HttpConnector, idempotency_header, retry_after
 from connectors.testing import ConnectorContract
+from tests.support.local_server import LocalServer, Seen
 
 ORDERS = [{"id": n, "total": Decimal(f"{n}.10")} for n in range(1, 6)]
 

@@ -1,7 +1,7 @@
 """The tryton connector against a real Tryton server (trytond on 127.0.0.1, SQLite).
 
 Each test gets its own server over a fresh copy of the demo database (see
-tests/tryton_support.py); the ids of the demo records are in ``tryton.ids``.
+tests/support/tryton.py); the ids of the demo records are in ``tryton.ids``.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from connectors.errors import PermanentError, TransientError
 from connectors.testing import ConnectorContract
 from connectors.tryton import TrytonConnector, _decode_object, _encode
 
-pytest.register_assert_rewrite("tests.tryton_support")  # it is a plugin, imported here first
+pytest.register_assert_rewrite("tests.support.tryton")  # it is a plugin, imported here first
 try:
     from tests.support.target import Target
-    from tests.tryton_support import TrytonInstance, erp_setup
+    from tests.support.tryton import TrytonInstance, erp_setup
 except ModuleNotFoundError:  # pytest started without the repo root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.support.target import Target
-    from tests.tryton_support import TrytonInstance, erp_setup
+    from tests.support.tryton import TrytonInstance, erp_setup
 
-pytest_plugins = ["tests.tryton_support"]
+pytest_plugins = ["tests.support.tryton"]
 
 
 def call(connector: TrytonConnector, **options) -> object:

@@ -22,6 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, write_flow, write_ndjson
 from tests.support.target import APPLIED_FILE, read_applied, spawn_target, stop_target
 
@@ -142,6 +144,7 @@ def crash_scenario(tmp_path: Path, source: str, **target_options) -> tuple[Crash
     return crashes, Counter(int(a["body"]["id"]) for a in read_applied(target_dir))
 
 
+@pytest.mark.slow  # twenty kill -9 and restarts: ~11 s
 def test_kill_9_at_random_moments_then_run_again_delivers_every_record_once(tmp_path):
     # a file source is read whole on every run: the idempotency keys alone keep records
     # from going twice, and the target answers a repeated key with its stored response
@@ -150,6 +153,7 @@ def test_kill_9_at_random_moments_then_run_again_delivers_every_record_once(tmp_
     assert set(applied.values()) == {1}, crashes  # none twice
 
 
+@pytest.mark.slow  # twenty kill -9 and restarts: ~11 s
 def test_a_target_ignoring_the_key_gets_at_most_the_requests_in_flight_at_each_kill_twice(
     tmp_path,
 ):

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from engine import Engine
-from tests.conftest import flowyard, write_flow, write_ndjson
+from tests.conftest import invoke, write_flow, write_ndjson
 
 FLOW = """
 flow: orders_to_erp
@@ -78,7 +78,7 @@ class Setup:
         (self.dir / "erp_order.yaml").write_text(text, encoding="utf-8")
 
     def cli(self, *args: str):
-        return flowyard(*args, "--state", self.state, cwd=self.dir)
+        return invoke(*args, "--state", self.state, cwd=self.dir)
 
     def cli_run(self, *args: str):
         return self.cli(*args, self.flow, "--var", f"url={self.target.url}", "--output", "json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import flowyard, write_flow, write_ndjson
+from tests.conftest import invoke, write_flow, write_ndjson
 
 GOOD = {
     "id": 1,
@@ -64,7 +64,7 @@ def make(tmp_path):
 def test_json_names_each_record_the_step_and_the_reason(tmp_path):
     flow = make(tmp_path)
     env = {"DRY_RUN_API_KEY": "k-7f3a9c2e51"}
-    done = flowyard("run", flow, "--dry-run", "-o", "json", cwd=tmp_path, env=env)
+    done = invoke("run", flow, "--dry-run", "-o", "json", cwd=tmp_path, env=env)
     assert done.returncode == 1, done.stderr
     result = json.loads(done.stdout)
     assert result["counts"]["dead_lettered"] == 2 and result["counts"]["review"] == 1
@@ -89,7 +89,7 @@ def test_json_names_each_record_the_step_and_the_reason(tmp_path):
 
 def test_the_table_says_it_too(tmp_path):
     flow = make(tmp_path)
-    done = flowyard("run", flow, "--dry-run", cwd=tmp_path, env={"DRY_RUN_API_KEY": "k-7f3a9c2e51"})
+    done = invoke("run", flow, "--dry-run", cwd=tmp_path, env={"DRY_RUN_API_KEY": "k-7f3a9c2e51"})
     assert "  would dead-letter 3 at too_big: RecordRejected: order #3 is over 200" in done.stdout
     assert "  would dead-letter 2 at map_1: TemplateRenderError: order #2" in done.stdout
     assert "  would hold 4 for review (sales) at check_by_hand: #4 over 50" in done.stdout
@@ -100,6 +100,6 @@ def test_the_table_says_it_too(tmp_path):
 def test_a_real_run_keeps_its_summary_as_before(tmp_path):
     flow = make(tmp_path)
     (tmp_path / "orders.ndjson").write_text(json.dumps({**GOOD, "currency": None}) + "\n")
-    done = flowyard("run", flow, "-o", "json", cwd=tmp_path, env={"DRY_RUN_API_KEY": "x-key"})
+    done = invoke("run", flow, "-o", "json", cwd=tmp_path, env={"DRY_RUN_API_KEY": "x-key"})
     result = json.loads(done.stdout)
     assert "would_dead_letter" not in result and result["dead_letter_ids"] == [1]

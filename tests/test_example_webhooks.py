@@ -16,7 +16,7 @@ from contextlib import closing
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT
+from tests.support.files import ROOT
 from tests.support.serving import Serving, free_port
 
 SECRET = "shop-demo-secret"

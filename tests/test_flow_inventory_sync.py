@@ -1,7 +1,7 @@
 """flows/inventory_sync.yaml (Shopify) and inventory_sync_woocommerce.yaml: ERP stock to the shop.
 
 The end-to-end tests run the shipped flows, unchanged, against a real Tryton
-(tests/tryton_support.py) and the example web shop (examples/webshop/serve.py), which
+(tests/support/tryton.py) and the example web shop (examples/webshop/serve.py), which
 takes what Shopify's and WooCommerce's APIs take and refuses what they refuse. What
 reached the shop is read back from the shop's API. The maps (SKU -> shop ids, ERP
 location -> shop location) are files the test writes, as a user would.
@@ -33,10 +33,10 @@ from tests.support.webshop import (
     write_woo_item_map,
 )
 
-pytest.register_assert_rewrite("tests.tryton_support")
-from tests.tryton_support import TrytonInstance  # noqa: E402
+pytest.register_assert_rewrite("tests.support.tryton")
+from tests.support.tryton import TrytonInstance  # noqa: E402
 
-pytest_plugins = ["tests.tryton_support"]
+pytest_plugins = ["tests.support.tryton"]
 
 FLOW = ROOT / "flows" / "inventory_sync.yaml"
 WOO_FLOW = ROOT / "flows" / "inventory_sync_woocommerce.yaml"

@@ -3,7 +3,7 @@ orders, parties, taxes and amounts read back over its API and compared with what
 said; or the order in a review queue naming both figures, with nothing written.
 
 Each test gets its own trytond over a fresh copy of the demo database
-(tests/tryton_support.py); the orders are examples/order_to_erp/*.ndjson and the web-shop
+(tests/support/tryton.py); the orders are examples/order_to_erp/*.ndjson and the web-shop
 fixtures of tests/fixtures/ (their READMEs say what each shows).
 """
 
@@ -17,7 +17,7 @@ import pytest
 
 from engine import Engine
 from tests.conftest import flowyard
-from tests.flow_support import (
+from tests.support.flows import (
     EXAMPLES,
     FLOWS,
     ROOT,
@@ -31,7 +31,7 @@ from tests.flow_support import (
     write_ndjson,
 )
 
-pytest_plugins = ["tests.tryton_support"]
+pytest_plugins = ["tests.support.tryton"]
 pytestmark = pytest.mark.tryton
 
 ORDERS = "order_to_erp/orders.ndjson"

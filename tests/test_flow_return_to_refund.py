@@ -4,7 +4,7 @@ the ERP's API and compared with the money the shop paid back; or the refund wait
 review queue `finance` naming the figures, with nothing posted.
 
 Each test gets its own trytond over a fresh copy of the demo database
-(tests/tryton_support.py); orders and refunds are examples/*/ and tests/fixtures/.
+(tests/support/tryton.py); orders and refunds are examples/*/ and tests/fixtures/.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from engine import Engine
 from tests.conftest import flowyard
-from tests.flow_support import (
+from tests.support.flows import (
     FLOWS,
     ROOT,
     Erp,
@@ -30,7 +30,7 @@ from tests.flow_support import (
     write_ndjson,
 )
 
-pytest_plugins = ["tests.tryton_support"]
+pytest_plugins = ["tests.support.tryton"]
 pytestmark = pytest.mark.tryton
 
 ORDERS = "order_to_erp/orders.ndjson"

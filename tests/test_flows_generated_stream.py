@@ -17,15 +17,15 @@ import pytest
 
 from bench.gen_orders import generate as generate_orders
 from bench.gen_refunds import generate as generate_refunds
-from tests.conftest import flowyard
-from tests.flow_support import FLOWS
+from tests.conftest import invoke
+from tests.support.flows import FLOWS
 
 
 def dry_run(flow: str, tmp_path, **run_vars: str) -> dict:
     args = ["run", FLOWS / f"{flow}.yaml", "--dry-run", "--state", tmp_path / "state.db"]
     for key, value in {"out_dir": str(tmp_path / "out"), **run_vars}.items():
         args += ["--var", f"{key}={value}"]
-    run = flowyard(*args, "--output", "json", env={"TRYTON_PASSWORD": "not-used-by-a-dry-run"})
+    run = invoke(*args, "--output", "json", env={"TRYTON_PASSWORD": "not-used-by-a-dry-run"})
     assert "Traceback" not in run.stderr, run.stderr
     return json.loads(run.stdout)
 

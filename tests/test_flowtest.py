@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 from engine import Engine
-from tests.conftest import ROOT, flowyard
+from tests.conftest import ROOT, invoke
 
 FLOW = """\
 flow: shop_orders
@@ -120,7 +120,7 @@ def make_project(tmp_path: Path, tests: str = TESTS) -> Path:
 def test_passing_cases_exit_0_and_leave_nothing_behind(tmp_path):
     project = make_project(tmp_path)
     before = sorted(p.name for p in project.iterdir())
-    done = flowyard("test", cwd=project)
+    done = invoke("test", cwd=project)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
     assert sorted(p.name for p in project.iterdir()) == before  # no state, no out/
@@ -128,7 +128,7 @@ def test_passing_cases_exit_0_and_leave_nothing_behind(tmp_path):
 
 def test_a_failing_case_shows_a_diff_and_exits_1(tmp_path):
     project = make_project(tmp_path, TESTS.replace('total: "19.00"}}', 'total: "21.00"}}'))
-    done = flowyard("test", "flow.test.yaml", cwd=project)
+    done = invoke("test", "flow.test.yaml", cwd=project)
     assert done.returncode == 1
     assert "FAIL" in done.stdout and "1 passed, 1 failed" in done.stdout
     lines = [line.strip() for line in done.stdout.splitlines()]
@@ -138,26 +138,26 @@ def test_a_failing_case_shows_a_diff_and_exits_1(tmp_path):
 
 def test_update_rewrites_only_the_expectations_that_failed_and_keeps_comments(tmp_path):
     project = make_project(tmp_path, TESTS.replace("no stock of TEE-M", "no stock for TEE-M"))
-    done = flowyard("test", "--update", cwd=project)
+    done = invoke("test", "--update", cwd=project)
     assert done.returncode == 1 and "1 updated" in done.stdout
     text = (project / "flow.test.yaml").read_text()
     assert "# a comment that --update must keep" in text
     assert "# a comment between cases" in text
     assert "no stock of TEE-M for order #3001" in text
     assert "- {method: GET, path: /stock/TEE-M}" in text  # the passing case is untouched
-    again = flowyard("test", cwd=project)
+    again = invoke("test", cwd=project)
     assert again.returncode == 0, again.stdout
 
 
 def test_a_case_without_expectations_fails_until_update_records_them(tmp_path):
     tests = TESTS.split("cases:")[0] + "cases:\n  - name: new\n    record_file: order.json\n"
     project = make_project(tmp_path, tests)
-    first = flowyard("test", cwd=project)
+    first = invoke("test", cwd=project)
     assert first.returncode == 1 and "expects nothing" in first.stdout
-    flowyard("test", "--update", cwd=project)
+    invoke("test", "--update", cwd=project)
     text = (project / "flow.test.yaml").read_text()
     assert "    expect:\n      outcome: done\n" in text
-    assert flowyard("test", cwd=project).returncode == 0
+    assert invoke("test", cwd=project).returncode == 0
 
 
 def test_a_request_no_stub_answers_fails_the_case_naming_it(tmp_path):
@@ -165,7 +165,7 @@ def test_a_request_no_stub_answers_fails_the_case_naming_it(tmp_path):
         "    - match: {method: POST, path: /orders}\n      answer: {id: 77}\n", ""
     )
     project = make_project(tmp_path, tests)
-    done = flowyard("test", "-k", "in stock", "--output", "json", cwd=project)
+    done = invoke("test", "-k", "in stock", "--output", "json", cwd=project)
     assert done.returncode == 1
     report = json.loads(done.stdout)
     case = report["files"][0]["cases"][0]
@@ -231,7 +231,7 @@ def test_a_wrong_test_file_is_reported_with_line_and_column_exit_2(tmp_path):
         "    record_file: order.json\n    expect:", "    recrod: {}\n    expect:", 1
     )
     project = make_project(tmp_path, tests)
-    done = flowyard("test", cwd=project)
+    done = invoke("test", cwd=project)
     assert done.returncode == 2
     assert "flow.test.yaml:12:5: error at cases[0].recrod: unknown key 'recrod'" in done.stdout
     assert "did you mean 'record'" in done.stdout
@@ -250,7 +250,7 @@ def test_an_invalid_flow_makes_the_test_file_invalid(tmp_path):
     project = make_project(tmp_path)
     flow = project / "flow.yaml"
     flow.write_text(flow.read_text().replace("map: shopify_order", "map: shopfy_order"))
-    done = flowyard("test", cwd=project)
+    done = invoke("test", cwd=project)
     assert done.returncode == 2
     assert "unknown mapping 'shopfy_order_to_canonical'" in done.stdout
 

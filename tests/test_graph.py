@@ -9,7 +9,7 @@ import pytest
 from engine import Engine
 from engine.graph import embed, embedded
 from engine.model import CallStep
-from tests.conftest import ROOT, flowyard
+from tests.conftest import ROOT, invoke
 
 SHIPPED = sorted(p for p in (ROOT / "flows").glob("*.yaml") if not p.name.endswith(".test.yaml"))
 
@@ -72,14 +72,14 @@ def test_embed_replaces_only_the_flows_block_and_needs_its_markers():
 
 def test_the_cli_prints_and_embeds(tmp_path):
     flow = ROOT / "flows" / "invoice_match.yaml"
-    printed = flowyard("graph", flow, "--format", "dot")
+    printed = invoke("graph", flow, "--format", "dot")
     assert printed.returncode == 0 and printed.stdout.startswith('digraph "invoice_match"')
     doc = tmp_path / "doc.md"
     doc.write_text("# x\n<!-- flowyard graph: invoice_match -->\n<!-- /flowyard graph -->\n")
-    done = flowyard("graph", flow, "--embed", doc)
+    done = invoke("graph", flow, "--embed", doc)
     assert done.returncode == 0, done.stderr
     assert embedded(doc.read_text(), "invoice_match") == Engine().graph(flow)
-    missing = flowyard("graph", ROOT / "flows" / "order_to_erp.yaml", "--embed", doc)
+    missing = invoke("graph", ROOT / "flows" / "order_to_erp.yaml", "--embed", doc)
     assert missing.returncode == 2 and "<!-- flowyard graph: order_to_erp -->" in missing.stderr
-    bad = flowyard("graph", flow, "--format", "png")
+    bad = invoke("graph", flow, "--format", "png")
     assert bad.returncode == 2

@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-from _connector_fixtures import LocalServer, Seen
 
 from connectors import Connector, httpkit
 from connectors.errors import PermanentError, TransientError
@@ -25,6 +24,7 @@ from connectors.httpkit import (
     raise_for_graphql_errors,
 )
 from connectors.tryton import TrytonConnector
+from tests.support.local_server import LocalServer, Seen
 from tests.support.target import Target
 
 ROWS = [{"sku": f"SKU-{n}"} for n in range(1, 8)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import flowyard
+from tests.conftest import flowyard, invoke
 
 
 def test_the_starter_project_validates_tests_and_runs(tmp_path):
@@ -25,7 +25,7 @@ def test_the_starter_project_validates_tests_and_runs(tmp_path):
 
 
 def test_from_a_shipped_flow_with_its_tests_samples_and_mappings(tmp_path):
-    done = flowyard("init", tmp_path / "r", "--from", "return_to_refund")
+    done = invoke("init", tmp_path / "r", "--from", "return_to_refund")
     assert done.returncode == 0, done.stderr
     project = tmp_path / "r"
     flow = (project / "return_to_refund.yaml").read_text()
@@ -33,17 +33,17 @@ def test_from_a_shipped_flow_with_its_tests_samples_and_mappings(tmp_path):
     assert (project / "samples" / "shopify_refunds.ndjson").is_file()
     assert (project / "mappings" / "canonical_return_to_tryton_credit_note.yaml").is_file()
     assert "export TRYTON_PASSWORD=..." in (project / "README.md").read_text()
-    tested = flowyard("test", cwd=project)
+    tested = invoke("test", cwd=project)
     assert tested.returncode == 0, tested.stdout
 
 
 def test_existing_files_are_never_overwritten_and_names_are_checked(tmp_path):
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "flow.yaml").write_text("mine\n")
-    done = flowyard("init", tmp_path / "p")
+    done = invoke("init", tmp_path / "p")
     assert done.returncode == 2 and "has flow.yaml already" in done.stderr
     assert (tmp_path / "p" / "flow.yaml").read_text() == "mine\n"
     assert not (tmp_path / "p" / "flow.test.yaml").exists()
-    unknown = flowyard("init", tmp_path / "q", "--from", "order_to_ERP")
+    unknown = invoke("init", tmp_path / "q", "--from", "order_to_ERP")
     assert unknown.returncode == 2
     assert "no shipped flow 'order_to_ERP'; the shipped flows: inventory_sync," in unknown.stderr

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from engine import Engine
-from tests.conftest import ROOT, flowyard
+from tests.conftest import ROOT, invoke
 
 STARTER_ORDERS = ROOT / "engine" / "starter" / "orders.ndjson"
 
@@ -18,7 +18,7 @@ def first_order() -> dict:
 
 
 def test_a_built_in_mapping_by_name_field_by_field_checked_against_its_schema():
-    done = flowyard("map", "shopify_order_to_canonical", STARTER_ORDERS, "--line", "1")
+    done = invoke("map", "shopify_order_to_canonical", STARTER_ORDERS, "--line", "1")
     assert done.returncode == 0, done.stderr
     assert "checked against canonical schema order" in done.stdout
     assert "order.schema.json" in done.stdout
@@ -33,7 +33,7 @@ def test_every_mapping_problem_at_once_in_the_records_terms(tmp_path):
     order["line_items"][0]["price"] = "19,00"
     record = tmp_path / "order.json"
     record.write_text(json.dumps(order))
-    done = flowyard("map", "shopify_order_to_canonical", record, "-o", "json")
+    done = invoke("map", "shopify_order_to_canonical", record, "-o", "json")
     assert done.returncode == 1
     problems = json.loads(done.stdout)["problems"]
     sources = {p["source"]: p for p in problems}
@@ -80,11 +80,11 @@ def test_a_mapping_file_of_ones_own_and_an_explicit_schema(tmp_path):
 
 
 def test_an_unknown_mapping_or_unreadable_record_exits_2(tmp_path):
-    unknown = flowyard("map", "shopfy_order", STARTER_ORDERS, "--line", "1")
+    unknown = invoke("map", "shopfy_order", STARTER_ORDERS, "--line", "1")
     assert unknown.returncode == 2 and "shopify_order_to_canonical" in unknown.stderr
-    several = flowyard("map", "shopify_order_to_canonical", STARTER_ORDERS)
+    several = invoke("map", "shopify_order_to_canonical", STARTER_ORDERS)
     assert several.returncode == 2 and "--line N" in several.stderr
     bad = tmp_path / "bad.json"
     bad.write_text("{not: [json")
-    broken = flowyard("map", "shopify_order_to_canonical", bad)
+    broken = invoke("map", "shopify_order_to_canonical", bad)
     assert broken.returncode == 2 and "neither JSON nor YAML" in broken.stderr

@@ -104,6 +104,7 @@ def test_the_wheel_holds_the_flows_mappings_schemas_and_starter(installed):
         "engine/starter/flow.yaml" in names
         and "engine/starter/mappings/order_to_pick_list.yaml" in names
     )
+    assert {"engine/py.typed", "connectors/py.typed"} <= names, "the packages say they are typed"
     metadata = zipfile.ZipFile(wheel).read("flowyard-0.1.0.dist-info/METADATA").decode()
     assert "Requires-Dist: jinja2" in metadata and "Requires-Dist: fastjsonschema" in metadata
 

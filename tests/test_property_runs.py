@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from engine import Engine
 from engine.store import SqliteStore
-from tests.conftest import flowyard, write_flow
+from tests.conftest import invoke, write_flow
 
 FLOW = """
 flow: anything
@@ -136,7 +136,7 @@ def test_random_lines_through_the_cli(tmp_path_factory, lines):
     tmp_path = tmp_path_factory.mktemp("prop_cli")
     flow = write_flow(tmp_path, FLOW)
     (tmp_path / "in.ndjson").write_bytes(b"".join(line + b"\n" for line in lines))
-    done = flowyard("run", flow, "--state", tmp_path / "state.db", "-o", "json", cwd=tmp_path)
+    done = invoke("run", flow, "--state", tmp_path / "state.db", "-o", "json", cwd=tmp_path)
     assert "Traceback" not in done.stderr + done.stdout
     assert json.loads(done.stdout)["exit_code"] == done.returncode
     check_run(tmp_path, lines, done.returncode)

@@ -15,7 +15,7 @@ from contextlib import closing
 import pytest
 
 from engine import Engine
-from tests.conftest import flowyard, read_ndjson, write_flow, write_ndjson
+from tests.conftest import invoke, read_ndjson, write_flow, write_ndjson
 
 FLOW = """
 flow: orders_to_erp
@@ -147,7 +147,7 @@ def test_replay_from_start_takes_the_source_record_through_a_fixed_flow(erp, tmp
     state = tmp_path / "state.db"
     (tmp_path / "erp.json").write_text(json.dumps({"url": target.url}))
     args = ("dlq", "replay", flow, "--from-start", "--vars", "erp.json")
-    replay = flowyard(*args, "--state", state, "--output", "json", cwd=tmp_path)
+    replay = invoke(*args, "--state", state, "--output", "json", cwd=tmp_path)
     assert replay.returncode == 0, replay.stdout + replay.stderr
     result = json.loads(replay.stdout)
     assert result["counts"]["done"] == 1
@@ -158,7 +158,7 @@ def test_replay_from_start_takes_the_source_record_through_a_fixed_flow(erp, tmp
     assert (closed.status, closed.replay_run) == ("replayed", result["run_id"])
     assert first[:2] == ["product_code", "set"]  # from the flow's first step
 
-    again = flowyard(*args, "--state", state, "--output", "json", cwd=tmp_path)
+    again = invoke(*args, "--state", state, "--output", "json", cwd=tmp_path)
     assert again.returncode == 0 and json.loads(again.stdout)["counts"]["read"] == 0
     assert len(sales(target)) == 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import flowyard, read_ndjson, write_flow, write_ndjson
+from tests.conftest import invoke, read_ndjson, write_flow, write_ndjson
 
 FLOW = """
 flow: priced
@@ -26,7 +26,7 @@ def test_a_replay_sends_with_the_vars_of_the_run_that_failed(tmp_path):
     (tmp_path / "shipped").mkdir()
     flow = write_flow(tmp_path, FLOW.replace("LIMIT", "100"))
     state = tmp_path / "state.db"
-    first = flowyard(
+    first = invoke(
         "run",
         flow,
         "--state",
@@ -38,11 +38,11 @@ def test_a_replay_sends_with_the_vars_of_the_run_that_failed(tmp_path):
         cwd=tmp_path,
     )
     assert first.returncode == 1, first.stderr
-    runs = json.loads(flowyard("runs", "list", "--state", state, "-o", "json").stdout)
+    runs = json.loads(invoke("runs", "list", "--state", state, "-o", "json").stdout)
     assert runs[0]["vars"] == {"dir": str(tmp_path / "shipped"), "name": "orders"}
 
     write_flow(tmp_path, FLOW.replace("LIMIT", "1000"))  # the limit is fixed
-    replay = flowyard(
+    replay = invoke(
         "dlq", "replay", flow, "--from-start", "--state", state, "-o", "json", cwd=tmp_path
     )
     assert replay.returncode == 0, replay.stdout + replay.stderr
@@ -54,9 +54,9 @@ def test_vars_given_to_the_replay_override_the_runs(tmp_path):
     flow = write_flow(tmp_path, FLOW.replace("LIMIT", "100"))
     state = tmp_path / "state.db"
     args = ("--state", state, "--var", f"dir={tmp_path}")
-    assert flowyard("run", flow, *args, "--var", "name=a", cwd=tmp_path).returncode == 1
+    assert invoke("run", flow, *args, "--var", "name=a", cwd=tmp_path).returncode == 1
     write_flow(tmp_path, FLOW.replace("LIMIT", "1000"))
-    replay = flowyard(
+    replay = invoke(
         "dlq", "replay", flow, "--from-start", "--state", state, "--var", "name=b", cwd=tmp_path
     )
     assert replay.returncode == 0, replay.stdout + replay.stderr

@@ -15,7 +15,7 @@ import pytest
 
 from engine import Engine, ReviewItem
 from engine.store import SCHEMA_VERSION, SqliteStore
-from tests.conftest import flowyard, read_ndjson, write_flow, write_ndjson
+from tests.conftest import invoke, read_ndjson, write_flow, write_ndjson
 
 HOLD_UNPAID = """
 flow: shop_orders
@@ -504,7 +504,7 @@ def test_review_list_show_and_close_from_the_cli(shop, tmp_path):
     state = tmp_path / "state.db"
 
     def cli(*args):
-        return flowyard(*args, "--state", state, cwd=tmp_path)
+        return invoke(*args, "--state", state, cwd=tmp_path)
 
     run = cli("run", flow)
     assert run.returncode == 1, run.stderr

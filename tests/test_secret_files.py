@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import flowyard, write_flow, write_ndjson
+from tests.conftest import invoke, write_flow, write_ndjson
 
 TOKEN = "tok-9b1e44c0d2f7"
 
@@ -48,14 +48,14 @@ def test_a_secret_file_relative_to_the_flow_is_sent_and_masked(tmp_path, target)
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "shop_token").write_text(TOKEN + "\n")  # as `echo` writes it
     flow = make(tmp_path, target.url, "${file:secrets/shop_token}")
-    done = flowyard("run", flow, "-o", "json", cwd=tmp_path)
+    done = invoke("run", flow, "-o", "json", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     (request,) = [r for r in target.requests if r["method"] == "POST"]
     assert request["headers"]["authorization"] == f"Bearer {TOKEN}"  # no newline
     assert json.loads(request["body"])["note"] == f"sent with {TOKEN}"
     assert TOKEN not in everything_shown(tmp_path, done.stdout, done.stderr)
     write_ndjson(tmp_path / "in.ndjson", [{"id": 2, "sku": "B"}])
-    dry = flowyard("run", flow, "--dry-run", "-o", "json", cwd=tmp_path)
+    dry = invoke("run", flow, "--dry-run", "-o", "json", cwd=tmp_path)
     assert TOKEN not in dry.stdout
     assert json.loads(dry.stdout)["would_send"][0]["request"]["body"]["note"] == "sent with ***"
 
@@ -65,7 +65,7 @@ def test_a_leading_variable_names_the_folder_as_systemd_gives_it(tmp_path, targe
     creds.mkdir()
     (creds / "shop_token").write_text(TOKEN)
     flow = make(tmp_path, target.url, "${file:$CREDENTIALS_DIRECTORY/shop_token}")
-    done = flowyard("run", flow, cwd=tmp_path, env={"CREDENTIALS_DIRECTORY": str(creds)})
+    done = invoke("run", flow, cwd=tmp_path, env={"CREDENTIALS_DIRECTORY": str(creds)})
     assert done.returncode == 0, done.stderr
     assert target.requests[-1]["headers"]["authorization"] == f"Bearer {TOKEN}"
 
@@ -75,35 +75,35 @@ def test_a_dotenv_file_beside_the_flow_and_the_environment_over_it(tmp_path, tar
         f"# the shop\nexport SHOP_TOKEN='{TOKEN}'\nOTHER=1 # a comment\n"
     )
     flow = make(tmp_path, target.url, "${env:SHOP_TOKEN}")
-    done = flowyard("run", flow, cwd=tmp_path)
+    done = invoke("run", flow, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert target.requests[-1]["headers"]["authorization"] == f"Bearer {TOKEN}"
     assert TOKEN not in everything_shown(tmp_path, done.stdout, done.stderr)
     write_ndjson(tmp_path / "in.ndjson", [{"id": 2, "sku": "B"}])
-    again = flowyard("run", flow, cwd=tmp_path, env={"SHOP_TOKEN": "from-the-environment"})
+    again = invoke("run", flow, cwd=tmp_path, env={"SHOP_TOKEN": "from-the-environment"})
     assert again.returncode == 0
     assert target.requests[-1]["headers"]["authorization"] == "Bearer from-the-environment"
 
 
 def test_a_missing_secret_file_is_a_warning_for_validate_and_an_error_for_run(tmp_path):
     flow = make(tmp_path, "http://127.0.0.1:9", "${file:/run/secrets/flowyard_no_such}")
-    checked = flowyard("validate", flow, cwd=tmp_path)
+    checked = invoke("validate", flow, cwd=tmp_path)
     assert checked.returncode == 0
     assert (
         "warning at connections.shop.auth.token: secret file /run/secrets/flowyard_no_such "
         "cannot be read: No such file or directory" in checked.stdout
     )
-    run = flowyard("run", flow, cwd=tmp_path)
+    run = invoke("run", flow, cwd=tmp_path)
     assert run.returncode == 2
     assert "secret file /run/secrets/flowyard_no_such cannot be read" in run.stderr
     assert "the flow needs it to run" in run.stderr
     (tmp_path / "empty").write_text("")
     empty = make(tmp_path, "http://127.0.0.1:9", "${file:empty}")
-    assert "is empty" in flowyard("run", empty, cwd=tmp_path).stderr
+    assert "is empty" in invoke("run", empty, cwd=tmp_path).stderr
 
 
 def test_a_malformed_reference_is_refused(tmp_path):
     flow = make(tmp_path, "http://127.0.0.1:9", "${files:x}")
-    done = flowyard("validate", flow, cwd=tmp_path)
+    done = invoke("validate", flow, cwd=tmp_path)
     assert done.returncode == 2
     assert "write ${env:NAME} (NAME of letters, digits and _) or ${file:PATH}" in done.stderr

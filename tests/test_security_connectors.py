@@ -13,7 +13,7 @@ import pytest
 from connectors import Connector, Lint, Request, Response
 from connectors.base import depends_on_record
 from engine import Engine
-from tests.conftest import flowyard, write_flow
+from tests.conftest import invoke, write_flow
 
 INJECTION = "x' UNION SELECT k FROM api_keys --"
 API_KEY = "ak_live_8c1f2e"
@@ -59,7 +59,7 @@ def test_a_template_in_a_lookup_query_is_refused_with_the_query_rewritten(tmp_pa
     assert (severity, path, line) == ("error", "steps[0].enrich.query", 9)
     assert "SELECT tier FROM customers WHERE name = :name" in message
     assert "params: {name: '{{ record.name }}'}" in message
-    proc = flowyard("validate", tmp_path / "flow.yaml")
+    proc = invoke("validate", tmp_path / "flow.yaml")
     assert proc.returncode == 2 and "steps[0].enrich.query" in proc.stdout + proc.stderr
 
 

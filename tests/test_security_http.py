@@ -15,13 +15,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from _connector_fixtures import LocalServer
 
 from connectors.base import Request
 from connectors.errors import PermanentError
 from connectors.http import HttpConnector
 from engine import Engine
 from tests.conftest import write_flow
+from tests.support.local_server import LocalServer
 
 AUTHS = {
     "bearer": ({"type": "bearer", "token": "tok-3f9a1c"}, "authorization", "Bearer tok-3f9a1c"),

@@ -20,7 +20,7 @@ import httpx
 from connectors import Connector, Request, Response
 from engine import Engine
 from engine.runlog import RunLog, encoded_forms
-from tests.conftest import flowyard, write_flow, write_ndjson
+from tests.conftest import invoke, write_flow, write_ndjson
 
 PASSWORD = 'p@ss"wö/rd 1+x'  # an @, a quote, a non-ASCII letter, a slash, a space, a plus
 QUERY_KEY = "qk-9d4e+b/1 z"
@@ -123,7 +123,7 @@ def test_no_secret_reaches_the_state_traces_dead_letters_or_run_log(tmp_path, ta
     write_ndjson(tmp_path / "orders.ndjson", [{"id": 1}, {"id": 2}])
     env = {"SHOP_PASSWORD": PASSWORD, "SHOP_QUERY_KEY": QUERY_KEY}
     state = tmp_path / "state.db"
-    run = flowyard(
+    run = invoke(
         "run", flow, "--state", state, "--var", f"url={target.url}", "--log-stderr", env=env
     )
     assert run.returncode == 1, run.stderr  # order 2 was refused
@@ -134,10 +134,10 @@ def test_no_secret_reaches_the_state_traces_dead_letters_or_run_log(tmp_path, ta
 
     shown = [
         run.stdout + run.stderr,
-        flowyard("trace", "1", "--state", state).stdout,
-        flowyard("trace", "2", "--state", state, "--output", "json").stdout,
-        flowyard("dlq", "list", "--state", state, "--output", "json").stdout,
-        flowyard("dlq", "show", "1", "--state", state).stdout,
+        invoke("trace", "1", "--state", state).stdout,
+        invoke("trace", "2", "--state", state, "--output", "json").stdout,
+        invoke("dlq", "list", "--state", state, "--output", "json").stdout,
+        invoke("dlq", "show", "1", "--state", state).stdout,
     ]
     assert "Basic" in shown[1] and "422" in shown[4]  # the echoes are there, masked
     stored = state.read_bytes().decode("utf-8", "replace")

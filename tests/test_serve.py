@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine import Engine
 from engine.serve.signatures import sign
 from engine.store import SCHEMA_VERSION, SqliteStore
-from tests.conftest import flowyard, write_flow
+from tests.support.cli import invoke
+from tests.support.files import write_flow
 from tests.support.serving import Serving
 from tests.support.target import read_applied, spawn_target, stop_target
 
@@ -118,14 +119,14 @@ def test_a_signed_order_reaches_the_erp_once_and_its_trace_shows_the_webhook(tmp
         [request] = [r for r in read_applied(erp_dir)]
         assert request["idempotency_key"].startswith("order:5234567890123456001:ev-1#")
         assert srv.stop() == 0
-    trace = flowyard("trace", "5234567890123456001", "--state", str(srv.state), "--output", "json")
+    trace = invoke("trace", "5234567890123456001", "--state", str(srv.state), "--output", "json")
     [traced] = json.loads(trace.stdout)
     assert traced["kind"] == "webhook" and traced["outcome"] == "done"
     arrival = traced["steps"][0]
     assert arrival[:2] == ["webhook", "received"]
     assert arrival[2]["event_id"] == "ev-1" and arrival[2]["topic"] == "orders/create"
     assert traced["steps"][1][:2] == ["to_erp", "sent"]
-    shown = flowyard("trace", "5234567890123456001", "--state", str(srv.state))
+    shown = invoke("trace", "5234567890123456001", "--state", str(srv.state))
     assert "webhook: received" in shown.stdout
     assert SECRET not in (srv.output() + trace.stdout)
 
@@ -228,7 +229,7 @@ def test_sigterm_finishes_in_flight_events_and_sigkill_loses_nothing_acknowledge
 def test_a_webhook_flow_is_not_run_from_its_source(tmp_path, erp):
     url, _ = erp
     flow = flow_with(tmp_path, url)
-    result = flowyard(
+    result = invoke(
         "run", str(flow), "--state", str(tmp_path / "state.db"), env={"SHOP_WEBHOOK_SECRET": SECRET}
     )
     assert result.returncode == 3

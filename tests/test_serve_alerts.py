@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 
 from engine.serve.alerts import Alerts
 from engine.serve.signatures import sign
-from tests.conftest import write_flow
+from tests.support.files import write_flow
 from tests.support.serving import Serving, free_port
 from tests.support.target import RemoteTarget, spawn_target, stop_target
 

@@ -22,7 +22,7 @@ from contextlib import closing
 import pytest
 
 from engine.store import InboxEvent, SqliteStore
-from tests.conftest import write_flow
+from tests.support.files import write_flow
 from tests.support.serving import Serving
 from tests.support.target import RemoteTarget, read_applied, spawn_target, stop_target
 from tests.support.webhook_load import (

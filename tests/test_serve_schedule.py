@@ -15,7 +15,8 @@ import pytest
 from engine.model import Schedule
 from engine.serve.scheduler import Clock, Scheduler, last_due, next_due
 from engine.store import SqliteStore
-from tests.conftest import flowyard, write_flow, write_ndjson
+from tests.support.cli import invoke
+from tests.support.files import write_flow, write_ndjson
 from tests.support.serving import Serving
 
 SPEED = 20.0  # a minute in 3 s
@@ -62,7 +63,7 @@ def test_a_flow_due_every_minute_runs_once_per_minute_across_two_processes(tmp_p
     holders = {r.holder for r in runs}
     assert 1 <= len(holders) <= 2
 
-    listed = flowyard("schedule", "list", str(flow), "--state", str(state), "--output", "json")
+    listed = invoke("schedule", "list", str(flow), "--state", str(state), "--output", "json")
     [row] = json.loads(listed.stdout)
     assert (row["flow"], row["cron"], row["timezone"], row["missed"]) == (
         "stock_every_minute",
@@ -71,7 +72,7 @@ def test_a_flow_due_every_minute_runs_once_per_minute_across_two_processes(tmp_p
         "run_once",
     )
     assert row["last_run_id"] == runs[-1].run_id and row["last_run_status"] == "ok"
-    table = flowyard("schedule", "list", str(flow), "--state", str(state))
+    table = invoke("schedule", "list", str(flow), "--state", str(state))
     assert "stock_every_minute" in table.stdout and "* * * * * (UTC)" in table.stdout
 
 

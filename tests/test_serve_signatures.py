@@ -14,7 +14,7 @@ import pytest
 
 from engine import Engine
 from engine.serve.signatures import SignatureError, lower_headers, sign, verify
-from tests.conftest import write_flow
+from tests.support.files import write_flow
 
 SECRET = "shpss_test_5ecret_value"
 STANDARD_SECRET = "whsec_" + base64.b64encode(b"a standard webhooks signing key").decode()

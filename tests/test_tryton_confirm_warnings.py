@@ -1,7 +1,7 @@
 """The tryton connector's `confirm_warnings`: a call answers Yes to the Tryton warnings it
 names, as a person in the Tryton client does, and to no other.
 
-Against the real Tryton (tests/tryton_support.py): an invoice whose lines carry the
+Against the real Tryton (tests/support/tryton.py): an invoice whose lines carry the
 order's taxes rather than their products' defaults makes Tryton warn before posting it
 ("does not have the default taxes"), which return_to_refund's credit notes always do.
 """
@@ -16,7 +16,7 @@ from connectors.base import Request
 from connectors.errors import PermanentError
 from connectors.tryton import TrytonConnector
 
-pytest_plugins = ["tests.tryton_support"]
+pytest_plugins = ["tests.support.tryton"]
 pytestmark = pytest.mark.tryton
 
 

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from tests.flow_support import ROOT
+from tests.support.flows import ROOT
 
 CONFTEST = """
 import sys
@@ -18,7 +18,7 @@ sys.modules["trytond"] = None  # as if the tryton extra were not installed
 
 TEST = """
 import pytest
-pytest_plugins = ["tests.tryton_support"]
+pytest_plugins = ["tests.support.tryton"]
 
 @pytest.mark.tryton
 def test_needs_the_erp(tryton):

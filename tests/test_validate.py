@@ -33,7 +33,7 @@ import yaml
 
 from connectors import Connector
 from engine import Engine, FlowError
-from tests.conftest import ROOT, flowyard, write_flow
+from tests.conftest import ROOT, invoke, write_flow
 
 CORPUS = ROOT / "tests" / "broken"
 CORPUS_FILES = sorted(CORPUS.glob("*.yaml"))
@@ -133,7 +133,7 @@ def test_no_problem_of_the_corpus_is_left_unexplained(corpus_run):
 
 # -- the human-readable output, one file at a time ------------------------------------------
 def test_an_unknown_connection_reads_file_line_column_path_and_a_suggestion():
-    proc = flowyard("validate", "tests/broken/unknown_connection.yaml")
+    proc = invoke("validate", "tests/broken/unknown_connection.yaml")
     assert proc.returncode == 2
     assert (
         "tests/broken/unknown_connection.yaml:9:19: error at steps[0].send.connection: "
@@ -159,7 +159,7 @@ def test_an_error_inside_a_mapping_points_into_the_mapping_file():
 
 
 def test_a_yaml_syntax_error_says_what_to_fix():
-    proc = flowyard("validate", "tests/broken/yaml_tab_indentation.yaml")
+    proc = invoke("validate", "tests/broken/yaml_tab_indentation.yaml")
     assert proc.returncode == 2
     assert "yaml_tab_indentation.yaml:7:1: error: invalid YAML: a tab character" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -170,14 +170,14 @@ def test_a_missing_env_variable_is_a_warning_when_validating_and_an_error_when_r
 ):
     env = {k: v for k, v in os.environ.items() if k != "FLOWYARD_CORPUS_UNSET_TOKEN"}
     flow = "tests/broken/env_missing_is_a_warning.yaml"
-    proc = flowyard("validate", flow, env=env)
+    proc = invoke("validate", flow, env=env)
     assert proc.returncode == 0, proc.stderr
     assert (
         "env_missing_is_a_warning.yaml:10:14: warning at connections.erp.auth.token: "
         "environment variable FLOWYARD_CORPUS_UNSET_TOKEN is not set"
     ) in proc.stdout
     assert "1 of 1 flow(s) valid" in proc.stdout
-    ran = flowyard("run", flow, "--state", str(tmp_path / "s.db"), env=env)
+    ran = invoke("run", flow, "--state", str(tmp_path / "s.db"), env=env)
     assert ran.returncode == 2, ran.stdout + ran.stderr
     assert "FLOWYARD_CORPUS_UNSET_TOKEN" in ran.stdout + ran.stderr
     assert "Traceback" not in ran.stderr
@@ -236,7 +236,7 @@ SHIPPED = _shipped_flows()
 
 @pytest.fixture(scope="module")
 def exported_schema() -> dict:
-    proc = flowyard("schema")
+    proc = invoke("schema")
     assert proc.returncode == 0, proc.stderr
     schema = json.loads(proc.stdout)
     jsonschema.Draft7Validator.check_schema(schema)
@@ -464,6 +464,6 @@ def test_a_mapping_file_that_is_not_utf8_is_a_problem_not_a_traceback(tmp_path):
     flow.write_text(
         "flow: f\nsource: {connector: file, path: in.ndjson}\nsteps:\n  - map: latin1\n"
     )
-    proc = flowyard("validate", flow)
+    proc = invoke("validate", flow)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "latin1.yaml" in proc.stderr and "not UTF-8 text (byte 0xe9)" in proc.stderr

@@ -72,11 +72,11 @@ def build_app(service: Service) -> Starlette:
         loop = asyncio.get_running_loop()
         kept: asyncio.Future[InboxAdded | BaseException] = loop.create_future()
         assert service.writer is not None  # started by the lifespan
-        service.writer.submit(
-            route.flow.name,
-            checked,
-            lambda answer: loop.call_soon_threadsafe(kept.set_result, answer),
-        )
+
+        def done(answer: InboxAdded | BaseException) -> None:  # on the writer's thread
+            loop.call_soon_threadsafe(kept.set_result, answer)
+
+        service.writer.submit(route.flow.name, checked, done)
         return _answer(service.intake.answer(route, checked, await kept), route.flow.name, started)
 
     def _answer(answer: IntakeAnswer, flow: str, started: float | None) -> Response:

@@ -214,5 +214,5 @@ def write_textfile(
     ).labels(run.flow).set(run.exit_code)
     from prometheus_client import disable_created_metrics, write_to_textfile
 
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # the client has no hint here
     write_to_textfile(str(path), registry)

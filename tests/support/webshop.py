@@ -2,7 +2,7 @@
 
 The catalogue is written here from Shopify's documented product, variant and location
 fields (ids as whole numbers, one inventory item per variant); a shop started from it
-sells the demo ERP's SKUs (tests/tryton_support.py) at two locations. What a flow sent is
+sells the demo ERP's SKUs (tests/support/tryton.py) at two locations. What a flow sent is
 read back from the shop over HTTP, as a person would check it.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import ROOT
+from tests.support.files import ROOT
 
 TOKEN = "test-shop-token"
 API = "/admin/api/2025-10"

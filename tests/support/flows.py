@@ -18,7 +18,7 @@ from connectors.tryton import TrytonConnector
 from engine import Engine
 from engine.validation import compile_validator, load_schema
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FLOWS = ROOT / "flows"
 EXAMPLES = ROOT / "examples"
 CANONICAL = ROOT / "mappings" / "canonical"

@@ -2,8 +2,8 @@
 
 Use it from a test module with::
 
-    from tests.tryton_support import TrytonInstance  # noqa: F401  (types, helpers)
-    pytest_plugins = ["tests.tryton_support"]        # the fixtures below
+    from tests.support.tryton import TrytonInstance  # noqa: F401  (types, helpers)
+    pytest_plugins = ["tests.support.tryton"]        # the fixtures below
 
 and mark the tests ``@pytest.mark.tryton``. Fixtures:
 
@@ -50,7 +50,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD_ENV = "TRYTON_PASSWORD"
 
 
