@@ -53,9 +53,12 @@ def test_a_flow_due_every_minute_runs_once_per_minute_across_two_processes(tmp_p
     with closing(SqliteStore(state)) as store:
         runs = sorted(store.list_runs("stock_every_minute", 100), key=lambda r: r.started_at)
     minutes = [int(virtual(r.started_at, origin) // 60) for r in runs]
-    expected = int(virtual(ended, origin) // 60) - int(virtual(started, origin) // 60)
     assert len(minutes) == len(set(minutes)), minutes  # never twice in a minute
-    assert expected - 1 <= len(runs) <= expected, (len(runs), expected)
+    # the slots due while both served, against the runs that started meanwhile: the slot
+    # just before may start late (one more), the last one may not have started (one less)
+    expected = int(virtual(ended, origin) // 60) - int(virtual(started, origin) // 60)
+    meanwhile = [r for r in runs if started <= r.started_at <= ended]
+    assert expected - 1 <= len(meanwhile) <= expected + 1, (len(meanwhile), expected, minutes)
     assert all(r.status == "ok" for r in runs)
     # one run at a time: each ended before the next began (the lease)
     for before, after in zip(runs, runs[1:], strict=False):
