@@ -12,12 +12,13 @@ Both serve one flow with a Shopify-signed webhook source whose events are POSTed
 target on 127.0.0.1 (tests/support/target.py, in its own process), as orders to an ERP;
 ``flowyard serve`` runs as its own process, on a fresh state file each time.
 
-- ``intake``: wrk (Debian's ``wrk``, a Lua script) keeps ``--connections`` deliveries in
-  flight for ``--seconds``, each a new signed event; an answer comes only once its event is
-  committed to the state (the durable acknowledgement). Reported: acknowledged events per
-  second (counted in the state's inbox afterwards, not from the client), and wrk's latency
-  percentiles. The flow's processor takes the events to the target meanwhile, on the same
-  cores, as it would in production.
+- ``intake``: wrk (Debian's ``wrk``: ``apt-get install -y wrk``; a Lua script) keeps
+  ``--connections`` deliveries in flight for ``--seconds``, each a new signed event; an
+  answer comes only once its event is committed to the state (the durable
+  acknowledgement). Reported: acknowledged events per second (counted in the state's
+  inbox afterwards, not from the client), and wrk's latency percentiles. The flow's
+  processor takes the events to the target meanwhile, on the same cores, as it would in
+  production.
 - ``e2e``: a Python client sends signed events at a steady ``--rate`` (an open loop: each
   delivery starts on its own time, however long the others take) and notes when each
   answer came; the target notes when it applied each. Reported: apply time minus
@@ -44,10 +45,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import _version, machine  # noqa: E402
 from tests.support.serving import Serving  # noqa: E402
+from tests.support.system import find_program  # noqa: E402
 from tests.support.target import RemoteTarget, spawn_target, stop_target  # noqa: E402
 from tests.support.webhook_load import (  # noqa: E402
     Delivery,
-    ensure_wrk,
     make_deliveries,
     send_paced,
     write_requests,
@@ -232,9 +233,9 @@ def profile_summary(raw: Path, top: int = 20) -> dict[str, Any]:
 
 
 def intake(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    wrk, how = ensure_wrk()
+    wrk = find_program(["wrk"])
     if wrk is None:
-        raise SystemExit(how)
+        raise SystemExit("wrk is not installed: apt-get install -y wrk (Debian's package)")
     # enough deliveries that no thread runs out within the time asked
     deliveries = make_deliveries(args.per_second_cap * args.seconds, duplicates=0.0, secret=SECRET)
     requests = write_requests(tmp / "requests.tsv", deliveries)
@@ -299,7 +300,7 @@ def intake(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if result["exhausted"] or result["other"] or result["status_errors"]:
             print(f"  (run {rep + 1}: not every answer was an acceptance: {result})", flush=True)
     return {
-        "load_client": how,
+        "load_client": wrk,
         "connections": args.connections,
         "threads": args.threads,
         "seconds": args.seconds,

@@ -3,7 +3,7 @@
 The public API is what ``__all__`` lists; everything else is internal.
 """
 
-from engine.api import Engine, default_state
+from engine.api import Decision, Engine, default_state
 from engine.codec import dumps
 from engine.errors import (
     CircuitOpen,
@@ -29,13 +29,15 @@ from engine.runner import RunResult
 from engine.scaffold import InitError
 from engine.serve.intake import IntakeAnswer
 from engine.serve.options import EmailSettings, ServeOptions
-from engine.store import DeadLetter, Pruned, ReviewItem, Run, StateStore, Trace
+from engine.store import DeadLetter, Pruned, ReviewItem, Run, StateStore, Trace, WorkItem
+from engine.work_items import QueueRow, age_text
 
 __all__ = [
     "CircuitOpen",
     "ConflictError",
     "ConnectorError",
     "DeadLetter",
+    "Decision",
     "EmailSettings",
     "Engine",
     "Flow",
@@ -49,6 +51,7 @@ __all__ = [
     "PermanentError",
     "Problem",
     "Pruned",
+    "QueueRow",
     "RecordError",
     "RecordRejected",
     "RecordValidationError",
@@ -63,6 +66,8 @@ __all__ = [
     "StateStore",
     "Trace",
     "TransientError",
+    "WorkItem",
+    "age_text",
     "default_state",
     "dumps",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bench import serve_bench
-from tests.support.webhook_load import ensure_wrk
+from tests.support.system import program
 
 
 @pytest.mark.slow
@@ -24,9 +24,7 @@ def test_the_end_to_end_measure_reports_every_event_applied_once(tmp_path):
 
 @pytest.mark.slow
 def test_the_intake_measure_counts_what_the_inbox_kept(tmp_path):
-    wrk, why = ensure_wrk()
-    if wrk is None:
-        pytest.skip(why)
+    program("wrk", package="wrk")  # installed where it may be, else skipped
     report = serve_bench.main(
         ["intake", "--seconds", "2", "--repeat", "1", "--per-second-cap", "3000"]
     )

@@ -282,9 +282,35 @@ def test_a_state_file_of_schema_3_gets_the_inbox_in_place(tmp_path):
     with closing(sqlite3.connect(state)) as conn:
         conn.executescript(SCHEMA_3)
     with closing(SqliteStore(state)) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 4
+        assert store.schema_version() == SCHEMA_VERSION == 5
         assert store.list_runs()[0].run_id == "20261101T000000-aaaaaa"
         from engine.store import InboxEvent
 
         [added] = store.add_to_inbox([("shop_orders", InboxEvent("ev-1", b"{}"))])
         assert added.new and store.claim_schedule("shop_orders", 60.0, "me")
+
+
+def test_a_state_file_of_schema_4_gets_the_inbox_and_keeps_its_work_items(tmp_path):
+    # version 4 (work items, compensations) is the one before the inbox: a file written
+    # then is brought up to 5 in place, with what it holds
+    state = tmp_path / "state.db"
+    with closing(SqliteStore(state)):
+        pass
+    with closing(sqlite3.connect(state)) as conn:
+        conn.executescript(
+            "DROP TABLE inbox; DROP TABLE schedules; "
+            "UPDATE meta SET value = '4' WHERE name = 'schema_version'; "
+            "INSERT INTO runs (run_id, flow, started_at, status) "
+            "VALUES ('20261101T000000-bbbbbb', 'shop_orders', 1761955200, 'ok');"
+        )
+    with closing(SqliteStore(state)) as store:
+        assert store.schema_version() == 5
+        assert store.list_runs()[0].run_id == "20261101T000000-bbbbbb"
+        from engine.store import InboxEvent
+
+        [added] = store.add_to_inbox([("shop_orders", InboxEvent("ev-1", b"{}"))])
+        assert added.new and store.inbox_depth() == {"shop_orders": 1}
+        assert store.claim_schedule("shop_orders", 60.0, "me")
+    with closing(sqlite3.connect(state)) as conn:
+        work_columns = {row[1] for row in conn.execute("PRAGMA table_info(dead_letters)")}
+    assert {"owner", "due_at", "history"} <= work_columns

@@ -6,8 +6,8 @@ each request it applied, fsynced before it answers), and a duplicate delivery is
 on.
 
 Where wrk is missing, the test installs it (``apt-get install -y wrk``, when it runs as
-root on a machine with apt-get); when it cannot, the test is skipped and says why (a
-client of our own would prove less: wrk is the load client the issue names)."""
+root on a machine with apt-get: tests/support/system.py); when it cannot, the test is
+skipped and says why (a client of our own would prove less than a real load client)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ import pytest
 from engine.store import InboxEvent, SqliteStore
 from tests.support.files import write_flow
 from tests.support.serving import Serving
+from tests.support.system import program
 from tests.support.target import RemoteTarget, read_applied, spawn_target, stop_target
 from tests.support.webhook_load import (
     answer_statuses,
-    ensure_wrk,
     make_deliveries,
     send_with_wrk,
 )
@@ -65,11 +65,7 @@ steps:
 
 @pytest.mark.slow
 def test_every_acknowledged_event_is_applied_once_across_ten_sigkills(tmp_path, capsys):
-    wrk, how = ensure_wrk()
-    if wrk is None:
-        pytest.skip(how)
-    with capsys.disabled():
-        print(f"\n[durability] load client: {how}")
+    wrk = program("wrk", package="wrk")  # installed where it may be, else skipped
     deliveries = make_deliveries(EVENTS, duplicates=0.1, secret=SECRET)
     assert len(deliveries) == EVENTS and len({d.event_id for d in deliveries}) == 18_000
     erp_proc, erp_url = spawn_target(tmp_path / "erp")
@@ -102,7 +98,7 @@ def test_every_acknowledged_event_is_applied_once_across_ten_sigkills(tmp_path, 
         acked = {event for event, _ in acks}
         with capsys.disabled():
             states = collections.Counter(state for _, state in acks)
-            print(f"[durability] {len(acks)} acknowledged ({dict(states)}), {kills} SIGKILLs")
+            print(f"\n[durability] {len(acks)} acknowledged ({dict(states)}), {kills} SIGKILLs")
             print(f"[durability] answers by status: {answer_statuses(tmp_path / 'wrk')}")
         # the client sends again what no answer acknowledged, as a platform retries
         assert acked == {d.event_id for d in deliveries}

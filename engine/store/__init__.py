@@ -1,9 +1,10 @@
 """The state store: what a run must remember, behind one declared protocol.
 
 Idempotency keys with request fingerprints and stored responses, source cursors, runs,
-per-record traces, dead letters and review items, the digest of each record that last
-went through cleanly (engine/unchanged.py), per-flow leases, the inbox of events pushed to
-flowyard and the slot each scheduled flow last ran for (engine/serve/). Everything the engine
+per-record traces, work items (dead letters, review items, approvals) and
+compensations, the digest of each record that last went through cleanly
+(engine/unchanged.py), per-flow leases, the inbox of events pushed to flowyard and the slot
+each scheduled flow last ran for (engine/serve/). Everything the engine
 persists goes through :class:`StateStore`:
 
 - ``protocol.py``: :class:`StateStore`, the interface, with what every store promises;
@@ -45,9 +46,12 @@ from engine.store.rows import (
 )
 from engine.store.schema import SCHEMA_VERSION
 from engine.store.sqlite import SqliteStore
+from engine.store.work_rows import Compensation, CompensationWrite, WorkItem
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Compensation",
+    "CompensationWrite",
     "Cursor",
     "DeadLetter",
     "DigestWrite",
@@ -70,6 +74,7 @@ __all__ = [
     "SqliteStore",
     "StateStore",
     "Trace",
+    "WorkItem",
     "holder_id",
     "open_store",
 ]

@@ -10,8 +10,8 @@ latency benchmark).
     acks, report = send_with_wrk(url + path, deliveries, tmp_path, connections=16, delay_ms=20)
     # acks: [(event_id, "accepted" | "duplicate"), ...] of the 200 answers; report: wrk's
 
-wrk is Debian's ``wrk`` package (``apt-get install -y wrk``); :func:`ensure_wrk` installs
-it when the process may (root, apt-get present) and says what it did.
+wrk is Debian's ``wrk`` package: a test asks for it with
+``tests.support.system.program("wrk", package="wrk")``, which installs it where it may.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import os
 import queue
 import random
-import shutil
 import signal
 import subprocess
 import threading
@@ -158,27 +157,6 @@ def write_requests(path: Path, deliveries: list[Delivery]) -> Path:
         for d in deliveries:
             out.write(f"{d.event_id}\t{json.dumps(d.headers)}\t{d.body.decode()}\n")
     return path
-
-
-def ensure_wrk() -> tuple[str | None, str]:
-    """wrk's path (None when it cannot be had) and what was done to get it."""
-    found = shutil.which("wrk")
-    if found:
-        return found, "wrk found"
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        done = subprocess.run(
-            ["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, text=True, timeout=300
-        )
-        if done.returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300)
-            subprocess.run(
-                ["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, timeout=300
-            )
-        found = shutil.which("wrk")
-        if found:
-            return found, "wrk installed with apt-get install -y wrk"
-    why = "not running as root" if os.geteuid() != 0 else "no apt-get, or it could not install it"
-    return None, f"wrk (Debian package wrk) is not installed and cannot be installed here: {why}"
 
 
 def send_with_wrk(
