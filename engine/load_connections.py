@@ -21,9 +21,10 @@ import jsonschema
 from connectors import Connector, Registry
 from engine import flow_schema
 from engine._sandbox import FlowyardEnvironment
+from engine.flow_schema import parse_duration
 from engine.load_findings import Built, FlowText, Reporter
 from engine.load_templates import OPTION_NAMES, SOURCE_KEY_NAMES
-from engine.model import BreakerPolicy, Connection, RetryPolicy, Source
+from engine.model import BreakerPolicy, Connection, RetryPolicy, Source, Webhook
 from engine.suggest import did_you_mean
 from engine.templates import is_template
 from engine.yamlpos import format_path
@@ -297,6 +298,8 @@ class ConnectionBuilder:
         spec = self.data.get("source")
         if not isinstance(spec, dict):
             return None  # the schema said so
+        if "webhook" in spec:
+            return self.webhook_source(spec)
         name, cls = self.connection_for(spec, ["source"], "source", connections)
         options = {k: v for k, v in spec.items() if k not in flow_schema.SOURCE_KEYS}
         if cls is not None:
@@ -316,3 +319,41 @@ class ConnectionBuilder:
                 spec["key"], ["source", "key"], SOURCE_KEY_NAMES, "source.key"
             )
         return Source(connection=name, options=options, key=key)
+
+    def webhook_source(self, spec: dict[str, Any]) -> Source | None:
+        """``source: {webhook: {...}, key: ...}``: records a platform pushes, taken by
+        ``flowyard serve`` (engine/serve/). Nothing else belongs beside it."""
+        for other in spec:
+            if other not in ("webhook", "key"):
+                self.problem(
+                    ["source", other],
+                    f"a webhook source takes `key:` beside `webhook:` and nothing else; "
+                    f"{other!r} belongs to a source that reads from a connection",
+                    at_key=True,
+                )
+        hook = spec["webhook"]
+        if not isinstance(hook, dict):
+            return None  # the schema said so
+        secret = hook.get("secret")
+        if isinstance(secret, str) and not ENV_REF.fullmatch(secret.strip()):
+            self.problem(
+                ["source", "webhook", "secret"],
+                "write the signing secret as ${env:NAME} (or ${file:PATH}), never in the "
+                "flow file itself",
+            )
+        key = None
+        if "key" in spec:
+            key = self.templates.key_template(
+                spec["key"], ["source", "key"], SOURCE_KEY_NAMES, "source.key"
+            )
+        tolerance = hook.get("tolerance")
+        name = self.data.get("flow")
+        webhook = Webhook(
+            path=hook.get("path") or f"/webhooks/{name}",
+            scheme=str(hook.get("scheme")),
+            secret=str(secret or "").strip(),
+            topics=list(hook["topics"]) if isinstance(hook.get("topics"), list) else None,
+            tolerance_s=parse_duration(tolerance) if isinstance(tolerance, str) else 300.0,
+            max_body=int(hook.get("max_body") or 1_048_576),
+        )
+        return Source(connection="", options={}, key=key, webhook=webhook)

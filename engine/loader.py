@@ -41,9 +41,15 @@ from engine.load_connections import ENV_REF, build_connections, build_source, pa
 from engine.load_findings import Built, Findings, FlowText, Reporter, under
 from engine.load_governance import build_labels, build_queues
 from engine.load_steps import build_steps
-from engine.model import Connection, Flow
+from engine.model import Connection, Flow, Schedule
 from engine.suggest import did_you_mean
-from engine.yamlpos import NotUtf8, format_path, load_yaml, read_definition, replaced_by_null
+from engine.yamlpos import (
+    NotUtf8,
+    format_path,
+    load_yaml,
+    read_definition,
+    replaced_by_null,
+)
 
 __all__ = ["ENV_REF", "check_flow", "load_flow", "parse_duration", "parse_rate"]
 
@@ -182,10 +188,30 @@ class _Loader:
     # -- whole-flow checks -------------------------------------------------------------------
     def check_flow_keys(self) -> None:
         schedule = self.data.get("schedule")
-        if isinstance(schedule, str):
-            message = flow_schema.cron_problem(schedule)
+        cron, path = schedule, ["schedule"]
+        if isinstance(schedule, dict):
+            cron, path = schedule.get("cron"), ["schedule", "cron"]
+            zone = schedule.get("timezone")
+            message = flow_schema.timezone_problem(zone) if isinstance(zone, str) else None
             if message:
-                self.problem(["schedule"], message)
+                self.problem(["schedule", "timezone"], message)
+        if isinstance(cron, str):
+            message = flow_schema.cron_problem(cron)
+            if message:
+                self.problem(path, message)
+
+    def schedule(self) -> Schedule | None:
+        """The flow's ``schedule:`` (checked by :meth:`check_flow_keys`), or None."""
+        spec = self.data.get("schedule")
+        if isinstance(spec, str):
+            return Schedule(cron=" ".join(spec.split()))
+        if isinstance(spec, dict) and isinstance(spec.get("cron"), str):
+            return Schedule(
+                cron=" ".join(spec["cron"].split()),
+                timezone=spec.get("timezone", "UTC"),
+                missed=spec.get("missed", "run_once"),
+            )
+        return None
 
     def env_refs(self) -> set[str]:
         """``${env:NAME}`` is resolved in connection, source and call options only."""
@@ -314,6 +340,10 @@ class _Loader:
         retention_s = None
         if isinstance(retention, str) and re.fullmatch(r"\d+[dhm]", retention):
             retention_s = parse_duration(retention)
+        expect = self.data.get("expect_success_within")
+        expect_s = None
+        if isinstance(expect, str) and re.fullmatch(r"\d+[smhd]", expect):
+            expect_s = parse_duration(expect)
         return Flow(
             name=self.data.get("flow"),
             file=self.file,
@@ -325,8 +355,9 @@ class _Loader:
             steps=steps,
             concurrency=self.data.get("concurrency", 1),
             on_error=self.data.get("on_error", "dead_letter"),
-            schedule=self.data.get("schedule"),
+            schedule=self.schedule(),
             retention_s=retention_s,
+            expect_success_within_s=expect_s,
             env_names=names,
             queues=queues,
             labels=labels,
