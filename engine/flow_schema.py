@@ -10,11 +10,13 @@ messages speak of instances and subschemas). Keys are documented in
 
 from __future__ import annotations
 
-import difflib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonschema
+
+from engine.suggest import did_you_mean
 
 STEP_KINDS = (
     "map",
@@ -730,13 +732,6 @@ _TYPE_WORDS = {
 }
 
 
-def did_you_mean(word: Any, choices: Any) -> str:
-    """`` (did you mean 'x'?)`` when a close match exists (case aside), else ``""``."""
-    by_lower = {str(c).lower(): str(c) for c in sorted(map(str, choices), reverse=True)}
-    close = difflib.get_close_matches(str(word).lower(), sorted(by_lower), n=1, cutoff=0.6)
-    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
-
-
 def describe_value(value: Any) -> str:
     """How YAML read a value, for "expected X, got Y" messages."""
     if value is None:
@@ -939,6 +934,15 @@ _CRON_FIELDS: tuple[tuple[str, str], ...] = (
     ("month", "1-12 or jan-dec"),
     ("day of week", "0-7 or sun-sat"),
 )
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """``30d`` / ``12h`` / ``15m`` / ``10s`` -> seconds."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 30d, 12h, 15m)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def cron_problem(text: str) -> str | None:
