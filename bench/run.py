@@ -542,6 +542,14 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 HTTP_SIDES = {  # the engine's lanes: FLOWYARD_LANE_PROCESSES of each side (None: the default)
     "processes": None,
     "threads": "0",
@@ -569,7 +577,14 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
                 re.sub(r"(?m)^concurrency: \d+$", f"concurrency: {concurrency}", flow_text)
             )
             runs: dict[str, dict[str, list[float]]] = {
-                side: {"run_s": [], "wall_s": [], "cpu_s": [], "target_cpu_s": [], "load": []}
+                side: {
+                    "run_s": [],
+                    "wall_s": [],
+                    "cpu_s": [],
+                    "target_cpu_s": [],
+                    "load": [],
+                    "others_cores": [],
+                }
                 for side in [*sides, "bare_client"]
             }
             lanes: dict[str, str] = {}
@@ -580,6 +595,7 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
                     work.mkdir()
                     target.reset()
                     load, target_cpu = os.getloadavg()[0], _cpu_s(proc.pid)
+                    busy = _machine_busy_s()
                     if side == "bare_client":
                         job = run_job(
                             [sys.executable, str(BENCH / "http_ceiling.py"), url]
@@ -608,11 +624,15 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
                     numbers["cpu_s"].append(job.cpu_s)
                     numbers["target_cpu_s"].append(_cpu_s(proc.pid) - target_cpu)
                     numbers["load"].append(load)
+                    # cores busy with other work than this run's and the target's, on average
+                    others = _machine_busy_s() - busy - job.cpu_s - numbers["target_cpu_s"][-1]
+                    numbers["others_cores"].append(max(0.0, others) / job.wall_s)
                     print(
                         f"  concurrency {concurrency:3} {side:11} {lanes.get(side, ''):12} "
                         f"{n / inner_seconds(job) / limit:4.0%} of the limit, "
                         f"CPU per send {1000 * job.cpu_s / n:.2f} ms "
-                        f"(target {1000 * numbers['target_cpu_s'][-1] / n:.2f}), load {load:.1f}",
+                        f"(target {1000 * numbers['target_cpu_s'][-1] / n:.2f}), load {load:.1f}, "
+                        f"other work {numbers['others_cores'][-1]:.2f} cores",
                         flush=True,
                     )
             entry: dict[str, Any] = {"records": n, "limit_per_s": limit}
