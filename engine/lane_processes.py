@@ -15,7 +15,9 @@ outcomes of its sends: its own :class:`~engine.group.Group`) and connectors of i
 steps wrote and the secrets its connectors declared. Rate limits and circuit breakers are
 shared between the processes (engine/retry.py).
 
-Records that share a key go to the same lane of the same process, in the source's order.
+Records that share a key are taken in the source's order: while a key has records on a
+lane, its next ones go to that lane; a key with none goes to the lane with the least work
+queued, so that no lane is left with a longer share of the work than the others.
 
 Group commit: before the run commits a group, every lane process commits the outcomes it
 holds (:meth:`ProcessLanes.flush`, a barrier); results that arrive during the barrier wait
@@ -58,7 +60,7 @@ from engine.errors import LaneLost, RunError
 
 T = TypeVar("T")
 
-_QUEUED = 32  # items waiting per lane
+_LANE_QUEUED = 4  # items sent to a lane and not answered yet: enough to keep it busy
 READY_WITHIN = 30.0  # seconds a lane process may take to build its worker
 _PR_SET_PDEATHSIG = 1
 
@@ -195,7 +197,9 @@ class ProcessLanes(Generic[T]):
         self._wanted = max(1, min(processes, lanes))
         self._threads = -(-lanes // self._wanted)  # lanes per process
         self._procs: list[_Process] = []
-        self._items: dict[int, T] = {}
+        self._items: dict[int, tuple[T, Hashable, int]] = {}  # seq -> (item, key, lane)
+        self._queued = [0] * lanes  # items sent to each lane and not yet answered
+        self._keys: dict[Hashable, tuple[int, int]] = {}  # key -> (lane, its items there)
         self._seq = 0
         self._error: BaseException | None = None
         self._barrier = 0  # the last barrier asked for
@@ -255,25 +259,25 @@ class ProcessLanes(Generic[T]):
                 self._watched[fd] = (proc, is_pipe)
 
     def run(self, work: Iterable[T], key: Callable[[T], Hashable]) -> None:
-        """Execute every item of ``work`` on the lane of its ``key`` and complete it here;
+        """Execute every item of ``work`` on a lane (the one holding its ``key``'s items, if any)
+        and complete it here;
         stop handing out work once ``stopping()`` is true (items already queued are not
         run, and not completed). A lane's failure, or a lane process lost, is raised here
         once every process has ended."""
         if not self._procs:
             self.start()
-        limit = _QUEUED * self._threads
         try:
             for item in work:
                 if self._error is not None or self._stop_if_stopping():
                     break
-                lane = hash(key(item)) % self.count
-                proc = self._procs[lane % len(self._procs)]
-                while proc.queued >= limit and not proc.gone and self._error is None:
-                    self._drain(block=True)
-                if proc.gone or self._error is not None or self._stop_if_stopping():
+                item_key = key(item)
+                lane = self._lane_for(item_key)
+                if lane is None or self._stop_if_stopping():
                     break
+                proc = self._procs[lane % len(self._procs)]
                 self._seq += 1
-                self._items[self._seq] = item
+                self._items[self._seq] = (item, item_key, lane)
+                self._assign(item_key, lane, +1)
                 proc.items.add(self._seq)
                 proc.queued += 1
                 proc.send(("work", lane // len(self._procs), self._seq, self.payload(item)))
@@ -437,10 +441,40 @@ class ProcessLanes(Generic[T]):
         self.complete(item, answer)
         self._stop_if_stopping()
 
+    def _lane_for(self, key: Hashable) -> int | None:
+        """The lane for an item of ``key``: the lane that holds the key's items while it
+        holds any (so they are taken in order), else the lane with the least work queued;
+        waits while that lane is full. None when the work must stop."""
+        while self._error is None:
+            bound = self._keys.get(key)
+            if bound is not None:
+                lane = bound[0]
+            else:
+                live = [n for n in range(self.count) if not self._procs[n % len(self._procs)].gone]
+                if not live:
+                    return None
+                lane = min(live, key=self._queued.__getitem__)
+            if self._procs[lane % len(self._procs)].gone:
+                return None
+            if self._queued[lane] < _LANE_QUEUED:
+                return lane
+            self._drain(block=True)
+        return None
+
+    def _assign(self, key: Hashable, lane: int, change: int) -> None:
+        self._queued[lane] += change
+        count = self._keys.get(key, (lane, 0))[1] + change
+        if count > 0:
+            self._keys[key] = (lane, count)
+        else:
+            self._keys.pop(key, None)
+
     def _forget(self, proc: _Process, seq: int) -> T:
         proc.queued -= 1
         proc.items.discard(seq)
-        return self._items.pop(seq)
+        item, key, lane = self._items.pop(seq)
+        self._assign(key, lane, -1)
+        return item
 
     def _lost(self, proc: _Process) -> None:
         proc.process.join(timeout=1)  # its sentinel fired: it is ending, if not reaped yet
