@@ -60,9 +60,12 @@ def run_started(result: Any) -> dict[str, Any]:
 
 
 @needs_processes
-def test_sends_run_on_lane_processes_and_each_keys_updates_arrive_in_the_sources_order(
-    tmp_path, target
+@pytest.mark.parametrize("lanes", ["processes:2", "threads"])
+def test_sends_run_on_lanes_and_each_keys_updates_arrive_in_the_sources_order(
+    tmp_path, target, monkeypatch, lanes
 ):
+    if lanes == "threads":
+        monkeypatch.setenv("FLOWYARD_LANE_PROCESSES", "0")
     # 12 SKUs, each changed 5 times, interleaved as a stock feed delivers them: every
     # change of one SKU must reach the target after the one before it
     levels = [
@@ -71,11 +74,14 @@ def test_sends_run_on_lane_processes_and_each_keys_updates_arrive_in_the_sources
     write_ndjson(tmp_path / "levels.ndjson", levels)
     flow = write_flow(tmp_path, STOCK_FLOW)
     target.configure(latency_ms=3)
+    # the first requests to arrive (the first changes) are slow: a later change of the same
+    # SKU sent on another lane would overtake them
+    target.script([{"delay": 0.05, "times": 12}])
 
     result = Engine(state=tmp_path / "state.db").run(flow, vars={"url": target.url})
 
     assert result.exit_code == 0 and result.counts["done"] == 60, result
-    assert run_started(result)["lanes"] == "processes:2"
+    assert run_started(result)["lanes"] == lanes
     arrived = defaultdict(list)
     for applied in target.applied:
         arrived[applied["body"]["sku"]].append(int(applied["body"]["v"]))
