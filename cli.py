@@ -52,9 +52,24 @@ review_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
+approvals_app = typer.Typer(
+    help="Approvals: records stopped at an approve step until a person decides. List, show, "
+    "approve (the record resumes after the step) and reject (its sends are compensated, "
+    "it takes on_reject).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+queue_app = typer.Typer(
+    help="Work queues: every dead letter, review item and approval waits in a queue with "
+    "an owner. Show their depth and age; escalate the items past due.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(runs_app, name="runs")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(review_app, name="review")
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(queue_app, name="queue")
 
 
 def _output(value: str) -> str:
@@ -361,7 +376,7 @@ def _summary(result: RunResult) -> None:
     if result.counts.get("dead_lettered") and not result.dry_run:
         typer.echo("  see them with: flowyard dlq list")
     if result.counts.get("review") and not result.dry_run:
-        typer.echo("  held for review: flowyard review list")
+        typer.echo("  held for review: flowyard review list (approvals: flowyard approvals list)")
     for send in result.would_send:
         typer.echo(
             f"  would send {send['step']} via {send['connection']} key "
@@ -398,6 +413,13 @@ def run(
     log_stderr: bool = typer.Option(
         False, "--log-stderr", help="Also write the run log's JSON lines to stderr."
     ),
+    metrics_file: Path | None = typer.Option(
+        None,
+        "--metrics-file",
+        metavar="FILE",
+        help="After the run, write its figures and the state's gauges in the Prometheus "
+        "text format to FILE (for node_exporter's textfile collector: a .prom file).",
+    ),
     output: str = OutputOpt,
 ) -> None:
     """Run a flow: read its source, take each record through the steps, report the counts.
@@ -412,10 +434,15 @@ def run(
     progress = _Progress()
     # a listener makes every record's events be built (engine/runlog.py): only on a terminal
     eng = _engine(state, listeners=[progress] if progress.enabled else [], log_stderr=log_stderr)
+
+    def action() -> RunResult:
+        result = eng.run(flow, vars=run_vars, dry_run=dry_run, wait_lock=wait_lock)
+        if metrics_file is not None and not dry_run:
+            _write_metrics(eng, metrics_file, result)
+        return result
+
     try:
-        _run_and_report(
-            lambda: eng.run(flow, vars=run_vars, dry_run=dry_run, wait_lock=wait_lock), output
-        )
+        _run_and_report(action, output)
     finally:
         progress.close()
 
@@ -709,6 +736,352 @@ def review_close(
     )
 
 
+# -- approvals and work queues -------------------------------------------------------------------
+def _age(seconds: float) -> str:
+    from engine import age_text
+
+    return age_text(seconds)
+
+
+def _at_option(at: str | None) -> float | None:
+    """``--at``: an ISO 8601 time (local time when it has no offset), or None for now."""
+    if at is None:
+        return None
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(at).timestamp()
+    except ValueError:
+        _fail(f"--at must be a time such as 2026-12-02T14:00, not {at!r}", EXIT_INVALID)
+
+
+@approvals_app.command("list")
+def approvals_list(
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow's approvals."),
+    queue: str | None = typer.Option(None, "--queue", help="Only this queue's (e.g. finance)."),
+    owner: str | None = typer.Option(None, "--owner", help="Only this owner's."),
+    older_than: str | None = typer.Option(
+        None, "--older-than", help="Only those waiting at least this long (e.g. 4h, 2d)."
+    ),
+    all_: bool = typer.Option(
+        False, "--all", help="Include decided ones (approved, rejected, resolved)."
+    ),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """List approvals waiting for a decision: queue, owner, record, age, due time, reason."""
+    eng = _reader(state)
+    try:
+        items = eng.approvals(
+            flow,
+            queue=queue,
+            owner=owner,
+            status=None if all_ else "open",
+            older_than=older_than,
+        )
+    except ValueError as exc:  # --older-than that is not an age
+        _fail(str(exc), EXIT_INVALID)
+    now = time.time()
+    _render(
+        output,
+        [item.to_dict() for item in items],
+        lambda: _table(
+            [
+                {
+                    **item.to_dict(),
+                    "age": _age(item.age(now)),
+                    "due": _when(item.due_at) if item.due_at else "-",
+                    "reason": item.reason[:80],
+                }
+                for item in items
+            ],
+            ["id", "flow", "queue", "owner", "record_key", "status", "age", "due", "reason"],
+        ),
+    )
+
+
+def _show_item(item: Any) -> None:
+    fields = (
+        "id",
+        "kind",
+        "flow",
+        "queue",
+        "owner",
+        "category",
+        "record_key",
+        "step",
+        "status",
+        "reason",
+    )
+    _fields(item.to_dict(), fields)
+    typer.echo(f"created: {_when(item.created_at)}")
+    if item.due_at:
+        late = " (past due)" if item.overdue(time.time()) else ""
+        typer.echo(f"due: {_when(item.due_at)}{late}")
+    if item.escalated_at:
+        typer.echo(f"escalated: {_when(item.escalated_at)} (an SLA breach)")
+    if item.decided_by:
+        typer.echo(f"decided: {item.status} by {item.decided_by} at {_when(item.decided_at)}")
+        if item.comment:
+            typer.echo(f"comment: {item.comment}")
+    if item.resumed_run:
+        typer.echo(f"resumed by run: {item.resumed_run}")
+    if item.figures:
+        typer.echo("figures:")
+        typer.echo(_json_text(item.figures))
+    typer.echo("history:")
+    for entry in item.history:
+        who = f" by {entry['by']}" if entry.get("by") else ""
+        extra = ""
+        if entry.get("event") == "escalated":
+            extra = f" to {entry['to']['queue']}/{entry['to']['owner']}"
+        elif entry.get("comment"):
+            extra = f": {entry['comment']}"
+        elif entry.get("run_id"):
+            extra = f" (run {entry['run_id']})"
+        typer.echo(f"  {_when(entry.get('at'))}  {entry.get('event')}{who}{extra}")
+    if item.record is not None:
+        typer.echo("record:")
+        typer.echo(_json_text(item.record))
+
+
+@approvals_app.command("show")
+def approvals_show(
+    id: int = typer.Argument(..., help="The approval's id."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Show one approval whole: reason, figures, due time, its history, the record."""
+    item = _reader(state).work_item(id)
+    if item is None or item.kind != "approval":
+        _fail(f"no approval {id}", EXIT_INVALID)
+    _render(output, item.to_dict(), lambda: _show_item(item))
+
+
+def _decide(
+    id: int, decision: str, by: str, comment: str | None, now: bool, state: Any, output: str
+) -> None:
+    from engine import FlowError, StateError
+
+    eng = _engine(state)
+    if not eng.state.exists():
+        _fail(f"no state file at {eng.state} (run a flow first, or pass --state)", EXIT_INVALID)
+    if not by.strip():
+        _fail("--by must name who decides", EXIT_INVALID)
+    action = eng.approve if decision == "approved" else eng.reject
+    try:
+        decided = action(id, by, comment, resume=now)
+    except (LookupError, ValueError) as exc:
+        _fail(str(exc), EXIT_INVALID)
+    except FlowError as exc:
+        _print_problems(exc.problems, "table")
+        raise typer.Exit(EXIT_INVALID) from None
+    except StateError as exc:
+        _fail(str(exc), EXIT_STATE)
+    item, run = decided.item, decided.run
+
+    def table() -> None:
+        typer.echo(f"{item.status} approval {item.id} ({item.record_key}) by {item.decided_by}")
+        if run is not None:
+            _summary(run)
+        elif decided.note:
+            typer.echo(f"  {decided.note}")
+
+    _render(output, decided.to_dict(), table)
+    raise typer.Exit(run.exit_code if run is not None else 0)
+
+
+ByOpt = typer.Option(..., "--by", help="Who decides (kept with the approval).")
+CommentOpt = typer.Option(None, "--comment", help="Why, for whoever reads it later.")
+NoResumeOpt = typer.Option(
+    False,
+    "--no-resume",
+    help="Only record the decision; the flow's next run resumes the record.",
+)
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    id: int = typer.Argument(..., help="The approval's id."),
+    by: str = ByOpt,
+    comment: str | None = CommentOpt,
+    no_resume: bool = NoResumeOpt,
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Approve: the record resumes at once at the step after the approve (a run of kind
+    resume of its flow), with the flow as it is now and the same idempotency keys.
+
+    Exit codes are those of that run (0 it went through); 2 for an unknown id or an
+    approval already decided.
+    """
+    _decide(id, "approved", by, comment, not no_resume, state, output)
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    id: int = typer.Argument(..., help="The approval's id."),
+    by: str = ByOpt,
+    comment: str | None = CommentOpt,
+    no_resume: bool = NoResumeOpt,
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Reject: the compensations of the record's earlier sends run (last first), then the
+    approve step's on_reject steps, and the record ends there.
+    """
+    _decide(id, "rejected", by, comment, not no_resume, state, output)
+
+
+@queue_app.command("list")
+def queue_list(
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow's items."),
+    kind: str | None = typer.Option(
+        None, "--kind", help="Only dead_letter, review or approval items."
+    ),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Open work items by queue and owner: how many, the oldest and median age, how many
+    are past due and how many were escalated (SLA breaches)."""
+    if kind not in (None, "dead_letter", "review", "approval"):
+        _fail(f"--kind must be dead_letter, review or approval, not {kind!r}", EXIT_INVALID)
+    rows = _reader(state).queues(flow=flow, kind=kind)
+    _render(
+        output,
+        [row.to_dict() for row in rows],
+        lambda: _table(
+            [
+                {
+                    **row.to_dict(),
+                    "oldest": _age(row.oldest_age_s),
+                    "median": _age(row.median_age_s),
+                    "kinds": " ".join(f"{k}={v}" for k, v in sorted(row.kinds.items())),
+                }
+                for row in rows
+            ],
+            ["queue", "owner", "depth", "oldest", "median", "overdue", "breached", "kinds"],
+        ),
+    )
+
+
+@queue_app.command("escalate")
+def queue_escalate(
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow's items."),
+    at: str | None = typer.Option(
+        None, "--at", help="Escalate as of this time (ISO 8601) instead of now."
+    ),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Escalate every open item past its due time: it moves to its escalate_to queue or
+    owner and counts as an SLA breach; each is printed as an item_escalated event.
+
+    Every flowyard run escalates its own flow's items at its end; run this from cron for
+    items whose flow does not run often.
+    """
+    events: list[dict[str, Any]] = []  # one item_escalated event per item, as listeners get
+    _reader(state).escalate(now=_at_option(at), flow=flow, listeners=[events.append])
+
+    def table() -> None:
+        for event in events:
+            typer.echo(
+                f"escalated {event['kind']} {event['item_id']} ({event['flow']}, "
+                f"{event['record_key']}) to {event['queue']}/{event['owner']}: "
+                f"{event['reason'][:80]}"
+            )
+        typer.echo(f"{len(events)} item(s) escalated")
+
+    _render(output, events, table)
+
+
+# -- process intelligence ----------------------------------------------------------------------
+SinceOpt = typer.Option(
+    None, "--since", help="Only the last AGE (e.g. 24h, 7d, 30d) [default: everything kept]."
+)
+
+
+@app.command()
+def stats(
+    since: str | None = SinceOpt,
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Per flow and step: throughput, cycle time p50/p95 (arrival to done), time waiting
+    for people, exceptions by reason category, step and label, SLA breaches, approval
+    cycle time."""
+    eng = _reader(state)
+    try:
+        figures = eng.stats(since=since, flow=flow)
+    except ValueError as exc:  # --since that is not an age
+        _fail(str(exc), EXIT_INVALID)
+
+    def table() -> None:
+        if not figures.flows:
+            typer.echo("no runs in this period")
+        for f in figures.flows:
+            cycle, wait, appr = f.cycle_time_s, f.waiting_for_people_s, f.approval_cycle_s
+            typer.echo(
+                f"{f.flow}: {f.records} records, {f.passes} passes "
+                f"({' '.join(f'{k}={v}' for k, v in sorted(f.outcomes.items()))})"
+            )
+            typer.echo(
+                f"  cycle time      p50 {_dur(cycle['p50'])}  p95 {_dur(cycle['p95'])}  "
+                f"({cycle['count']} done)"
+            )
+            typer.echo(
+                f"  waiting for people  {_dur(wait['total'])} in all, p50 {_dur(wait['p50'])}"
+                f"  p95 {_dur(wait['p95'])} ({wait['count']} decided)"
+            )
+            typer.echo(
+                f"  approval time   p50 {_dur(appr['p50'])}  p95 {_dur(appr['p95'])}  "
+                + " ".join(f"{k}={v}" for k, v in sorted(f.approvals.items()))
+            )
+            typer.echo(
+                f"  exceptions      {f.exceptions} ({f.exception_rate * 100:.1f} % of records)"
+                f", SLA breaches {f.sla_breaches}"
+            )
+            for category, n in f.exceptions_by_category.items():
+                typer.echo(f"    {n:>5}  {category}")
+            for label, values in f.exceptions_by_label.items():
+                shown = ", ".join(f"{k} {v}" for k, v in list(values.items())[:8])
+                typer.echo(f"    by {label}: {shown}")
+            typer.echo("  steps (passes / exceptions):")
+            for step in f.steps:
+                typer.echo(f"    {step['passes']:>6} / {step['exceptions']:<4} {step['step']}")
+            done = [p for p in f.throughput if p["done"]]
+            if done:
+                shown = ", ".join(f"{_when(p['start'])[:16]} {p['done']}" for p in done[-6:])
+                typer.echo(f"  done per {figures.bucket}: {shown}")
+
+    _render(output, figures.to_dict(), table)
+
+
+def _dur(seconds: float | None) -> str:
+    return "-" if seconds is None else _age(seconds)
+
+
+@app.command()
+def report(
+    out: Path = typer.Option(..., "--out", help="The HTML file to write."),
+    since: str | None = SinceOpt,
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
+    top: int = typer.Option(10, "--top", help="How many exception clusters to show."),
+    state: Path | None = StateOpt,
+) -> None:
+    """Write a self-contained HTML report: the stats with charts (inline SVG), the top
+    exception clusters and the age of every work queue. It loads nothing from anywhere."""
+    eng = _reader(state)
+    try:
+        written = eng.report(out, since=since, flow=flow, top=top)
+    except ValueError as exc:
+        _fail(str(exc), EXIT_INVALID)
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}", EXIT_INVALID)
+    typer.echo(f"wrote {written}")
+
+
 @app.command()
 def prune(
     older_than: str = typer.Option(..., "--older-than", help="Age, e.g. 30d, 12h."),
@@ -965,6 +1338,183 @@ def init(
         f"next: cd {folder} && flowyard validate {flow_file.name} && flowyard test "
         f"&& flowyard graph {flow_file.name}"
     )
+
+
+# -- serve: webhooks, schedules, metrics, alerts ---------------------------------------------------
+schedule_app = typer.Typer(
+    help="Scheduled flows: their cron, next due time and last run.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(schedule_app, name="schedule")
+
+
+def _write_metrics(eng: Engine, path: Path, result: RunResult) -> None:
+    try:
+        eng.write_metrics(path, result)
+    except OSError as exc:  # the run's result stands; the file is what failed
+        typer.echo(f"flowyard: --metrics-file {path}: {exc.strerror or exc}", err=True)
+
+
+def _load_flows(eng: Engine, paths: list[Path]) -> list[Any]:
+    """The flows in ``paths`` (files, or folders searched for flow files); exit 2 with
+    every problem when one is invalid."""
+    from engine import FlowError
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*.y*ml") if _is_flow_file(p))
+        elif not path.exists():
+            _fail(f"no such file: {path}", EXIT_INVALID)
+        else:
+            files.append(path)
+    flows, problems = [], []
+    for file in files:
+        try:
+            flows.append(eng.load(file))
+        except FlowError as exc:
+            problems += exc.problems
+    if problems:
+        _print_problems(problems, "table")
+        raise typer.Exit(EXIT_INVALID)
+    if not flows:
+        _fail("no flow files found in " + ", ".join(map(str, paths)), EXIT_INVALID)
+    return flows
+
+
+@app.command()
+def serve(
+    flows: list[Path] = typer.Argument(..., help="Flow files or folders holding flows."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8080, "--port", help="Port to listen on."),
+    state: Path | None = StateOpt,
+    inbox_limit: int = typer.Option(
+        10_000,
+        "--inbox-limit",
+        help="Pending events per flow above which deliveries get 503 with Retry-After.",
+    ),
+    alert_email: list[str] = typer.Option(
+        [], "--alert-email", metavar="ADDRESS", help="E-mail alerts to ADDRESS (repeat)."
+    ),
+    smtp_host: str = typer.Option("localhost", "--smtp-host", help="SMTP server for alerts."),
+    smtp_port: int = typer.Option(25, "--smtp-port", help="Its port."),
+    smtp_user: str | None = typer.Option(
+        None, "--smtp-user", help="Log in as this user (password: env FLOWYARD_SMTP_PASSWORD)."
+    ),
+    smtp_starttls: bool = typer.Option(False, "--smtp-starttls", help="Use STARTTLS."),
+    alert_from: str = typer.Option(
+        "flowyard@localhost", "--alert-from", help="The sender of alert e-mails."
+    ),
+    alert_batch: float = typer.Option(
+        10.0, "--alert-batch", metavar="SECONDS", help="Gather alerts this long per message."
+    ),
+    alert_interval: float = typer.Option(
+        60.0,
+        "--alert-interval",
+        metavar="SECONDS",
+        help="At most one alert message per channel this often.",
+    ),
+    log_stderr: bool = typer.Option(
+        False, "--log-stderr", help="Also write the run logs' JSON lines to stderr."
+    ),
+) -> None:
+    """Take webhooks, run flows on their schedules, serve /metrics, send alerts.
+
+    Webhook flows (source: webhook) take signed deliveries at their path; each event is
+    committed to the state's inbox before the 2xx answer, and processed by the flow with
+    the usual guarantees. Scheduled flows run on their schedule (one process per slot, one
+    run at a time). GET /metrics, /healthz and /readyz. Alerts go to the URL in env
+    FLOWYARD_ALERT_URL (a JSON POST) and to --alert-email addresses. Stops gracefully on
+    SIGTERM or Ctrl-C (exit 0); see docs/serve.md.
+    """
+    import os
+
+    from engine import EmailSettings, FlowError, ServeOptions
+
+    eng = _engine(state, log_stderr=log_stderr)
+    loaded = _load_flows(eng, flows)
+    if not any(f.source.webhook or f.schedule for f in loaded):
+        _fail(
+            "none of these flows takes webhooks (source: webhook) or has a schedule: "
+            "nothing to serve",
+            EXIT_INVALID,
+        )
+
+    def say(line: str) -> None:
+        typer.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True)
+
+    options = ServeOptions(
+        host=host,
+        port=port,
+        max_depth=inbox_limit,
+        alert_url=os.environ.get("FLOWYARD_ALERT_URL") or None,
+        email=EmailSettings(
+            host=smtp_host,
+            port=smtp_port,
+            sender=alert_from,
+            to=alert_email,
+            user=smtp_user,
+            password=os.environ.get("FLOWYARD_SMTP_PASSWORD") or None,
+            starttls=smtp_starttls,
+        )
+        if alert_email
+        else None,
+        alert_batch=alert_batch,
+        alert_interval=alert_interval,
+        clock=os.environ.get("FLOWYARD_CLOCK") or None,
+        say=say,
+    )
+    for flow in loaded:
+        if flow.source.webhook is not None:
+            say(
+                f"{flow.name}: webhooks ({flow.source.webhook.scheme}) at "
+                f"http://{host}:{port}{flow.source.webhook.path}"
+            )
+        if flow.schedule is not None:
+            say(f"{flow.name}: scheduled {flow.schedule.cron} ({flow.schedule.timezone})")
+    say(f"serving on http://{host}:{port} (metrics at /metrics); state {eng.state}")
+    try:
+        code = eng.serve(loaded, options)
+    except ValueError as exc:  # two flows on one path, a bad FLOWYARD_CLOCK
+        _fail(str(exc), EXIT_INVALID)
+    except FlowError as exc:  # a secret a flow needs is missing
+        _print_problems(exc.problems, "table")
+        raise typer.Exit(EXIT_INVALID) from None
+    say("stopped")
+    raise typer.Exit(code)
+
+
+@schedule_app.command("list")
+def schedule_list(
+    flows: list[Path] = typer.Argument(..., help="Flow files or folders holding flows."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Show each scheduled flow's cron, time zone, next due time and last run."""
+    eng = _engine(state)
+    rows = eng.schedules(_load_flows(eng, flows))
+
+    def table() -> None:
+        _table(
+            [
+                {
+                    **r,
+                    "schedule": f"{r['cron']} ({r['timezone']})",
+                    "next": _when(r["next_due"]),
+                    "last_slot": _when(r["last_slot"]),
+                    "last_run": (
+                        f"{_when(r['last_run_started'])} {r['last_run_status']}"
+                        if r["last_run_id"]
+                        else None
+                    ),
+                }
+                for r in rows
+            ],
+            ["flow", "schedule", "missed", "next", "last_slot", "last_run"],
+        )
+
+    _render(output, rows, table)
 
 
 def main() -> None:

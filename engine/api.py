@@ -13,13 +13,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connectors import Connector, Registry
 from engine.codec import dumps_sorted
-from engine.errors import FlowError, Problem
+from engine.errors import FlowError, LockHeld, Problem
 from engine.explain import DryRunNotes
 from engine.flow_schema import SCHEMA
 from engine.loader import check_flow, parse_duration
@@ -28,6 +32,7 @@ from engine.runlog import Listener, remove_run_logs
 from engine.runner import LEASE_TTL, Runner, RunResult
 from engine.store import (
     DeadLetter,
+    InboxEvent,
     NullStore,
     Pruned,
     ReviewItem,
@@ -35,16 +40,39 @@ from engine.store import (
     SqliteStore,
     StateStore,
     Trace,
+    WorkItem,
+    holder_id,
     open_store,
 )
 from engine.templates import make_environment
+from engine.work_items import QueueRow, escalate, queue_summary
 
 if TYPE_CHECKING:
     from engine.flowtest_results import TestReport
     from engine.preview import MappingPreview
     from engine.reach import ConnectionCheck
+    from engine.serve.intake import Intake, IntakeAnswer
+    from engine.serve.options import ServeOptions
+    from engine.stats import Stats
 
 DEFAULT_STATE = Path(".flowyard") / "state.db"
+
+
+@dataclass
+class Decision:
+    """A person's decision on an approval: the item as decided, the run that resumed its
+    record at once (None: the flow's next run will; ``note`` says why)."""
+
+    item: WorkItem
+    run: RunResult | None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "item": self.item.to_dict(),
+            "run": self.run.to_dict() if self.run else None,
+            "note": self.note,
+        }
 
 
 def default_state() -> Path:
@@ -98,6 +126,9 @@ class Engine:
         self.log_stderr = log_stderr
         self.lease_ttl = lease_ttl
         self._env = make_environment()
+        self._shared: StateStore | None = None  # for accept() and process_inbox()
+        self._intakes: dict[str, Intake] = {}
+        self._shared_lock = threading.Lock()
 
     # -- definitions ---------------------------------------------------------------------------
     def register_connector(self, name: str, cls: type[Connector]) -> None:
@@ -337,6 +368,198 @@ class Engine:
         with SqliteStore(self.state) as store:
             return store.close_review(id, by.strip(), comment)
 
+    # -- approvals, work queues and SLAs (docs/governance.md) ----------------------------------
+    def work_items(
+        self,
+        kind: str | None = None,
+        *,
+        flow: str | None = None,
+        queue: str | None = None,
+        owner: str | None = None,
+        status: str | list[str] | None = "open",
+        older_than: str | float | None = None,
+        now: float | None = None,
+    ) -> list[WorkItem]:
+        """Work items (``dead_letter``, ``review``, ``approval``, or all kinds), oldest
+        first: of a flow (its name), queue and owner; ``status`` open (default), another,
+        several or None for any; ``older_than`` an age (``"4h"``, or seconds) they have
+        waited at least."""
+        if not self.state.exists():
+            return []
+        with self._existing() as store:
+            items = store.work_items(kind, flow, queue, owner, status)
+        if older_than is not None:
+            age = parse_duration(older_than) if isinstance(older_than, str) else older_than
+            clock = time.time() if now is None else now
+            items = [item for item in items if item.age(clock) >= age]
+        return items
+
+    def work_item(self, id: int) -> WorkItem | None:
+        """Work item ``id`` of any kind, with its history, or None."""
+        with self._existing() as store:
+            return store.work_item(id)
+
+    def approvals(
+        self,
+        flow: str | None = None,
+        *,
+        queue: str | None = None,
+        owner: str | None = None,
+        status: str | list[str] | None = "open",
+        older_than: str | float | None = None,
+        now: float | None = None,
+    ) -> list[WorkItem]:
+        """Approvals waiting for a decision (or with ``status`` approved, rejected,
+        resolved, several, None for any), oldest first; filters as :meth:`work_items`."""
+        return self.work_items(
+            "approval",
+            flow=flow,
+            queue=queue,
+            owner=owner,
+            status=status,
+            older_than=older_than,
+            now=now,
+        )
+
+    def approve(
+        self, id: int, by: str, comment: str | None = None, *, resume: bool = True
+    ) -> Decision:
+        """Approve open approval ``id``: who, when and why are kept. With ``resume`` (the
+        default) its record goes on at once from the step after the approve, through a run
+        of its flow (kind ``resume``); when that cannot be done now (the flow file moved,
+        another run holds the flow), the flow's next run resumes it. Raises
+        :class:`LookupError` for no such approval and :class:`ValueError` for one that is
+        not open or an empty ``by``."""
+        return self._decide(id, "approved", by, comment, resume)
+
+    def reject(
+        self, id: int, by: str, comment: str | None = None, *, resume: bool = True
+    ) -> Decision:
+        """Reject open approval ``id``; its record's sends are compensated and it takes the
+        step's ``on_reject`` steps (at once with ``resume``, else in the flow's next run)."""
+        return self._decide(id, "rejected", by, comment, resume)
+
+    def _decide(
+        self, id: int, decision: str, by: str, comment: str | None, resume: bool
+    ) -> Decision:
+        if not by or not by.strip():
+            raise ValueError("say who decides (by)")
+        if not self.state.exists():
+            raise LookupError(f"no approval {id} (no state file at {self.state})")
+        with SqliteStore(self.state) as store:
+            current = store.work_item(id)
+            if current is None or current.kind != "approval":
+                raise LookupError(f"no approval {id}")
+            item = store.decide(id, decision, by.strip(), comment)
+        if not resume:
+            return Decision(item, None, f"the next run of flow {item.flow} resumes it")
+        path = Path(item.flow_file) if item.flow_file else None
+        if path is None or not path.is_file():
+            return Decision(
+                item,
+                None,
+                f"the flow file {item.flow_file} is not there: the next run of flow "
+                f"{item.flow} resumes it",
+            )
+        try:
+            result = self.resume(path, ids=[id])
+        except LockHeld as exc:
+            return Decision(item, None, f"{exc}; that run or the next resumes it")
+        return Decision(self.work_item(id) or item, result, None)
+
+    def resume(
+        self,
+        flow: Flow | str | os.PathLike[str],
+        ids: Iterable[int] | None = None,
+        *,
+        vars: dict[str, Any] | None = None,
+        wait_lock: float = 0.0,
+    ) -> RunResult:
+        """Resume the records of the flow's decided approvals (all, or ``ids``) in a run of
+        kind ``resume`` that reads no source; a plain run does the same before its source's
+        records. The vars are those of the runs that held the records (``vars`` override
+        them), as for a replay."""
+        flow = flow if isinstance(flow, Flow) else self.load(flow)
+        wanted = list(ids) if ids is not None else None
+        with SqliteStore(self.state, readonly=True) as store:
+            decided = [
+                item for item in store.to_resume(flow.name) if wanted is None or item.id in wanted
+            ]
+            given = store.run_vars(sorted({item.run_id for item in decided}))
+        distinct = {dumps_sorted(v): v for v in given.values()}
+        if len(distinct) > 1 and vars is None:
+            raise ValueError(
+                "the approvals to resume were held by runs given different vars: resume "
+                "them one at a time (ids), or give the vars"
+            )
+        run_vars = {**(next(iter(distinct.values())) if distinct else {}), **(vars or {})}
+        return self._runner(
+            flow, run_vars, wait_lock=wait_lock, kind="resume", resume_ids=wanted
+        ).run()
+
+    def queues(
+        self, *, flow: str | None = None, kind: str | None = None, now: float | None = None
+    ) -> list[QueueRow]:
+        """The open work items by queue and owner: depth, age, past due, breaches."""
+        return queue_summary(self.work_items(kind, flow=flow), now)
+
+    def escalate(
+        self,
+        *,
+        now: float | None = None,
+        flow: str | None = None,
+        listeners: Iterable[Listener] = (),
+    ) -> list[WorkItem]:
+        """Escalate every open item past its due time (of one flow, or all): moved to its
+        ``escalate_to``, counted as an SLA breach; the engine's listeners and
+        ``listeners`` get an ``item_escalated`` event for each. ``now`` is the clock."""
+        if not self.state.exists():
+            return []
+        with self.store() as store:
+            return escalate(store, now=now, flow=flow, listeners=[*self.listeners, *listeners])
+
+    # -- process intelligence: stats and the report --------------------------------------------
+    def stats(
+        self,
+        *,
+        since: str | float | None = None,
+        flow: str | None = None,
+        until: float | None = None,
+        bucket: str | None = None,
+    ) -> Stats:
+        """Per flow and step: throughput, cycle time, time waiting for people, exceptions
+        by category, step and label, SLA breaches, approval cycle time (engine/stats.py).
+        ``since`` is an age (``"7d"``), a time in seconds, or None for everything kept."""
+        from engine.stats import collect
+
+        with self._existing() as store:
+            return collect(store, since=_since(since, until), until=until, flow=flow, bucket=bucket)
+
+    def report(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        since: str | float | None = None,
+        flow: str | None = None,
+        top: int = 10,
+    ) -> Path:
+        """Write the self-contained HTML report (engine/report.py) to ``path``."""
+        from engine.report import render
+        from engine.stats import clusters, collect
+
+        start = _since(since, None)
+        with self._existing() as store:
+            stats = collect(store, since=start, flow=flow)
+            letters = store.work_items("dead_letter", flow=flow, status=None, since=start)
+            waiting = store.work_items(flow=flow)
+        open_items: dict[str, int] = {}
+        for item in waiting:
+            open_items[item.flow] = open_items.get(item.flow, 0) + 1
+        page = render(stats, clusters(letters, top), queue_summary(waiting), open_items=open_items)
+        out = Path(path)
+        out.write_text(page, encoding="utf-8")
+        return out
+
     # -- writing flows (flowyard test, map, graph, check, init) ---------------------------------
     def test(
         self,
@@ -433,6 +656,152 @@ class Engine:
         from engine import packaged
 
         return packaged.flow_names()
+
+    # -- events pushed to flowyard: webhooks, schedules, metrics (engine/serve/) ---------------
+    def _shared_store(self) -> StateStore:
+        with self._shared_lock:
+            if self._shared is None:
+                ensure_state_folder(self.state)
+                self._shared = SqliteStore(self.state)
+            return self._shared
+
+    def close(self) -> None:
+        """Close the state handle :meth:`accept` and :meth:`process_inbox` keep open."""
+        with self._shared_lock:
+            if self._shared is not None:
+                self._shared.close()
+                self._shared = None
+
+    def accept(
+        self,
+        flow: Flow | str | os.PathLike[str],
+        headers: Mapping[str, str] | list[tuple[str, str]],
+        body: bytes,
+    ) -> IntakeAnswer:
+        """Take one webhook delivery for ``flow`` (a flow with a ``webhook`` source): verify
+        its signature over ``body`` (the raw bytes, before anything parses them), keep the
+        event in the flow's inbox (committed before this returns) and say what to answer.
+
+        For a partner's own web app: answer the platform with ``answer.status``,
+        ``answer.body`` (JSON) and ``answer.headers``; :meth:`process_inbox` (or
+        ``flowyard serve``) then takes the events through the flow. Raises
+        :class:`FlowError` for a flow that takes no webhooks or whose secret is missing.
+        """
+        from engine.serve.intake import Depth, Intake
+
+        flow = flow if isinstance(flow, Flow) else self.load(flow)
+        hook = flow.source.webhook
+        if hook is None:
+            raise FlowError(
+                [Problem(flow.file, None, None, "source", "the flow's source is no webhook")]
+            )
+        store = self._shared_store()
+        intake = self._intakes.get(flow.name)
+        if intake is None:
+            intake = self._intakes[flow.name] = Intake([flow], Depth(store))
+        route = intake.routes[hook.path]
+        checked = intake.check(route, headers, body)
+        if not isinstance(checked, InboxEvent):
+            return checked  # not to be kept: refused, ignored or throttled
+        try:
+            [kept] = store.add_to_inbox([(flow.name, checked)])
+        except Exception as exc:  # the answer asks the platform to deliver again
+            return intake.answer(route, checked, exc)
+        return intake.answer(route, checked, kept)
+
+    def process_inbox(
+        self,
+        flow: Flow | str | os.PathLike[str],
+        *,
+        stop: threading.Event | None = None,
+        wake: threading.Event | None = None,
+        idle: float = 0.5,
+        max_seconds: float = 60.0,
+    ) -> RunResult | None:
+        """Run ``flow`` over the events waiting in its inbox; None when there were none.
+
+        The run claims events in small batches (a claim per event in the state, so that
+        processes can share an inbox), marks each done in the commit that makes its record
+        final, and ends when no event has come for ``idle`` seconds (``wake``, when given,
+        is set by whoever keeps new events), after ``max_seconds``, or once ``stop`` is
+        set. Raises :class:`LockHeld` when another run holds the flow's lease.
+        """
+        from engine.serve.inbox import InboxFeed
+
+        flow = flow if isinstance(flow, Flow) else self.load(flow)
+        store = self._shared_store()
+        holder = f"{holder_id()}:inbox:{uuid.uuid4().hex[:8]}"
+        feed = InboxFeed(
+            store,
+            flow.name,
+            holder,
+            wake or threading.Event(),
+            stop or threading.Event(),
+            idle=idle,
+            max_seconds=max_seconds,
+        )
+        try:
+            feed.first = feed.claim()
+            if not feed.first:
+                return None
+            return self._runner(flow, None, kind="webhook").run(inbox=feed)
+        finally:
+            store.release_inbox(flow.name, holder)
+
+    def serve(self, flows: Iterable[Flow], options: ServeOptions | None = None) -> int:
+        """Serve ``flows`` until SIGTERM or SIGINT: webhooks in, flows on their schedules,
+        ``/metrics``, ``/healthz``, ``/readyz`` and alerts (docs/serve.md). Returns the exit
+        code (0 after a graceful stop)."""
+        from engine.serve.options import ServeOptions
+        from engine.serve.server import serve
+
+        return serve(self, list(flows), options or ServeOptions())
+
+    def schedules(self, flows: Iterable[Flow], now: float | None = None) -> list[dict[str, Any]]:
+        """Each scheduled flow's cron, time zone, missed-slot policy, next due time and
+        last claimed slot, with its last run (``flowyard schedule list``)."""
+        from engine.serve.scheduler import next_due
+
+        rows: list[dict[str, Any]] = []
+        with self._existing() as store:
+            for flow in flows:
+                if flow.schedule is None:
+                    continue
+                state = store.schedule_state(flow.name)
+                runs = store.list_runs(flow.name, 1)
+                last = runs[0] if runs else None
+                rows.append(
+                    {
+                        "flow": flow.name,
+                        "cron": flow.schedule.cron,
+                        "timezone": flow.schedule.timezone,
+                        "missed": flow.schedule.missed,
+                        "next_due": next_due(
+                            flow.schedule, now if now is not None else time.time()
+                        ),
+                        "last_slot": state.last_due if state else None,
+                        "last_slot_holder": state.holder if state else None,
+                        "last_run_id": last.run_id if last else None,
+                        "last_run_status": last.status if last else None,
+                        "last_run_started": last.started_at if last else None,
+                    }
+                )
+        return rows
+
+    def write_metrics(self, path: str | os.PathLike[str], result: RunResult) -> None:
+        """Write the state's gauges and ``result``'s figures to ``path`` in the Prometheus
+        text format, for node_exporter's textfile collector (``flowyard run
+        --metrics-file``); written beside it and renamed into place."""
+        from engine.serve.metrics import write_textfile
+
+        write_textfile(path, self._existing, result)
+
+
+def _since(since: str | float | None, until: float | None) -> float | None:
+    """``--since``: an age before ``until`` (or now), a time in seconds, or None."""
+    if since is None or isinstance(since, int | float):
+        return since
+    return (time.time() if until is None else until) - parse_duration(since)
 
 
 def _explained(result: RunResult, notes: DryRunNotes | None) -> RunResult:

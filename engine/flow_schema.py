@@ -10,12 +10,13 @@ messages speak of instances and subschemas). Keys are documented in
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonschema
+
+from engine.suggest import did_you_mean
 
 STEP_KINDS = (
     "map",
@@ -29,6 +30,7 @@ STEP_KINDS = (
     "fail",
     "review",
     "reconcile",
+    "approve",
 )
 
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_.-]*$"
@@ -80,6 +82,48 @@ _queue = {
     "description": "The review queue the record waits in (default review): letters, digits, "
     "_ . -, starting with a letter or _.",
     "examples": ["finance"],
+}
+_duration = {
+    "type": "string",
+    "pattern": r"^\d+(\.\d+)?[smhd]$",
+    "description": "A duration: a number and s, m, h or d, e.g. 4h.",
+    "examples": ["4h", "1d", "30m"],
+}
+_owner = {
+    "type": "string",
+    "minLength": 1,
+    "description": "Who owns the item: a team or a role (default: the queue's owner).",
+    "examples": ["finance-team"],
+}
+_escalate_to = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "description": "Who takes an item over once it is past due: another queue, owner or both.",
+    "properties": {
+        "queue": {
+            "type": "string",
+            "pattern": NAME_PATTERN,
+            "description": "The queue an item past due moves to.",
+        },
+        "owner": {**_owner, "description": "The owner an item past due passes to."},
+    },
+    "examples": [{"owner": "finance-lead"}],
+}
+_work_keys = {
+    "owner": _owner,
+    "category": {
+        "type": "string",
+        "pattern": NAME_PATTERN,
+        "description": "The reason category stats group items by (default: the step's name).",
+        "examples": ["refund_above_threshold"],
+    },
+    "due": {
+        **_duration,
+        "description": "How soon a person must act (the SLA), e.g. 4h; past it the item is "
+        "escalated and counted as a breach (default: the queue's `due`).",
+    },
+    "escalate_to": _escalate_to,
 }
 _amount_value = {
     "type": ["string", "integer"],
@@ -181,17 +225,77 @@ SCHEMA: dict[str, Any] = {
             "go on) or stop (end the run at the first failure).",
         },
         "schedule": {
-            "type": "string",
+            # one schema for both forms: a pattern checks text only, properties objects only
+            "type": ["string", "object"],
             "pattern": r"^\s*(\S+\s+){4}\S+\s*$",
-            "description": "A five-field cron expression (minute hour day month weekday), "
-            "e.g. */5 * * * *.",
-            "examples": ["*/5 * * * *", "0 2 * * 1-5"],
+            "description": "A five-field cron expression (minute hour day month weekday, read "
+            "in UTC), e.g. */5 * * * *, or {cron, timezone, missed}: when `flowyard serve` "
+            "runs the flow.",
+            "additionalProperties": False,
+            "required": ["cron"],
+            "properties": {
+                "cron": {
+                    "type": "string",
+                    "pattern": r"^\s*(\S+\s+){4}\S+\s*$",
+                    "description": "A five-field cron expression (minute hour day month "
+                    "weekday), e.g. */5 * * * *.",
+                },
+                "timezone": {
+                    "type": "string",
+                    "description": "The IANA time zone the expression is read in (default "
+                    "UTC), e.g. Europe/Berlin.",
+                    "examples": ["Europe/Berlin", "America/New_York"],
+                },
+                "missed": {
+                    "enum": ["run_once", "skip"],
+                    "description": "Slots missed while no `flowyard serve` ran: run_once "
+                    "(default: one run at start, however many were missed) or skip (wait "
+                    "for the next slot).",
+                },
+            },
+            "examples": ["*/5 * * * *", {"cron": "0 2 * * 1-5", "timezone": "Europe/Berlin"}],
+        },
+        "expect_success_within": {
+            "type": "string",
+            "pattern": r"^\d+[smhd]$",
+            "description": "Alert (`flowyard serve`) when the flow has had no successful run "
+            "for this long: a number and s, m, h or d, e.g. 2h.",
+            "examples": ["15m", "2h"],
         },
         "retention": {
             "type": "string",
             "pattern": r"^\d+[dhm]$",
             "description": "How long runs and traces are kept: a number and d, h or m, e.g. 30d.",
             "examples": ["30d", "12h"],
+        },
+        "queues": {
+            "type": "object",
+            "description": "The flow's work queues: who owns each, how soon its items are due "
+            "and who takes them over past that. `dead_letters` is the queue of the flow's "
+            "dead letters.",
+            "propertyNames": {"pattern": NAME_PATTERN},
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "owner": _owner,
+                    "due": _duration,
+                    "escalate_to": _escalate_to,
+                },
+            },
+            "examples": [
+                {"finance": {"owner": "finance-team", "due": "1d"}},
+                {"dead_letters": {"owner": "integration-team", "due": "4h"}},
+            ],
+        },
+        "labels": {
+            "type": "object",
+            "description": "Named values of each record (a store, a supplier), templates "
+            "rendered on the record as it ends its pass; `flowyard stats` and the report "
+            "group exceptions by them.",
+            "propertyNames": {"pattern": IDENTIFIER_PATTERN},
+            "additionalProperties": {"type": "string"},
+            "examples": [{"store": "{{ record.fulfillment.pickup_store }}"}],
         },
     },
     "definitions": {
@@ -259,6 +363,7 @@ SCHEMA: dict[str, Any] = {
                     "type": "string",
                     "description": "A connector used with its default options.",
                 },
+                "webhook": {"$ref": "#/definitions/webhook"},
                 "key": {
                     **_template,
                     "description": "Each record's key, a template (default: the record's "
@@ -269,11 +374,60 @@ SCHEMA: dict[str, Any] = {
             },
             "examples": [{"connector": "file", "path": "orders.ndjson"}],
         },
+        "webhook": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["scheme", "secret"],
+            "description": "Records pushed by a platform: `flowyard serve` takes signed "
+            "deliveries at `path`, keeps them in the state's inbox, and runs the flow on them.",
+            "properties": {
+                "path": {
+                    "type": "string",
+                    "pattern": r"^/[A-Za-z0-9/_.~-]*$",
+                    "description": "The URL path deliveries are posted to (default "
+                    "/webhooks/<flow>).",
+                    "examples": ["/webhooks/shop/orders"],
+                },
+                "scheme": {
+                    "enum": ["shopify", "woocommerce", "standard"],
+                    "description": "How deliveries are signed: shopify (X-Shopify-Hmac-Sha256), "
+                    "woocommerce (X-WC-Webhook-Signature) or standard (Standard Webhooks: "
+                    "webhook-id, webhook-timestamp, webhook-signature).",
+                },
+                "secret": {
+                    "type": "string",
+                    "description": "The signing secret, as ${env:NAME} or ${file:PATH} (never "
+                    "written in the flow file).",
+                    "examples": ["${env:SHOP_WEBHOOK_SECRET}"],
+                },
+                "topics": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "string"},
+                    "description": "The topics the flow takes (default: all); a delivery of "
+                    "another topic is acknowledged and not kept.",
+                    "examples": [["orders/create", "orders/updated"]],
+                },
+                "tolerance": {
+                    "type": "string",
+                    "pattern": r"^\d+[smh]$",
+                    "description": "standard only: how far a delivery's webhook-timestamp may "
+                    "be from now (default 5m); older ones are replays and refused.",
+                    "examples": ["5m"],
+                },
+                "max_body": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "The largest body taken, in bytes (default 1048576); "
+                    "larger ones are answered 413.",
+                },
+            },
+        },
         "steps": {"type": "array", "items": {"$ref": "#/definitions/step"}},
         "step": {
             "type": "object",
             "description": "One step: exactly one of map, validate, filter, set, route, "
-            "foreach, send, enrich, fail, review, reconcile; and an optional name.",
+            "foreach, send, enrich, fail, review, reconcile, approve; and an optional name.",
             "additionalProperties": False,
             "minProperties": 1,
             "properties": {
@@ -414,7 +568,49 @@ SCHEMA: dict[str, Any] = {
                             "a constant or a template.",
                             "examples": [{"total": "{{ record.totals.total }}"}],
                         },
+                        **_work_keys,
                     },
+                },
+                "approve": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["reason"],
+                    "description": "Stop the record until a person approves it "
+                    "(`flowyard approvals approve ID --by NAME`): approved, it resumes at "
+                    "the next step with the flow as it is then; rejected, the compensations "
+                    "of its earlier sends run, then its `on_reject` steps, and it ends there.",
+                    "properties": {
+                        "queue": {
+                            **_queue,
+                            "description": "The queue the approval waits in (default approvals).",
+                        },
+                        "reason": {
+                            **_template,
+                            "minLength": 1,
+                            "description": "What is to be approved, a template written for "
+                            "the approver.",
+                        },
+                        "figures": {
+                            "type": "object",
+                            "description": "Named values the approver decides on, each a "
+                            "constant or a template; an approval covers these figures.",
+                            "examples": [{"refund": "{{ record.refund.total }}"}],
+                        },
+                        **_work_keys,
+                        "on_reject": {
+                            **_steps_ref,
+                            "description": "Steps a rejected record takes (after the "
+                            "compensations of its sends); it ends after them.",
+                        },
+                    },
+                    "examples": [
+                        {
+                            "queue": "finance",
+                            "reason": "refund {{ record.rma_id }} above the limit",
+                            "figures": {"refund": "{{ record.refund.total }}"},
+                            "due": "4h",
+                        }
+                    ],
                 },
                 "reconcile": {
                     "type": "object",
@@ -501,6 +697,22 @@ SCHEMA: dict[str, Any] = {
                     "examples": ["erp_response"],
                 },
                 "retry": {**_retry, "description": "Overrides the connection's retry."},
+                "compensate": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "description": "send only: how to undo the send when a later step of "
+                    "the record fails for good or its approval is rejected: call options of "
+                    "the same connection (or `connection:` another), rendered with the "
+                    "record as it was right after the send; `idempotency_key` optional "
+                    "(default: the send's key and :compensate).",
+                    "examples": [
+                        {
+                            "model": "sale.sale",
+                            "method": "cancel",
+                            "args": [["{{ record.erp_sale_created.ids[0] }}"]],
+                        }
+                    ],
+                },
             },
         },
     },
@@ -509,8 +721,10 @@ SCHEMA: dict[str, Any] = {
 # Keys of a connection, a source and a call that belong to the engine; every other
 # key is an option of the connector and is checked against its own schema.
 CONNECTION_KEYS = frozenset({"connector", "retry", "rate_limit", "circuit_breaker"})
-SOURCE_KEYS = frozenset({"connection", "connector", "key"})
-CALL_KEYS = frozenset({"connection", "idempotency_key", "on_change", "save_as", "retry"})
+SOURCE_KEYS = frozenset({"connection", "connector", "key", "webhook"})
+CALL_KEYS = frozenset(
+    {"connection", "idempotency_key", "on_change", "save_as", "retry", "compensate"}
+)
 
 # What to write when a required key is missing, by key.
 REQUIRED_HINTS = {
@@ -541,13 +755,6 @@ _TYPE_WORDS = {
     "array": "a list (- item lines or [a, b])",
     "null": "null",
 }
-
-
-def did_you_mean(word: Any, choices: Any) -> str:
-    """`` (did you mean 'x'?)`` when a close match exists (case aside), else ``""``."""
-    by_lower = {str(c).lower(): str(c) for c in sorted(map(str, choices), reverse=True)}
-    close = difflib.get_close_matches(str(word).lower(), sorted(by_lower), n=1, cutoff=0.6)
-    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
 def describe_value(value: Any) -> str:
@@ -745,37 +952,57 @@ def _explain_sub(sub: jsonschema.ValidationError, base: list[Any]) -> tuple[list
 
 
 # -- schedule -----------------------------------------------------------------------------
-_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    (
-        "month",
-        1,
-        12,
-        {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())},
-    ),
-    ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
+_CRON_FIELDS: tuple[tuple[str, str], ...] = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or jan-dec"),
+    ("day of week", "0-7 or sun-sat"),
 )
-_CRON_ITEM = re.compile(r"^(\*|(?P<a>\w+)(-(?P<b>\w+))?)(/(?P<step>\d+))?$")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """``30d`` / ``12h`` / ``15m`` / ``10s`` -> seconds."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 30d, 12h, 15m)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def cron_problem(text: str) -> str | None:
-    """What is wrong with a five-field cron expression, or None when it is valid."""
+    """What is wrong with a five-field cron expression, or None when it is valid (read by
+    croniter, the cron library `flowyard serve` schedules with; each field is tried alone
+    so that the message names the one that is wrong)."""
     fields = text.split()
     if len(fields) != 5:
         return f"a cron expression has 5 fields (minute hour day month weekday); got {len(fields)}"
-    for value, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
-        for item in value.split(","):
-            match = _CRON_ITEM.match(item.lower())
-            if not match:
-                return f"{name} field {value!r}: {item!r} is not *, N, N-M, */S or N-M/S"
-            if match.group("step") is not None and int(match.group("step")) == 0:
-                return f"{name} field {value!r}: a step of 0 never repeats"
-            for part in (match.group("a"), match.group("b")):
-                if part is None:
-                    continue
-                number = names.get(part) if not part.isdigit() else int(part)
-                if number is None or not low <= number <= high:
-                    return f"{name} field {value!r}: {part!r} is not in {low}-{high}"
+    from croniter import croniter  # on use: only flows with a schedule need it
+
+    def fails(expression: str) -> str | None:
+        try:
+            croniter(expression)
+        except Exception as exc:  # croniter's own error says why
+            return str(exc).split("] ", 1)[-1]
+        return None
+
+    for i, (name, allowed) in enumerate(_CRON_FIELDS):
+        alone = " ".join(fields[i] if j == i else "*" for j in range(5))
+        why = fails(alone)
+        if why:
+            return (
+                f"{name} field {fields[i]!r}: {why} (it takes {allowed}, *, lists, ranges, /steps)"
+            )
+    why = fails(text)
+    return f"not a valid cron expression: {why}" if why else None
+
+
+def timezone_problem(name: str) -> str | None:
+    """What is wrong with an IANA time zone name, or None when this machine knows it."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {name!r}; write an IANA name such as Europe/Berlin or UTC"
     return None

@@ -26,7 +26,6 @@ import yaml
 from engine import packaged
 from engine.envrefs import ENV_CONTEXT
 from engine.errors import FlowError, Problem
-from engine.flow_schema import did_you_mean
 from engine.flowtest_results import (
     ABSENT,
     CaseResult,
@@ -46,6 +45,7 @@ from engine.model import (
     Step,
 )
 from engine.stubs import Book, Stub, plain, stub_class
+from engine.suggest import did_you_mean
 from engine.yamlpos import format_path, key_position, load_yaml, position
 
 if TYPE_CHECKING:
@@ -510,7 +510,8 @@ def _got(
     with engine.store() as store:
         rows = store.run_records(run_id)
         letters = store.dead_letters(flow=flow, status="open")
-        reviews = store.reviews(flow=flow, status="open")
+        # review items and approvals: both wait for a person (an approval says its kind)
+        reviews = store.work_items(flow=flow, status="open")
     got: dict[str, Any] = {}
     if rows:
         got["outcome"] = rows[0].outcome.value
@@ -535,8 +536,15 @@ def _got(
         for d in letters
     ]
     got["reviews"] = [
-        {"step": r.step, "queue": r.queue, "reason": r.reason, "figures": plain(r.figures)}
+        {
+            "step": r.step,
+            "queue": r.queue,
+            "reason": r.reason,
+            "figures": plain(r.figures),
+            **({"kind": "approval"} if r.kind == "approval" else {}),
+        }
         for r in reviews
+        if r.kind in ("review", "approval")
     ]
     plain_got: dict[str, Any] = plain(got)
     return plain_got

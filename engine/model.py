@@ -47,12 +47,37 @@ class Connection:
 
 
 @dataclass
+class Webhook:
+    """A source whose records a platform pushes: ``flowyard serve`` takes signed deliveries
+    at ``path`` into the flow's inbox (engine/serve/)."""
+
+    path: str
+    scheme: str  # shopify | woocommerce | standard (engine/serve/signatures.py)
+    secret: str  # as written: ${env:NAME} or ${file:PATH}, resolved when serving starts
+    topics: list[str] | None = None  # None: every topic
+    tolerance_s: float = 300.0  # standard: how far a delivery's timestamp may be from now
+    max_body: int = 1_048_576  # bytes
+
+
+@dataclass
 class Source:
-    """Where records come from: a connection, its read options and the record key template."""
+    """Where records come from: a connection, its read options and the record key template;
+    or, for records pushed to flowyard, a webhook (then ``connection`` is empty)."""
 
     connection: str
     options: dict[str, Any]
     key: Rendered | None  # None: the record's ``id`` field
+    webhook: Webhook | None = None
+
+
+@dataclass
+class Schedule:
+    """When ``flowyard serve`` runs a flow: a cron expression read in ``timezone``, and what
+    it does about slots missed while nothing served (``run_once`` or ``skip``)."""
+
+    cron: str
+    timezone: str = "UTC"
+    missed: str = "run_once"
 
 
 @dataclass
@@ -116,11 +141,42 @@ class FailStep(Step):
 
 @dataclass
 class ReviewStep(Step):
-    """Hold the record for a person: it ends in ``review`` with a reason and figures."""
+    """Hold the record for a person: it ends in ``review`` with a reason and figures.
+
+    ``owner``, ``category`` and ``due_s`` (seconds) override the queue's
+    (:class:`QueuePolicy`); the category defaults to the step's name.
+    """
 
     queue: str = "review"
     reason: Rendered = None  # type: ignore[assignment]
     figures: dict[str, Rendered] = field(default_factory=dict)
+    owner: str | None = None
+    category: str | None = None
+    due_s: float | None = None
+    escalate_to: dict[str, str] | None = None
+
+
+@dataclass
+class ApproveStep(ReviewStep):
+    """Stop the record until a person approves it: approved, it resumes at the next step;
+    rejected, the compensations of its earlier sends run and then ``on_reject``.
+
+    An approval covers the figures the person saw: a record that comes again with other
+    figures needs another approval.
+    """
+
+    on_reject: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class QueuePolicy:
+    """What a flow says of one of its work queues: who owns it, how soon an item is due,
+    and who takes it over past that (``escalate_to``: ``queue`` and/or ``owner``)."""
+
+    name: str
+    owner: str | None = None
+    due_s: float | None = None
+    escalate_to: dict[str, str] | None = None
 
 
 @dataclass
@@ -160,6 +216,11 @@ class CallStep(Step):
     on_change: str = "conflict"
     save_as: str | None = None
     retry: RetryPolicy | None = None
+    # how to undo the send: call options of ``compensate_connection`` rendered with the
+    # record as it was right after the send (engine/compensation.py)
+    compensate: Rendered | None = None
+    compensate_connection: str | None = None
+    compensate_key: Rendered | None = None
 
 
 @dataclass
@@ -179,12 +240,16 @@ class Flow:
     group_records: int | None = None
     group_seconds: float | None = None
     on_error: str = "dead_letter"
-    schedule: str | None = None
+    schedule: Schedule | None = None
     retention_s: float | None = None
+    expect_success_within_s: float | None = None  # alert after this long without success
     warnings: list[Problem] = field(default_factory=list)
     env_names: set[str] = field(default_factory=set)
     # SHA-256 over the flow file and every mapping and schema file it compiled
     definition_digest: str = ""
+    # work queues (owner, SLA, escalation) and each record's labels for stats
+    queues: dict[str, QueuePolicy] = field(default_factory=dict)
+    labels: dict[str, Rendered] = field(default_factory=dict)
 
     def walk(self) -> list[tuple[Step, list[Step], int]]:
         """Every step with the list that holds it and its index there, depth first."""
@@ -198,6 +263,8 @@ class Flow:
                         visit(branch.steps)
                 elif isinstance(step, ForeachStep):
                     visit(step.steps)
+                elif isinstance(step, ApproveStep):
+                    visit(step.on_reject)
 
         visit(self.steps)
         return out

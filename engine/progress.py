@@ -70,6 +70,7 @@ class Batch:
     seen_keys: list[str] = field(default_factory=list)
     resolved: list[str] = field(default_factory=list)
     replayed: list[tuple[int, str]] = field(default_factory=list)
+    inbox_done: list[int] = field(default_factory=list)  # inbox events now final
 
     def progress(self, run_id: str, cursor: Any, keys: list[KeyWrite] | None = None) -> Progress:
         """What to commit: these states, the group's key states, and the cursor (None: it
@@ -84,12 +85,14 @@ class Batch:
             digests=self.digests,
             seen_records=self.seen_records,
             seen_keys=self.seen_keys,
+            inbox_done=self.inbox_done,
         )
 
     def clear(self) -> None:
         """Start the next batch (the lists handed out stay as they were)."""
         self.traces, self.items, self.digests = [], [], []
         self.seen_records, self.seen_keys, self.resolved, self.replayed = [], [], [], []
+        self.inbox_done = []
 
 
 # -- rows of a finished record ---------------------------------------------------------------------
@@ -113,14 +116,18 @@ def parked_item(run_id: str, failure: Failure) -> dict[str, Any]:
     if failure.review is not None:
         review = failure.review
         item.update(
-            kind="review", queue=review.queue, message=review.reason, figures=review.figures
+            kind=review.kind, queue=review.queue, message=review.reason, figures=review.figures
         )
+        assignment = review.assignment
     else:
         item.update(
             kind="dead_letter",
             error_class=type(failure.error).__name__,
             message=describe(failure.error),
         )
+        assignment = failure.assignment
+    if assignment is not None:  # its queue, owner, category and SLA (engine/work_items.py)
+        item.update(assignment.fields())
     return item
 
 

@@ -54,7 +54,16 @@ from engine.store import (
     open_store,
 )
 from engine.unchanged import RecordDigests
-from engine.work import BadInput, RecordWork, Work, one_line, replay_work, source_work
+from engine.work import (
+    BadInput,
+    RecordWork,
+    Work,
+    one_line,
+    replay_work,
+    resume_work,
+    source_work,
+)
+from engine.work_items import dead_letter_assignment, escalate
 
 GROUP_RECORDS = 500  # records per group commit, unless the flow's ``group:`` says otherwise
 GROUP_SECONDS = 0.2  # a group is committed at the first record that ends after this long
@@ -132,6 +141,7 @@ class Runner:
         wait_lock: float = 0.0,
         kind: str = "run",
         lease_ttl: float = LEASE_TTL,
+        resume_ids: list[int] | None = None,
     ):
         self.flow = flow
         self.state = Path(state)
@@ -139,6 +149,7 @@ class Runner:
         self.vars = {**flow.vars, **self.given_vars}
         self.dry_run = dry_run
         self.kind = kind
+        self.resume_ids = resume_ids  # a resume run's approvals (None: every decided one)
         self.wait_lock = wait_lock
         self.run_id = new_run_id()
         env = resolve_references(flow)  # ${env:NAME} and ${file:PATH}: engine/envrefs.py
@@ -170,8 +181,10 @@ class Runner:
         self._digests: RecordDigests | None = None  # set per run: None for replays
         self._last_commit = time.monotonic()
         self._stop: tuple[str, str] | None = None  # (status, why) once the run must stop
-        self._lost = False  # a group could not be committed: nothing more is
+        self._lost = False  # a group could not be committed: no later one may commit
+        self._batch_resumed: list[int] = []  # approvals resumed since the last commit
         self._exit: int | None = None  # an exit code that the status alone does not tell
+        self._inbox = False  # records from the flow's inbox (engine/serve/): see run()
 
     def _open_log(self, env: dict[str, str], stderr: bool, listeners: Iterable[Listener]) -> RunLog:
         path = None if self.dry_run else run_log_path(self.state, self.run_id)
@@ -201,10 +214,18 @@ class Runner:
         replay: list[DeadLetter] | None = None,
         *,
         from_start: bool = False,
+        inbox: Iterable[Item] | None = None,
     ) -> RunResult:
         """Run the flow; every failure ends in a result (status ``failed`` and its exit
         code), except those before the run started: :class:`LockHeld` and a state file that
-        cannot be opened (:class:`StateError`)."""
+        cannot be opened (:class:`StateError`).
+
+        ``inbox``: the records are events of the flow's inbox (engine/serve/inbox.py), each
+        an item whose position is ``{"inbox": id, "webhook": arrival}``: the cursor stays,
+        each event is marked done in the commit that makes its record final, and its trace
+        starts with its arrival."""
+        self._inbox = inbox is not None
+        records = inbox if inbox is not None else records
         started = time.perf_counter()
         self._start(replay)
         status, message = RunStatus.OK.value, None
@@ -215,7 +236,7 @@ class Runner:
             work: Iterator[Work] | Iterator[RecordWork] = (
                 replay_work(self.flow, replay, from_start)
                 if replay is not None
-                else source_work(self.flow, self.vars, self._source(records))
+                else self._resumed_then(source_work(self.flow, self.vars, self._source(records)))
             )
             stopped = self._loop(work)
             if stopped:
@@ -253,6 +274,21 @@ class Runner:
         self.log.close()
         self._finish_run(result)
         return result
+
+    def _resumed_then(self, work: Iterator[Work]) -> Iterator[Work]:
+        """The records of approvals decided since the flow last ran, each resumed at its
+        approve step, then ``work`` (the source's records; none for a run of kind
+        ``resume``), numbered after them."""
+        decided = [] if self.dry_run else self.store.to_resume(self.flow.name)
+        if self.resume_ids is not None:
+            decided = [item for item in decided if item.id in self.resume_ids]
+        resumed = list(resume_work(self.flow, decided))
+        yield from resumed
+        if self.kind == "resume":
+            return
+        for w in work:
+            w.seq += len(resumed)
+            yield w
 
     def _start(self, replay: list[DeadLetter] | None) -> None:
         """Take the flow's lease and record the run; nothing of a run that never started
@@ -296,7 +332,7 @@ class Runner:
     def _wind_up(self, status: str, message: str | None) -> tuple[str, str | None]:
         """Commit what is left and prune by the flow's retention; a failure there fails the
         run. Then the status says whether records need a person."""
-        for final_step in (self._flush, self._apply_retention):
+        for final_step in (self._flush, self._apply_retention, self._escalate):
             if self._exit == EXIT_STATE:
                 break  # the state cannot be written: do not try again
             try:
@@ -352,6 +388,16 @@ class Runner:
         finally:
             self.store.close()
 
+    def _escalate(self) -> None:
+        """Escalate the flow's open items past their due time (engine/work_items.py); each
+        is an ``item_escalated`` event in the run log and to the run's listeners."""
+        if not self.dry_run:
+            escalate(self.store, flow=self.flow.name, listeners=[self._log_escalation])
+
+    def _log_escalation(self, event: dict[str, Any]) -> None:
+        facts = {k: v for k, v in event.items() if k not in ("event", "ts", "flow")}
+        self.log.event("item_escalated", **facts)
+
     def _apply_retention(self) -> None:
         """Prune the flow's data older than its ``retention``, when some is well past it.
 
@@ -374,6 +420,11 @@ class Runner:
                 yield data if isinstance(data, Item) else Item(data=data)
             return
         source = self.flow.source
+        if source.webhook is not None:
+            raise RunError(
+                f"flow {self.flow.name!r} takes its records from webhooks: serve it with "
+                "`flowyard serve` (records pushed to it are kept in its inbox until then)"
+            )
         connector = self.ctx.connections.get(source.connection).connector
         cursor = self.store.cursor(self.flow.name)
         try:
@@ -404,7 +455,7 @@ class Runner:
     def _handed_out(self, work: Iterable[Work]) -> Iterator[Work]:
         """The work items, each noted by the watermark as it is handed out."""
         for w in work:
-            self._watermark.add(w.seq, w.position)
+            self._watermark.add(w.seq, None if self._inbox else w.position)
             yield w
 
     def _execute(self, w: Work) -> RecordResult | None:
@@ -412,7 +463,7 @@ class Runner:
         through (then it is skipped before its first step). Runs on a lane."""
         if isinstance(w, BadInput):
             return None  # dead-lettered as it is, in _complete
-        if self._digests is not None:
+        if self._digests is not None and w.start is None:
             try:
                 w.digest = self._digests.of(w.rec.key, w.rec.data, w.rec.meta)
             except Exception:  # a record JSON cannot hold: it goes through its steps each run
@@ -438,21 +489,24 @@ class Runner:
 
     def _complete_record(self, w: RecordWork, result: RecordResult) -> None:
         now = time.time()
-        if not w.letters:
+        if not w.letters and not w.resumes:
             self.counts["read"] += 1
         self.counts[result.outcome] += 1
         self.would_send += result.would_send
         self._batch.seen_keys += result.seen_keys
         error = self._park_failures(result)
+        self._batch_resumed += w.resumes
         self._batch.traces.append(
             Trace(
                 self.run_id,
                 self.flow.name,
                 w.rec.key,
                 result.outcome,
-                self.ctx.mask(result.trace),
+                self.ctx.mask(self._arrived(w) + result.trace),
                 self.ctx.mask(error),
                 now,
+                started_at=result.started_at,
+                labels=self.ctx.mask(result.labels),
             )
         )
         self._log_record(w, result.outcome)
@@ -469,7 +523,9 @@ class Runner:
                 if self._stop is None:
                     self._stop = (RunStatus.STOPPED.value, error)
                 continue
-            self._batch.items.append(ParkedItem(**self.ctx.mask(parked_item(self.run_id, failure))))
+            item = parked_item(self.run_id, failure)
+            item.update(labels=result.labels, flow_file=self.flow.file)
+            self._batch.items.append(ParkedItem(**self.ctx.mask(item)))
             if failure.review is not None:
                 error = error or failure.review.reason
                 continue  # a record held for a person is no failure of the flow's
@@ -524,6 +580,7 @@ class Runner:
         self.counts["read"] += 1
         self.counts[Outcome.DEAD_LETTERED] += 1
         key, letter, trace = bad_input_rows(self.run_id, self.flow.name, w)
+        letter.update(dead_letter_assignment(self.flow, letter["error_class"]).fields())
         self._batch.items.append(ParkedItem(**self.ctx.mask(letter)))
         self._batch.traces.append(trace)
         self.log.event(
@@ -543,11 +600,19 @@ class Runner:
                 f"time and another run took it); stopping so that the two do not overlap",
             )
         self._watermark.finish(w.seq, final)
+        if final and self._inbox:
+            self._batch.inbox_done.append(w.position["inbox"])
         if (
             len(self._batch.traces) >= self.group_records
             or time.monotonic() - self._last_commit >= self.group_seconds
         ):
             self._flush()
+
+    def _arrived(self, w: RecordWork) -> list[list[Any]]:
+        """An inbox event's arrival, the first step of its trace (none for other records)."""
+        if self._inbox and isinstance(w.position, dict) and "webhook" in w.position:
+            return [["webhook", "received", w.position["webhook"]]]
+        return []
 
     # -- commits ---------------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -575,6 +640,9 @@ class Runner:
         self._watermark.committed()
         self._note_item_ids(progress.items, ids)
         self._close_replayed(ids)
+        if self._batch_resumed:  # the approvals whose records this run took on
+            self.store.mark_resumed(self._batch_resumed, self.run_id)
+            self._batch_resumed = []
         self._batch.clear()
         self._last_commit = time.monotonic()
         self.log.flush()
@@ -588,7 +656,8 @@ class Runner:
     def _note_item_ids(self, items: list[ParkedItem], ids: list[int]) -> None:
         """Keep the ids of the items written, for the result (a dry run writes none)."""
         for item, item_id in zip(items, ids, strict=False):
-            (self.review_ids if item.kind == "review" else self.dead_letter_ids).append(item_id)
+            held = self.dead_letter_ids if item.kind == "dead_letter" else self.review_ids
+            held.append(item_id)
 
     def _close_replayed(self, ids: list[int]) -> None:
         for letter_id, how in self._batch.replayed:

@@ -20,7 +20,7 @@ from typing import Any
 from connectors import Item
 from engine.executor import Rec
 from engine.model import Flow
-from engine.store import DeadLetter
+from engine.store import DeadLetter, WorkItem
 
 
 @dataclass(slots=True)
@@ -37,6 +37,7 @@ class RecordWork:
     position: Any = None
     start: str | None = None
     letters: list[DeadLetter] = field(default_factory=list)
+    resumes: list[int] = field(default_factory=list)  # decided approvals it resumes
     digest: str | None = None
     unchanged: bool = False  # skipped: the same as when it last went through
     seen_again: bool = False  # unchanged, and its digest's time is due to be refreshed
@@ -85,6 +86,8 @@ def source_work(flow: Flow, vars: dict[str, Any], items: Iterable[Item]) -> Iter
                 item.error = f"the record key cannot be made: {one_line(exc)}"
             else:
                 meta = {"key": key, "line": item.line, "position": item.position}
+                if isinstance(item.position, dict) and "webhook" in item.position:
+                    meta["webhook"] = item.position["webhook"]  # an inbox event's arrival
                 rec = Rec(key=key, data=item.data, meta=meta, source=item.data)
                 yield RecordWork(seq, rec, position=item.position)
                 continue
@@ -135,3 +138,24 @@ def _from_start(letters: list[DeadLetter]) -> Iterator[RecordWork]:
         )
         works[key] = RecordWork(len(works), rec, letters=[letter])
     yield from works.values()
+
+
+def resume_work(flow: Flow, items: list[WorkItem], first_seq: int = 0) -> Iterator[RecordWork]:
+    """Work items that resume decided approvals: each record at its ``approve`` step, with
+    the record as it reached it (the step finds the decision and goes on, or takes its
+    reject branch). Approvals whose step is no longer in the flow are left alone."""
+    for seq, item in enumerate(items, first_seq):
+        if item.step is None or flow.step(item.step) is None:
+            continue
+        context = item.context or {}
+        rec = Rec(
+            key=item.record_key or f"approval:{item.id}",
+            data=item.record,
+            meta={**(context.get("meta") or {}), "resumes": item.id},
+            parent=context.get("parent"),
+            loop=context.get("loop") or {},
+            source=item.source_record,
+        )
+        if context.get("lookup"):
+            rec.lookup = (context["lookup"].get("step"), context["lookup"].get("record"))
+        yield RecordWork(seq, rec, start=item.step, resumes=[item.id])

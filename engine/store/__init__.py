@@ -1,8 +1,10 @@
 """The state store: what a run must remember, behind one declared protocol.
 
 Idempotency keys with request fingerprints and stored responses, source cursors, runs,
-per-record traces, dead letters and review items, the digest of each record that last
-went through cleanly (engine/unchanged.py) and per-flow leases. Everything the engine
+per-record traces, work items (dead letters, review items, approvals) and
+compensations, the digest of each record that last went through cleanly
+(engine/unchanged.py), per-flow leases, the inbox of events pushed to flowyard and the slot
+each scheduled flow last ran for (engine/serve/). Everything the engine
 persists goes through :class:`StateStore`:
 
 - ``protocol.py``: :class:`StateStore`, the interface, with what every store promises;
@@ -24,6 +26,10 @@ from engine.store.rows import (
     Cursor,
     DeadLetter,
     DigestWrite,
+    FlowHealth,
+    InboxAdded,
+    InboxEntry,
+    InboxEvent,
     KeyState,
     KeyWrite,
     Lease,
@@ -33,18 +39,26 @@ from engine.store.rows import (
     RecordDigest,
     ReviewItem,
     Run,
+    ScheduleState,
     SendState,
     Trace,
     holder_id,
 )
 from engine.store.schema import SCHEMA_VERSION
 from engine.store.sqlite import SqliteStore
+from engine.store.work_rows import Compensation, CompensationWrite, WorkItem
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Compensation",
+    "CompensationWrite",
     "Cursor",
     "DeadLetter",
     "DigestWrite",
+    "FlowHealth",
+    "InboxAdded",
+    "InboxEntry",
+    "InboxEvent",
     "KeyState",
     "KeyWrite",
     "Lease",
@@ -55,10 +69,12 @@ __all__ = [
     "RecordDigest",
     "ReviewItem",
     "Run",
+    "ScheduleState",
     "SendState",
     "SqliteStore",
     "StateStore",
     "Trace",
+    "WorkItem",
     "holder_id",
     "open_store",
 ]

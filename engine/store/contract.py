@@ -27,12 +27,14 @@ from engine.outcomes import Outcome
 from engine.store.protocol import StateStore
 from engine.store.rows import (
     DigestWrite,
+    InboxEvent,
     KeyWrite,
     ParkedItem,
     Progress,
     SendState,
     Trace,
 )
+from engine.store.work_rows import CompensationWrite
 
 __all__ = ["StoreContract"]
 
@@ -465,6 +467,108 @@ class StoreContract:
         with pytest.raises(LookupError):
             store.close_review(10_000, "bob")
 
+    # -- work items: owners, decisions, SLAs -----------------------------------------------------
+    def test_every_item_is_a_work_item_with_a_queue_owner_category_and_due_time(
+        self, store: StateStore
+    ) -> None:
+        approval = _review("1", "finance")
+        approval.kind, approval.owner, approval.category = "approval", "fin", "above_limit"
+        approval.due_s, approval.escalate_to = 3600.0, {"owner": "cfo"}
+        letter = _letter("2")
+        letter.queue, letter.owner, letter.category = "dead_letters", "ops", "PermanentError"
+        ids = store.commit_progress(FLOW, Progress("run-1", items=[approval, letter]))
+        items = store.work_items()
+        assert [(i.id, i.kind, i.queue, i.owner, i.category) for i in items] == [
+            (ids[0], "approval", "finance", "fin", "above_limit"),
+            (ids[1], "dead_letter", "dead_letters", "ops", "PermanentError"),
+        ]
+        first = items[0]
+        assert first.due_at is not None and first.due_at == first.created_at + 3600
+        assert [h["event"] for h in first.history] == ["created"]
+        assert store.work_items("approval", owner="fin") == [first]
+        assert store.work_items(queue="nowhere") == []
+        found = store.approval(FLOW, "1", "check_total")
+        assert found is not None and found.id == ids[0]
+
+    def test_an_approval_is_decided_once_and_resumed_once(self, store: StateStore) -> None:
+        approval = _review("1")
+        approval.kind = "approval"
+        [id] = store.commit_progress(FLOW, Progress("run-1", items=[approval]))
+        with pytest.raises(ValueError, match="approved or rejected"):
+            store.decide(id, "closed", "ann")
+        decided = store.decide(id, "approved", "ann", "fine", at=1000.0)
+        assert (decided.status, decided.decided_by, decided.decided_at) == ("approved", "ann", 1000)
+        assert decided.history[-1]["record"] == {"id": "1"}
+        with pytest.raises(ValueError, match="not open"):
+            store.decide(id, "rejected", "bob")
+        with pytest.raises(LookupError):
+            store.decide(10_000, "approved", "bob")
+        assert [i.id for i in store.to_resume(FLOW)] == [id]
+        store.mark_resumed([id], "run-2")
+        assert store.to_resume(FLOW) == []
+        resumed = store.work_item(id)
+        assert resumed is not None and resumed.resumed_run == "run-2"
+        # decided and not yet resumed, an approval outlives prune
+        other = _review("2")
+        other.kind = "approval"
+        [kept] = store.commit_progress(FLOW, Progress("run-1", items=[other]))
+        store.decide(kept, "rejected", "bob")
+        time.sleep(0.02)
+        store.prune(0, FLOW)
+        assert store.work_item(kept) is not None and store.work_item(id) is None
+
+    def test_items_past_due_are_escalated_once(self, store: StateStore) -> None:
+        item = _review("1", "finance")
+        item.owner, item.due_s, item.escalate_to = "fin", 60.0, {"queue": "leads"}
+        [id] = store.commit_progress(FLOW, Progress("run-1", items=[item]))
+        created = store.work_item(id)
+        assert created is not None and created.due_at is not None
+        assert store.escalate_due(created.due_at - 1) == []
+        [escalated] = store.escalate_due(created.due_at + 5)
+        assert (escalated.queue, escalated.owner, escalated.breached) == ("leads", "fin", True)
+        assert escalated.escalated_at == created.due_at + 5
+        assert store.escalate_due(created.due_at + 500) == []
+        # the record held again keeps the escalated queue
+        store.commit_progress(FLOW, Progress("run-2", items=[_review("1", run_id="run-2")]))
+        again = store.work_item(id)
+        assert again is not None and again.queue == "leads" and again.run_id == "run-2"
+
+    def test_compensations_are_kept_until_run_or_settled(self, store: StateStore) -> None:
+        store.write_keys(FLOW, [_key("draft:1", source_key="1")])
+        for step, key in (("draft", "draft:1"), ("reserve", "reserve:1")):
+            store.add_compensation(
+                FLOW,
+                CompensationWrite("1", "1", step, key, "run-1", record={"id": 1, "k": key}),
+            )
+        store.add_compensation(FLOW, CompensationWrite("2", "2", "draft", "draft:2", "run-1"))
+        pending = store.compensations(FLOW, "1")
+        assert [(c.step, c.key, c.record) for c in pending] == [
+            ("draft", "draft:1", {"id": 1, "k": "draft:1"}),
+            ("reserve", "reserve:1", {"id": 1, "k": "reserve:1"}),
+        ]
+        store.finish_compensation(pending[1].id, "run-2", error="the target answered 500")
+        store.finish_compensation(pending[0].id, "run-2", response={"cancelled": True})
+        [still] = store.compensations(FLOW, "1")
+        assert (still.step, still.error) == ("reserve", "the target answered 500")
+        undone = store.get_key(FLOW, "draft:1")
+        assert undone is not None and undone.state == SendState.COMPENSATED
+        store.settle_compensations(FLOW, "2")
+        assert store.compensations(FLOW, "2") == []
+        assert [c.state for c in store.compensations(FLOW, "2", state=None)] == ["settled"]
+
+    def test_traces_are_read_back_for_stats_with_start_and_labels(self, store: StateStore) -> None:
+        self._run(store)
+        early = _trace("1")
+        early.started_at, early.labels = early.at - 2, {"store": "S1"}
+        store.commit_progress(FLOW, Progress("run-1", traces=[early, _trace("2")]))
+        traces = list(store.traces_since(None, FLOW))
+        assert [(t.record_key, t.labels, t.kind) for t in traces] == [
+            ("1", {"store": "S1"}, "run"),
+            ("2", None, "run"),
+        ]
+        assert traces[0].started_at == early.at - 2
+        assert list(store.traces_since(time.time() + 60)) == []
+
     # -- leases ------------------------------------------------------------------------------------
     def test_a_lease_is_held_renewed_and_released(self, store: StateStore) -> None:
         assert store.acquire_lease(FLOW, "me:run-1", 60) is None
@@ -518,3 +622,126 @@ class StoreContract:
         assert store.get_key(FLOW, "done") is None
         assert store.get_key(FLOW, "sent") is not None  # in flight: kept
         assert store.record_digest(FLOW, "1") is None  # its keys went: it goes through again
+
+    # -- the inbox (events pushed to flowyard) -----------------------------------------------
+    def test_an_event_is_kept_once_per_event_id(self, store: StateStore) -> None:
+        body = b'{"id": 5234567890123456789, "total_price": "10.50"}'
+        first = InboxEvent("ev-1", body, "orders/create", "shopify", {"x-shop": "a"}, 1.5)
+        added = store.add_to_inbox(
+            [(FLOW, first), (FLOW, InboxEvent("ev-2", b"{}")), (FLOW, InboxEvent("ev-1", b"x"))]
+        )
+        assert [(a.new, a.deliveries) for a in added] == [(True, 1), (True, 1), (False, 2)]
+        assert added[0].id == added[2].id != added[1].id
+        [again] = store.add_to_inbox([("another_flow", InboxEvent("ev-1", b"{}"))])
+        assert again.new  # event ids are per flow
+        assert store.inbox_depth() == {FLOW: 2, "another_flow": 1}
+        assert store.inbox_depth(FLOW) == {FLOW: 2}
+        kept = store.inbox_events(FLOW)
+        assert [(e.event_id, e.status, e.deliveries) for e in kept] == [
+            ("ev-1", "pending", 2),
+            ("ev-2", "pending", 1),
+        ]
+        assert kept[0].body == body  # the first delivery's bytes, exactly
+        assert (kept[0].topic, kept[0].scheme, kept[0].headers) == (
+            "orders/create",
+            "shopify",
+            {"x-shop": "a"},
+        )
+        assert kept[0].received_at == 1.5 and kept[1].received_at > 0
+
+    def test_claims_are_held_by_one_holder_until_released(self, store: StateStore) -> None:
+        store.add_to_inbox([(FLOW, InboxEvent(f"ev-{i}", b"{}")) for i in range(3)])
+        mine = store.claim_inbox(FLOW, "me", 2, 60)
+        assert [e.event_id for e in mine] == ["ev-0", "ev-1"]
+        assert store.claim_inbox(FLOW, "me", 2, 60)[0].event_id == "ev-2"  # never twice
+        assert store.claim_inbox(FLOW, "you", 10, 60) == []
+        assert store.release_inbox(FLOW, "me") == 3
+        assert [e.event_id for e in store.claim_inbox(FLOW, "you", 10, 60)] == [
+            "ev-0",
+            "ev-1",
+            "ev-2",
+        ]
+        assert store.claim_inbox("another_flow", "you", 10, 60) == []
+
+    def test_an_expired_claim_is_taken_over(self, store: StateStore) -> None:
+        store.add_to_inbox([(FLOW, InboxEvent("ev-1", b"{}"))])
+        assert len(store.claim_inbox(FLOW, "me", 10, 0.05)) == 1
+        time.sleep(0.1)
+        assert [e.event_id for e in store.claim_inbox(FLOW, "you", 10, 60)] == ["ev-1"]
+
+    def test_events_are_done_with_the_commit_of_their_records(self, store: StateStore) -> None:
+        [one, two] = store.add_to_inbox(
+            [(FLOW, InboxEvent("ev-1", b"{}")), (FLOW, InboxEvent("ev-2", b"{}"))]
+        )
+        store.claim_inbox(FLOW, "me", 10, 60)
+        store.commit_progress(FLOW, Progress("run-1", traces=[_trace("1")], inbox_done=[one.id]))
+        store.release_inbox(FLOW, "me")
+        assert store.inbox_depth(FLOW) == {FLOW: 1}
+        [done] = store.inbox_events(FLOW, status="done")
+        assert (done.id, done.run_id) == (one.id, "run-1") and done.done_at
+        assert [e.id for e in store.claim_inbox(FLOW, "you", 10, 60)] == [two.id]
+        # a done event's id is still known: a late duplicate is not kept again
+        [late] = store.add_to_inbox([(FLOW, InboxEvent("ev-1", b"{}"))])
+        assert not late.new
+        assert store.prune_inbox(3600) == 0
+        assert store.prune_inbox(0) == 1  # done and old: gone; pending stays
+        assert [e.event_id for e in store.inbox_events(FLOW)] == ["ev-2"]
+
+    def test_two_handles_claiming_at_once_never_share_an_event(self, tmp_path: Path) -> None:
+        with self.open_store(tmp_path) as setup:
+            setup.add_to_inbox([(FLOW, InboxEvent(f"ev-{i}", b"{}")) for i in range(200)])
+        got: dict[str, list[int]] = {"a": [], "b": []}
+
+        def claim(name: str) -> None:
+            with self.open_store(tmp_path) as handle:
+                while batch := handle.claim_inbox(FLOW, name, 7, 60):
+                    got[name] += [e.id for e in batch]
+
+        threads = [threading.Thread(target=claim, args=(n,)) for n in got]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not set(got["a"]) & set(got["b"])
+        assert len(got["a"]) + len(got["b"]) == 200
+
+    # -- schedules -------------------------------------------------------------------------------
+    def test_a_schedule_slot_is_claimed_by_one_holder(self, tmp_path: Path) -> None:
+        with self.open_store(tmp_path) as a, self.open_store(tmp_path) as b:
+            assert a.schedule_state(FLOW) is None
+            assert a.claim_schedule(FLOW, 120.0, "a") is True
+            assert b.claim_schedule(FLOW, 120.0, "b") is False  # the same slot
+            assert b.claim_schedule(FLOW, 60.0, "b") is False  # an earlier one
+            state = b.schedule_state(FLOW)
+            assert state is not None and (state.last_due, state.holder) == (120.0, "a")
+            assert b.claim_schedule(FLOW, 180.0, "b") is True
+            assert a.claim_schedule("another_flow", 120.0, "a") is True
+
+    # -- monitoring -------------------------------------------------------------------------------
+    def test_flow_health_counts_open_items_pending_events_and_last_runs(
+        self, store: StateStore
+    ) -> None:
+        assert store.flow_health() == []
+        store.start_run("run-1", FLOW)
+        store.finish_run("run-1", "dead_lettered", {}, 1)
+        time.sleep(0.01)
+        store.start_run("run-2", FLOW)
+        store.finish_run("run-2", "failed", {}, 3)
+        store.commit_progress(
+            FLOW,
+            Progress("run-1", items=[_letter("1"), _letter("2"), _review("3"), _review("4", "x")]),
+        )
+        store.add_to_inbox([("hooked", InboxEvent("ev-1", b"{}"))])
+        health = {h.flow: h for h in store.flow_health()}
+        assert set(health) == {FLOW, "hooked"}
+        mine = health[FLOW]
+        assert (mine.dead_letters_open, mine.reviews_open, mine.inbox_pending) == (
+            2,
+            {"finance": 1, "x": 1},
+            0,
+        )
+        first, second = store.get_run("run-1"), store.get_run("run-2")
+        assert first is not None and second is not None
+        assert (mine.last_run_at, mine.last_status) == (second.started_at, "failed")
+        assert mine.last_success_at == first.ended_at  # dead-lettered: it ran to its end
+        assert health["hooked"].inbox_pending == 1 and health["hooked"].last_run_at is None

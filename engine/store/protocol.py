@@ -12,7 +12,7 @@ What every implementation promises, beyond the signatures:
   commits its writes together (all or none), so a group of sends can be marked in flight
   in one transaction; :meth:`commit_progress` commits traces, items, digests, refreshed
   times, resolved items and the cursor together: the cursor never passes a record whose
-  final state was not written.
+  final state was not written; the inbox events it names are marked done with them.
 - **Faults**: anything wrong with the store's medium (a damaged, read-only or full file; a
   lost connection) raises :class:`~engine.errors.StateError` saying what and where.
 - **Threads**: a store may be used from several threads at once (a run's lanes).
@@ -21,12 +21,16 @@ What every implementation promises, beyond the signatures:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, Self, runtime_checkable
 
 from engine.store.rows import (
     Cursor,
     DeadLetter,
+    FlowHealth,
+    InboxAdded,
+    InboxEntry,
+    InboxEvent,
     KeyState,
     KeyWrite,
     Lease,
@@ -35,8 +39,10 @@ from engine.store.rows import (
     RecordDigest,
     ReviewItem,
     Run,
+    ScheduleState,
     Trace,
 )
+from engine.store.work_rows import Compensation, CompensationWrite, WorkItem
 
 
 @runtime_checkable
@@ -195,6 +201,86 @@ class StateStore(Protocol):
         """
         ...
 
+    # -- work items: every dead letter, review item and approval ------------------------------
+    def work_items(
+        self,
+        kind: str | None = None,
+        flow: str | None = None,
+        queue: str | None = None,
+        owner: str | None = None,
+        status: str | Sequence[str] | None = "open",
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[WorkItem]:
+        """Work items of a kind (``dead_letter``, ``review``, ``approval``), flow, queue and
+        owner (None: all) with ``status`` (one, several, or None: any), created at or after
+        ``since``, oldest first."""
+        ...
+
+    def work_item(self, id: int) -> WorkItem | None:
+        """Work item ``id`` of any kind, or None."""
+        ...
+
+    def approval(self, flow: str, record_key: str, step: str) -> WorkItem | None:
+        """The latest approval of a record at an ``approve`` step (not resolved), or None."""
+        ...
+
+    def decide(
+        self,
+        id: int,
+        decision: str,
+        by: str,
+        comment: str | None = None,
+        at: float | None = None,
+    ) -> WorkItem:
+        """Record a person's decision on open item ``id``: an approval ``approved`` or
+        ``rejected``, a review item ``closed``; who, when, why (and for an approval the
+        record and figures decided on) go to its history. Raises :class:`LookupError` for no
+        such item (or a dead letter) and :class:`ValueError` for an item not open or a
+        decision its kind does not take."""
+        ...
+
+    def to_resume(self, flow: str) -> list[WorkItem]:
+        """The flow's approvals decided and not yet resumed, in the order they were decided."""
+        ...
+
+    def mark_resumed(self, ids: Sequence[int], run_id: str) -> None:
+        """Note that run ``run_id`` resumed the records of approvals ``ids``."""
+        ...
+
+    def escalate_due(self, now: float | None = None, flow: str | None = None) -> list[WorkItem]:
+        """Escalate every open item past its due time (of one flow, or all) not escalated
+        yet: moved to its ``escalate_to`` queue and owner, counted as an SLA breach, noted in
+        its history; returns them, escalated. ``now`` is the clock (default: the time)."""
+        ...
+
+    # -- compensations -----------------------------------------------------------------------------
+    def add_compensation(self, flow: str, write: CompensationWrite) -> None:
+        """Remember how to undo a send that was performed (committed on return)."""
+        ...
+
+    def compensations(
+        self, flow: str, source_key: str | None = None, state: str | None = "pending"
+    ) -> list[Compensation]:
+        """A flow's (or one source record's) compensations in the order they were registered."""
+        ...
+
+    def finish_compensation(
+        self, id: int, run_id: str, *, error: str | None = None, response: Any = None
+    ) -> None:
+        """Compensation ``id`` ran: ``done`` (its send's key becomes ``compensated``), or,
+        with ``error``, failed and stays pending."""
+        ...
+
+    def settle_compensations(self, flow: str, source_key: str) -> None:
+        """The record went through: its pending compensations will never run."""
+        ...
+
+    def traces_since(self, since: float | None = None, flow: str | None = None) -> Iterator[Trace]:
+        """Every trace (of one flow, or all) at or after ``since``, oldest first, with the
+        run's kind: the history stats are computed from."""
+        ...
+
     # -- leases ------------------------------------------------------------------------------------
     def acquire_lease(self, flow: str, holder: str, ttl: float) -> str | None:
         """Take the flow's lease for ``ttl`` seconds or raise :class:`~engine.errors.LockHeld`
@@ -219,4 +305,58 @@ class StateStore(Protocol):
         """Delete finished runs, traces and closed items older than the limit, and keys not
         written or seen again since then (never in flight), with the digests of their
         records. Open items stay. The run logs of ``Pruned.run_ids`` are the caller's."""
+        ...
+
+    # -- the inbox: events pushed to flowyard (webhooks, engine/serve/) ------------------------
+    def add_to_inbox(self, events: Sequence[tuple[str, InboxEvent]]) -> list[InboxAdded]:
+        """Keep ``(flow, event)`` pairs in the flows' inboxes, all in one transaction,
+        committed on return: intake answers 2xx only after it. An event whose id the flow's
+        inbox already holds is not kept again (its ``deliveries`` go up; ``new`` is False).
+        Returns one :class:`InboxAdded` per pair, in order."""
+        ...
+
+    def claim_inbox(self, flow: str, holder: str, limit: int, ttl: float) -> list[InboxEntry]:
+        """Claim up to ``limit`` pending events of the flow for ``holder`` for ``ttl``
+        seconds, oldest first, and return them; in the same transaction, renew the claims
+        ``holder`` has and free those of holders that are gone (a process on this host that
+        no longer exists) or whose claim expired. Events ``holder`` already holds are not
+        returned again. Several processes (on several machines) may claim at once: no event
+        is held by two of them."""
+        ...
+
+    def release_inbox(self, flow: str, holder: str) -> int:
+        """Give up ``holder``'s claims on pending events (a run that ends before their
+        records are final); returns how many."""
+        ...
+
+    def inbox_depth(self, flow: str | None = None) -> dict[str, int]:
+        """Pending events per flow (of one flow, or of every flow with some)."""
+        ...
+
+    def inbox_events(
+        self, flow: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[InboxEntry]:
+        """A flow's (or every flow's) inbox events with ``status`` (None: any), oldest first."""
+        ...
+
+    def prune_inbox(self, older_than_s: float, flow: str | None = None) -> int:
+        """Delete done events received longer ago than the limit (their ids are then no
+        longer known as duplicates); pending ones stay. Returns how many went."""
+        ...
+
+    # -- schedules ---------------------------------------------------------------------------------
+    def claim_schedule(self, flow: str, due: float, holder: str) -> bool:
+        """Claim the scheduled flow's slot due at ``due`` (epoch seconds) for ``holder``:
+        True for the one caller that claims it first, False for every other and for a slot
+        not later than the last one claimed."""
+        ...
+
+    def schedule_state(self, flow: str) -> ScheduleState | None:
+        """The flow's last claimed slot, or None before its first."""
+        ...
+
+    # -- monitoring -------------------------------------------------------------------------------
+    def flow_health(self) -> list[FlowHealth]:
+        """Per flow that has any: open dead letters and review items, pending inbox events,
+        its last run and its last completed run; by flow name."""
         ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -25,6 +26,7 @@ class SendState(StrEnum):
     IN_FLIGHT = "in_flight"  # the request may have been applied: the next run repeats it
     DONE = "done"
     FAILED = "failed"  # refused for good: a later request with the key is a new operation
+    COMPENSATED = "compensated"  # undone by its compensation: sending again is a new operation
 
 
 # -- runs and traces ---------------------------------------------------------------------
@@ -65,6 +67,10 @@ class Trace:
     error: str | None
     at: float
     kind: str | None = None
+    # when the record's pass started (None: written before flowyard kept it) and the
+    # flow's labels of the record (store, supplier ...), for stats (engine/stats.py)
+    started_at: float | None = None
+    labels: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,6 +173,10 @@ class ReviewItem:
     comment: str | None
     context: Any = None
     source_record: Any = None
+    owner: str | None = None
+    category: str | None = None
+    due_at: float | None = None
+    escalated_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -181,7 +191,7 @@ class ParkedItem:
     (the record's ``meta``, its ``parent`` and ``loop`` in a foreach, the first ``lookup``).
     """
 
-    kind: str  # dead_letter | review
+    kind: str  # dead_letter | review | approval
     run_id: str
     record_key: str | None
     step: str | None
@@ -195,6 +205,13 @@ class ParkedItem:
     error_class: str | None = None
     queue: str | None = None
     figures: Any = None
+    # who owns it and by when (engine/work_items.py): kind ``approval`` waits for a decision
+    owner: str | None = None
+    category: str | None = None
+    due_s: float | None = None  # seconds from when it is first written
+    escalate_to: dict[str, Any] | None = None  # {queue, owner} once it is past due
+    labels: dict[str, Any] | None = None
+    flow_file: str | None = None
 
 
 # -- cursors, digests, leases -----------------------------------------------------------------
@@ -244,16 +261,21 @@ class Lease:
     def holder_gone(self) -> bool:
         """Whether the holder was a process on this host that no longer exists (killed,
         crashed): its lease may be taken at once rather than after it expires."""
-        pid, host = self.pid, self.host
-        if host != socket.gethostname() or not pid or pid == os.getpid():
-            return False
-        try:
-            os.kill(pid, 0)  # signal 0: only asks whether the process exists
-        except ProcessLookupError:
-            return True
-        except OSError:  # it exists (as another user's process)
-            return False
+        return process_gone(self.host, self.pid)
+
+
+def process_gone(host: str | None, pid: int | None) -> bool:
+    """Whether ``pid`` on ``host`` was a process on this host that no longer exists; False
+    for another host's (only its expiry tells) and for this process."""
+    if host != socket.gethostname() or not pid or pid == os.getpid():
         return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (as another user's process)
+        return False
+    return False
 
 
 def holder_id() -> str:
@@ -274,7 +296,10 @@ class Progress:
     time is set to now (with the keys of the records), so that retention forgets only what
     the source stopped delivering. ``keys`` are the states of the group's sends
     (engine/group.py), written before everything else: a later write of the same key
-    replaces an earlier one, as with :meth:`StateStore.write_keys`.
+    replaces an earlier one, as with :meth:`StateStore.write_keys`. ``inbox_done`` are
+    inbox events whose records are final in this commit: they are marked done with it, so
+    an event is never taken again once its outcome is written, and always taken again when
+    it is not.
     """
 
     run_id: str
@@ -286,6 +311,8 @@ class Progress:
     seen_records: list[str] = field(default_factory=list)
     seen_keys: list[str] = field(default_factory=list)
     keys: list[KeyWrite] = field(default_factory=list)
+    # inbox events (their ids) whose records reached a final state in this commit
+    inbox_done: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -305,3 +332,84 @@ class Pruned:
             "dead_letters": self.dead_letters,
             "keys": self.keys,
         }
+
+
+# -- the inbox of events pushed to flowyard (webhooks) -------------------------------------------
+@dataclass(slots=True)
+class InboxEvent:
+    """An event to keep in a flow's inbox, as intake accepted it: the platform's event id
+    (the same id again is a duplicate delivery), its topic, the raw body as it was signed,
+    and the headers worth keeping (never the signature)."""
+
+    event_id: str
+    body: bytes
+    topic: str | None = None
+    scheme: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    received_at: float = 0.0
+
+
+@dataclass(slots=True)
+class InboxAdded:
+    """What adding one event did: its inbox ``id``, and whether it is ``new`` (False: a
+    duplicate of an event already kept, whose ``deliveries`` went up by one)."""
+
+    id: int
+    new: bool
+    deliveries: int
+
+
+@dataclass(slots=True)
+class InboxEntry:
+    """An event of a flow's inbox, as a processor claimed it (or as it is listed)."""
+
+    id: int
+    flow: str
+    event_id: str
+    topic: str | None
+    scheme: str | None
+    headers: dict[str, str]
+    body: bytes
+    received_at: float
+    deliveries: int
+    status: str  # pending | done
+    run_id: str | None = None  # the run that took it to its final state
+    done_at: float | None = None
+
+    def arrival(self) -> dict[str, Any]:
+        """The facts of its arrival a trace shows (never the body or the headers' values
+        beyond the platform's own ids)."""
+        received = datetime.fromtimestamp(self.received_at, UTC)
+        return {
+            "event_id": self.event_id,
+            "topic": self.topic,
+            "scheme": self.scheme,
+            "received_at": received.isoformat(timespec="milliseconds"),
+            "deliveries": self.deliveries,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """A scheduled flow's last claimed slot: the due time (epoch seconds) one process won,
+    who won it and when."""
+
+    flow: str
+    last_due: float
+    holder: str | None
+    claimed_at: float
+
+
+@dataclass(slots=True)
+class FlowHealth:
+    """What monitoring asks of one flow (``/metrics``, alerts): open items, pending events,
+    and its last run and last completed run (ended with every record final: ok, some
+    dead-lettered or some held for review)."""
+
+    flow: str
+    dead_letters_open: int = 0
+    reviews_open: dict[str, int] = field(default_factory=dict)  # by queue
+    inbox_pending: int = 0
+    last_run_at: float | None = None
+    last_status: str | None = None
+    last_success_at: float | None = None

@@ -28,6 +28,10 @@ from engine.store.faults import Connection, check_state_file, state_error
 from engine.store.rows import (
     Cursor,
     DeadLetter,
+    FlowHealth,
+    InboxAdded,
+    InboxEntry,
+    InboxEvent,
     KeyState,
     KeyWrite,
     Lease,
@@ -37,8 +41,11 @@ from engine.store.rows import (
     RecordDigest,
     ReviewItem,
     Run,
+    ScheduleState,
     Trace,
+    process_gone,
 )
+from engine.store.sqlite_work import KEEP_UNRESUMED, WorkItemsMixin, write_item
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -84,7 +91,33 @@ def _key_row(flow: str, w: KeyWrite, now: float) -> tuple[Any, ...]:
     )
 
 
-class SqliteStore:
+# How many stores this process holds open on each state file (by real path). Closing any
+# file descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+# included: reading the header of a file a store here has open (another store opening it)
+# would let a process that closes its own last connection to the file believe no one else
+# uses it, and delete the write-ahead log under this one, its later commits with it.
+_open_here: dict[str, int] = {}
+_open_here_lock = threading.Lock()
+
+
+def _opening(path: Path) -> str:
+    """Count a store opening ``path``; the header is checked only when none is open here."""
+    key = os.path.realpath(path)
+    with _open_here_lock:
+        if not _open_here.get(key):
+            check_state_file(path)
+        _open_here[key] = _open_here.get(key, 0) + 1
+    return key
+
+
+def _closed(key: str) -> None:
+    with _open_here_lock:
+        _open_here[key] -= 1
+        if not _open_here[key]:
+            del _open_here[key]
+
+
+class SqliteStore(WorkItemsMixin):
     """The SQLite :class:`~engine.store.protocol.StateStore`. Thread-safe: one connection
     guarded by a lock.
 
@@ -100,7 +133,7 @@ class SqliteStore:
         self.path = Path(path)
         self.readonly = readonly
         self._lock = threading.RLock()
-        check_state_file(self.path)
+        self._open_key = _opening(self.path)
         try:
             if readonly:
                 raw = sqlite3.connect(
@@ -109,6 +142,7 @@ class SqliteStore:
             else:
                 raw = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         except sqlite3.Error as exc:
+            _closed(self._open_key)
             raise state_error(exc, self.path) from None
         raw.isolation_level = None  # explicit transactions only
         self._conn = conn = Connection(raw, self.path)
@@ -126,8 +160,10 @@ class SqliteStore:
             # a file opened read-only keeps the columns it has: an older one has no kinds
             self._has_kinds = "kind" in schema.columns(conn, "dead_letters")
             self._has_vars = "vars" in schema.columns(conn, "runs")
+            self._has_work = "owner" in schema.columns(conn, "dead_letters")
         except BaseException:
             raw.close()
+            _closed(self._open_key)
             raise
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -135,7 +171,10 @@ class SqliteStore:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._conn.close()
+                try:
+                    self._conn.close()
+                finally:
+                    _closed(self._open_key)
 
     def __enter__(self) -> Self:
         return self
@@ -247,10 +286,20 @@ class SqliteStore:
                 )
             if progress.traces:
                 conn.executemany(
-                    "INSERT INTO traces (run_id, flow, record_key, outcome, steps, error, at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO traces (run_id, flow, record_key, outcome, steps, error, at, "
+                    "started_at, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (t.run_id, t.flow, t.record_key, t.outcome, dumps(t.steps), t.error, t.at)
+                        (
+                            t.run_id,
+                            t.flow,
+                            t.record_key,
+                            t.outcome,
+                            dumps(t.steps),
+                            t.error,
+                            t.at,
+                            t.started_at,
+                            dumps(t.labels) if t.labels else None,
+                        )
                         for t in progress.traces
                     ],
                 )
@@ -260,6 +309,8 @@ class SqliteStore:
                     "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
                     (flow, dumps(progress.cursor), now),
                 )
+            if progress.inbox_done:
+                self._inbox_done(conn, flow, progress, now)
         return ids
 
     @staticmethod
@@ -300,44 +351,9 @@ class SqliteStore:
 
     @staticmethod
     def _write_item(conn: Connection, flow: str, item: ParkedItem, now: float) -> int:
-        """Write a dead letter or review item; returns its id. A record that fails the same
-        way on every run (a file source is re-read each time) keeps one open item,
-        refreshed, not one per run."""
-        same = conn.fetchone(
-            "SELECT id FROM dead_letters WHERE flow = ? AND record_key IS ? AND "
-            "step IS ? AND kind = ? AND status = 'open' ORDER BY id DESC LIMIT 1",
-            (flow, item.record_key, item.step, item.kind),
-        )
-        facts = (
-            item.run_id,
-            item.error_class,
-            item.message,
-            item.attempts,
-            dumps(item.record),
-            dumps(item.context),
-            item.raw,
-            item.line,
-            now,
-            item.queue,
-            dumps(item.figures) if item.figures is not None else None,
-            dumps(item.source_record) if item.source_record is not None else None,
-        )
-        if same is not None:
-            conn.execute(
-                "UPDATE dead_letters SET run_id = ?, error_class = ?, message = ?, "
-                "attempts = ?, record = ?, context = ?, raw = ?, line = ?, at = ?, "
-                "queue = ?, figures = ?, source_record = ? WHERE id = ?",
-                (*facts, same[0]),
-            )
-            return int(same[0])
-        cur = conn.execute(
-            "INSERT INTO dead_letters (flow, record_key, step, kind, run_id, "
-            "error_class, message, attempts, record, context, raw, line, at, queue, "
-            "figures, source_record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (flow, item.record_key, item.step, item.kind, *facts),
-        )
-        assert cur.lastrowid is not None  # an INSERT always sets it
-        return cur.lastrowid
+        """Write a dead letter, review item or approval; returns its id (one open item per
+        record and step, refreshed: engine/store/sqlite_work.py)."""
+        return write_item(conn, flow, item, now)
 
     # -- runs --------------------------------------------------------------------------------
     def start_run(
@@ -436,12 +452,14 @@ class SqliteStore:
             error=row["error"],
             at=row["at"],
             kind=row.get("kind"),
+            started_at=row.get("started_at"),
+            labels=loads(row.get("labels")),
         )
 
     def run_records(self, run_id: str, limit: int = 1000) -> list[Trace]:
         rows = self._query(
-            "SELECT t.run_id, t.flow, t.record_key, t.outcome, t.steps, t.error, t.at, r.kind "
-            "FROM traces t LEFT JOIN runs r ON r.run_id = t.run_id "
+            "SELECT t.run_id, t.flow, t.record_key, t.outcome, t.steps, t.error, t.at, r.kind, "
+            "t.started_at, t.labels FROM traces t LEFT JOIN runs r ON r.run_id = t.run_id "
             "WHERE t.run_id = ? ORDER BY t.id LIMIT ?",
             (run_id, limit),
         )
@@ -450,8 +468,8 @@ class SqliteStore:
     def trace(self, record_key: str, flow: str | None = None) -> list[Trace]:
         sql = (
             "SELECT t.run_id, t.flow, t.record_key, t.outcome, t.steps, t.error, t.at, "
-            "r.kind FROM traces t LEFT JOIN runs r ON r.run_id = t.run_id "
-            "WHERE t.record_key = ?"
+            "r.kind, t.started_at, t.labels FROM traces t LEFT JOIN runs r "
+            "ON r.run_id = t.run_id WHERE t.record_key = ?"
         )
         params: tuple[str, ...] = (record_key,)
         if flow:
@@ -541,6 +559,10 @@ class SqliteStore:
             comment=row["comment"],
             context=loads(row["context"]),
             source_record=loads(row["source_record"]),
+            owner=row.get("owner"),
+            category=row.get("category") or row["step"],
+            due_at=row.get("due_at"),
+            escalated_at=row.get("escalated_at"),
         )
 
     def reviews(
@@ -643,7 +665,9 @@ class SqliteStore:
                     f"DELETE FROM runs WHERE started_at < ? AND status != 'running' {extra}", params
                 ).rowcount,
                 dead_letters=conn.execute(
-                    f"DELETE FROM dead_letters WHERE at < ? AND status != 'open' {extra}", params
+                    f"DELETE FROM dead_letters WHERE at < ? AND status != 'open' "
+                    f"AND {KEEP_UNRESUMED} {extra}",
+                    params,
                 ).rowcount,
                 run_ids=[run_id for (run_id,) in old_runs],
             )
@@ -657,6 +681,198 @@ class SqliteStore:
             pruned.keys = conn.execute(
                 f"DELETE FROM keys WHERE updated_at < ? AND state != 'in_flight' {extra}", params
             ).rowcount
+            self._prune_work(conn, cutoff, flow)
         with self._lock:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return pruned
+
+    # -- the inbox (engine/serve/) ---------------------------------------------------------------
+    _INBOX_COLUMNS = (
+        "id, flow, event_id, topic, scheme, headers, body, received_at, deliveries, status, "
+        "run_id, done_at"
+    )
+
+    @staticmethod
+    def _inbox_entry(row: Sequence[Any]) -> InboxEntry:
+        body = row[6]
+        return InboxEntry(
+            id=row[0],
+            flow=row[1],
+            event_id=row[2],
+            topic=row[3],
+            scheme=row[4],
+            headers=loads(row[5]) or {},
+            body=bytes(body) if not isinstance(body, str) else body.encode("utf-8"),
+            received_at=row[7],
+            deliveries=row[8],
+            status=row[9],
+            run_id=row[10],
+            done_at=row[11],
+        )
+
+    @staticmethod
+    def _inbox_done(conn: Connection, flow: str, progress: Progress, now: float) -> None:
+        conn.executemany(
+            "UPDATE inbox SET status = 'done', done_at = ?, run_id = ?, claimed_by = NULL, "
+            "claim_expires = NULL WHERE id = ? AND flow = ?",
+            [(now, progress.run_id, id, flow) for id in progress.inbox_done],
+        )
+
+    def add_to_inbox(self, events: Sequence[tuple[str, InboxEvent]]) -> list[InboxAdded]:
+        if not events:
+            return []
+        now = time.time()
+        added: list[InboxAdded] = []
+        with self.transaction() as conn:
+            for flow, e in events:
+                # a duplicate delivery counts; the event kept is the first one's
+                row = conn.fetchone(
+                    "INSERT INTO inbox (flow, event_id, topic, scheme, headers, body, "
+                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (flow, event_id) "
+                    "DO UPDATE SET deliveries = deliveries + 1 RETURNING id, deliveries",
+                    (
+                        flow,
+                        e.event_id,
+                        e.topic,
+                        e.scheme,
+                        dumps(e.headers),
+                        e.body,
+                        e.received_at or now,
+                    ),
+                )
+                assert row is not None  # an upsert with RETURNING always returns its row
+                added.append(InboxAdded(int(row[0]), row[1] == 1, int(row[1])))
+        return added
+
+    def claim_inbox(self, flow: str, holder: str, limit: int, ttl: float) -> list[InboxEntry]:
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE inbox SET claim_expires = ? WHERE flow = ? AND status = 'pending' "
+                "AND claimed_by = ?",
+                (now + ttl, flow, holder),
+            )
+            others = conn.fetchall(
+                "SELECT DISTINCT claim_host, claim_pid FROM inbox WHERE flow = ? AND "
+                "status = 'pending' AND claimed_by IS NOT NULL AND claimed_by != ? AND "
+                "claim_expires >= ?",
+                (flow, holder, now),
+            )
+            for host, pid in others:
+                if process_gone(host, pid):
+                    conn.execute(
+                        "UPDATE inbox SET claimed_by = NULL, claim_expires = NULL WHERE "
+                        "flow = ? AND status = 'pending' AND claim_host = ? AND claim_pid = ?",
+                        (flow, host, pid),
+                    )
+            if limit <= 0:
+                return []
+            rows = conn.fetchall(
+                f"UPDATE inbox SET claimed_by = ?, claim_pid = ?, claim_host = ?, "
+                f"claim_expires = ? WHERE id IN (SELECT id FROM inbox WHERE flow = ? AND "
+                f"status = 'pending' AND (claimed_by IS NULL OR claim_expires < ?) "
+                f"ORDER BY id LIMIT ?) RETURNING {self._INBOX_COLUMNS}",
+                (holder, os.getpid(), socket.gethostname(), now + ttl, flow, now, limit),
+            )
+        return sorted((self._inbox_entry(r) for r in rows), key=lambda e: e.id)
+
+    def release_inbox(self, flow: str, holder: str) -> int:
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE inbox SET claimed_by = NULL, claim_expires = NULL WHERE flow = ? AND "
+                "status = 'pending' AND claimed_by = ?",
+                (flow, holder),
+            ).rowcount
+
+    def inbox_depth(self, flow: str | None = None) -> dict[str, int]:
+        where, params = ("AND flow = ?", (flow,)) if flow else ("", ())
+        with self._lock:
+            rows = self._conn.fetchall(
+                f"SELECT flow, COUNT(*) FROM inbox WHERE status = 'pending' {where} GROUP BY flow",
+                params,
+            )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def inbox_events(
+        self, flow: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[InboxEntry]:
+        clauses, params = ["1"], []
+        if flow:
+            clauses.append("flow = ?")
+            params.append(flow)
+        if status:
+            clauses.append("status = ?")
+            params.append(status)
+        with self._lock:
+            rows = self._conn.fetchall(
+                f"SELECT {self._INBOX_COLUMNS} FROM inbox WHERE {' AND '.join(clauses)} "
+                f"ORDER BY id LIMIT {int(limit)}",
+                tuple(params),
+            )
+        return [self._inbox_entry(r) for r in rows]
+
+    def prune_inbox(self, older_than_s: float, flow: str | None = None) -> int:
+        cutoff = time.time() - older_than_s
+        extra, params = ("AND flow = ?", (cutoff, flow)) if flow else ("", (cutoff,))
+        with self.transaction() as conn:
+            return conn.execute(
+                f"DELETE FROM inbox WHERE status = 'done' AND received_at < ? {extra}", params
+            ).rowcount
+
+    # -- schedules -------------------------------------------------------------------------------
+    def claim_schedule(self, flow: str, due: float, holder: str) -> bool:
+        with self.transaction() as conn:
+            return (
+                conn.execute(
+                    "INSERT INTO schedules (flow, last_due, holder, claimed_at) VALUES "
+                    "(?, ?, ?, ?) ON CONFLICT (flow) DO UPDATE SET last_due = excluded.last_due, "
+                    "holder = excluded.holder, claimed_at = excluded.claimed_at "
+                    "WHERE schedules.last_due < excluded.last_due",
+                    (flow, due, holder, time.time()),
+                ).rowcount
+                == 1
+            )
+
+    def schedule_state(self, flow: str) -> ScheduleState | None:
+        with self._lock:
+            row = self._conn.fetchone(
+                "SELECT flow, last_due, holder, claimed_at FROM schedules WHERE flow = ?", (flow,)
+            )
+        return None if row is None else ScheduleState(*row)
+
+    # -- monitoring ------------------------------------------------------------------------------
+    def flow_health(self) -> list[FlowHealth]:
+        found: dict[str, FlowHealth] = {}
+
+        def of(flow: str) -> FlowHealth:
+            return found.setdefault(flow, FlowHealth(flow))
+
+        kind_queue = "kind, queue" if self._has_kinds else "'dead_letter', NULL"
+        with self._lock:
+            items = self._conn.fetchall(
+                f"SELECT flow, {kind_queue}, COUNT(*) FROM dead_letters "
+                "WHERE status = 'open' GROUP BY 1, 2, 3"
+            )
+            pending = self._conn.fetchall(
+                "SELECT flow, COUNT(*) FROM inbox WHERE status = 'pending' GROUP BY flow"
+            )
+            last = self._conn.fetchall(
+                "SELECT flow, started_at, status FROM runs r WHERE started_at = "
+                "(SELECT MAX(started_at) FROM runs WHERE flow = r.flow)"
+            )
+            done = self._conn.fetchall(
+                "SELECT flow, MAX(ended_at) FROM runs WHERE status IN ('ok', 'dead_lettered', "
+                "'review') GROUP BY flow"
+            )
+        for flow, kind, queue, n in items:
+            if kind == "review":
+                of(flow).reviews_open[queue or "review"] = int(n)
+            else:
+                of(flow).dead_letters_open += int(n)
+        for flow, n in pending:
+            of(flow).inbox_pending = int(n)
+        for flow, started, status in last:
+            of(flow).last_run_at, of(flow).last_status = started, status
+        for flow, ended in done:
+            of(flow).last_success_at = ended
+        return [found[name] for name in sorted(found)]
