@@ -76,7 +76,8 @@ StateOpt = typer.Option(
     None,
     "--state",
     envvar="FLOWYARD_STATE",
-    help="State file [default: .flowyard/state.db; env FLOWYARD_STATE].",
+    help="State file, or a postgresql:// URL of a database several machines share "
+    "[default: .flowyard/state.db; env FLOWYARD_STATE].",
 )
 
 
@@ -85,7 +86,7 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _engine(state: Path | None, **kw: Any) -> Engine:
+def _engine(state: str | None, **kw: Any) -> Engine:
     import os
 
     from engine import Engine
@@ -102,7 +103,7 @@ def _engine(state: Path | None, **kw: Any) -> Engine:
     return Engine(state=state, **kw)
 
 
-def _reader(state: Path | None) -> Engine:
+def _reader(state: str | None) -> Engine:
     """The engine of a command that reads the state file; a missing file is a clear error."""
     from engine import Engine
 
@@ -381,7 +382,7 @@ def _summary(result: RunResult) -> None:
 @app.command()
 def run(
     flow: Path = typer.Argument(..., help="The flow file."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE (repeat)."),
     vars_file: list[Path] = VarsFileOpt,
     dry_run: bool = typer.Option(
@@ -424,7 +425,7 @@ def run(
 def runs_list(
     flow: str | None = typer.Option(None, "--flow", help="Only this flow's runs."),
     limit: int = typer.Option(20, "--limit", help="How many, newest first."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """List recent runs with their status and counts."""
@@ -453,7 +454,7 @@ _RECORD_FIELDS = ("record_key", "outcome", "steps", "error", "at")
 @runs_app.command("show")
 def runs_show(
     run_id: str = typer.Argument(..., help="A run id (a unique prefix is enough)."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Show one run and what happened to each of its records."""
@@ -488,7 +489,7 @@ def _path(steps: list[list[Any]] | None) -> str:
 def trace(
     record_key: str = typer.Argument(..., help="The record key, e.g. an order id."),
     flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Show every run and step that touched a record, with outcomes and responses."""
@@ -512,7 +513,7 @@ def trace(
 def dlq_list(
     flow: str | None = typer.Option(None, "--flow", help="Only this flow's dead letters."),
     all_: bool = typer.Option(False, "--all", help="Include replayed ones, not only open."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """List dead letters: the record, the step that failed and why."""
@@ -533,7 +534,7 @@ def dlq_list(
 @dlq_app.command("show")
 def dlq_show(
     id: int = typer.Argument(..., help="The dead letter's id."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Show one dead letter whole: record, step, error, attempts, run."""
@@ -571,7 +572,7 @@ def dlq_show(
 def dlq_replay(
     flow: Path = typer.Argument(..., help="The flow file (as it is now: fixes apply)."),
     ids: list[int] = typer.Option([], "--id", help="Replay only these dead letters (repeat)."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE."),
     vars_file: list[Path] = VarsFileOpt,
     from_start: bool = typer.Option(
@@ -611,7 +612,7 @@ def dlq_purge(
     ids: list[int] = typer.Option([], "--id", help="Purge these dead letters (repeat)."),
     flow: str | None = typer.Option(None, "--flow", help="Purge this flow's dead letters."),
     all_: bool = typer.Option(False, "--all", help="Purge every dead letter."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Delete dead letters for good (by id, by flow, or all)."""
@@ -629,7 +630,7 @@ def review_list(
     all_: bool = typer.Option(
         False, "--all", help="Include resolved and closed ones, not only open."
     ),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """List records held for review: queue, record, step and reason."""
@@ -650,7 +651,7 @@ def review_list(
 @review_app.command("show")
 def review_show(
     id: int = typer.Argument(..., help="The review item's id."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Show one review item whole: reason, figures, record, and who closed it."""
@@ -683,7 +684,7 @@ def review_close(
     id: int = typer.Argument(..., help="The review item's id."),
     by: str = typer.Option(..., "--by", help="Who decided (kept with the item)."),
     comment: str | None = typer.Option(None, "--comment", help="Why, for whoever reads it later."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Close an open review item: who closed it, when and why are kept.
@@ -712,7 +713,7 @@ def review_close(
 def prune(
     older_than: str = typer.Option(..., "--older-than", help="Age, e.g. 30d, 12h."),
     flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Delete runs, traces, closed dead letters and done keys older than the age given.

@@ -32,7 +32,7 @@ from engine.store import (
     Pruned,
     ReviewItem,
     Run,
-    SqliteStore,
+    StateLocation,
     StateStore,
     Trace,
     open_store,
@@ -47,19 +47,23 @@ if TYPE_CHECKING:
 DEFAULT_STATE = Path(".flowyard") / "state.db"
 
 
-def default_state() -> Path:
+def default_state() -> StateLocation:
     """``$FLOWYARD_STATE``, else ``.flowyard/state.db`` under the current directory."""
-    return Path(os.environ.get("FLOWYARD_STATE") or DEFAULT_STATE)
+    return StateLocation.of(os.environ.get("FLOWYARD_STATE") or DEFAULT_STATE)
 
 
-def ensure_state_folder(state: Path) -> None:
+def ensure_state_folder(location: StateLocation) -> None:
     """Refuse a state file whose folder does not exist, so that a mistyped path is an
     error instead of a new, empty state (which would take every record through the flow
     again). A folder named ``.flowyard`` in a folder that exists is the one exception: it
     is the documented default's, and is made.
 
-    Raises :class:`FileNotFoundError` saying how to create the folder.
+    Raises :class:`FileNotFoundError` saying how to create the folder. A database
+    (``postgresql://``) has no folder.
     """
+    state = location.path
+    if state is None:
+        return
     folder = state.parent
     if folder.is_dir():
         return
@@ -74,7 +78,8 @@ def ensure_state_folder(state: Path) -> None:
 
 
 class Engine:
-    """Loads and runs flows against one state file.
+    """Loads and runs flows against one state: a file, or a PostgreSQL database that
+    several machines share (``state="postgresql://user@host/db"``).
 
     ``listeners`` receive every run-log event as a dict (secrets already redacted);
     ``log_stderr`` also writes the JSON lines to stderr. The engine never configures
@@ -84,7 +89,7 @@ class Engine:
 
     def __init__(
         self,
-        state: str | os.PathLike[str] | None = None,
+        state: str | os.PathLike[str] | StateLocation | None = None,
         *,
         listeners: Iterable[Listener] = (),
         log_stderr: bool = False,
@@ -92,7 +97,7 @@ class Engine:
     ):
         if lease_ttl <= 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, not {lease_ttl}")
-        self.state = Path(state) if state is not None else default_state()
+        self.state = StateLocation.of(state) if state is not None else default_state()
         self.registry = Registry()
         self.listeners = list(listeners)
         self.log_stderr = log_stderr
@@ -243,11 +248,11 @@ class Engine:
         """The state store, opened read-write (created when missing, in a folder that
         exists). Close it when done, or use it in a ``with`` block."""
         ensure_state_folder(self.state)
-        return SqliteStore(self.state)
+        return open_store(self.state)
 
     def _existing(self) -> StateStore:
-        """The state store when the state file exists, else a store that holds nothing."""
-        return SqliteStore(self.state) if self.state.exists() else NullStore()
+        """The state store when the state exists, else a store that holds nothing."""
+        return open_store(self.state) if self.state.exists() else NullStore()
 
     def runs(self, flow: str | None = None, limit: int = 20) -> list[Run]:
         """Recent runs (of the flow named ``flow``, or all), newest first."""
@@ -299,7 +304,7 @@ class Engine:
             raise ValueError(f"an age cannot be negative: {older_than}")
         with self._existing() as store:
             pruned = store.prune(seconds, flow)
-        remove_run_logs(self.state, pruned.run_ids)
+        remove_run_logs(self.state.runs_folder, pruned.run_ids)
         return pruned
 
     # -- records that need a person ----------------------------------------------------------
@@ -334,7 +339,7 @@ class Engine:
             raise ValueError("say who closes the review item (by)")
         if not self.state.exists():
             raise LookupError(f"no review item {id} (no state file at {self.state})")
-        with SqliteStore(self.state) as store:
+        with open_store(self.state) as store:
             return store.close_review(id, by.strip(), comment)
 
     # -- writing flows (flowyard test, map, graph, check, init) ---------------------------------

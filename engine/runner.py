@@ -46,6 +46,7 @@ from engine.store import (
     DeadLetter,
     DigestWrite,
     ParkedItem,
+    StateLocation,
     StateStore,
     Trace,
     holder_id,
@@ -121,7 +122,7 @@ class Runner:
         flow: Flow,
         *,
         registry: Registry,
-        state: Path,
+        state: Path | StateLocation,
         vars: dict[str, Any] | None = None,
         dry_run: bool = False,
         log_stderr: bool = False,
@@ -131,7 +132,7 @@ class Runner:
         lease_ttl: float = LEASE_TTL,
     ):
         self.flow = flow
-        self.state = Path(state)
+        self.state = StateLocation.of(state)
         self.given_vars = dict(vars or {})  # kept with the run, for a replay to reuse
         self.vars = {**flow.vars, **self.given_vars}
         self.dry_run = dry_run
@@ -167,7 +168,7 @@ class Runner:
         self._exit: int | None = None  # an exit code that the status alone does not tell
 
     def _open_log(self, env: dict[str, str], stderr: bool, listeners: Iterable[Listener]) -> RunLog:
-        path = None if self.dry_run else run_log_path(self.state, self.run_id)
+        path = None if self.dry_run else run_log_path(self.state.runs_folder, self.run_id)
         try:
             return RunLog(
                 self.run_id,
@@ -182,7 +183,8 @@ class Runner:
             assert path is not None  # a dry run writes no log file
             raise StateError(
                 f"run log {path}: cannot write it: {exc.strerror or exc}; flowyard writes "
-                f"each run's log in {path.parent}, beside the state file",
+                f"each run's log in {path.parent}"
+                + (", beside the state file" if self.state.path is not None else ""),
                 str(path),
             ) from None
 
@@ -354,7 +356,7 @@ class Runner:
         oldest = self.store.oldest_run(self.flow.name)
         if oldest is not None and oldest < time.time() - keep - min(PRUNE_SLACK, keep / 10):
             pruned = self.store.prune(keep, self.flow.name)
-            remove_run_logs(self.state, pruned.run_ids)
+            remove_run_logs(self.state.runs_folder, pruned.run_ids)
             self.log.event("pruned", **pruned.counts())
 
     # -- records in ------------------------------------------------------------------------------

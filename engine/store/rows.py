@@ -244,16 +244,21 @@ class Lease:
     def holder_gone(self) -> bool:
         """Whether the holder was a process on this host that no longer exists (killed,
         crashed): its lease may be taken at once rather than after it expires."""
-        pid, host = self.pid, self.host
-        if host != socket.gethostname() or not pid or pid == os.getpid():
-            return False
-        try:
-            os.kill(pid, 0)  # signal 0: only asks whether the process exists
-        except ProcessLookupError:
-            return True
-        except OSError:  # it exists (as another user's process)
-            return False
+        return process_gone(self.host, self.pid)
+
+
+def process_gone(host: str | None, pid: int | None) -> bool:
+    """Whether ``pid`` on ``host`` was a process on this host that no longer exists; False
+    for another host's (only its expiry tells) and for this process."""
+    if host != socket.gethostname() or not pid or pid == os.getpid():
         return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (as another user's process)
+        return False
+    return False
 
 
 def holder_id() -> str:
@@ -272,7 +277,8 @@ class Progress:
     ``run_id``: those items are closed as ``resolved``. ``seen_records`` and ``seen_keys``
     are records skipped as unchanged and idempotency keys skipped as duplicates: their
     time is set to now (with the keys of the records), so that retention forgets only what
-    the source stopped delivering.
+    the source stopped delivering. ``work_done`` are entries of a shared state's work queue
+    (engine/worker.py) whose records are final in this commit: they leave the queue with it.
     """
 
     run_id: str
@@ -283,6 +289,7 @@ class Progress:
     digests: list[DigestWrite] = field(default_factory=list)
     seen_records: list[str] = field(default_factory=list)
     seen_keys: list[str] = field(default_factory=list)
+    work_done: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -302,3 +309,24 @@ class Pruned:
             "dead_letters": self.dead_letters,
             "keys": self.keys,
         }
+
+
+# -- the work queue of a shared state (flowyard worker) ------------------------------------------
+@dataclass(slots=True)
+class QueuedRecord:
+    """A record the flow's feeder read from its source, queued for the workers: its record
+    key (one key's records are taken in order) and the item as the source read it
+    (``data``, ``line``, ``raw``, ``error``)."""
+
+    record_key: str
+    item: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ClaimedRecord:
+    """A queued record a worker claimed: the queue entry's ``id`` goes back in
+    :attr:`Progress.work_done` once the record is final."""
+
+    id: int
+    record_key: str
+    item: dict[str, Any]
