@@ -420,6 +420,59 @@ def run(
         progress.close()
 
 
+@app.command()
+def worker(
+    flow: Path = typer.Argument(..., help="The flow file."),
+    state: str | None = StateOpt,
+    var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE (repeat)."),
+    vars_file: list[Path] = VarsFileOpt,
+    until_empty: bool = typer.Option(
+        False,
+        "--until-empty",
+        help="Exit once this worker has read the source to its end and no record waits "
+        "(a batch); without it, work until SIGTERM or Ctrl-C.",
+    ),
+    poll: float = typer.Option(
+        1.0,
+        "--poll",
+        metavar="SECONDS",
+        help="How often to read the source again and ask for records when idle.",
+    ),
+    log_stderr: bool = typer.Option(
+        False, "--log-stderr", help="Also write the run log's JSON lines to stderr."
+    ),
+    output: str = OutputOpt,
+) -> None:
+    """Work on a flow together with other workers, on this machine or others, through a
+    PostgreSQL state (--state postgresql://...).
+
+    One worker at a time reads the source and queues its records; every worker claims
+    queued records and takes them through the steps; one key's records stay in order. A
+    killed worker's records are taken over by the others once its heartbeat is overdue
+    (the lease time, FLOWYARD_LEASE_TTL). SIGTERM or Ctrl-C: finish the records in hand
+    and exit. Exit codes as for run; 2 also when the state is a file.
+    """
+    import signal
+    import threading
+
+    run_vars = _vars(var, vars_file)
+    stop = threading.Event()
+    eng = _engine(state, log_stderr=log_stderr)
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        _run_and_report(
+            lambda: eng.work(flow, vars=run_vars, stop=stop, until_empty=until_empty, poll=poll),
+            output,
+        )
+    except ValueError as exc:  # a state file, or a poll that is no number of seconds
+        _fail(str(exc), EXIT_INVALID)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 # -- what happened -------------------------------------------------------------------------------
 @runs_app.command("list")
 def runs_list(
@@ -970,10 +1023,14 @@ def init(
 def main() -> None:
     """Console-script entry point: a fault of the state file is one line and exit 4, any
     other unexpected error one line and exit 3 (the traceback with FLOWYARD_DEBUG=1)."""
+    import logging
     import os
 
     from engine import StateError
 
+    # the PostgreSQL driver's pool logs each failed reconnection as a warning, which Python
+    # would print bare on stderr; the CLI tells a fault of the state in its own one line
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
     try:
         app()
     except StateError as exc:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -174,6 +175,48 @@ class Engine:
             flow, run_vars, dry_run=dry_run, wait_lock=wait_lock, kind="replay", notes=notes
         )
         return _explained(runner.run(replay=letters, from_start=from_start), notes)
+
+    def work(
+        self,
+        flow: Flow | str | os.PathLike[str],
+        vars: dict[str, Any] | None = None,
+        *,
+        stop: threading.Event | None = None,
+        until_empty: bool = False,
+        poll: float = 1.0,
+    ) -> RunResult:
+        """Work on a flow as one of its workers: processes on this machine and others share
+        its records through a PostgreSQL state (engine/worker.py; docs/scale-out.md).
+
+        Runs until ``stop`` is set (records in flight are finished and committed), or, with
+        ``until_empty``, until this worker has read the source to its end and no record
+        waits. ``poll`` is how often the source is read again and the queue asked when
+        there is nothing to do. Raises :class:`ValueError` when the state is a file, and
+        :class:`FlowError` as :meth:`run` does.
+        """
+        from engine.worker import NotShared, Worker
+
+        flow = flow if isinstance(flow, Flow) else self.load(flow)
+        if not self.state.shared:  # refused before anything is made: no state file, no log
+            raise NotShared(
+                f"workers share a flow's work through a PostgreSQL state, not a state file "
+                f"({self.state}): pass --state postgresql://... (or set FLOWYARD_STATE)"
+            )
+        if poll <= 0:
+            raise ValueError(f"poll must be a positive number of seconds, not {poll}")
+        worker = Worker(
+            flow,
+            registry=self.registry,
+            state=self.state,
+            vars=vars,
+            log_stderr=self.log_stderr,
+            listeners=self.listeners,
+            lease_ttl=self.lease_ttl,
+            stop=stop,
+            until_empty=until_empty,
+            poll=poll,
+        )
+        return worker.run()
 
     def _letters_to_replay(
         self, flow: Flow, ids: Iterable[int] | None, from_start: bool = False

@@ -206,12 +206,7 @@ class Runner:
             self._use_digests(replay is None)
             self.log.event("run_started", kind=self.kind, dry_run=self.dry_run)
             self.log.flush()
-            work: Iterator[Work] | Iterator[RecordWork] = (
-                replay_work(self.flow, replay, from_start)
-                if replay is not None
-                else source_work(self.flow, self.vars, self._source(records))
-            )
-            stopped = self._loop(work)
+            stopped = self._loop(self._work(records, replay, from_start))
             if stopped:
                 status, message = stopped
         except Exception as exc:  # the run cannot go on: say why in one line, never a traceback
@@ -274,6 +269,14 @@ class Runner:
                 pass  # the lease expires by itself; the error below is the one to report
             self.store.close()
             raise
+
+    def _work(
+        self, records: Iterable[Any] | None, replay: list[DeadLetter] | None, from_start: bool
+    ) -> Iterator[Work]:
+        """The run's work items: replayed dead letters, or what the source delivers."""
+        if replay is not None:
+            return replay_work(self.flow, replay, from_start)
+        return source_work(self.flow, self.vars, self._source(records))
 
     def _use_digests(self, from_source: bool) -> None:
         """Skip records unchanged since they last went through, where the flow allows it
@@ -523,18 +526,24 @@ class Runner:
         self._finish(w, final=True)
 
     def _finish(self, w: Work, final: bool) -> None:
+        self._check_lease()
+        self._watermark.finish(w.seq, final)
+        if final and w.queued is not None:
+            self._batch.work_done.append(w.queued)
+        if (
+            len(self._batch.traces) >= COMMIT_EVERY
+            or time.monotonic() - self._last_commit >= COMMIT_SECONDS
+        ):
+            self._flush()
+
+    def _check_lease(self) -> None:
+        """Stop taking records once another run took the flow's lease."""
         if self._lease.lost and self._stop is None:
             self._stop = (
                 RunStatus.FAILED.value,
                 f"the run lost its lease on flow {self.flow.name!r} (it was not renewed in "
                 f"time and another run took it); stopping so that the two do not overlap",
             )
-        self._watermark.finish(w.seq, final)
-        if (
-            len(self._batch.traces) >= COMMIT_EVERY
-            or time.monotonic() - self._last_commit >= COMMIT_SECONDS
-        ):
-            self._flush()
 
     # -- commits ---------------------------------------------------------------------------------
     def _flush(self) -> None:
