@@ -122,12 +122,15 @@ class Worker(Runner):
         self._holding = False  # this worker holds the flow's lease: it is the feeder
         self._fed = 0  # records this worker queued (a record without a key is keyed #n)
         self._keys_read = 0.0  # when the keys of open items were last read
+        self._joined = 0.0  # when it joined the flow's workers (the database's clock)
 
     # -- start, heartbeat -----------------------------------------------------------------------
     def _start(self, replay: list[DeadLetter] | None) -> None:
         """Join the flow's workers and record the run; no lease is needed to take records."""
         try:
-            self.queue.join_workers(self.flow.name, self.holder, self.run_id, self.ttl)
+            self._joined = self.queue.join_workers(
+                self.flow.name, self.holder, self.run_id, self.ttl
+            )
             self.store.start_run(
                 self.run_id,
                 self.flow.name,
@@ -204,11 +207,16 @@ class Worker(Runner):
             seq += len(claimed)
 
     def _finished_work(self) -> bool:
-        """With ``until_empty``: whether this worker read the source to its end and no
-        record waits in the queue (claimed or not) any more."""
-        return (
-            self.until_empty and self._read_to_end and self.queue.queue_depth(self.flow.name) == 0
-        )
+        """With ``until_empty``: whether the source was read to its end since this worker
+        joined (by it, or by the feeder of the moment) and no record waits in the queue
+        (claimed or not) any more."""
+        if not self.until_empty:
+            return False
+        if not self._read_to_end:
+            read = self.queue.read_to_end(self.flow.name)
+            if read is None or read < self._joined:
+                return False
+        return self.queue.queue_depth(self.flow.name) == 0
 
     def _work_item(self, seq: int, claimed: ClaimedRecord) -> Work:
         item = Item(
@@ -245,15 +253,19 @@ class Worker(Runner):
                 break
         else:  # the source has nothing more for now: read it again after a poll
             self._feeding = None
-            self._read_to_end = True
             self._next_read = time.monotonic() + self.poll
-        if (batch or cursor is not None) and not self.queue.enqueue(
-            self.flow.name, self._lease.holder, batch, cursor
+        at_end = self._feeding is None
+        if (batch or cursor is not None or at_end) and not self.queue.enqueue(
+            self.flow.name, self._lease.holder, batch, cursor, at_end
         ):
-            self._feeding = None  # another worker took the lease: it reads from the cursor
+            # another worker took the lease (this one stalled): it reads from the cursor
+            self._feeding, self._holding = None, False
             self._lease.stop()
-            self.log.event("feeder_lease_lost", holder=self._lease.holder)
-        elif batch:
+            self._lease = LeaseKeeper(self.store, self.flow.name, self._lease.holder, self.ttl)
+            self.log.event("feeder_lease_lost", holder=self.holder)
+            return
+        self._read_to_end = self._read_to_end or at_end
+        if batch:
             self.log.event("queued", records=len(batch))
 
     def _take_lease(self) -> bool:

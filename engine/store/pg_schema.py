@@ -72,6 +72,9 @@ CREATE TABLE work (
 CREATE INDEX work_flow ON work (flow, id);
 CREATE INDEX work_key ON work (flow, record_key, id);
 CREATE INDEX work_claims ON work (flow, claimed_by) WHERE claimed_by IS NOT NULL;
+-- when a feeder last read the flow's source to its end (a worker with --until-empty that
+-- started before then, and finds the queue empty, has nothing left to do)
+CREATE TABLE sources (flow TEXT PRIMARY KEY, read_to_end_at DOUBLE PRECISION NOT NULL);
 -- the workers of a flow and their heartbeats: a worker whose heartbeat stopped is gone,
 -- its run is marked crashed and its claims are taken over
 CREATE TABLE workers (

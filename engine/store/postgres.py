@@ -715,7 +715,14 @@ class PostgresStore:
         return pruned
 
     # -- the work queue (flowyard worker) ----------------------------------------------------------
-    def enqueue(self, flow: str, holder: str, records: Sequence[QueuedRecord], cursor: Any) -> bool:
+    def enqueue(
+        self,
+        flow: str,
+        holder: str,
+        records: Sequence[QueuedRecord],
+        cursor: Any,
+        at_end: bool = False,
+    ) -> bool:
         now = time.time()
         with self.transaction() as conn:
             # the lease row locked: a feeder that lost the lease (it stalled, another took
@@ -738,15 +745,28 @@ class PostgresStore:
                     "SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at",
                     _text((flow, dumps(cursor), now)),
                 )
+            if at_end:
+                conn.execute(
+                    f"INSERT INTO sources VALUES (%s, {_NOW}) ON CONFLICT (flow) DO UPDATE "
+                    "SET read_to_end_at = EXCLUDED.read_to_end_at",
+                    (flow,),
+                )
         return True
 
-    def join_workers(self, flow: str, holder: str, run_id: str, ttl: float) -> None:
-        self._write(
-            "INSERT INTO workers VALUES (%s, %s, %s, %s, %s, "
-            f"{_NOW}, {_NOW} + %s) ON CONFLICT (flow, holder) DO UPDATE SET "
-            "run_id = EXCLUDED.run_id, expires_at = EXCLUDED.expires_at",
-            (flow, holder, run_id, socket.gethostname(), os.getpid(), ttl),
-        )
+    def read_to_end(self, flow: str) -> float | None:
+        row = self._one("SELECT read_to_end_at FROM sources WHERE flow = %s", (flow,))
+        return None if row is None else float(row[0])
+
+    def join_workers(self, flow: str, holder: str, run_id: str, ttl: float) -> float:
+        with self._conn() as conn:
+            row = conn.execute(
+                "INSERT INTO workers VALUES (%s, %s, %s, %s, %s, "
+                f"{_NOW}, {_NOW} + %s) ON CONFLICT (flow, holder) DO UPDATE SET "
+                "run_id = EXCLUDED.run_id, expires_at = EXCLUDED.expires_at RETURNING started_at",
+                (flow, holder, run_id, socket.gethostname(), os.getpid(), ttl),
+            ).fetchone()
+        assert row is not None  # RETURNING gives the row written
+        return float(row[0])
 
     def heartbeat(self, flow: str, holder: str, ttl: float) -> bool:
         with self.transaction() as conn:

@@ -237,14 +237,27 @@ class WorkQueue(Protocol):
     taken over, and the in-flight keys of its sends decide what is sent again.
     """
 
-    def enqueue(self, flow: str, holder: str, records: Sequence[QueuedRecord], cursor: Any) -> bool:
+    def enqueue(
+        self,
+        flow: str,
+        holder: str,
+        records: Sequence[QueuedRecord],
+        cursor: Any,
+        at_end: bool = False,
+    ) -> bool:
         """Queue ``records`` and move the flow's cursor to ``cursor`` (None: it stays), in
         one transaction, if ``holder`` still holds the flow's lease; False (nothing written)
-        when it no longer does."""
+        when it no longer does. ``at_end``: the source has nothing after these for now
+        (:meth:`read_to_end` says when)."""
         ...
 
-    def join_workers(self, flow: str, holder: str, run_id: str, ttl: float) -> None:
-        """Count ``holder`` (of run ``run_id``) among the flow's workers for ``ttl`` seconds."""
+    def read_to_end(self, flow: str) -> float | None:
+        """When a feeder last queued the flow's source to its end (the database's clock)."""
+        ...
+
+    def join_workers(self, flow: str, holder: str, run_id: str, ttl: float) -> float:
+        """Count ``holder`` (of run ``run_id``) among the flow's workers for ``ttl`` seconds;
+        returns the time it joined (the database's clock)."""
         ...
 
     def heartbeat(self, flow: str, holder: str, ttl: float) -> bool:
