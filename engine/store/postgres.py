@@ -142,7 +142,10 @@ class PostgresStore:
         self.readonly = readonly
         self._secret = dsn_password(dsn)
         self._closed = False
-        options = f"-c search_path={pg_schema.SCHEMA}"
+        from psycopg.conninfo import conninfo_to_dict
+
+        given = str(conninfo_to_dict(dsn).get("options") or "")  # the URL's own, kept
+        options = f"{given} -c search_path={pg_schema.SCHEMA}".strip()
         if readonly:
             options += " -c default_transaction_read_only=on"
         self._kwargs: dict[str, Any] = {"autocommit": True, "options": options}
