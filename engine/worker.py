@@ -116,6 +116,7 @@ class Worker(Runner):
         self.claim = CLAIM * max(1, flow.concurrency)
         self._watermark = _NoCursor()
         self._gone = threading.Event()  # the heartbeat came too late: others took the claims
+        self._ended = threading.Event()  # the run has ended: no more heartbeats
         self._feeding: Iterator[Item] | None = None  # the source, while this worker feeds
         self._read_to_end = False  # this run read the source to its end (as the feeder)
         self._next_read = 0.0  # when the feeder reads the source again, once at its end
@@ -148,7 +149,9 @@ class Worker(Runner):
         self.log.event("worker_started", holder=self.holder, claim=self.claim)
 
     def _beat(self) -> None:
-        while not self.stopping.wait(self.ttl / 3) and not self._gone.is_set():
+        # until the run has ended, not only until it was told to stop: the records in hand
+        # when it was told are still being finished, and must stay claimed
+        while not self._ended.wait(self.ttl / 3) and not self._gone.is_set():
             try:
                 if not self.queue.heartbeat(self.flow.name, self.holder, self.ttl):
                     self._gone.set()
@@ -297,6 +300,7 @@ class Worker(Runner):
 
     # -- the end ---------------------------------------------------------------------------------
     def _finish_run(self, result: RunResult) -> None:
+        self._ended.set()
         try:
             self.queue.leave_workers(self.flow.name, self.holder)
         except Exception:
