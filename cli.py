@@ -52,9 +52,24 @@ review_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
+approvals_app = typer.Typer(
+    help="Approvals: records stopped at an approve step until a person decides. List, show, "
+    "approve (the record resumes after the step) and reject (its sends are compensated, "
+    "it takes on_reject).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+queue_app = typer.Typer(
+    help="Work queues: every dead letter, review item and approval waits in a queue with "
+    "an owner. Show their depth and age; escalate the items past due.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(runs_app, name="runs")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(review_app, name="review")
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(queue_app, name="queue")
 
 
 def _output(value: str) -> str:
@@ -362,7 +377,7 @@ def _summary(result: RunResult) -> None:
     if result.counts.get("dead_lettered") and not result.dry_run:
         typer.echo("  see them with: flowyard dlq list")
     if result.counts.get("review") and not result.dry_run:
-        typer.echo("  held for review: flowyard review list")
+        typer.echo("  held for review: flowyard review list (approvals: flowyard approvals list)")
     for send in result.would_send:
         typer.echo(
             f"  would send {send['step']} via {send['connection']} key "
@@ -760,6 +775,352 @@ def review_close(
             f"closed review item {item.id} ({item.record_key}) by {item.decided_by}"
         ),
     )
+
+
+# -- approvals and work queues -------------------------------------------------------------------
+def _age(seconds: float) -> str:
+    from engine import age_text
+
+    return age_text(seconds)
+
+
+def _at_option(at: str | None) -> float | None:
+    """``--at``: an ISO 8601 time (local time when it has no offset), or None for now."""
+    if at is None:
+        return None
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(at).timestamp()
+    except ValueError:
+        _fail(f"--at must be a time such as 2026-12-02T14:00, not {at!r}", EXIT_INVALID)
+
+
+@approvals_app.command("list")
+def approvals_list(
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow's approvals."),
+    queue: str | None = typer.Option(None, "--queue", help="Only this queue's (e.g. finance)."),
+    owner: str | None = typer.Option(None, "--owner", help="Only this owner's."),
+    older_than: str | None = typer.Option(
+        None, "--older-than", help="Only those waiting at least this long (e.g. 4h, 2d)."
+    ),
+    all_: bool = typer.Option(
+        False, "--all", help="Include decided ones (approved, rejected, resolved)."
+    ),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """List approvals waiting for a decision: queue, owner, record, age, due time, reason."""
+    eng = _reader(state)
+    try:
+        items = eng.approvals(
+            flow,
+            queue=queue,
+            owner=owner,
+            status=None if all_ else "open",
+            older_than=older_than,
+        )
+    except ValueError as exc:  # --older-than that is not an age
+        _fail(str(exc), EXIT_INVALID)
+    now = time.time()
+    _render(
+        output,
+        [item.to_dict() for item in items],
+        lambda: _table(
+            [
+                {
+                    **item.to_dict(),
+                    "age": _age(item.age(now)),
+                    "due": _when(item.due_at) if item.due_at else "-",
+                    "reason": item.reason[:80],
+                }
+                for item in items
+            ],
+            ["id", "flow", "queue", "owner", "record_key", "status", "age", "due", "reason"],
+        ),
+    )
+
+
+def _show_item(item: Any) -> None:
+    fields = (
+        "id",
+        "kind",
+        "flow",
+        "queue",
+        "owner",
+        "category",
+        "record_key",
+        "step",
+        "status",
+        "reason",
+    )
+    _fields(item.to_dict(), fields)
+    typer.echo(f"created: {_when(item.created_at)}")
+    if item.due_at:
+        late = " (past due)" if item.overdue(time.time()) else ""
+        typer.echo(f"due: {_when(item.due_at)}{late}")
+    if item.escalated_at:
+        typer.echo(f"escalated: {_when(item.escalated_at)} (an SLA breach)")
+    if item.decided_by:
+        typer.echo(f"decided: {item.status} by {item.decided_by} at {_when(item.decided_at)}")
+        if item.comment:
+            typer.echo(f"comment: {item.comment}")
+    if item.resumed_run:
+        typer.echo(f"resumed by run: {item.resumed_run}")
+    if item.figures:
+        typer.echo("figures:")
+        typer.echo(_json_text(item.figures))
+    typer.echo("history:")
+    for entry in item.history:
+        who = f" by {entry['by']}" if entry.get("by") else ""
+        extra = ""
+        if entry.get("event") == "escalated":
+            extra = f" to {entry['to']['queue']}/{entry['to']['owner']}"
+        elif entry.get("comment"):
+            extra = f": {entry['comment']}"
+        elif entry.get("run_id"):
+            extra = f" (run {entry['run_id']})"
+        typer.echo(f"  {_when(entry.get('at'))}  {entry.get('event')}{who}{extra}")
+    if item.record is not None:
+        typer.echo("record:")
+        typer.echo(_json_text(item.record))
+
+
+@approvals_app.command("show")
+def approvals_show(
+    id: int = typer.Argument(..., help="The approval's id."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Show one approval whole: reason, figures, due time, its history, the record."""
+    item = _reader(state).work_item(id)
+    if item is None or item.kind != "approval":
+        _fail(f"no approval {id}", EXIT_INVALID)
+    _render(output, item.to_dict(), lambda: _show_item(item))
+
+
+def _decide(
+    id: int, decision: str, by: str, comment: str | None, now: bool, state: Any, output: str
+) -> None:
+    from engine import FlowError, StateError
+
+    eng = _engine(state)
+    if not eng.state.exists():
+        _fail(f"no state file at {eng.state} (run a flow first, or pass --state)", EXIT_INVALID)
+    if not by.strip():
+        _fail("--by must name who decides", EXIT_INVALID)
+    action = eng.approve if decision == "approved" else eng.reject
+    try:
+        decided = action(id, by, comment, resume=now)
+    except (LookupError, ValueError) as exc:
+        _fail(str(exc), EXIT_INVALID)
+    except FlowError as exc:
+        _print_problems(exc.problems, "table")
+        raise typer.Exit(EXIT_INVALID) from None
+    except StateError as exc:
+        _fail(str(exc), EXIT_STATE)
+    item, run = decided.item, decided.run
+
+    def table() -> None:
+        typer.echo(f"{item.status} approval {item.id} ({item.record_key}) by {item.decided_by}")
+        if run is not None:
+            _summary(run)
+        elif decided.note:
+            typer.echo(f"  {decided.note}")
+
+    _render(output, decided.to_dict(), table)
+    raise typer.Exit(run.exit_code if run is not None else 0)
+
+
+ByOpt = typer.Option(..., "--by", help="Who decides (kept with the approval).")
+CommentOpt = typer.Option(None, "--comment", help="Why, for whoever reads it later.")
+NoResumeOpt = typer.Option(
+    False,
+    "--no-resume",
+    help="Only record the decision; the flow's next run resumes the record.",
+)
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    id: int = typer.Argument(..., help="The approval's id."),
+    by: str = ByOpt,
+    comment: str | None = CommentOpt,
+    no_resume: bool = NoResumeOpt,
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Approve: the record resumes at once at the step after the approve (a run of kind
+    resume of its flow), with the flow as it is now and the same idempotency keys.
+
+    Exit codes are those of that run (0 it went through); 2 for an unknown id or an
+    approval already decided.
+    """
+    _decide(id, "approved", by, comment, not no_resume, state, output)
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    id: int = typer.Argument(..., help="The approval's id."),
+    by: str = ByOpt,
+    comment: str | None = CommentOpt,
+    no_resume: bool = NoResumeOpt,
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Reject: the compensations of the record's earlier sends run (last first), then the
+    approve step's on_reject steps, and the record ends there.
+    """
+    _decide(id, "rejected", by, comment, not no_resume, state, output)
+
+
+@queue_app.command("list")
+def queue_list(
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow's items."),
+    kind: str | None = typer.Option(
+        None, "--kind", help="Only dead_letter, review or approval items."
+    ),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Open work items by queue and owner: how many, the oldest and median age, how many
+    are past due and how many were escalated (SLA breaches)."""
+    if kind not in (None, "dead_letter", "review", "approval"):
+        _fail(f"--kind must be dead_letter, review or approval, not {kind!r}", EXIT_INVALID)
+    rows = _reader(state).queues(flow=flow, kind=kind)
+    _render(
+        output,
+        [row.to_dict() for row in rows],
+        lambda: _table(
+            [
+                {
+                    **row.to_dict(),
+                    "oldest": _age(row.oldest_age_s),
+                    "median": _age(row.median_age_s),
+                    "kinds": " ".join(f"{k}={v}" for k, v in sorted(row.kinds.items())),
+                }
+                for row in rows
+            ],
+            ["queue", "owner", "depth", "oldest", "median", "overdue", "breached", "kinds"],
+        ),
+    )
+
+
+@queue_app.command("escalate")
+def queue_escalate(
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow's items."),
+    at: str | None = typer.Option(
+        None, "--at", help="Escalate as of this time (ISO 8601) instead of now."
+    ),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Escalate every open item past its due time: it moves to its escalate_to queue or
+    owner and counts as an SLA breach; each is printed as an item_escalated event.
+
+    Every flowyard run escalates its own flow's items at its end; run this from cron for
+    items whose flow does not run often.
+    """
+    events: list[dict[str, Any]] = []  # one item_escalated event per item, as listeners get
+    _reader(state).escalate(now=_at_option(at), flow=flow, listeners=[events.append])
+
+    def table() -> None:
+        for event in events:
+            typer.echo(
+                f"escalated {event['kind']} {event['item_id']} ({event['flow']}, "
+                f"{event['record_key']}) to {event['queue']}/{event['owner']}: "
+                f"{event['reason'][:80]}"
+            )
+        typer.echo(f"{len(events)} item(s) escalated")
+
+    _render(output, events, table)
+
+
+# -- process intelligence ----------------------------------------------------------------------
+SinceOpt = typer.Option(
+    None, "--since", help="Only the last AGE (e.g. 24h, 7d, 30d) [default: everything kept]."
+)
+
+
+@app.command()
+def stats(
+    since: str | None = SinceOpt,
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Per flow and step: throughput, cycle time p50/p95 (arrival to done), time waiting
+    for people, exceptions by reason category, step and label, SLA breaches, approval
+    cycle time."""
+    eng = _reader(state)
+    try:
+        figures = eng.stats(since=since, flow=flow)
+    except ValueError as exc:  # --since that is not an age
+        _fail(str(exc), EXIT_INVALID)
+
+    def table() -> None:
+        if not figures.flows:
+            typer.echo("no runs in this period")
+        for f in figures.flows:
+            cycle, wait, appr = f.cycle_time_s, f.waiting_for_people_s, f.approval_cycle_s
+            typer.echo(
+                f"{f.flow}: {f.records} records, {f.passes} passes "
+                f"({' '.join(f'{k}={v}' for k, v in sorted(f.outcomes.items()))})"
+            )
+            typer.echo(
+                f"  cycle time      p50 {_dur(cycle['p50'])}  p95 {_dur(cycle['p95'])}  "
+                f"({cycle['count']} done)"
+            )
+            typer.echo(
+                f"  waiting for people  {_dur(wait['total'])} in all, p50 {_dur(wait['p50'])}"
+                f"  p95 {_dur(wait['p95'])} ({wait['count']} decided)"
+            )
+            typer.echo(
+                f"  approval time   p50 {_dur(appr['p50'])}  p95 {_dur(appr['p95'])}  "
+                + " ".join(f"{k}={v}" for k, v in sorted(f.approvals.items()))
+            )
+            typer.echo(
+                f"  exceptions      {f.exceptions} ({f.exception_rate * 100:.1f} % of records)"
+                f", SLA breaches {f.sla_breaches}"
+            )
+            for category, n in f.exceptions_by_category.items():
+                typer.echo(f"    {n:>5}  {category}")
+            for label, values in f.exceptions_by_label.items():
+                shown = ", ".join(f"{k} {v}" for k, v in list(values.items())[:8])
+                typer.echo(f"    by {label}: {shown}")
+            typer.echo("  steps (passes / exceptions):")
+            for step in f.steps:
+                typer.echo(f"    {step['passes']:>6} / {step['exceptions']:<4} {step['step']}")
+            done = [p for p in f.throughput if p["done"]]
+            if done:
+                shown = ", ".join(f"{_when(p['start'])[:16]} {p['done']}" for p in done[-6:])
+                typer.echo(f"  done per {figures.bucket}: {shown}")
+
+    _render(output, figures.to_dict(), table)
+
+
+def _dur(seconds: float | None) -> str:
+    return "-" if seconds is None else _age(seconds)
+
+
+@app.command()
+def report(
+    out: Path = typer.Option(..., "--out", help="The HTML file to write."),
+    since: str | None = SinceOpt,
+    flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
+    top: int = typer.Option(10, "--top", help="How many exception clusters to show."),
+    state: Path | None = StateOpt,
+) -> None:
+    """Write a self-contained HTML report: the stats with charts (inline SVG), the top
+    exception clusters and the age of every work queue. It loads nothing from anywhere."""
+    eng = _reader(state)
+    try:
+        written = eng.report(out, since=since, flow=flow, top=top)
+    except ValueError as exc:
+        _fail(str(exc), EXIT_INVALID)
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}", EXIT_INVALID)
+    typer.echo(f"wrote {written}")
 
 
 @app.command()

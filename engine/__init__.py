@@ -3,7 +3,7 @@
 The public API is what ``__all__`` lists; everything else is internal.
 """
 
-from engine.api import Engine, default_state
+from engine.api import Decision, Engine, default_state
 from engine.codec import dumps
 from engine.errors import (
     CircuitOpen,
@@ -27,13 +27,15 @@ from engine.model import Flow
 from engine.outcomes import Outcome, RunStatus
 from engine.runner import RunResult
 from engine.scaffold import InitError
-from engine.store import DeadLetter, Pruned, ReviewItem, Run, StateStore, Trace
+from engine.store import DeadLetter, Pruned, ReviewItem, Run, StateStore, Trace, WorkItem
+from engine.work_items import QueueRow, age_text
 
 __all__ = [
     "CircuitOpen",
     "ConflictError",
     "ConnectorError",
     "DeadLetter",
+    "Decision",
     "Engine",
     "Flow",
     "FlowError",
@@ -45,6 +47,7 @@ __all__ = [
     "PermanentError",
     "Problem",
     "Pruned",
+    "QueueRow",
     "RecordError",
     "RecordRejected",
     "RecordValidationError",
@@ -58,6 +61,8 @@ __all__ = [
     "StateStore",
     "Trace",
     "TransientError",
+    "WorkItem",
+    "age_text",
     "default_state",
     "dumps",
 ]

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connectors import Connector, Registry
 from engine.codec import dumps_sorted
-from engine.errors import FlowError, Problem
+from engine.errors import FlowError, LockHeld, Problem
 from engine.explain import DryRunNotes
 from engine.flow_schema import SCHEMA
 from engine.loader import check_flow, parse_duration
@@ -36,16 +38,36 @@ from engine.store import (
     StateLocation,
     StateStore,
     Trace,
+    WorkItem,
     open_store,
 )
 from engine.templates import make_environment
+from engine.work_items import QueueRow, escalate, queue_summary
 
 if TYPE_CHECKING:
     from engine.flowtest_results import TestReport
     from engine.preview import MappingPreview
     from engine.reach import ConnectionCheck
+    from engine.stats import Stats
 
 DEFAULT_STATE = Path(".flowyard") / "state.db"
+
+
+@dataclass
+class Decision:
+    """A person's decision on an approval: the item as decided, the run that resumed its
+    record at once (None: the flow's next run will; ``note`` says why)."""
+
+    item: WorkItem
+    run: RunResult | None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "item": self.item.to_dict(),
+            "run": self.run.to_dict() if self.run else None,
+            "note": self.note,
+        }
 
 
 def default_state() -> StateLocation:
@@ -385,6 +407,198 @@ class Engine:
         with open_store(self.state) as store:
             return store.close_review(id, by.strip(), comment)
 
+    # -- approvals, work queues and SLAs (docs/governance.md) ----------------------------------
+    def work_items(
+        self,
+        kind: str | None = None,
+        *,
+        flow: str | None = None,
+        queue: str | None = None,
+        owner: str | None = None,
+        status: str | list[str] | None = "open",
+        older_than: str | float | None = None,
+        now: float | None = None,
+    ) -> list[WorkItem]:
+        """Work items (``dead_letter``, ``review``, ``approval``, or all kinds), oldest
+        first: of a flow (its name), queue and owner; ``status`` open (default), another,
+        several or None for any; ``older_than`` an age (``"4h"``, or seconds) they have
+        waited at least."""
+        if not self.state.exists():
+            return []
+        with self._existing() as store:
+            items = store.work_items(kind, flow, queue, owner, status)
+        if older_than is not None:
+            age = parse_duration(older_than) if isinstance(older_than, str) else older_than
+            clock = time.time() if now is None else now
+            items = [item for item in items if item.age(clock) >= age]
+        return items
+
+    def work_item(self, id: int) -> WorkItem | None:
+        """Work item ``id`` of any kind, with its history, or None."""
+        with self._existing() as store:
+            return store.work_item(id)
+
+    def approvals(
+        self,
+        flow: str | None = None,
+        *,
+        queue: str | None = None,
+        owner: str | None = None,
+        status: str | list[str] | None = "open",
+        older_than: str | float | None = None,
+        now: float | None = None,
+    ) -> list[WorkItem]:
+        """Approvals waiting for a decision (or with ``status`` approved, rejected,
+        resolved, several, None for any), oldest first; filters as :meth:`work_items`."""
+        return self.work_items(
+            "approval",
+            flow=flow,
+            queue=queue,
+            owner=owner,
+            status=status,
+            older_than=older_than,
+            now=now,
+        )
+
+    def approve(
+        self, id: int, by: str, comment: str | None = None, *, resume: bool = True
+    ) -> Decision:
+        """Approve open approval ``id``: who, when and why are kept. With ``resume`` (the
+        default) its record goes on at once from the step after the approve, through a run
+        of its flow (kind ``resume``); when that cannot be done now (the flow file moved,
+        another run holds the flow), the flow's next run resumes it. Raises
+        :class:`LookupError` for no such approval and :class:`ValueError` for one that is
+        not open or an empty ``by``."""
+        return self._decide(id, "approved", by, comment, resume)
+
+    def reject(
+        self, id: int, by: str, comment: str | None = None, *, resume: bool = True
+    ) -> Decision:
+        """Reject open approval ``id``; its record's sends are compensated and it takes the
+        step's ``on_reject`` steps (at once with ``resume``, else in the flow's next run)."""
+        return self._decide(id, "rejected", by, comment, resume)
+
+    def _decide(
+        self, id: int, decision: str, by: str, comment: str | None, resume: bool
+    ) -> Decision:
+        if not by or not by.strip():
+            raise ValueError("say who decides (by)")
+        if not self.state.exists():
+            raise LookupError(f"no approval {id} (no state file at {self.state})")
+        with open_store(self.state) as store:
+            current = store.work_item(id)
+            if current is None or current.kind != "approval":
+                raise LookupError(f"no approval {id}")
+            item = store.decide(id, decision, by.strip(), comment)
+        if not resume:
+            return Decision(item, None, f"the next run of flow {item.flow} resumes it")
+        path = Path(item.flow_file) if item.flow_file else None
+        if path is None or not path.is_file():
+            return Decision(
+                item,
+                None,
+                f"the flow file {item.flow_file} is not there: the next run of flow "
+                f"{item.flow} resumes it",
+            )
+        try:
+            result = self.resume(path, ids=[id])
+        except LockHeld as exc:
+            return Decision(item, None, f"{exc}; that run or the next resumes it")
+        return Decision(self.work_item(id) or item, result, None)
+
+    def resume(
+        self,
+        flow: Flow | str | os.PathLike[str],
+        ids: Iterable[int] | None = None,
+        *,
+        vars: dict[str, Any] | None = None,
+        wait_lock: float = 0.0,
+    ) -> RunResult:
+        """Resume the records of the flow's decided approvals (all, or ``ids``) in a run of
+        kind ``resume`` that reads no source; a plain run does the same before its source's
+        records. The vars are those of the runs that held the records (``vars`` override
+        them), as for a replay."""
+        flow = flow if isinstance(flow, Flow) else self.load(flow)
+        wanted = list(ids) if ids is not None else None
+        with self._existing() as store:
+            decided = [
+                item for item in store.to_resume(flow.name) if wanted is None or item.id in wanted
+            ]
+            given = store.run_vars(sorted({item.run_id for item in decided}))
+        distinct = {dumps_sorted(v): v for v in given.values()}
+        if len(distinct) > 1 and vars is None:
+            raise ValueError(
+                "the approvals to resume were held by runs given different vars: resume "
+                "them one at a time (ids), or give the vars"
+            )
+        run_vars = {**(next(iter(distinct.values())) if distinct else {}), **(vars or {})}
+        return self._runner(
+            flow, run_vars, wait_lock=wait_lock, kind="resume", resume_ids=wanted
+        ).run()
+
+    def queues(
+        self, *, flow: str | None = None, kind: str | None = None, now: float | None = None
+    ) -> list[QueueRow]:
+        """The open work items by queue and owner: depth, age, past due, breaches."""
+        return queue_summary(self.work_items(kind, flow=flow), now)
+
+    def escalate(
+        self,
+        *,
+        now: float | None = None,
+        flow: str | None = None,
+        listeners: Iterable[Listener] = (),
+    ) -> list[WorkItem]:
+        """Escalate every open item past its due time (of one flow, or all): moved to its
+        ``escalate_to``, counted as an SLA breach; the engine's listeners and
+        ``listeners`` get an ``item_escalated`` event for each. ``now`` is the clock."""
+        if not self.state.exists():
+            return []
+        with self.store() as store:
+            return escalate(store, now=now, flow=flow, listeners=[*self.listeners, *listeners])
+
+    # -- process intelligence: stats and the report --------------------------------------------
+    def stats(
+        self,
+        *,
+        since: str | float | None = None,
+        flow: str | None = None,
+        until: float | None = None,
+        bucket: str | None = None,
+    ) -> Stats:
+        """Per flow and step: throughput, cycle time, time waiting for people, exceptions
+        by category, step and label, SLA breaches, approval cycle time (engine/stats.py).
+        ``since`` is an age (``"7d"``), a time in seconds, or None for everything kept."""
+        from engine.stats import collect
+
+        with self._existing() as store:
+            return collect(store, since=_since(since, until), until=until, flow=flow, bucket=bucket)
+
+    def report(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        since: str | float | None = None,
+        flow: str | None = None,
+        top: int = 10,
+    ) -> Path:
+        """Write the self-contained HTML report (engine/report.py) to ``path``."""
+        from engine.report import render
+        from engine.stats import clusters, collect
+
+        start = _since(since, None)
+        with self._existing() as store:
+            stats = collect(store, since=start, flow=flow)
+            letters = store.work_items("dead_letter", flow=flow, status=None, since=start)
+            waiting = store.work_items(flow=flow)
+        open_items: dict[str, int] = {}
+        for item in waiting:
+            open_items[item.flow] = open_items.get(item.flow, 0) + 1
+        page = render(stats, clusters(letters, top), queue_summary(waiting), open_items=open_items)
+        out = Path(path)
+        out.write_text(page, encoding="utf-8")
+        return out
+
     # -- writing flows (flowyard test, map, graph, check, init) ---------------------------------
     def test(
         self,
@@ -481,6 +695,13 @@ class Engine:
         from engine import packaged
 
         return packaged.flow_names()
+
+
+def _since(since: str | float | None, until: float | None) -> float | None:
+    """``--since``: an age before ``until`` (or now), a time in seconds, or None."""
+    if since is None or isinstance(since, int | float):
+        return since
+    return (time.time() if until is None else until) - parse_duration(since)
 
 
 def _explained(result: RunResult, notes: DryRunNotes | None) -> RunResult:

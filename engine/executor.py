@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors import Request, Response
+from engine.codec import dumps, dumps_sorted, loads
+from engine.compensation import Compensator
 from engine.context import ConnectionState, RunContext
 from engine.envrefs import ENV_CONTEXT
 from engine.errors import (
@@ -34,6 +36,7 @@ from engine.errors import (
 )
 from engine.idempotency import fingerprint, first_sent_key, next_sent_key
 from engine.model import (
+    ApproveStep,
     CallStep,
     FailStep,
     FilterStep,
@@ -49,7 +52,8 @@ from engine.model import (
 from engine.outcomes import STOPPED, Outcome, worst
 from engine.reconcile import compare, tolerance
 from engine.retry import call_with_retry
-from engine.store import KeyState, KeyWrite, SendState
+from engine.store import KeyState, KeyWrite, SendState, WorkItem
+from engine.work_items import Assignment, assign, dead_letter_assignment, render_labels
 
 #: a step's line in a record's trace: ``[step, what happened, detail?]``
 TraceLine = list[Any]
@@ -75,11 +79,14 @@ class Rec:
 
 @dataclass
 class Review:
-    """Why a record needs a person: the queue it waits in, the reason and the figures."""
+    """Why a record needs a person: the queue it waits in, the reason and the figures;
+    ``kind`` is ``review`` or ``approval``, ``assignment`` its owner, category and SLA."""
 
     queue: str
     reason: str
     figures: dict[str, Any]
+    kind: str = "review"
+    assignment: Assignment | None = None
 
 
 @dataclass
@@ -94,6 +101,7 @@ class Failure:
     attempts: int
     rec: Rec
     review: Review | None = None
+    assignment: Assignment | None = None  # a dead letter's queue, owner and category
 
 
 @dataclass(slots=True)
@@ -110,6 +118,9 @@ class RecordResult:
     failures: list[Failure] = field(default_factory=list)
     seen_keys: list[str] = field(default_factory=list)
     would_send: list[dict[str, Any]] = field(default_factory=list)
+    started_at: float | None = None  # when its pass began (for cycle times)
+    labels: dict[str, Any] | None = None  # the flow's labels of the record
+    ended: bool = False  # it took an approval's on_reject steps: nothing else follows
 
 
 @dataclass(slots=True)
@@ -145,6 +156,7 @@ class Executor:
         self.store = ctx.store
         self.log = ctx.log
         self.dry_run = ctx.dry_run
+        self.compensator = Compensator(ctx)
         self._where: dict[str, _Chain] = {}
         self._index(self.flow.steps, [])
 
@@ -157,6 +169,8 @@ class Executor:
             elif isinstance(step, ForeachStep):
                 # a foreach body ends its item: nothing of the outer flow follows it
                 self._index(step.steps, [])
+            elif isinstance(step, ApproveStep):
+                self._index(step.on_reject, [])  # a rejected record ends after these
 
     def context(self, rec: Rec) -> dict[str, Any]:
         """What templates of a step see for ``rec``."""
@@ -175,16 +189,29 @@ class Executor:
     # -- the entry point ------------------------------------------------------------------------
     def process(self, rec: Rec, start: str | None = None) -> RecordResult:
         """Take ``rec`` from the first step (or from step ``start``) to the end."""
-        result = RecordResult(Outcome.DONE)
+        result = RecordResult(Outcome.DONE, started_at=time.time())
         chain = [(self.flow.steps, 0)] if start is None else self._where[start]
         outcome: Outcome | None = None
         for steps, index in chain:
             reached, rec = self._run(steps, index, rec, result)
             outcome = worst(outcome, reached)
-            if reached in STOPPED:
+            if reached in STOPPED or result.ended:
                 break
         result.outcome = outcome or Outcome.DONE
+        self._settle(rec, result)
         return result
+
+    def _settle(self, rec: Rec, result: RecordResult) -> None:
+        """What a finished pass leaves: the record's labels, and its compensations run
+        (it failed for good) or settled (it went through)."""
+        result.labels = render_labels(self.flow, self.context(rec))
+        if not self.compensator.enabled:
+            return
+        source_key = str(rec.meta.get("key", rec.key))
+        if result.outcome == Outcome.DEAD_LETTERED:
+            self.compensator.undo(source_key, "a later step failed", result.trace)
+        elif result.outcome in (Outcome.DONE, Outcome.SKIPPED, Outcome.FILTERED):
+            self.compensator.settle(source_key)
 
     # -- the step loop ------------------------------------------------------------------------
     def _run(
@@ -237,18 +264,22 @@ class Executor:
         self, step: Step, rec: Rec, review: Review, started: float, out: RecordResult
     ) -> None:
         out.failures.append(Failure(step.name, None, 1, rec, review))
-        out.trace.append(
-            [
-                step.name,
-                "review",
-                {"queue": review.queue, "reason": review.reason, "figures": review.figures},
-            ]
-        )
+        detail: dict[str, Any] = {
+            "queue": review.queue,
+            "reason": review.reason,
+            "figures": review.figures,
+        }
+        if review.assignment is not None:
+            detail["owner"] = review.assignment.owner
+            if review.assignment.due_s is not None:
+                detail["due_in_s"] = int(review.assignment.due_s)
+        out.trace.append([step.name, "approval" if review.kind == "approval" else "review", detail])
         self.log.event(
             "step",
             step=step.name,
             record_key=rec.key,
             outcome=Outcome.REVIEW.value,
+            kind=review.kind,
             queue=review.queue,
             reason=review.reason,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
@@ -257,7 +288,16 @@ class Executor:
     def _failed(
         self, step: Step, rec: Rec, failed: _Failed, started: float, out: RecordResult
     ) -> None:
-        out.failures.append(Failure(step.name, failed.error, failed.attempts, rec))
+        category = step.name if isinstance(step, FailStep) else type(failed.error).__name__
+        out.failures.append(
+            Failure(
+                step.name,
+                failed.error,
+                failed.attempts,
+                rec,
+                assignment=dead_letter_assignment(self.flow, category),
+            )
+        )
         error = f"{type(failed.error).__name__}: {failed.error}"
         out.trace.append([step.name, "dead_lettered", error])
         self.log.event(
@@ -303,10 +343,19 @@ class Executor:
                 return self._call(step, rec, out)
             if isinstance(step, FailStep):
                 raise RecordRejected(str(step.message(self.context(rec))))
+            if isinstance(step, ApproveStep):
+                return self._approve(step, rec, out)
             if isinstance(step, ReviewStep):
                 ctx = self.context(rec)
                 figures = {name: value(ctx) for name, value in step.figures.items()}
-                raise _NeedsReview(Review(step.queue, str(step.reason(ctx)), figures))
+                raise _NeedsReview(
+                    Review(
+                        step.queue,
+                        str(step.reason(ctx)),
+                        figures,
+                        assignment=self._assignment(step),
+                    )
+                )
             if isinstance(step, ReconcileStep):
                 return self._reconcile(step, rec, out)
         except (RecordError, PermanentError) as exc:
@@ -319,9 +368,8 @@ class Executor:
             if branch.condition is None or branch.condition(ctx):
                 out.trace.append([step.name, f"branch {i}" if branch.condition else "otherwise"])
                 outcome, rec = self._run(branch.steps, 0, rec, out)
-                if outcome in STOPPED:
-                    assert outcome is not None
-                    return Stop(outcome)
+                if outcome in STOPPED or out.ended:
+                    return Stop(outcome or Outcome.DONE)
                 return GoOn(rec, outcome)
         out.trace.append([step.name, "no branch"])
         return GoOn(rec)
@@ -364,7 +412,66 @@ class Executor:
         reason = "; ".join(result.differences)
         if step.reason is not None:
             reason = f"{step.reason(ctx)}: {reason}"
-        raise _NeedsReview(Review(step.queue, reason, result.figures))
+        raise _NeedsReview(
+            Review(
+                step.queue,
+                reason,
+                result.figures,
+                assignment=assign(self.flow, step.queue, step.name),
+            )
+        )
+
+    # -- people ---------------------------------------------------------------------------------
+    def _assignment(self, step: ReviewStep) -> Assignment:
+        return assign(
+            self.flow,
+            step.queue,
+            step.category or step.name,
+            owner=step.owner,
+            due_s=step.due_s,
+            escalate_to=step.escalate_to,
+        )
+
+    def _approve(self, step: ApproveStep, rec: Rec, out: RecordResult) -> StepResult:
+        """Go on when a person approved the record with these figures; take the reject
+        branch when one rejected it; otherwise stop it as an approval to decide."""
+        ctx = self.context(rec)
+        figures = {name: value(ctx) for name, value in step.figures.items()}
+        reason = str(step.reason(ctx))
+        decided = self.store.approval(self.flow.name, rec.key, step.name)
+        if decided is not None and decided.status in ("approved", "rejected"):
+            if _same_figures(decided, self.ctx.mask(figures)):
+                return self._decided(step, rec, decided, out)
+        raise _NeedsReview(
+            Review(step.queue, reason, figures, kind="approval", assignment=self._assignment(step))
+        )
+
+    def _decided(
+        self, step: ApproveStep, rec: Rec, decided: WorkItem, out: RecordResult
+    ) -> StepResult:
+        at = decided.decided_at or 0.0
+        detail = {
+            "item": decided.id,
+            "by": decided.decided_by,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+            "comment": decided.comment,
+        }
+        out.trace.append([step.name, decided.status, detail])
+        self.log.event(
+            "step",
+            step=step.name,
+            record_key=rec.key,
+            outcome=decided.status,
+            item=decided.id,
+            by=decided.decided_by,
+        )
+        if decided.status == "approved":
+            return GoOn(rec)
+        why = f"approval {decided.id} rejected by {decided.decided_by}"
+        self.compensator.undo(str(rec.meta.get("key", rec.key)), why, out.trace)
+        outcome, rec = self._run(step.on_reject, 0, rec, out)
+        out.ended = True
+        return Stop(outcome or Outcome.DONE)
 
     @staticmethod
     def _amounts(step: ReconcileStep, ctx: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
@@ -420,7 +527,10 @@ class Executor:
         fp = fingerprint(options)
         prev = self.store.get_key(self.flow.name, key)
         sent_key = first_sent_key(key, fp)
-        if prev is not None:
+        if prev is not None and prev.state == SendState.COMPENSATED:
+            # its earlier send was undone: this one is a new operation
+            sent_key = next_sent_key(key, prev.sent_key, fp)
+        elif prev is not None:
             if prev.fingerprint == fp:
                 if prev.state == SendState.DONE:
                     return self._duplicate(step, rec, key, prev, out)
@@ -471,7 +581,10 @@ class Executor:
                 {"status": response.status, "key": sent_key, "response": response.body},
             ]
         )
-        return GoOn(self._saved(step, rec, response.body), Outcome.DONE)
+        sent = self._saved(step, rec, response.body)
+        if step.compensate is not None:
+            self.compensator.register(step, key, sent_key, rec.key, sent.data, self.context(sent))
+        return GoOn(sent, Outcome.DONE)
 
     def _lookup(
         self,
@@ -578,6 +691,11 @@ class Executor:
         rec = self._saved(step, rec, None)
         rec.meta = {**rec.meta, "dry_run_unknown": step.name}
         return rec
+
+
+def _same_figures(decided: WorkItem, figures: dict[str, Any]) -> bool:
+    """Whether ``figures`` are those an approval was decided on (as the store keeps them)."""
+    return dumps_sorted(decided.figures) == dumps_sorted(loads(dumps(figures)))
 
 
 class _NeedsReview(Exception):

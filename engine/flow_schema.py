@@ -29,6 +29,7 @@ STEP_KINDS = (
     "fail",
     "review",
     "reconcile",
+    "approve",
 )
 
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_.-]*$"
@@ -80,6 +81,48 @@ _queue = {
     "description": "The review queue the record waits in (default review): letters, digits, "
     "_ . -, starting with a letter or _.",
     "examples": ["finance"],
+}
+_duration = {
+    "type": "string",
+    "pattern": r"^\d+(\.\d+)?[smhd]$",
+    "description": "A duration: a number and s, m, h or d, e.g. 4h.",
+    "examples": ["4h", "1d", "30m"],
+}
+_owner = {
+    "type": "string",
+    "minLength": 1,
+    "description": "Who owns the item: a team or a role (default: the queue's owner).",
+    "examples": ["finance-team"],
+}
+_escalate_to = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "description": "Who takes an item over once it is past due: another queue, owner or both.",
+    "properties": {
+        "queue": {
+            "type": "string",
+            "pattern": NAME_PATTERN,
+            "description": "The queue an item past due moves to.",
+        },
+        "owner": {**_owner, "description": "The owner an item past due passes to."},
+    },
+    "examples": [{"owner": "finance-lead"}],
+}
+_work_keys = {
+    "owner": _owner,
+    "category": {
+        "type": "string",
+        "pattern": NAME_PATTERN,
+        "description": "The reason category stats group items by (default: the step's name).",
+        "examples": ["refund_above_threshold"],
+    },
+    "due": {
+        **_duration,
+        "description": "How soon a person must act (the SLA), e.g. 4h; past it the item is "
+        "escalated and counted as a breach (default: the queue's `due`).",
+    },
+    "escalate_to": _escalate_to,
 }
 _amount_value = {
     "type": ["string", "integer"],
@@ -168,6 +211,35 @@ SCHEMA: dict[str, Any] = {
             "description": "How long runs and traces are kept: a number and d, h or m, e.g. 30d.",
             "examples": ["30d", "12h"],
         },
+        "queues": {
+            "type": "object",
+            "description": "The flow's work queues: who owns each, how soon its items are due "
+            "and who takes them over past that. `dead_letters` is the queue of the flow's "
+            "dead letters.",
+            "propertyNames": {"pattern": NAME_PATTERN},
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "owner": _owner,
+                    "due": _duration,
+                    "escalate_to": _escalate_to,
+                },
+            },
+            "examples": [
+                {"finance": {"owner": "finance-team", "due": "1d"}},
+                {"dead_letters": {"owner": "integration-team", "due": "4h"}},
+            ],
+        },
+        "labels": {
+            "type": "object",
+            "description": "Named values of each record (a store, a supplier), templates "
+            "rendered on the record as it ends its pass; `flowyard stats` and the report "
+            "group exceptions by them.",
+            "propertyNames": {"pattern": IDENTIFIER_PATTERN},
+            "additionalProperties": {"type": "string"},
+            "examples": [{"store": "{{ record.fulfillment.pickup_store }}"}],
+        },
     },
     "definitions": {
         "connection": {
@@ -248,7 +320,7 @@ SCHEMA: dict[str, Any] = {
         "step": {
             "type": "object",
             "description": "One step: exactly one of map, validate, filter, set, route, "
-            "foreach, send, enrich, fail, review, reconcile; and an optional name.",
+            "foreach, send, enrich, fail, review, reconcile, approve; and an optional name.",
             "additionalProperties": False,
             "minProperties": 1,
             "properties": {
@@ -389,7 +461,49 @@ SCHEMA: dict[str, Any] = {
                             "a constant or a template.",
                             "examples": [{"total": "{{ record.totals.total }}"}],
                         },
+                        **_work_keys,
                     },
+                },
+                "approve": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["reason"],
+                    "description": "Stop the record until a person approves it "
+                    "(`flowyard approvals approve ID --by NAME`): approved, it resumes at "
+                    "the next step with the flow as it is then; rejected, the compensations "
+                    "of its earlier sends run, then its `on_reject` steps, and it ends there.",
+                    "properties": {
+                        "queue": {
+                            **_queue,
+                            "description": "The queue the approval waits in (default approvals).",
+                        },
+                        "reason": {
+                            **_template,
+                            "minLength": 1,
+                            "description": "What is to be approved, a template written for "
+                            "the approver.",
+                        },
+                        "figures": {
+                            "type": "object",
+                            "description": "Named values the approver decides on, each a "
+                            "constant or a template; an approval covers these figures.",
+                            "examples": [{"refund": "{{ record.refund.total }}"}],
+                        },
+                        **_work_keys,
+                        "on_reject": {
+                            **_steps_ref,
+                            "description": "Steps a rejected record takes (after the "
+                            "compensations of its sends); it ends after them.",
+                        },
+                    },
+                    "examples": [
+                        {
+                            "queue": "finance",
+                            "reason": "refund {{ record.rma_id }} above the limit",
+                            "figures": {"refund": "{{ record.refund.total }}"},
+                            "due": "4h",
+                        }
+                    ],
                 },
                 "reconcile": {
                     "type": "object",
@@ -476,6 +590,22 @@ SCHEMA: dict[str, Any] = {
                     "examples": ["erp_response"],
                 },
                 "retry": {**_retry, "description": "Overrides the connection's retry."},
+                "compensate": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "description": "send only: how to undo the send when a later step of "
+                    "the record fails for good or its approval is rejected: call options of "
+                    "the same connection (or `connection:` another), rendered with the "
+                    "record as it was right after the send; `idempotency_key` optional "
+                    "(default: the send's key and :compensate).",
+                    "examples": [
+                        {
+                            "model": "sale.sale",
+                            "method": "cancel",
+                            "args": [["{{ record.erp_sale_created.ids[0] }}"]],
+                        }
+                    ],
+                },
             },
         },
     },
@@ -485,7 +615,9 @@ SCHEMA: dict[str, Any] = {
 # key is an option of the connector and is checked against its own schema.
 CONNECTION_KEYS = frozenset({"connector", "retry", "rate_limit", "circuit_breaker"})
 SOURCE_KEYS = frozenset({"connection", "connector", "key"})
-CALL_KEYS = frozenset({"connection", "idempotency_key", "on_change", "save_as", "retry"})
+CALL_KEYS = frozenset(
+    {"connection", "idempotency_key", "on_change", "save_as", "retry", "compensate"}
+)
 
 # What to write when a required key is missing, by key.
 REQUIRED_HINTS = {

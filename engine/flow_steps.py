@@ -24,6 +24,7 @@ from engine.flow_templates import STEP_NAMES, Compiled, cached
 from engine.mapping import CompiledMapping, load_mapping
 from engine.model import (
     Amount,
+    ApproveStep,
     Branch,
     CallStep,
     Connection,
@@ -65,12 +66,42 @@ class _Base(TypedDict):
     line: int | None
 
 
+class _WorkItem(TypedDict):
+    """What a review or approve step says of its work item (engine.model.ReviewStep)."""
+
+    queue: str
+    reason: Rendered
+    figures: dict[str, Rendered]
+    owner: str | None
+    category: str | None
+    due_s: float | None
+    escalate_to: dict[str, str] | None
+
+
+class _Undo(TypedDict, total=False):
+    """How a send is undone (engine.model.CallStep's compensate fields)."""
+
+    compensate: Rendered
+    compensate_connection: str | None
+    compensate_key: Rendered | None
+
+
 Connections = dict[str, Connection]
 
 
-def _queue(spec: dict[str, Any]) -> str:
+def _queue(spec: dict[str, Any], default: str = "review") -> str:
     queue = spec.get("queue")
-    return queue if isinstance(queue, str) and queue else "review"
+    return queue if isinstance(queue, str) and queue else default
+
+
+def _due(spec: dict[str, Any]) -> float | None:
+    from engine.loader import parse_duration  # the loader imports this module
+
+    due = spec.get("due")
+    try:
+        return parse_duration(due) if isinstance(due, str) else None
+    except ValueError:
+        return None  # the schema said so
 
 
 def _schema(found: Path) -> tuple[Callable[[Any], None] | None, list[Problem]]:
@@ -226,6 +257,8 @@ class StepBuilder:
             return None if message is None else FailStep(**base, message=message)
         if kind == "review":
             return self.review(value, base, at, names)
+        if kind == "approve":
+            return self.approve(value, base, at, connections, names)
         if kind == "reconcile":
             return self.reconcile(value, base, at, names)
         if kind == "route":
@@ -300,12 +333,58 @@ class StepBuilder:
             return None if reason is None else ReviewStep(**base, reason=reason)
         if not isinstance(spec, dict) or not isinstance(spec.get("reason"), str):
             return None  # the schema said so
+        item = self.work_item(spec, path, names, "review")
+        return None if item is None else ReviewStep(**base, **item)
+
+    def work_item(
+        self, spec: dict[str, Any], path: list[Any], names: tuple[str, ...], default_queue: str
+    ) -> _WorkItem | None:
+        """What a review or approve step says of its item: queue, reason, figures, owner,
+        category, due time and escalation; None when a template has a problem (reported)."""
         given = spec.get("figures")
         figures = self.fields(given if isinstance(given, dict) else {}, [*path, "figures"], names)
         reason = self.templates.template(spec["reason"], [*path, "reason"], names)
         if reason is None or figures is None:
             return None
-        return ReviewStep(**base, queue=_queue(spec), reason=reason, figures=figures)
+        owner, category, escalate_to = (
+            spec.get("owner"),
+            spec.get("category"),
+            spec.get("escalate_to"),
+        )
+        return {
+            "queue": _queue(spec, default_queue),
+            "reason": reason,
+            "figures": figures,
+            "owner": owner if isinstance(owner, str) else None,
+            "category": category if isinstance(category, str) else None,
+            "due_s": _due(spec),
+            "escalate_to": dict(escalate_to) if isinstance(escalate_to, dict) else None,
+        }
+
+    def approve(
+        self,
+        spec: Any,
+        base: _Base,
+        path: list[Any],
+        connections: Connections,
+        names: tuple[str, ...],
+    ) -> Step | None:
+        """An approve step: its item (as a review's) and the steps of a rejected record."""
+        if not isinstance(spec, dict) or not isinstance(spec.get("reason"), str):
+            return None  # the schema said so
+        if "parent" in names:
+            self.problem(
+                path,
+                "approve cannot stand inside a foreach: an approval stops a whole record, "
+                "and a record resumes where it stopped; approve the record before or after "
+                "the foreach",
+                at_key=True,
+            )
+        on_reject: list[Step] = []
+        if "on_reject" in spec:
+            on_reject = self.steps(spec["on_reject"], [*path, "on_reject"], connections, names)
+        item = self.work_item(spec, path, names, "approvals")
+        return None if item is None else ApproveStep(**base, **item, on_reject=on_reject)
 
     def reconcile(
         self, spec: Any, base: _Base, path: list[Any], names: tuple[str, ...]
@@ -508,7 +587,8 @@ class StepBuilder:
             )
         retry = spec.get("retry")
         compiled = self.call_options(options, path, names)
-        if compiled is None:
+        undo = self.compensation(kind, spec, path, connections, names)
+        if compiled is None or undo is None:
             return None  # reported
         return CallStep(
             **base,
@@ -518,4 +598,52 @@ class StepBuilder:
             on_change=spec.get("on_change", "conflict"),
             save_as=spec.get("save_as"),
             retry=policy(RetryPolicy, retry) if retry is not None else None,
+            **undo,
         )
+
+    def compensation(
+        self,
+        kind: str,
+        spec: dict[str, Any],
+        path: list[Any],
+        connections: Connections,
+        names: tuple[str, ...],
+    ) -> _Undo | None:
+        """A send's ``compensate:``: the call options that undo it, on its connection (or
+        the one it names), checked against that connector's call schema; None when they
+        have a problem (reported)."""
+        given = spec.get("compensate")
+        if given is None:
+            return {}
+        at = [*path, "compensate"]
+        if kind != "send":
+            self.problem(at, "`compensate` undoes a send; an enrich changes nothing", at_key=True)
+            return {}
+        if not isinstance(given, dict):
+            return {}  # the schema said so
+        undo = dict(given)
+        undo.setdefault("connection", spec.get("connection"))
+        name, cls = self.connection_builder.connection_for(undo, at, "action", connections)
+        key = undo.pop("idempotency_key", None)
+        options = {k: v for k, v in undo.items() if k != "connection"}
+        self.loader.env_ok += [format_path([*at, k]) for k in options]
+        if cls is not None:
+            self.connection_builder.check_options(
+                options,
+                cls.call_schema,
+                at,
+                f"compensate through {cls.name!r}",
+                of_connection=set(cls.options_schema.get("properties", {})),
+            )
+        compiled = self.call_options(options, at, names)
+        if compiled is None:
+            return None
+        return {
+            "compensate": compiled,
+            "compensate_connection": name,
+            "compensate_key": (
+                self.templates.key_template(key, [*at, "idempotency_key"], names, "idempotency_key")
+                if key is not None
+                else None
+            ),
+        }

@@ -510,7 +510,8 @@ def _got(
     with engine.store() as store:
         rows = store.run_records(run_id)
         letters = store.dead_letters(flow=flow, status="open")
-        reviews = store.reviews(flow=flow, status="open")
+        # review items and approvals: both wait for a person (an approval says its kind)
+        reviews = store.work_items(flow=flow, status="open")
     got: dict[str, Any] = {}
     if rows:
         got["outcome"] = rows[0].outcome.value
@@ -535,8 +536,15 @@ def _got(
         for d in letters
     ]
     got["reviews"] = [
-        {"step": r.step, "queue": r.queue, "reason": r.reason, "figures": plain(r.figures)}
+        {
+            "step": r.step,
+            "queue": r.queue,
+            "reason": r.reason,
+            "figures": plain(r.figures),
+            **({"kind": "approval"} if r.kind == "approval" else {}),
+        }
         for r in reviews
+        if r.kind in ("review", "approval")
     ]
     plain_got: dict[str, Any] = plain(got)
     return plain_got

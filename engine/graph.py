@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.model import (
+    ApproveStep,
     CallStep,
     FailStep,
     FilterStep,
@@ -116,7 +117,7 @@ def _detail(step: Step) -> str:
         return f"validate {step.schema_name}"
     if isinstance(step, SetStep):
         return "set " + ", ".join(step.fields)
-    if isinstance(step, ReviewStep | ReconcileStep):
+    if isinstance(step, ReviewStep | ApproveStep | ReconcileStep):
         return f"{step.kind} ({step.queue})"
     if isinstance(step, ForeachStep):
         return f"foreach {step.as_name}"
@@ -175,6 +176,15 @@ class _Builder:
         if isinstance(step, FailStep):
             self.graph.edge(node, self.terminal(DEAD))
             return []
+        if isinstance(step, ApproveStep):
+            # it waits for a person; approved it goes on, rejected it takes on_reject
+            self.graph.edge(node, self.terminal(REVIEW), "waits")
+            spec: dict[str, Any] = raw["approve"] if isinstance(raw.get("approve"), dict) else {}
+            rejected = self.steps(step.on_reject, spec.get("on_reject") or [], [(node, "rejected")])
+            if not step.on_reject:
+                rejected = [(node, "rejected")]
+            self.close(rejected, self.terminal(DONE))
+            return [(node, "approved")]
         if isinstance(step, ReviewStep):
             self.graph.edge(node, self.terminal(REVIEW))
             return []
@@ -190,6 +200,9 @@ class _Builder:
         if isinstance(step, CallStep):
             target = self.connection(step.connection)
             self.graph.edge(node, target, "send" if step.kind == "send" else "lookup", call=True)
+            if step.compensate_connection is not None:  # how the send is undone
+                undo = self.connection(step.compensate_connection)
+                self.graph.edge(node, undo, "undo (compensate)", call=True)
             return [(node, "")]
         if isinstance(step, RouteStep):
             return self.route(step, node, raw.get("route"))
@@ -237,6 +250,7 @@ _MERMAID_SHAPES = {
     "enrich": ('[/"', '"/]'),
     "fail": ('>"', '"]'),
     "review": ('[\\"', '"/]'),
+    "approve": ('[\\"', '"/]'),
     "reconcile": ('[\\"', '"/]'),
 }
 
@@ -281,6 +295,7 @@ _DOT_SHAPES = {
     "enrich": "parallelogram",
     "fail": "cds",
     "review": "trapezium",
+    "approve": "trapezium",
     "reconcile": "trapezium",
 }
 

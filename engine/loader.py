@@ -34,6 +34,7 @@ from engine import envrefs, flow_schema, packaged
 from engine._sandbox import FlowyardEnvironment
 from engine.errors import FlowError, Problem
 from engine.flow_connections import ENV_REF, ConnectionBuilder, parse_rate
+from engine.flow_governance import build_labels, build_queues
 from engine.flow_schema import did_you_mean
 from engine.flow_steps import StepBuilder
 from engine.flow_templates import STEP_NAMES, FlowTemplates
@@ -358,6 +359,7 @@ class _Loader:
         self.step_builder.collect_names(self.data.get("steps"))
         steps = self.step_builder.steps(self.data.get("steps"), ["steps"], connections, STEP_NAMES)
         names = self.env_refs()
+        queues, labels = build_queues(self), build_labels(self)
         if self.ok:  # with errors, these would mostly echo them
             self.connection_builder.check_unused(connections)
             self.check_vars()
@@ -381,6 +383,8 @@ class _Loader:
             schedule=self.data.get("schedule"),
             retention_s=retention_s,
             env_names=names,
+            queues=queues,
+            labels=labels,
             definition_digest=hashlib.sha256(
                 "\n".join(digest for _, digest in sorted(self.digests.items())).encode()
             ).hexdigest(),

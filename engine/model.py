@@ -116,11 +116,42 @@ class FailStep(Step):
 
 @dataclass
 class ReviewStep(Step):
-    """Hold the record for a person: it ends in ``review`` with a reason and figures."""
+    """Hold the record for a person: it ends in ``review`` with a reason and figures.
+
+    ``owner``, ``category`` and ``due_s`` (seconds) override the queue's
+    (:class:`QueuePolicy`); the category defaults to the step's name.
+    """
 
     queue: str = "review"
     reason: Rendered = None  # type: ignore[assignment]
     figures: dict[str, Rendered] = field(default_factory=dict)
+    owner: str | None = None
+    category: str | None = None
+    due_s: float | None = None
+    escalate_to: dict[str, str] | None = None
+
+
+@dataclass
+class ApproveStep(ReviewStep):
+    """Stop the record until a person approves it: approved, it resumes at the next step;
+    rejected, the compensations of its earlier sends run and then ``on_reject``.
+
+    An approval covers the figures the person saw: a record that comes again with other
+    figures needs another approval.
+    """
+
+    on_reject: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class QueuePolicy:
+    """What a flow says of one of its work queues: who owns it, how soon an item is due,
+    and who takes it over past that (``escalate_to``: ``queue`` and/or ``owner``)."""
+
+    name: str
+    owner: str | None = None
+    due_s: float | None = None
+    escalate_to: dict[str, str] | None = None
 
 
 @dataclass
@@ -160,6 +191,11 @@ class CallStep(Step):
     on_change: str = "conflict"
     save_as: str | None = None
     retry: RetryPolicy | None = None
+    # how to undo the send: call options of ``compensate_connection`` rendered with the
+    # record as it was right after the send (engine/compensation.py)
+    compensate: Rendered | None = None
+    compensate_connection: str | None = None
+    compensate_key: Rendered | None = None
 
 
 @dataclass
@@ -182,6 +218,9 @@ class Flow:
     env_names: set[str] = field(default_factory=set)
     # SHA-256 over the flow file and every mapping and schema file it compiled
     definition_digest: str = ""
+    # work queues (owner, SLA, escalation) and each record's labels for stats
+    queues: dict[str, QueuePolicy] = field(default_factory=dict)
+    labels: dict[str, Rendered] = field(default_factory=dict)
 
     def walk(self) -> list[tuple[Step, list[Step], int]]:
         """Every step with the list that holds it and its index there, depth first."""
@@ -195,6 +234,8 @@ class Flow:
                         visit(branch.steps)
                 elif isinstance(step, ForeachStep):
                     visit(step.steps)
+                elif isinstance(step, ApproveStep):
+                    visit(step.on_reject)
 
         visit(self.steps)
         return out

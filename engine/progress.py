@@ -114,14 +114,18 @@ def parked_item(run_id: str, failure: Failure) -> dict[str, Any]:
     if failure.review is not None:
         review = failure.review
         item.update(
-            kind="review", queue=review.queue, message=review.reason, figures=review.figures
+            kind=review.kind, queue=review.queue, message=review.reason, figures=review.figures
         )
+        assignment = review.assignment
     else:
         item.update(
             kind="dead_letter",
             error_class=type(failure.error).__name__,
             message=describe(failure.error),
         )
+        assignment = failure.assignment
+    if assignment is not None:  # its queue, owner, category and SLA (engine/work_items.py)
+        item.update(assignment.fields())
     return item
 
 

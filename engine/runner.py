@@ -53,7 +53,16 @@ from engine.store import (
     open_store,
 )
 from engine.unchanged import RecordDigests
-from engine.work import BadInput, RecordWork, Work, one_line, replay_work, source_work
+from engine.work import (
+    BadInput,
+    RecordWork,
+    Work,
+    one_line,
+    replay_work,
+    resume_work,
+    source_work,
+)
+from engine.work_items import dead_letter_assignment, escalate
 
 COMMIT_EVERY = 500  # records per progress commit
 COMMIT_SECONDS = 1.0
@@ -130,6 +139,7 @@ class Runner:
         wait_lock: float = 0.0,
         kind: str = "run",
         lease_ttl: float = LEASE_TTL,
+        resume_ids: list[int] | None = None,
     ):
         self.flow = flow
         self.state = StateLocation.of(state)
@@ -137,6 +147,7 @@ class Runner:
         self.vars = {**flow.vars, **self.given_vars}
         self.dry_run = dry_run
         self.kind = kind
+        self.resume_ids = resume_ids  # a resume run's approvals (None: every decided one)
         self.wait_lock = wait_lock
         self.run_id = new_run_id()
         env = resolve_references(flow)  # ${env:NAME} and ${file:PATH}: engine/envrefs.py
@@ -165,6 +176,7 @@ class Runner:
         self._digests: RecordDigests | None = None  # set per run: None for replays
         self._last_commit = time.monotonic()
         self._stop: tuple[str, str] | None = None  # (status, why) once the run must stop
+        self._batch_resumed: list[int] = []  # approvals resumed since the last commit
         self._exit: int | None = None  # an exit code that the status alone does not tell
 
     def _open_log(self, env: dict[str, str], stderr: bool, listeners: Iterable[Listener]) -> RunLog:
@@ -241,6 +253,21 @@ class Runner:
         self._finish_run(result)
         return result
 
+    def _resumed_then(self, work: Iterator[Work]) -> Iterator[Work]:
+        """The records of approvals decided since the flow last ran, each resumed at its
+        approve step, then ``work`` (the source's records; none for a run of kind
+        ``resume``), numbered after them."""
+        decided = [] if self.dry_run else self.store.to_resume(self.flow.name)
+        if self.resume_ids is not None:
+            decided = [item for item in decided if item.id in self.resume_ids]
+        resumed = list(resume_work(self.flow, decided))
+        yield from resumed
+        if self.kind == "resume":
+            return
+        for w in work:
+            w.seq += len(resumed)
+            yield w
+
     def _start(self, replay: list[DeadLetter] | None) -> None:
         """Take the flow's lease and record the run; nothing of a run that never started
         is left behind (its run log goes too)."""
@@ -273,10 +300,11 @@ class Runner:
     def _work(
         self, records: Iterable[Any] | None, replay: list[DeadLetter] | None, from_start: bool
     ) -> Iterator[Work]:
-        """The run's work items: replayed dead letters, or what the source delivers."""
+        """The run's work items: replayed dead letters, or the records of decided approvals
+        then what the source delivers."""
         if replay is not None:
             return replay_work(self.flow, replay, from_start)
-        return source_work(self.flow, self.vars, self._source(records))
+        return self._resumed_then(source_work(self.flow, self.vars, self._source(records)))
 
     def _use_digests(self, from_source: bool) -> None:
         """Skip records unchanged since they last went through, where the flow allows it
@@ -291,7 +319,7 @@ class Runner:
     def _wind_up(self, status: str, message: str | None) -> tuple[str, str | None]:
         """Commit what is left and prune by the flow's retention; a failure there fails the
         run. Then the status says whether records need a person."""
-        for final_step in (self._flush, self._apply_retention):
+        for final_step in (self._flush, self._apply_retention, self._escalate):
             if self._exit == EXIT_STATE:
                 break  # the state cannot be written: do not try again
             try:
@@ -346,6 +374,16 @@ class Runner:
             pass
         finally:
             self.store.close()
+
+    def _escalate(self) -> None:
+        """Escalate the flow's open items past their due time (engine/work_items.py); each
+        is an ``item_escalated`` event in the run log and to the run's listeners."""
+        if not self.dry_run:
+            escalate(self.store, flow=self.flow.name, listeners=[self._log_escalation])
+
+    def _log_escalation(self, event: dict[str, Any]) -> None:
+        facts = {k: v for k, v in event.items() if k not in ("event", "ts", "flow")}
+        self.log.event("item_escalated", **facts)
 
     def _apply_retention(self) -> None:
         """Prune the flow's data older than its ``retention``, when some is well past it.
@@ -407,7 +445,7 @@ class Runner:
         through (then it is skipped before its first step). Runs on a lane."""
         if isinstance(w, BadInput):
             return None  # dead-lettered as it is, in _complete
-        if self._digests is not None:
+        if self._digests is not None and w.start is None:
             try:
                 w.digest = self._digests.of(w.rec.key, w.rec.data, w.rec.meta)
             except Exception:  # a record JSON cannot hold: it goes through its steps each run
@@ -433,12 +471,13 @@ class Runner:
 
     def _complete_record(self, w: RecordWork, result: RecordResult) -> None:
         now = time.time()
-        if not w.letters:
+        if not w.letters and not w.resumes:
             self.counts["read"] += 1
         self.counts[result.outcome] += 1
         self.would_send += result.would_send
         self._batch.seen_keys += result.seen_keys
         error = self._park_failures(result)
+        self._batch_resumed += w.resumes
         self._batch.traces.append(
             Trace(
                 self.run_id,
@@ -448,6 +487,8 @@ class Runner:
                 self.ctx.mask(result.trace),
                 self.ctx.mask(error),
                 now,
+                started_at=result.started_at,
+                labels=self.ctx.mask(result.labels),
             )
         )
         self._log_record(w, result.outcome)
@@ -464,7 +505,9 @@ class Runner:
                 if self._stop is None:
                     self._stop = (RunStatus.STOPPED.value, error)
                 continue
-            self._batch.items.append(ParkedItem(**self.ctx.mask(parked_item(self.run_id, failure))))
+            item = parked_item(self.run_id, failure)
+            item.update(labels=result.labels, flow_file=self.flow.file)
+            self._batch.items.append(ParkedItem(**self.ctx.mask(item)))
             if failure.review is not None:
                 error = error or failure.review.reason
                 continue  # a record held for a person is no failure of the flow's
@@ -514,6 +557,7 @@ class Runner:
         self.counts["read"] += 1
         self.counts[Outcome.DEAD_LETTERED] += 1
         key, letter, trace = bad_input_rows(self.run_id, self.flow.name, w)
+        letter.update(dead_letter_assignment(self.flow, letter["error_class"]).fields())
         self._batch.items.append(ParkedItem(**self.ctx.mask(letter)))
         self._batch.traces.append(trace)
         self.log.event(
@@ -554,6 +598,9 @@ class Runner:
         self._watermark.committed()
         self._note_item_ids(progress.items, ids)
         self._close_replayed(ids)
+        if self._batch_resumed:  # the approvals whose records this run took on
+            self.store.mark_resumed(self._batch_resumed, self.run_id)
+            self._batch_resumed = []
         self._batch.clear()
         self._last_commit = time.monotonic()
         self.log.flush()
@@ -567,7 +614,8 @@ class Runner:
     def _note_item_ids(self, items: list[ParkedItem], ids: list[int]) -> None:
         """Keep the ids of the items written, for the result (a dry run writes none)."""
         for item, item_id in zip(items, ids, strict=False):
-            (self.review_ids if item.kind == "review" else self.dead_letter_ids).append(item_id)
+            held = self.dead_letter_ids if item.kind == "dead_letter" else self.review_ids
+            held.append(item_id)
 
     def _close_replayed(self, ids: list[int]) -> None:
         for letter_id, how in self._batch.replayed:

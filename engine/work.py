@@ -20,7 +20,7 @@ from typing import Any
 from connectors import Item
 from engine.executor import Rec
 from engine.model import Flow
-from engine.store import DeadLetter
+from engine.store import DeadLetter, WorkItem
 
 
 @dataclass(slots=True)
@@ -40,6 +40,7 @@ class RecordWork:
     start: str | None = None
     letters: list[DeadLetter] = field(default_factory=list)
     queued: int | None = None
+    resumes: list[int] = field(default_factory=list)  # decided approvals it resumes
     digest: str | None = None
     unchanged: bool = False  # skipped: the same as when it last went through
     seen_again: bool = False  # unchanged, and its digest's time is due to be refreshed
@@ -139,3 +140,24 @@ def _from_start(letters: list[DeadLetter]) -> Iterator[RecordWork]:
         )
         works[key] = RecordWork(len(works), rec, letters=[letter])
     yield from works.values()
+
+
+def resume_work(flow: Flow, items: list[WorkItem], first_seq: int = 0) -> Iterator[RecordWork]:
+    """Work items that resume decided approvals: each record at its ``approve`` step, with
+    the record as it reached it (the step finds the decision and goes on, or takes its
+    reject branch). Approvals whose step is no longer in the flow are left alone."""
+    for seq, item in enumerate(items, first_seq):
+        if item.step is None or flow.step(item.step) is None:
+            continue
+        context = item.context or {}
+        rec = Rec(
+            key=item.record_key or f"approval:{item.id}",
+            data=item.record,
+            meta={**(context.get("meta") or {}), "resumes": item.id},
+            parent=context.get("parent"),
+            loop=context.get("loop") or {},
+            source=item.source_record,
+        )
+        if context.get("lookup"):
+            rec.lookup = (context["lookup"].get("step"), context["lookup"].get("record"))
+        yield RecordWork(seq, rec, start=item.step, resumes=[item.id])

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from engine import Engine
-from tests.conftest import ROOT, flowyard, read_ndjson
+from tests.conftest import ROOT, flowyard, invoke
 
 FLOW = ROOT / "flows" / "invoice_match.yaml"
 EXAMPLE = ROOT / "examples" / "invoice_match"
@@ -38,20 +38,14 @@ seed = _load_seed()
 
 
 class Purchasing:
-    """The seeded purchasing database, the AP tables the flow fills and its review queue."""
+    """The seeded purchasing database, the AP tables the flow fills and the buyers' queue."""
 
     def __init__(self, tmp_path):
         self.db = seed.seed(tmp_path / "purchasing.db")
-        self.review_file = tmp_path / "review_queue.ndjson"
         self.eng = Engine(state=tmp_path / "state.db")
 
     def vars(self, inbox, **extra):
-        return {
-            "invoices": str(inbox),
-            "purchasing_db": str(self.db),
-            "review_queue": str(self.review_file),
-            **extra,
-        }
+        return {"invoices": str(inbox), "purchasing_db": str(self.db), **extra}
 
     def run(self, inbox=JSON_INBOX, **extra):
         return self.eng.run(FLOW, vars=self.vars(inbox, **extra))
@@ -69,7 +63,14 @@ class Purchasing:
         return {row["invoice_id"]: row for row in rows}
 
     def review(self) -> dict[str, list[str]]:
-        return {entry["invoice_id"]: entry["reasons"] for entry in read_ndjson(self.review_file)}
+        """The open items of the buyers' queue: invoice id -> the reasons."""
+        return {
+            item.figures["invoice_id"]: item.figures["reasons"]
+            for item in self.eng.reviews(queue="buyers")
+        }
+
+    def review_items(self) -> list:
+        return [(i.id, i.record_key, i.reason, i.status) for i in self.eng.reviews(status=None)]
 
     def open_dead_letters(self):
         store = self.eng.store()
@@ -114,13 +115,16 @@ def test_matched_and_tolerated_invoices_are_approved_and_an_unknown_po_is_dead_l
 
 def test_exceptions_go_to_review_with_a_reason_per_line_and_the_rest_is_approved(purchasing):
     result = purchasing.run(CSV_INBOX)
-    assert result.exit_code == 0 and result.counts["done"] == 3
+    assert result.exit_code == 1 and result.counts["done"] == 1 and result.counts["review"] == 2
     assert purchasing.review() == {
         "SUP-CAPS:CC-5521": ["line 1 SKU CAP-RED: invoiced qty 50 > received 40 beyond 2 %"],
         "SUP-ACME:INV-A-7795": ["line 2 SKU TOTE-BLK: not on purchase order PO-1004"],
     }
-    [entry] = [e for e in read_ndjson(purchasing.review_file) if e["invoice_id"].endswith("5521")]
-    assert [line["outcome"] for line in entry["lines"]] == ["exception", "matched"]
+    [item] = [i for i in purchasing.eng.reviews() if i.record_key.endswith("5521")]
+    assert [line["outcome"] for line in item.figures["lines"]] == ["exception", "matched"]
+    assert (item.queue, item.owner, item.category) == ("buyers", "buying", "invoice_mismatch")
+    assert item.reason.startswith("invoice CC-5521 of ")
+    assert purchasing.eng.work_item(item.id).labels == {"supplier": "SUP-CAPS"}
     assert set(purchasing.approved()) == {"SUP-NORD:NC-2026-140"}
     lines = purchasing.rows("SELECT po_number, po_line, sku, quantity FROM approved_invoice_lines")
     assert lines == [{"po_number": "PO-1005", "po_line": 1, "sku": "VASE-BLU", "quantity": "24"}]
@@ -129,15 +133,18 @@ def test_exceptions_go_to_review_with_a_reason_per_line_and_the_rest_is_approved
 def test_a_second_run_changes_nothing(purchasing):
     purchasing.run(JSON_INBOX)
     purchasing.run(CSV_INBOX)
-    before = (purchasing.approved(), purchasing.review_file.read_text())
+    before = (purchasing.approved(), purchasing.review_items())
     again_json = purchasing.run(JSON_INBOX)
     again_csv = purchasing.run(CSV_INBOX)
-    # approved invoices are final (filtered), reviewed ones are duplicates (skipped), the
-    # unknown PO keeps its one open dead letter
+    # approved invoices are final (filtered), held ones are held again (their one open item
+    # each), the unknown PO keeps its one open dead letter
     assert again_json.counts["filtered"] == 2 and again_json.counts["dead_lettered"] == 1
-    assert again_csv.counts["filtered"] == 1 and again_csv.counts["skipped"] == 2
+    assert again_csv.counts["filtered"] == 1 and again_csv.counts["review"] == 2
     assert again_csv.counts["done"] == 0 and again_json.counts["done"] == 0
-    assert (purchasing.approved(), purchasing.review_file.read_text()) == before
+    assert purchasing.approved() == before[0]
+    assert [(i, k, r) for i, k, r, _ in purchasing.review_items()] == [
+        (i, k, r) for i, k, r, _ in before[1]
+    ]
     assert len(purchasing.open_dead_letters()) == 1
 
 
@@ -162,13 +169,17 @@ def test_goods_received_later_move_an_invoice_from_review_to_approval(purchasing
     result = purchasing.run(CSV_INBOX)
     assert result.counts["done"] == 1  # the caps; the tote bags' exception is unchanged
     assert purchasing.approved()["SUP-CAPS:CC-5521"]["outcome"] == "matched"
+    # the caps' item closed by itself; the tote bags' waits
+    assert set(purchasing.review()) == {"SUP-ACME:INV-A-7795"}
+    [resolved] = purchasing.eng.reviews(status="resolved")
+    assert resolved.record_key == "SUP-CAPS:CC-5521" and resolved.resolved_run == result.run_id
 
 
 def test_tolerances_come_from_vars(purchasing):
     purchasing.run(CSV_INBOX, quantity_tolerance="0.25")  # 50 billed, 40 received: 25 %
     assert purchasing.approved()["SUP-CAPS:CC-5521"]["outcome"] == "within_tolerance"
     purchasing_strict = purchasing.run(JSON_INBOX, price_tolerance="0.01")
-    assert purchasing_strict.counts["done"] == 2
+    assert purchasing_strict.counts["done"] == 1 and purchasing_strict.counts["review"] == 1
     assert purchasing.review()["SUP-NORD:NC-2026-118"] == [
         "line 2 SKU MUG-PLAIN: invoiced price 2.85 > PO price 2.80 beyond 1 %"
     ]
@@ -181,7 +192,7 @@ def test_the_same_goods_on_another_invoice_number_are_not_approved_twice(purchas
     again["invoice_number"] = "INV-A-7781-R"
     (tmp_path / "resent.json").write_text(json.dumps([again]))
     result = purchasing.run(tmp_path / "resent.json")
-    assert result.counts["done"] == 1
+    assert result.counts["review"] == 1
     assert purchasing.review()["SUP-ACME:INV-A-7781-R"] == [
         "line 1 SKU TSHIRT-BLK-M: invoiced qty 200 + 200 on earlier invoices > received 200 "
         "beyond 2 %",
@@ -202,7 +213,7 @@ def test_bad_invoices_are_dead_lettered_with_the_reason_and_the_others_go_on(pur
     rows[5] = rows[5].replace(",USD,", ",US$,")
     (tmp_path / "bad.csv").write_text("\n".join(rows) + "\n")
     result = purchasing.run(tmp_path / "bad.csv")
-    assert result.counts["dead_lettered"] == 2 and result.counts["done"] == 1
+    assert result.counts["dead_lettered"] == 2 and result.counts["review"] == 1
     letters = {d.step: d for d in purchasing.open_dead_letters()}
     assert letters["source"].message.startswith(
         "invoice_number 'CC-5521' (rows from line 3) is not read: it borders the unreadable "
@@ -222,11 +233,22 @@ def test_the_readme_commands_run_the_example(tmp_path):
         tmp_path / "state.db",
         "--var",
         f"purchasing_db={db}",
-        "--var",
-        f"review_queue={tmp_path / 'review.ndjson'}",
     ]
-    first = flowyard("run", FLOW, *common, "--var", f"invoices={CSV_INBOX}")
-    assert first.returncode == 0 and "done 3" in first.stdout, first.stdout + first.stderr
+    first = flowyard("run", FLOW, *common)  # the JSON inbox, the flow's default
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "dead_lettered 1" in first.stdout and "done 2" in first.stdout
+    second = flowyard("run", FLOW, *common, "--var", f"invoices={CSV_INBOX}")
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert "review 2" in second.stdout and "done 1" in second.stdout
+    # as the README shows them: the buyers' items after the dead letter 1
+    held = invoke("review", "list", "--queue", "buyers", *common[:2])
+    assert held.returncode == 0, held.stderr
+    assert [line.split()[:4] for line in held.stdout.splitlines()[1:]] == [
+        ["2", "invoice_match", "buyers", "SUP-CAPS:CC-5521"],
+        ["3", "invoice_match", "buyers", "SUP-ACME:INV-A-7795"],
+    ]
+    shown = invoke("review", "show", "2", *common[:2])
+    assert "invoiced qty 50 > received 40 beyond 2 %" in shown.stdout
 
 
 def subprocess_run(script, *args) -> str:

@@ -159,44 +159,68 @@ def test_example_refunds_become_credit_notes_for_the_money_refunded_and_a_rerun_
                 check_return(back)
                 assert back["external_ids"]["erp_credit_note"] == note["number"]
 
-        # the review item says what and how much, and which draft to post
-        [item] = store_items(state, "review", queue="finance")
+        # the approval says what and how much, and which draft it posts
+        [item] = Engine(state=state).approvals(queue="finance")
         [draft] = credit_notes(erp, "#2004")
-        assert item.step == "above_threshold"
+        assert (item.step, item.owner, item.category) == (
+            "above_threshold",
+            "finance",
+            "refund_above_threshold",
+        )
         assert item.reason.startswith(
             "refund shopify:9910000000000000003 of order #2004 paid back 49.94 USD, above "
-            f"the review threshold of 40.00: check draft credit note {draft['id']} "
+            f"the approval threshold of 40.00: draft credit note {draft['id']} "
         )
         assert item.figures == {
             "refund": "49.94",
             "currency": "USD",
             "threshold": "40.00",
-            "credit_note_draft": draft["id"],
             "sales_order": erp.sale("#2004")["number"],
         }
+        assert item.due_at == pytest.approx(item.created_at + 86400)
 
         created = erp.counts()
         assert created["account.invoice"] - before["account.invoice"] == len(refunds)
         assert created["sale.sale"] == before["sale.sale"]  # refunds touch no sale
 
-        # a second run: no credit note twice, the one review item refreshed
+        # a second run: no credit note twice, the one approval refreshed, still waiting
         _, second = run_flow("return_to_refund", state, run_vars)
         assert second.counts["skipped"] == len(refunds) - 1 and second.counts["review"] == 1
         assert erp.counts() == created
-        assert len(store_items(state, "review", status=None)) == 1
+        assert len(Engine(state=state).approvals(status=None)) == 1
         assert len(read_ndjson(out / "returns.ndjson")) == len(refunds) - 1
 
-        # finance posts the reviewed draft in Tryton: the next run writes its number back
-        # and the review item closes by itself
-        erp.connector.execute("account.invoice", "post", [draft["id"]])
-        _, third = run_flow("return_to_refund", state, run_vars)
-        assert third.counts["done"] == 1 and third.exit_code == 0, third
+        # ann in finance approves it from the command line: the refund resumes after the
+        # approval, the checked draft is posted once and its number written back
+        approved = flowyard(
+            "approvals", "approve", item.id, "--by", "ann", "--comment", "receipt seen",
+            "--state", state,
+        )  # fmt: skip
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        assert f"approved approval {item.id} (shopify:9910000000000000003) by ann" in (
+            approved.stdout
+        )
         [posted] = credit_notes(erp, "#2004")
+        assert posted["id"] == draft["id"] and posted["state"] == "posted"
         back = {w["order_number"]: w for w in read_ndjson(out / "returns.ndjson")}["#2004"]
         assert back["external_ids"]["erp_credit_note"] == posted["number"]
-        assert store_items(state, "review") == []
-        [resolved] = store_items(state, "review", status="resolved")
-        assert resolved.id == item.id
+        decided = Engine(state=state).work_item(item.id)
+        assert (decided.status, decided.decided_by, decided.comment) == (
+            "approved",
+            "ann",
+            "receipt seen",
+        )
+        assert decided.resumed_run is not None
+        resumed = [t for t in Engine(state=state).trace(item.record_key) if t.kind == "resume"]
+        assert [s[:2] for s in resumed[0].steps][:2] == [
+            ["above_threshold", "approved"],
+            ["post_draft", "branch 0"],
+        ]
+        # a third run changes nothing: the approval stands, every write is a duplicate
+        _, third = run_flow("return_to_refund", state, run_vars)
+        assert third.counts["skipped"] == len(refunds) and third.exit_code == 0, third
+        assert erp.counts()["account.invoice"] == created["account.invoice"]
+        assert [n["state"] for n in credit_notes(erp, "#2004")] == ["posted"]
 
         # with the state lost, the ERP is asked first: no credit note twice
         _, fresh = run_flow("return_to_refund", tmp_path / "fresh_state.db", run_vars)

@@ -1,4 +1,5 @@
-"""The Tryton tests skip without trytond only outside CI: in CI a missing ERP fails them."""
+"""The Tryton tests skip without trytond only outside CI: in CI a missing ERP fails them.
+The cached demo database of one checkout is not removed by a build of another."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -53,3 +55,24 @@ def test_a_missing_trytond_skips_outside_ci_and_fails_in_ci(tmp_path, env, outco
     done = run_without_trytond(tmp_path, **env)
     assert outcome in done.stdout, done.stdout + done.stderr
     assert "trytond is not installed" in done.stdout
+
+
+def test_a_template_build_keeps_the_templates_other_checkouts_use(tmp_path):
+    # two branches sharing one FLOWYARD_TRYTON_CACHE build templates of different keys:
+    # one in use stays; one unused for a day and an interrupted build go
+    from tests.support.tryton import KEEP_UNUSED_S, prune_templates
+
+    (tmp_path / "build.lock").touch()
+    in_use = tmp_path / "trytond-8.2.1-aaaaaaaaaaaa-2026"
+    in_use.mkdir()
+    (in_use / "used").touch()
+    forgotten = tmp_path / "trytond-8.2.1-bbbbbbbbbbbb-2026"
+    forgotten.mkdir()
+    (forgotten / "used").touch()
+    long_ago = time.time() - KEEP_UNUSED_S - 60
+    os.utime(forgotten / "used", (long_ago, long_ago))
+    interrupted = tmp_path / "trytond-8.2.1-cccccccccccc-2026.building"
+    interrupted.mkdir()
+
+    assert prune_templates(tmp_path) == [forgotten, interrupted]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build.lock", in_use.name]

@@ -1,7 +1,8 @@
 """The state store: what a run must remember, behind one declared protocol.
 
 Idempotency keys with request fingerprints and stored responses, source cursors, runs,
-per-record traces, dead letters and review items, the digest of each record that last
+per-record traces, work items (dead letters, review items, approvals) and
+compensations, the digest of each record that last
 went through cleanly (engine/unchanged.py) and per-flow leases. Everything the engine
 persists goes through :class:`StateStore`:
 
@@ -45,10 +46,13 @@ from engine.store.rows import (
 )
 from engine.store.schema import SCHEMA_VERSION
 from engine.store.sqlite import SqliteStore
+from engine.store.work_rows import Compensation, CompensationWrite, WorkItem
 
 __all__ = [
     "SCHEMA_VERSION",
     "ClaimedRecord",
+    "Compensation",
+    "CompensationWrite",
     "Cursor",
     "DeadLetter",
     "DigestWrite",
@@ -68,6 +72,7 @@ __all__ = [
     "StateLocation",
     "StateStore",
     "Trace",
+    "WorkItem",
     "WorkQueue",
     "holder_id",
     "is_dsn",

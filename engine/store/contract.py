@@ -33,6 +33,7 @@ from engine.store.rows import (
     SendState,
     Trace,
 )
+from engine.store.work_rows import CompensationWrite
 
 __all__ = ["StoreContract"]
 
@@ -383,6 +384,108 @@ class StoreContract:
             store.close_review(ids[2], "bob")  # a dead letter
         with pytest.raises(LookupError):
             store.close_review(10_000, "bob")
+
+    # -- work items: owners, decisions, SLAs -----------------------------------------------------
+    def test_every_item_is_a_work_item_with_a_queue_owner_category_and_due_time(
+        self, store: StateStore
+    ) -> None:
+        approval = _review("1", "finance")
+        approval.kind, approval.owner, approval.category = "approval", "fin", "above_limit"
+        approval.due_s, approval.escalate_to = 3600.0, {"owner": "cfo"}
+        letter = _letter("2")
+        letter.queue, letter.owner, letter.category = "dead_letters", "ops", "PermanentError"
+        ids = store.commit_progress(FLOW, Progress("run-1", items=[approval, letter]))
+        items = store.work_items()
+        assert [(i.id, i.kind, i.queue, i.owner, i.category) for i in items] == [
+            (ids[0], "approval", "finance", "fin", "above_limit"),
+            (ids[1], "dead_letter", "dead_letters", "ops", "PermanentError"),
+        ]
+        first = items[0]
+        assert first.due_at is not None and first.due_at == first.created_at + 3600
+        assert [h["event"] for h in first.history] == ["created"]
+        assert store.work_items("approval", owner="fin") == [first]
+        assert store.work_items(queue="nowhere") == []
+        found = store.approval(FLOW, "1", "check_total")
+        assert found is not None and found.id == ids[0]
+
+    def test_an_approval_is_decided_once_and_resumed_once(self, store: StateStore) -> None:
+        approval = _review("1")
+        approval.kind = "approval"
+        [id] = store.commit_progress(FLOW, Progress("run-1", items=[approval]))
+        with pytest.raises(ValueError, match="approved or rejected"):
+            store.decide(id, "closed", "ann")
+        decided = store.decide(id, "approved", "ann", "fine", at=1000.0)
+        assert (decided.status, decided.decided_by, decided.decided_at) == ("approved", "ann", 1000)
+        assert decided.history[-1]["record"] == {"id": "1"}
+        with pytest.raises(ValueError, match="not open"):
+            store.decide(id, "rejected", "bob")
+        with pytest.raises(LookupError):
+            store.decide(10_000, "approved", "bob")
+        assert [i.id for i in store.to_resume(FLOW)] == [id]
+        store.mark_resumed([id], "run-2")
+        assert store.to_resume(FLOW) == []
+        resumed = store.work_item(id)
+        assert resumed is not None and resumed.resumed_run == "run-2"
+        # decided and not yet resumed, an approval outlives prune
+        other = _review("2")
+        other.kind = "approval"
+        [kept] = store.commit_progress(FLOW, Progress("run-1", items=[other]))
+        store.decide(kept, "rejected", "bob")
+        time.sleep(0.02)
+        store.prune(0, FLOW)
+        assert store.work_item(kept) is not None and store.work_item(id) is None
+
+    def test_items_past_due_are_escalated_once(self, store: StateStore) -> None:
+        item = _review("1", "finance")
+        item.owner, item.due_s, item.escalate_to = "fin", 60.0, {"queue": "leads"}
+        [id] = store.commit_progress(FLOW, Progress("run-1", items=[item]))
+        created = store.work_item(id)
+        assert created is not None and created.due_at is not None
+        assert store.escalate_due(created.due_at - 1) == []
+        [escalated] = store.escalate_due(created.due_at + 5)
+        assert (escalated.queue, escalated.owner, escalated.breached) == ("leads", "fin", True)
+        assert escalated.escalated_at == created.due_at + 5
+        assert store.escalate_due(created.due_at + 500) == []
+        # the record held again keeps the escalated queue
+        store.commit_progress(FLOW, Progress("run-2", items=[_review("1", run_id="run-2")]))
+        again = store.work_item(id)
+        assert again is not None and again.queue == "leads" and again.run_id == "run-2"
+
+    def test_compensations_are_kept_until_run_or_settled(self, store: StateStore) -> None:
+        store.write_keys(FLOW, [_key("draft:1", source_key="1")])
+        for step, key in (("draft", "draft:1"), ("reserve", "reserve:1")):
+            store.add_compensation(
+                FLOW,
+                CompensationWrite("1", "1", step, key, "run-1", record={"id": 1, "k": key}),
+            )
+        store.add_compensation(FLOW, CompensationWrite("2", "2", "draft", "draft:2", "run-1"))
+        pending = store.compensations(FLOW, "1")
+        assert [(c.step, c.key, c.record) for c in pending] == [
+            ("draft", "draft:1", {"id": 1, "k": "draft:1"}),
+            ("reserve", "reserve:1", {"id": 1, "k": "reserve:1"}),
+        ]
+        store.finish_compensation(pending[1].id, "run-2", error="the target answered 500")
+        store.finish_compensation(pending[0].id, "run-2", response={"cancelled": True})
+        [still] = store.compensations(FLOW, "1")
+        assert (still.step, still.error) == ("reserve", "the target answered 500")
+        undone = store.get_key(FLOW, "draft:1")
+        assert undone is not None and undone.state == SendState.COMPENSATED
+        store.settle_compensations(FLOW, "2")
+        assert store.compensations(FLOW, "2") == []
+        assert [c.state for c in store.compensations(FLOW, "2", state=None)] == ["settled"]
+
+    def test_traces_are_read_back_for_stats_with_start_and_labels(self, store: StateStore) -> None:
+        self._run(store)
+        early = _trace("1")
+        early.started_at, early.labels = early.at - 2, {"store": "S1"}
+        store.commit_progress(FLOW, Progress("run-1", traces=[early, _trace("2")]))
+        traces = list(store.traces_since(None, FLOW))
+        assert [(t.record_key, t.labels, t.kind) for t in traces] == [
+            ("1", {"store": "S1"}, "run"),
+            ("2", None, "run"),
+        ]
+        assert traces[0].started_at == early.at - 2
+        assert list(store.traces_since(time.time() + 60)) == []
 
     # -- leases ------------------------------------------------------------------------------------
     def test_a_lease_is_held_renewed_and_released(self, store: StateStore) -> None:

@@ -8,7 +8,7 @@ and what only a writing run has (a lease, record digests, a run to prune) is abs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
 from engine.store.protocol import StateStore
@@ -25,6 +25,7 @@ from engine.store.rows import (
     Run,
     Trace,
 )
+from engine.store.work_rows import Compensation, CompensationWrite, WorkItem
 
 
 class NullStore:
@@ -96,6 +97,37 @@ class NullStore:
     def review(self, id: int) -> ReviewItem | None:
         return self.reads_from.review(id) if self.reads_from else None
 
+    def work_items(
+        self,
+        kind: str | None = None,
+        flow: str | None = None,
+        queue: str | None = None,
+        owner: str | None = None,
+        status: str | Sequence[str] | None = "open",
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[WorkItem]:
+        if self.reads_from is None:
+            return []
+        return self.reads_from.work_items(kind, flow, queue, owner, status, since, limit)
+
+    def work_item(self, id: int) -> WorkItem | None:
+        return self.reads_from.work_item(id) if self.reads_from else None
+
+    def approval(self, flow: str, record_key: str, step: str) -> WorkItem | None:
+        return self.reads_from.approval(flow, record_key, step) if self.reads_from else None
+
+    def to_resume(self, flow: str) -> list[WorkItem]:
+        return []  # a dry run resumes nothing
+
+    def compensations(
+        self, flow: str, source_key: str | None = None, state: str | None = "pending"
+    ) -> list[Compensation]:
+        return self.reads_from.compensations(flow, source_key, state) if self.reads_from else []
+
+    def traces_since(self, since: float | None = None, flow: str | None = None) -> Iterator[Trace]:
+        return self.reads_from.traces_since(since, flow) if self.reads_from else iter(())
+
     # -- what only a writing run has ---------------------------------------------------------------
     def record_digest(self, flow: str, record_key: str) -> RecordDigest | None:
         return None  # a dry run takes every record through its steps
@@ -156,6 +188,33 @@ class NullStore:
         raise LookupError(f"no review item {id} (a dry run closes nothing)")
 
     def release_lease(self, flow: str, holder: str) -> None:
+        pass
+
+    def decide(
+        self,
+        id: int,
+        decision: str,
+        by: str,
+        comment: str | None = None,
+        at: float | None = None,
+    ) -> WorkItem:
+        raise LookupError(f"no item {id} (a dry run decides nothing)")
+
+    def mark_resumed(self, ids: Sequence[int], run_id: str) -> None:
+        pass
+
+    def escalate_due(self, now: float | None = None, flow: str | None = None) -> list[WorkItem]:
+        return []
+
+    def add_compensation(self, flow: str, write: CompensationWrite) -> None:
+        pass
+
+    def finish_compensation(
+        self, id: int, run_id: str, *, error: str | None = None, response: Any = None
+    ) -> None:
+        pass
+
+    def settle_compensations(self, flow: str, source_key: str) -> None:
         pass
 
     def prune(self, older_than_s: float, flow: str | None = None) -> Pruned:

@@ -21,7 +21,7 @@ What every implementation promises, beyond the signatures:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, Self, runtime_checkable
 
 from engine.store.rows import (
@@ -39,6 +39,7 @@ from engine.store.rows import (
     Run,
     Trace,
 )
+from engine.store.work_rows import Compensation, CompensationWrite, WorkItem
 
 
 @runtime_checkable
@@ -195,6 +196,86 @@ class StateStore(Protocol):
         Raises :class:`LookupError` when there is no such item and :class:`ValueError` when
         it is no longer open.
         """
+        ...
+
+    # -- work items: every dead letter, review item and approval ------------------------------
+    def work_items(
+        self,
+        kind: str | None = None,
+        flow: str | None = None,
+        queue: str | None = None,
+        owner: str | None = None,
+        status: str | Sequence[str] | None = "open",
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[WorkItem]:
+        """Work items of a kind (``dead_letter``, ``review``, ``approval``), flow, queue and
+        owner (None: all) with ``status`` (one, several, or None: any), created at or after
+        ``since``, oldest first."""
+        ...
+
+    def work_item(self, id: int) -> WorkItem | None:
+        """Work item ``id`` of any kind, or None."""
+        ...
+
+    def approval(self, flow: str, record_key: str, step: str) -> WorkItem | None:
+        """The latest approval of a record at an ``approve`` step (not resolved), or None."""
+        ...
+
+    def decide(
+        self,
+        id: int,
+        decision: str,
+        by: str,
+        comment: str | None = None,
+        at: float | None = None,
+    ) -> WorkItem:
+        """Record a person's decision on open item ``id``: an approval ``approved`` or
+        ``rejected``, a review item ``closed``; who, when, why (and for an approval the
+        record and figures decided on) go to its history. Raises :class:`LookupError` for no
+        such item (or a dead letter) and :class:`ValueError` for an item not open or a
+        decision its kind does not take."""
+        ...
+
+    def to_resume(self, flow: str) -> list[WorkItem]:
+        """The flow's approvals decided and not yet resumed, in the order they were decided."""
+        ...
+
+    def mark_resumed(self, ids: Sequence[int], run_id: str) -> None:
+        """Note that run ``run_id`` resumed the records of approvals ``ids``."""
+        ...
+
+    def escalate_due(self, now: float | None = None, flow: str | None = None) -> list[WorkItem]:
+        """Escalate every open item past its due time (of one flow, or all) not escalated
+        yet: moved to its ``escalate_to`` queue and owner, counted as an SLA breach, noted in
+        its history; returns them, escalated. ``now`` is the clock (default: the time)."""
+        ...
+
+    # -- compensations -----------------------------------------------------------------------------
+    def add_compensation(self, flow: str, write: CompensationWrite) -> None:
+        """Remember how to undo a send that was performed (committed on return)."""
+        ...
+
+    def compensations(
+        self, flow: str, source_key: str | None = None, state: str | None = "pending"
+    ) -> list[Compensation]:
+        """A flow's (or one source record's) compensations in the order they were registered."""
+        ...
+
+    def finish_compensation(
+        self, id: int, run_id: str, *, error: str | None = None, response: Any = None
+    ) -> None:
+        """Compensation ``id`` ran: ``done`` (its send's key becomes ``compensated``), or,
+        with ``error``, failed and stays pending."""
+        ...
+
+    def settle_compensations(self, flow: str, source_key: str) -> None:
+        """The record went through: its pending compensations will never run."""
+        ...
+
+    def traces_since(self, since: float | None = None, flow: str | None = None) -> Iterator[Trace]:
+        """Every trace (of one flow, or all) at or after ``since``, oldest first, with the
+        run's kind: the history stats are computed from."""
         ...
 
     # -- leases ------------------------------------------------------------------------------------

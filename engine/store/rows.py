@@ -25,6 +25,7 @@ class SendState(StrEnum):
     IN_FLIGHT = "in_flight"  # the request may have been applied: the next run repeats it
     DONE = "done"
     FAILED = "failed"  # refused for good: a later request with the key is a new operation
+    COMPENSATED = "compensated"  # undone by its compensation: sending again is a new operation
 
 
 # -- runs and traces ---------------------------------------------------------------------
@@ -65,6 +66,10 @@ class Trace:
     error: str | None
     at: float
     kind: str | None = None
+    # when the record's pass started (None: written before flowyard kept it) and the
+    # flow's labels of the record (store, supplier ...), for stats (engine/stats.py)
+    started_at: float | None = None
+    labels: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,6 +172,10 @@ class ReviewItem:
     comment: str | None
     context: Any = None
     source_record: Any = None
+    owner: str | None = None
+    category: str | None = None
+    due_at: float | None = None
+    escalated_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -181,7 +190,7 @@ class ParkedItem:
     (the record's ``meta``, its ``parent`` and ``loop`` in a foreach, the first ``lookup``).
     """
 
-    kind: str  # dead_letter | review
+    kind: str  # dead_letter | review | approval
     run_id: str
     record_key: str | None
     step: str | None
@@ -195,6 +204,13 @@ class ParkedItem:
     error_class: str | None = None
     queue: str | None = None
     figures: Any = None
+    # who owns it and by when (engine/work_items.py): kind ``approval`` waits for a decision
+    owner: str | None = None
+    category: str | None = None
+    due_s: float | None = None  # seconds from when it is first written
+    escalate_to: dict[str, Any] | None = None  # {queue, owner} once it is past due
+    labels: dict[str, Any] | None = None
+    flow_file: str | None = None
 
 
 # -- cursors, digests, leases -----------------------------------------------------------------

@@ -4,9 +4,11 @@
 ``kind`` of row in ``dead_letters``, with a queue, figures and a person's decision) and
 the record as the source delivered it; version 3 the vars a run was given (a replay reuses
 them) and the source record each idempotency key belongs to (a record seen again keeps its
-keys alive). An older file is brought up to date in place when it is opened for writing:
-columns and indexes are added, nothing is rewritten. Opened read-only (a dry run), it is
-read as it is.
+keys alive); version 4 work items (approvals; an owner, a reason category, a due time,
+escalations and a decision history on every item), compensations, and the start and
+labels of each trace (for stats). An older file is brought up to date in place when it
+is opened for writing: columns, tables and indexes are added, nothing is rewritten.
+Opened read-only (a dry run), it is read as it is.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from engine.errors import StateError
 from engine.store.faults import Connection
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
@@ -62,16 +64,48 @@ _ITEM_COLUMNS = {
     "decided_at": "REAL",
     "comment": "TEXT",
 }
+# Columns added to ``dead_letters`` in schema version 4: every item is a work item with an
+# owner, a reason category, an SLA and a history (engine/store/work_rows.py).
+_WORK_COLUMNS = {
+    "owner": "TEXT",
+    "category": "TEXT",
+    "created_at": "REAL",
+    "due_at": "REAL",
+    "escalated_at": "REAL",
+    "escalate_to": "TEXT",
+    "breached": "INTEGER NOT NULL DEFAULT 0",
+    "history": "TEXT",
+    "labels": "TEXT",
+    "resumed_run": "TEXT",
+    "flow_file": "TEXT",
+}
 # Columns added since version 1, per table, and the indexes over them.
 ADDED_COLUMNS = {
-    "dead_letters": _ITEM_COLUMNS,
+    "dead_letters": {**_ITEM_COLUMNS, **_WORK_COLUMNS},
     "runs": {"vars": "TEXT"},
     "keys": {"source_key": "TEXT"},
+    "traces": {"started_at": "REAL", "labels": "TEXT"},
 }
 ADDED_INDEXES = {
     "items_kind": "CREATE INDEX IF NOT EXISTS items_kind "
     "ON dead_letters (kind, status, flow, queue)",
     "keys_source": "CREATE INDEX IF NOT EXISTS keys_source ON keys (flow, source_key)",
+    "items_due": "CREATE INDEX IF NOT EXISTS items_due ON dead_letters (status, due_at)",
+    "items_record": "CREATE INDEX IF NOT EXISTS items_record "
+    "ON dead_letters (flow, record_key, step)",
+    "traces_flow_at": "CREATE INDEX IF NOT EXISTS traces_flow_at ON traces (flow, at)",
+}
+# Tables added since version 1 (a new file gets them through the upgrade too).
+ADDED_TABLES = {
+    "compensations": (
+        "CREATE TABLE IF NOT EXISTS compensations ("
+        "id INTEGER PRIMARY KEY, flow TEXT NOT NULL, source_key TEXT NOT NULL, "
+        "record_key TEXT, step TEXT NOT NULL, key TEXT NOT NULL, run_id TEXT, record TEXT, "
+        "meta TEXT, state TEXT NOT NULL DEFAULT 'pending', at REAL NOT NULL, done_run TEXT, "
+        "error TEXT, response TEXT)",
+        "CREATE INDEX IF NOT EXISTS compensations_record "
+        "ON compensations (flow, source_key, state)",
+    ),
 }
 
 
@@ -111,8 +145,11 @@ def create(conn: Connection) -> None:
 def up_to_date(conn: Connection) -> bool:
     """Whether the file has every column and index of this schema (no write lock taken)."""
     indexes = {r[0] for r in conn.fetchall("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    return set(ADDED_INDEXES) <= indexes and all(
-        set(added) <= columns(conn, table) for table, added in ADDED_COLUMNS.items()
+    tables = {r[0] for r in conn.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return (
+        set(ADDED_INDEXES) <= indexes
+        and set(ADDED_TABLES) <= tables
+        and all(set(added) <= columns(conn, table) for table, added in ADDED_COLUMNS.items())
     )
 
 
@@ -129,6 +166,12 @@ def upgrade(conn: Connection) -> None:
                 # keys written before: their record's key is the source record's
                 # (a foreach item's is not, and is then only never kept alive)
                 conn.execute("UPDATE keys SET source_key = record_key")
+            if (table, name) == ("dead_letters", "created_at"):
+                # items written before: first written when last refreshed, as far as is known
+                conn.execute("UPDATE dead_letters SET created_at = at")
+    for statements in ADDED_TABLES.values():  # one by one: a script would commit
+        for statement in statements:
+            conn.execute(statement)
     for create_index in ADDED_INDEXES.values():
         conn.execute(create_index)
     conn.execute(

@@ -39,6 +39,7 @@ from engine.store.rows import (
     Run,
     Trace,
 )
+from engine.store.sqlite_work import KEEP_UNRESUMED, WorkItemsMixin, write_item
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -84,7 +85,7 @@ def _key_row(flow: str, w: KeyWrite, now: float) -> tuple[Any, ...]:
     )
 
 
-class SqliteStore:
+class SqliteStore(WorkItemsMixin):
     """The SQLite :class:`~engine.store.protocol.StateStore`. Thread-safe: one connection
     guarded by a lock.
 
@@ -126,6 +127,7 @@ class SqliteStore:
             # a file opened read-only keeps the columns it has: an older one has no kinds
             self._has_kinds = "kind" in schema.columns(conn, "dead_letters")
             self._has_vars = "vars" in schema.columns(conn, "runs")
+            self._has_work = "owner" in schema.columns(conn, "dead_letters")
         except BaseException:
             raw.close()
             raise
@@ -245,10 +247,20 @@ class SqliteStore:
                 )
             if progress.traces:
                 conn.executemany(
-                    "INSERT INTO traces (run_id, flow, record_key, outcome, steps, error, at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO traces (run_id, flow, record_key, outcome, steps, error, at, "
+                    "started_at, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (t.run_id, t.flow, t.record_key, t.outcome, dumps(t.steps), t.error, t.at)
+                        (
+                            t.run_id,
+                            t.flow,
+                            t.record_key,
+                            t.outcome,
+                            dumps(t.steps),
+                            t.error,
+                            t.at,
+                            t.started_at,
+                            dumps(t.labels) if t.labels else None,
+                        )
                         for t in progress.traces
                     ],
                 )
@@ -298,44 +310,9 @@ class SqliteStore:
 
     @staticmethod
     def _write_item(conn: Connection, flow: str, item: ParkedItem, now: float) -> int:
-        """Write a dead letter or review item; returns its id. A record that fails the same
-        way on every run (a file source is re-read each time) keeps one open item,
-        refreshed, not one per run."""
-        same = conn.fetchone(
-            "SELECT id FROM dead_letters WHERE flow = ? AND record_key IS ? AND "
-            "step IS ? AND kind = ? AND status = 'open' ORDER BY id DESC LIMIT 1",
-            (flow, item.record_key, item.step, item.kind),
-        )
-        facts = (
-            item.run_id,
-            item.error_class,
-            item.message,
-            item.attempts,
-            dumps(item.record),
-            dumps(item.context),
-            item.raw,
-            item.line,
-            now,
-            item.queue,
-            dumps(item.figures) if item.figures is not None else None,
-            dumps(item.source_record) if item.source_record is not None else None,
-        )
-        if same is not None:
-            conn.execute(
-                "UPDATE dead_letters SET run_id = ?, error_class = ?, message = ?, "
-                "attempts = ?, record = ?, context = ?, raw = ?, line = ?, at = ?, "
-                "queue = ?, figures = ?, source_record = ? WHERE id = ?",
-                (*facts, same[0]),
-            )
-            return int(same[0])
-        cur = conn.execute(
-            "INSERT INTO dead_letters (flow, record_key, step, kind, run_id, "
-            "error_class, message, attempts, record, context, raw, line, at, queue, "
-            "figures, source_record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (flow, item.record_key, item.step, item.kind, *facts),
-        )
-        assert cur.lastrowid is not None  # an INSERT always sets it
-        return cur.lastrowid
+        """Write a dead letter, review item or approval; returns its id (one open item per
+        record and step, refreshed: engine/store/sqlite_work.py)."""
+        return write_item(conn, flow, item, now)
 
     # -- runs --------------------------------------------------------------------------------
     def start_run(
@@ -434,12 +411,14 @@ class SqliteStore:
             error=row["error"],
             at=row["at"],
             kind=row.get("kind"),
+            started_at=row.get("started_at"),
+            labels=loads(row.get("labels")),
         )
 
     def run_records(self, run_id: str, limit: int = 1000) -> list[Trace]:
         rows = self._query(
-            "SELECT t.run_id, t.flow, t.record_key, t.outcome, t.steps, t.error, t.at, r.kind "
-            "FROM traces t LEFT JOIN runs r ON r.run_id = t.run_id "
+            "SELECT t.run_id, t.flow, t.record_key, t.outcome, t.steps, t.error, t.at, r.kind, "
+            "t.started_at, t.labels FROM traces t LEFT JOIN runs r ON r.run_id = t.run_id "
             "WHERE t.run_id = ? ORDER BY t.id LIMIT ?",
             (run_id, limit),
         )
@@ -448,8 +427,8 @@ class SqliteStore:
     def trace(self, record_key: str, flow: str | None = None) -> list[Trace]:
         sql = (
             "SELECT t.run_id, t.flow, t.record_key, t.outcome, t.steps, t.error, t.at, "
-            "r.kind FROM traces t LEFT JOIN runs r ON r.run_id = t.run_id "
-            "WHERE t.record_key = ?"
+            "r.kind, t.started_at, t.labels FROM traces t LEFT JOIN runs r "
+            "ON r.run_id = t.run_id WHERE t.record_key = ?"
         )
         params: tuple[str, ...] = (record_key,)
         if flow:
@@ -539,6 +518,10 @@ class SqliteStore:
             comment=row["comment"],
             context=loads(row["context"]),
             source_record=loads(row["source_record"]),
+            owner=row.get("owner"),
+            category=row.get("category") or row["step"],
+            due_at=row.get("due_at"),
+            escalated_at=row.get("escalated_at"),
         )
 
     def reviews(
@@ -641,7 +624,9 @@ class SqliteStore:
                     f"DELETE FROM runs WHERE started_at < ? AND status != 'running' {extra}", params
                 ).rowcount,
                 dead_letters=conn.execute(
-                    f"DELETE FROM dead_letters WHERE at < ? AND status != 'open' {extra}", params
+                    f"DELETE FROM dead_letters WHERE at < ? AND status != 'open' "
+                    f"AND {KEEP_UNRESUMED} {extra}",
+                    params,
                 ).rowcount,
                 run_ids=[run_id for (run_id,) in old_runs],
             )
@@ -655,6 +640,7 @@ class SqliteStore:
             pruned.keys = conn.execute(
                 f"DELETE FROM keys WHERE updated_at < ? AND state != 'in_flight' {extra}", params
             ).rowcount
+            self._prune_work(conn, cutoff, flow)
         with self._lock:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return pruned

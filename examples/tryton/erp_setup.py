@@ -1,12 +1,12 @@
 """Build a demo Tryton ERP database on SQLite and run trytond on 127.0.0.1.
 
 One place for the demo ERP: ``examples/tryton/start_tryton.py`` builds it for the
-retail examples, and ``tests/tryton_support.py`` builds the same database once per
+retail examples, and ``tests/support/tryton.py`` builds the same database once per
 test session and gives each test a fresh copy. Nothing here imports flowyard.
 
 What the database holds (ids are written to ``<dir>/<name>.json``):
 
-* modules ``sale``, ``stock`` and ``account`` (and their dependencies) activated;
+* modules ``sale``, ``stock``, ``account`` and ``purchase`` (and their dependencies) activated;
 * a company, *Flowyard Retail Ltd*, in USD, with the ``admin`` user working in it;
 * a chart of accounts from ``account.account_template_root_en``, fiscal years for
   this calendar year and the next (monthly periods, invoice sequences);
@@ -17,7 +17,10 @@ What the database holds (ids are written to ``<dir>/<name>.json``):
 * the currencies of :data:`CURRENCIES` next to the company's USD, with a rate each;
 * products whose codes are retail SKUs (see :data:`PRODUCTS`) with stock on the
   storage location ``STO`` from a confirmed inventory;
-* a customer with an address (a sale needs one for quotation).
+* a customer with an address (a sale needs one for quotation);
+* for flows/replenishment.yaml: the stores of :data:`STORES`, each a storage location of
+  its own, a supplier, the stocked goods made purchasable, and the open (confirmed)
+  purchase orders of :data:`OPEN_PURCHASES` into the warehouse ``WH``.
 
 Building runs ``trytond-admin`` and then a proteus script, each in a subprocess, so
 the calling process never imports trytond (its configuration is process-global).
@@ -45,7 +48,7 @@ import httpx
 
 DATABASE = "flowyard"
 USER = "admin"
-MODULES = ("sale", "stock", "account")
+MODULES = ("sale", "stock", "account", "purchase")
 
 #: (SKU, name, list price, quantity on STO or None for a service). The first four are the
 #: examples' (three goods with stock, which examples/inventory_sync publishes); the others
@@ -92,6 +95,12 @@ CURRENCIES = [
     ("GBP", "Pound Sterling", "0.79"),
     ("CAD", "Canadian Dollar", "1.36"),
 ]
+
+#: Stores the replenishment flow transfers stock to: (code, name), each a storage location.
+STORES = [("ST01", "Store Downtown"), ("ST02", "Store Harbour")]
+SUPPLIER = "Northwind Supply"
+#: Open purchase orders into the warehouse WH: (SKU, quantity, days until delivery, price).
+OPEN_PURCHASES = [("CAP-RED", 60, 12, "4.20"), ("MUG-LOGO", 24, 5, "3.10")]
 
 CUSTOMER = {
     "name": "Ada Shopper",
@@ -261,6 +270,8 @@ def populate(config: Path, name: str) -> dict[str, Any]:
     address.city = CUSTOMER["city"]
     customer.save()
 
+    replenishment = _populate_replenishment(Model, products, unit, warehouse, payment_term)
+
     ids = {
         "database": name,
         "user": USER,
@@ -279,9 +290,49 @@ def populate(config: Path, name: str) -> dict[str, Any]:
         "products": {sku: product.id for sku, product in products.items()},
         "stock": {sku: quantity for sku, _, _, quantity in PRODUCTS if quantity is not None},
         "list_prices": {sku: price for sku, _, price, _ in PRODUCTS},
+        **replenishment,
     }
     Path(config).parent.joinpath(f"{name}.json").write_text(json.dumps(ids, indent=2) + "\n")
     return ids
+
+
+def _populate_replenishment(
+    Model: Any, products: dict[str, Any], unit: Any, warehouse: Any, payment_term: Any
+) -> dict[str, Any]:
+    """The stores, the supplier, purchasable goods and open purchase orders (proteus)."""
+    # A store is a storage location of its own, not a second warehouse: with one warehouse
+    # Tryton gives sales and purchases theirs by default, as the other flows expect.
+    Location = Model.get("stock.location")
+    stores = {}
+    for code, store_name in STORES:
+        store = Location(name=store_name, code=code, type="storage")
+        store.save()
+        stores[code] = store.id
+
+    Party = Model.get("party.party")
+    supplier = Party(name=SUPPLIER)
+    supplier.save()
+    for sku, _, _, quantity in PRODUCTS:
+        if quantity is not None:
+            template = products[sku].template
+            template.purchasable = True
+            template.purchase_uom = unit
+            template.save()
+
+    Purchase = Model.get("purchase.purchase")
+    today = datetime.date.today()
+    purchases = {}
+    for sku, quantity, days, price in OPEN_PURCHASES:
+        purchase = Purchase(party=supplier, payment_term=payment_term, invoice_method="order")
+        purchase.warehouse = warehouse
+        purchase.delivery_date = today + datetime.timedelta(days=days)
+        line = purchase.lines.new(product=products[sku])
+        line.quantity = float(quantity)
+        line.unit_price = Decimal(price)
+        purchase.click("quote")
+        purchase.click("confirm")
+        purchases[sku] = {"id": purchase.id, "number": purchase.number, "state": purchase.state}
+    return {"stores": stores, "supplier": supplier.id, "purchases": purchases}
 
 
 def copy_database(source: Path, target: Path) -> None:

@@ -7,4 +7,6 @@
 - ``tryton``: a real Tryton ERP (a pytest plugin: ``pytest_plugins = ["tests.support.tryton"]``)
 - ``flows``: the shipped retail flows run against that ERP, and the ERP read back
 - ``webshop``, ``graphql_shop``: the example web shops the flows talk to
+- ``system``: programs of the operating system (a browser): found, or installed from their
+  Debian package when the test runs as root with apt-get (CI), else the test skipped
 """

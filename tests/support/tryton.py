@@ -11,7 +11,10 @@ and mark the tests ``@pytest.mark.tryton``. Fixtures:
   built once and cached across runs in the pytest cache
   (``.pytest_cache/d/tryton/<key>/``), keyed by trytond's version, a hash of
   ``erp_setup.py`` and the year; set ``FLOWYARD_TRYTON_CACHE`` to put it elsewhere.
-  Several pytest processes (xdist) share one build through a file lock.
+  Several pytest processes (xdist) share one build through a file lock. Checkouts whose
+  ``erp_setup.py`` differ (two branches sharing one ``FLOWYARD_TRYTON_CACHE``) keep a
+  template each: a build removes another key's only when it has not been used for a day
+  (and interrupted builds), never one a session of another checkout is using.
 * ``tryton`` (function): a private copy of that database (SQLite backup API) served by
   its own ``trytond`` subprocess on a free 127.0.0.1 port, stopped after the test. The
   admin password is in the environment variable ``TRYTON_PASSWORD`` for the test's
@@ -151,6 +154,27 @@ def _cache_root(config: pytest.Config) -> Path:
     return root
 
 
+#: How long a template of another key (an older erp_setup.py, another branch's) is kept
+#: after its last use before a build removes it.
+KEEP_UNUSED_S = 24 * 3600
+
+
+def prune_templates(root: Path) -> list[Path]:
+    """Remove, from the cache folder ``root``, interrupted builds (``*.building``: called
+    under the build lock, no build is under way) and templates unused for KEEP_UNUSED_S
+    (their ``used`` file, else their folder, says when they were last used)."""
+    removed = []
+    for old in sorted(root.iterdir()):
+        if not old.is_dir():
+            continue
+        used = old / "used"
+        last = (used if used.exists() else old).stat().st_mtime
+        if old.name.endswith(".building") or time.time() - last > KEEP_UNUSED_S:
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+    return removed
+
+
 def build_template(root: Path) -> TrytonTemplate:
     """The cached demo database under ``root``, built first if missing (under a file lock)."""
     key = erp_setup.setup_key()
@@ -159,9 +183,7 @@ def build_template(root: Path) -> TrytonTemplate:
         fcntl.flock(lock, fcntl.LOCK_EX)
         started = time.monotonic()
         if not (target / "ready").exists():
-            for old in root.iterdir():  # earlier keys and interrupted builds
-                if old.is_dir():
-                    shutil.rmtree(old, ignore_errors=True)
+            prune_templates(root)
             building = root / f"{key}.building"
             building.mkdir(mode=0o700)
             password_file = building / "admin.pass"
@@ -171,6 +193,7 @@ def build_template(root: Path) -> TrytonTemplate:
             (building / "ready").touch()
             building.rename(target)
         build_seconds = time.monotonic() - started
+        (target / "used").touch()  # in use: another key's build leaves it alone
     ids = json.loads((target / f"{erp_setup.DATABASE}.json").read_text())
     return TrytonTemplate(target, erp_setup.DATABASE, target / "admin.pass", ids, build_seconds)
 

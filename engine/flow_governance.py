@@ -1,0 +1,48 @@
+"""The flow keys that serve people: ``queues:`` (owners, SLAs, escalation) and ``labels:``
+(what stats group records by), checked and built at load time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.flow_templates import STEP_NAMES
+from engine.model import QueuePolicy, Rendered
+
+if TYPE_CHECKING:
+    from engine.loader import _Loader
+
+
+def build_queues(loader: _Loader) -> dict[str, QueuePolicy]:
+    """``queues:`` as policies by queue name (the schema checked their shape)."""
+    from engine.loader import parse_duration
+
+    given = loader.data.get("queues")
+    queues: dict[str, QueuePolicy] = {}
+    for name, spec in given.items() if isinstance(given, dict) else ():
+        if not isinstance(spec, dict):
+            continue
+        due = spec.get("due")
+        try:
+            due_s = parse_duration(due) if isinstance(due, str) else None
+        except ValueError:
+            due_s = None  # the schema said so
+        escalate_to = spec.get("escalate_to")
+        queues[str(name)] = QueuePolicy(
+            name=str(name),
+            owner=spec.get("owner") if isinstance(spec.get("owner"), str) else None,
+            due_s=due_s,
+            escalate_to=dict(escalate_to) if isinstance(escalate_to, dict) else None,
+        )
+    return queues
+
+
+def build_labels(loader: _Loader) -> dict[str, Rendered]:
+    """``labels:`` compiled: each a template on the record (and vars, meta, run)."""
+    given = loader.data.get("labels")
+    labels: dict[str, Any] = {}
+    for name, value in given.items() if isinstance(given, dict) else ():
+        path = ["labels", name]
+        if loader.templates.check_field_name(name, path):
+            labels[str(name)] = loader.templates.template(value, path, STEP_NAMES)
+    return labels
