@@ -807,7 +807,7 @@ def approvals_list(
     all_: bool = typer.Option(
         False, "--all", help="Include decided ones (approved, rejected, resolved)."
     ),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """List approvals waiting for a decision: queue, owner, record, age, due time, reason."""
@@ -889,7 +889,7 @@ def _show_item(item: Any) -> None:
 @approvals_app.command("show")
 def approvals_show(
     id: int = typer.Argument(..., help="The approval's id."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Show one approval whole: reason, figures, due time, its history, the record."""
@@ -947,7 +947,7 @@ def approvals_approve(
     by: str = ByOpt,
     comment: str | None = CommentOpt,
     no_resume: bool = NoResumeOpt,
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Approve: the record resumes at once at the step after the approve (a run of kind
@@ -965,7 +965,7 @@ def approvals_reject(
     by: str = ByOpt,
     comment: str | None = CommentOpt,
     no_resume: bool = NoResumeOpt,
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Reject: the compensations of the record's earlier sends run (last first), then the
@@ -980,7 +980,7 @@ def queue_list(
     kind: str | None = typer.Option(
         None, "--kind", help="Only dead_letter, review or approval items."
     ),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Open work items by queue and owner: how many, the oldest and median age, how many
@@ -1012,7 +1012,7 @@ def queue_escalate(
     at: str | None = typer.Option(
         None, "--at", help="Escalate as of this time (ISO 8601) instead of now."
     ),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Escalate every open item past its due time: it moves to its escalate_to queue or
@@ -1046,7 +1046,7 @@ SinceOpt = typer.Option(
 def stats(
     since: str | None = SinceOpt,
     flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Per flow and step: throughput, cycle time p50/p95 (arrival to done), time waiting
@@ -1109,7 +1109,7 @@ def report(
     since: str | None = SinceOpt,
     flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
     top: int = typer.Option(10, "--top", help="How many exception clusters to show."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
 ) -> None:
     """Write a self-contained HTML report: the stats with charts (inline SVG), the top
     exception clusters and the age of every work queue. It loads nothing from anywhere."""

@@ -137,3 +137,75 @@ def test_text_postgres_cannot_hold_is_stored_escaped(postgres_state):
         [back] = store.run_records("run-1")
     assert back.record_key == "a\\u0000b\\ud800c"  # readable text in a plain column
     assert back.steps == [["map", odd]]  # the same characters once a JSON column is decoded
+
+
+def _approval(store: PostgresStore, key: str = "1") -> int:
+    from engine.store import ParkedItem, Progress
+
+    item = ParkedItem(
+        kind="approval",
+        run_id="run-1",
+        record_key=key,
+        step="approve_po",
+        message="above the buyer's limit",
+        record={"id": key},
+        queue="buyers",
+    )
+    [id] = store.commit_progress("f", Progress("run-1", items=[item]))
+    return id
+
+
+def test_a_decision_taken_by_another_process_meanwhile_is_not_overwritten(postgres_state):
+    """Another process holds the approval's row in the middle of its own decision: this
+    one waits for it, then finds the approval decided and says so, changing nothing."""
+    with PostgresStore(postgres_state) as store:
+        id = _approval(store)
+        with psycopg.connect(postgres_state, options="-c search_path=flowyard") as other:
+            other.execute("SELECT status FROM dead_letters WHERE id = %s FOR UPDATE", (id,))
+            outcome: list[BaseException | str] = []
+
+            def decide() -> None:
+                try:
+                    outcome.append(store.decide(id, "rejected", "bob").status)
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            waiting = threading.Thread(target=decide)
+            waiting.start()
+            waiting.join(0.5)
+            assert waiting.is_alive() and outcome == []  # it waits for the row
+            other.execute(
+                "UPDATE dead_letters SET status = 'approved', decided_by = 'ann' WHERE id = %s",
+                (id,),
+            )
+            other.commit()
+        waiting.join(10)
+        [refused] = outcome
+        assert isinstance(refused, ValueError) and "approval" in str(refused)
+        assert "is approved, not open" in str(refused)
+        item = store.work_item(id)
+        assert item is not None and (item.status, item.decided_by) == ("approved", "ann")
+
+
+def test_a_state_of_version_3_is_upgraded_in_place_keeping_its_items(postgres_dsn):
+    """A state written before work items (version 3) gains them when opened: its dead
+    letter becomes a work item created when it was last written, nothing else changes."""
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(pg_schema.VERSIONS_TABLE)
+        conn.execute("SET search_path = flowyard")
+        conn.execute(pg_schema.MIGRATIONS[0].sql)
+        conn.execute("INSERT INTO schema_versions (version, description) VALUES (3, 'v3')")
+        conn.execute(
+            "INSERT INTO dead_letters (flow, run_id, record_key, step, message, at) "
+            "VALUES ('f', 'run-1', '1042', 'post', 'the target answered 422', 1000.0)"
+        )
+    with PostgresStore(postgres_dsn) as store:
+        assert store.schema_version() == pg_schema.LATEST
+        [item] = store.work_items()
+        assert (item.kind, item.record_key, item.created_at, item.history) == (
+            "dead_letter",
+            "1042",
+            1000.0,
+            [],
+        )
+        assert store.compensations("f") == [] and store.escalate_due(2000.0) == []

@@ -15,9 +15,27 @@ state of a higher version than this flowyard knows is refused, never changed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 SCHEMA = "flowyard"
+
+
+_T = TypeVar("_T")
+_UNWRITABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: _T) -> _T:
+    """A parameter PostgreSQL can store: text holds no NUL and no lone surrogate, so those
+    are written as ``\\uXXXX`` (the same character again once a JSON column is decoded)."""
+    if isinstance(value, str):
+        if _UNWRITABLE.search(value) is None:
+            return value
+        return cast(_T, _UNWRITABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", value))
+    if isinstance(value, tuple | list):
+        return cast(_T, type(value)(storable(v) for v in value))
+    return value
 
 
 @dataclass(frozen=True)
@@ -83,8 +101,35 @@ CREATE TABLE workers (
     PRIMARY KEY (flow, holder));
 """
 
+# SQLite schema 4: every item a work item (an owner, a reason category, a due time,
+# escalations and a decision history; approvals), compensations, and the start and labels
+# of each trace (for stats)
+_V4 = """
+ALTER TABLE dead_letters
+    ADD COLUMN owner TEXT, ADD COLUMN category TEXT, ADD COLUMN created_at DOUBLE PRECISION,
+    ADD COLUMN due_at DOUBLE PRECISION, ADD COLUMN escalated_at DOUBLE PRECISION,
+    ADD COLUMN escalate_to TEXT, ADD COLUMN breached BOOLEAN NOT NULL DEFAULT false,
+    ADD COLUMN history TEXT, ADD COLUMN labels TEXT, ADD COLUMN resumed_run TEXT,
+    ADD COLUMN flow_file TEXT;
+-- items written before: first written when last refreshed, as far as is known
+UPDATE dead_letters SET created_at = at;
+CREATE INDEX items_due ON dead_letters (status, due_at);
+CREATE INDEX items_record ON dead_letters (flow, record_key, step);
+ALTER TABLE traces ADD COLUMN started_at DOUBLE PRECISION, ADD COLUMN labels TEXT;
+CREATE INDEX traces_flow_at ON traces (flow, at);
+CREATE TABLE compensations (
+    id BIGSERIAL PRIMARY KEY, flow TEXT NOT NULL, source_key TEXT NOT NULL, record_key TEXT,
+    step TEXT NOT NULL, key TEXT NOT NULL, run_id TEXT, record TEXT, meta TEXT,
+    state TEXT NOT NULL DEFAULT 'pending', at DOUBLE PRECISION NOT NULL, done_run TEXT,
+    error TEXT, response TEXT);
+CREATE INDEX compensations_record ON compensations (flow, source_key, state);
+-- one pending compensation per send, whichever process registers it
+CREATE UNIQUE INDEX compensations_pending ON compensations (flow, key) WHERE state = 'pending';
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(3, "the state of flowyard 0.1 (SQLite schema 3) and the work queue", _V3),
+    Migration(4, "work items (approvals, owners, SLAs, history), compensations, trace labels", _V4),
 ]
 
 LATEST = MIGRATIONS[-1].version

