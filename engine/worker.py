@@ -17,6 +17,9 @@ when its process is gone) its run is marked crashed and its claims are taken by 
 others. What it had sent is decided by the idempotency keys, as after any crash: a key in
 flight is sent again with the same ``Idempotency-Key``.
 
+The feeder also resumes the records of approvals decided since (``flowyard approvals``
+cannot run the flow while it holds the lease), as a run does before its source's records.
+
 A worker is a :class:`~engine.runner.Runner` whose work comes from the queue: the same
 executor, outcomes, dead letters, review items, traces, run log and commits.
 """
@@ -45,7 +48,7 @@ from engine.store import (
     WorkQueue,
     holder_id,
 )
-from engine.work import BadInput, RecordWork, Work, record_key
+from engine.work import BadInput, RecordWork, Work, record_key, resume_work
 
 CLAIM = 16  # records a worker claims at a time (per lane of the flow's concurrency: 4)
 FEED_BATCH = 500  # records the feeder queues per transaction
@@ -124,6 +127,8 @@ class Worker(Runner):
         self._fed = 0  # records this worker queued (a record without a key is keyed #n)
         self._keys_read = 0.0  # when the keys of open items were last read
         self._joined = 0.0  # when it joined the flow's workers (the database's clock)
+        self._decided_read = 0.0  # when the feeder last looked for decided approvals
+        self._resuming: set[int] = set()  # approvals this worker took on (marked at commit)
 
     # -- start, heartbeat -----------------------------------------------------------------------
     def _start(self, replay: list[DeadLetter] | None) -> None:
@@ -193,6 +198,11 @@ class Worker(Runner):
             if self._stop is not None:
                 return
             self._feed()
+            resumed = self._decided(seq)
+            if resumed:
+                seq += len(resumed)
+                yield resumed
+                continue
             claimed = self.queue.claim_work(self.flow.name, self.holder, self.claim, self.ttl)
             if not claimed:
                 # what is done but not committed holds back the next record of its key
@@ -208,6 +218,19 @@ class Worker(Runner):
                 self._keys_read = time.monotonic()
             yield [self._work_item(seq + n, c) for n, c in enumerate(claimed)]
             seq += len(claimed)
+
+    def _decided(self, seq: int) -> list[Work]:
+        """The feeder resumes the records of approvals decided since (as a run does before
+        its source's records; ``flowyard approvals approve`` cannot run the flow while the
+        feeder holds its lease). One feeder at a time: each is resumed by one process."""
+        if not self._holding or time.monotonic() - self._decided_read < self.poll:
+            return []
+        self._decided_read = time.monotonic()
+        decided = [
+            item for item in self.store.to_resume(self.flow.name) if item.id not in self._resuming
+        ]
+        self._resuming.update(item.id for item in decided)
+        return list(resume_work(self.flow, decided, seq))
 
     def _finished_work(self) -> bool:
         """With ``until_empty``: whether the source was read to its end since this worker
