@@ -414,6 +414,13 @@ def run(
     log_stderr: bool = typer.Option(
         False, "--log-stderr", help="Also write the run log's JSON lines to stderr."
     ),
+    metrics_file: Path | None = typer.Option(
+        None,
+        "--metrics-file",
+        metavar="FILE",
+        help="After the run, write its figures and the state's gauges in the Prometheus "
+        "text format to FILE (for node_exporter's textfile collector: a .prom file).",
+    ),
     output: str = OutputOpt,
 ) -> None:
     """Run a flow: read its source, take each record through the steps, report the counts.
@@ -427,10 +434,15 @@ def run(
     run_vars = _vars(var, vars_file)
     progress = _Progress()
     eng = _engine(state, listeners=[progress], log_stderr=log_stderr)
+
+    def action() -> RunResult:
+        result = eng.run(flow, vars=run_vars, dry_run=dry_run, wait_lock=wait_lock)
+        if metrics_file is not None and not dry_run:
+            _write_metrics(eng, metrics_file, result)
+        return result
+
     try:
-        _run_and_report(
-            lambda: eng.run(flow, vars=run_vars, dry_run=dry_run, wait_lock=wait_lock), output
-        )
+        _run_and_report(action, output)
     finally:
         progress.close()
 
@@ -1379,6 +1391,183 @@ def init(
         f"next: cd {folder} && flowyard validate {flow_file.name} && flowyard test "
         f"&& flowyard graph {flow_file.name}"
     )
+
+
+# -- serve: webhooks, schedules, metrics, alerts ---------------------------------------------------
+schedule_app = typer.Typer(
+    help="Scheduled flows: their cron, next due time and last run.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(schedule_app, name="schedule")
+
+
+def _write_metrics(eng: Engine, path: Path, result: RunResult) -> None:
+    try:
+        eng.write_metrics(path, result)
+    except OSError as exc:  # the run's result stands; the file is what failed
+        typer.echo(f"flowyard: --metrics-file {path}: {exc.strerror or exc}", err=True)
+
+
+def _load_flows(eng: Engine, paths: list[Path]) -> list[Any]:
+    """The flows in ``paths`` (files, or folders searched for flow files); exit 2 with
+    every problem when one is invalid."""
+    from engine import FlowError
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*.y*ml") if _is_flow_file(p))
+        elif not path.exists():
+            _fail(f"no such file: {path}", EXIT_INVALID)
+        else:
+            files.append(path)
+    flows, problems = [], []
+    for file in files:
+        try:
+            flows.append(eng.load(file))
+        except FlowError as exc:
+            problems += exc.problems
+    if problems:
+        _print_problems(problems, "table")
+        raise typer.Exit(EXIT_INVALID)
+    if not flows:
+        _fail("no flow files found in " + ", ".join(map(str, paths)), EXIT_INVALID)
+    return flows
+
+
+@app.command()
+def serve(
+    flows: list[Path] = typer.Argument(..., help="Flow files or folders holding flows."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8080, "--port", help="Port to listen on."),
+    state: Path | None = StateOpt,
+    inbox_limit: int = typer.Option(
+        10_000,
+        "--inbox-limit",
+        help="Pending events per flow above which deliveries get 503 with Retry-After.",
+    ),
+    alert_email: list[str] = typer.Option(
+        [], "--alert-email", metavar="ADDRESS", help="E-mail alerts to ADDRESS (repeat)."
+    ),
+    smtp_host: str = typer.Option("localhost", "--smtp-host", help="SMTP server for alerts."),
+    smtp_port: int = typer.Option(25, "--smtp-port", help="Its port."),
+    smtp_user: str | None = typer.Option(
+        None, "--smtp-user", help="Log in as this user (password: env FLOWYARD_SMTP_PASSWORD)."
+    ),
+    smtp_starttls: bool = typer.Option(False, "--smtp-starttls", help="Use STARTTLS."),
+    alert_from: str = typer.Option(
+        "flowyard@localhost", "--alert-from", help="The sender of alert e-mails."
+    ),
+    alert_batch: float = typer.Option(
+        10.0, "--alert-batch", metavar="SECONDS", help="Gather alerts this long per message."
+    ),
+    alert_interval: float = typer.Option(
+        60.0,
+        "--alert-interval",
+        metavar="SECONDS",
+        help="At most one alert message per channel this often.",
+    ),
+    log_stderr: bool = typer.Option(
+        False, "--log-stderr", help="Also write the run logs' JSON lines to stderr."
+    ),
+) -> None:
+    """Take webhooks, run flows on their schedules, serve /metrics, send alerts.
+
+    Webhook flows (source: webhook) take signed deliveries at their path; each event is
+    committed to the state's inbox before the 2xx answer, and processed by the flow with
+    the usual guarantees. Scheduled flows run on their schedule (one process per slot, one
+    run at a time). GET /metrics, /healthz and /readyz. Alerts go to the URL in env
+    FLOWYARD_ALERT_URL (a JSON POST) and to --alert-email addresses. Stops gracefully on
+    SIGTERM or Ctrl-C (exit 0); see docs/serve.md.
+    """
+    import os
+
+    from engine import EmailSettings, FlowError, ServeOptions
+
+    eng = _engine(state, log_stderr=log_stderr)
+    loaded = _load_flows(eng, flows)
+    if not any(f.source.webhook or f.schedule for f in loaded):
+        _fail(
+            "none of these flows takes webhooks (source: webhook) or has a schedule: "
+            "nothing to serve",
+            EXIT_INVALID,
+        )
+
+    def say(line: str) -> None:
+        typer.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True)
+
+    options = ServeOptions(
+        host=host,
+        port=port,
+        max_depth=inbox_limit,
+        alert_url=os.environ.get("FLOWYARD_ALERT_URL") or None,
+        email=EmailSettings(
+            host=smtp_host,
+            port=smtp_port,
+            sender=alert_from,
+            to=alert_email,
+            user=smtp_user,
+            password=os.environ.get("FLOWYARD_SMTP_PASSWORD") or None,
+            starttls=smtp_starttls,
+        )
+        if alert_email
+        else None,
+        alert_batch=alert_batch,
+        alert_interval=alert_interval,
+        clock=os.environ.get("FLOWYARD_CLOCK") or None,
+        say=say,
+    )
+    for flow in loaded:
+        if flow.source.webhook is not None:
+            say(
+                f"{flow.name}: webhooks ({flow.source.webhook.scheme}) at "
+                f"http://{host}:{port}{flow.source.webhook.path}"
+            )
+        if flow.schedule is not None:
+            say(f"{flow.name}: scheduled {flow.schedule.cron} ({flow.schedule.timezone})")
+    say(f"serving on http://{host}:{port} (metrics at /metrics); state {eng.state}")
+    try:
+        code = eng.serve(loaded, options)
+    except ValueError as exc:  # two flows on one path, a bad FLOWYARD_CLOCK
+        _fail(str(exc), EXIT_INVALID)
+    except FlowError as exc:  # a secret a flow needs is missing
+        _print_problems(exc.problems, "table")
+        raise typer.Exit(EXIT_INVALID) from None
+    say("stopped")
+    raise typer.Exit(code)
+
+
+@schedule_app.command("list")
+def schedule_list(
+    flows: list[Path] = typer.Argument(..., help="Flow files or folders holding flows."),
+    state: Path | None = StateOpt,
+    output: str = OutputOpt,
+) -> None:
+    """Show each scheduled flow's cron, time zone, next due time and last run."""
+    eng = _engine(state)
+    rows = eng.schedules(_load_flows(eng, flows))
+
+    def table() -> None:
+        _table(
+            [
+                {
+                    **r,
+                    "schedule": f"{r['cron']} ({r['timezone']})",
+                    "next": _when(r["next_due"]),
+                    "last_slot": _when(r["last_slot"]),
+                    "last_run": (
+                        f"{_when(r['last_run_started'])} {r['last_run_status']}"
+                        if r["last_run_id"]
+                        else None
+                    ),
+                }
+                for r in rows
+            ],
+            ["flow", "schedule", "missed", "next", "last_slot", "last_run"],
+        )
+
+    _render(output, rows, table)
 
 
 def main() -> None:

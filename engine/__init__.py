@@ -27,6 +27,8 @@ from engine.model import Flow
 from engine.outcomes import Outcome, RunStatus
 from engine.runner import RunResult
 from engine.scaffold import InitError
+from engine.serve.intake import IntakeAnswer
+from engine.serve.options import EmailSettings, ServeOptions
 from engine.store import DeadLetter, Pruned, ReviewItem, Run, StateStore, Trace, WorkItem
 from engine.work_items import QueueRow, age_text
 
@@ -36,11 +38,13 @@ __all__ = [
     "ConnectorError",
     "DeadLetter",
     "Decision",
+    "EmailSettings",
     "Engine",
     "Flow",
     "FlowError",
     "FlowyardError",
     "InitError",
+    "IntakeAnswer",
     "LockHeld",
     "MappingError",
     "Outcome",
@@ -56,6 +60,7 @@ __all__ = [
     "RunError",
     "RunResult",
     "RunStatus",
+    "ServeOptions",
     "SourceUnavailable",
     "StateError",
     "StateStore",

@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from engine.runlog import Listener, remove_run_logs
 from engine.runner import LEASE_TTL, Runner, RunResult
 from engine.store import (
     DeadLetter,
+    InboxEvent,
     NullStore,
     Pruned,
     ReviewItem,
@@ -39,6 +41,7 @@ from engine.store import (
     StateStore,
     Trace,
     WorkItem,
+    holder_id,
     open_store,
 )
 from engine.templates import make_environment
@@ -48,6 +51,8 @@ if TYPE_CHECKING:
     from engine.flowtest_results import TestReport
     from engine.preview import MappingPreview
     from engine.reach import ConnectionCheck
+    from engine.serve.intake import Intake, IntakeAnswer
+    from engine.serve.options import ServeOptions
     from engine.stats import Stats
 
 DEFAULT_STATE = Path(".flowyard") / "state.db"
@@ -126,6 +131,9 @@ class Engine:
         self.log_stderr = log_stderr
         self.lease_ttl = lease_ttl
         self._env = make_environment()
+        self._shared: StateStore | None = None  # for accept() and process_inbox()
+        self._intakes: dict[str, Intake] = {}
+        self._shared_lock = threading.Lock()
 
     # -- definitions ---------------------------------------------------------------------------
     def register_connector(self, name: str, cls: type[Connector]) -> None:
@@ -695,6 +703,145 @@ class Engine:
         from engine import packaged
 
         return packaged.flow_names()
+
+    # -- events pushed to flowyard: webhooks, schedules, metrics (engine/serve/) ---------------
+    def _shared_store(self) -> StateStore:
+        with self._shared_lock:
+            if self._shared is None:
+                ensure_state_folder(self.state)
+                self._shared = SqliteStore(self.state)
+            return self._shared
+
+    def close(self) -> None:
+        """Close the state handle :meth:`accept` and :meth:`process_inbox` keep open."""
+        with self._shared_lock:
+            if self._shared is not None:
+                self._shared.close()
+                self._shared = None
+
+    def accept(
+        self,
+        flow: Flow | str | os.PathLike[str],
+        headers: Mapping[str, str] | list[tuple[str, str]],
+        body: bytes,
+    ) -> IntakeAnswer:
+        """Take one webhook delivery for ``flow`` (a flow with a ``webhook`` source): verify
+        its signature over ``body`` (the raw bytes, before anything parses them), keep the
+        event in the flow's inbox (committed before this returns) and say what to answer.
+
+        For a partner's own web app: answer the platform with ``answer.status``,
+        ``answer.body`` (JSON) and ``answer.headers``; :meth:`process_inbox` (or
+        ``flowyard serve``) then takes the events through the flow. Raises
+        :class:`FlowError` for a flow that takes no webhooks or whose secret is missing.
+        """
+        from engine.serve.intake import Depth, Intake
+
+        flow = flow if isinstance(flow, Flow) else self.load(flow)
+        hook = flow.source.webhook
+        if hook is None:
+            raise FlowError(
+                [Problem(flow.file, None, None, "source", "the flow's source is no webhook")]
+            )
+        store = self._shared_store()
+        intake = self._intakes.get(flow.name)
+        if intake is None:
+            intake = self._intakes[flow.name] = Intake([flow], Depth(store))
+        route = intake.routes[hook.path]
+        checked = intake.check(route, headers, body)
+        if not isinstance(checked, InboxEvent):
+            return checked  # not to be kept: refused, ignored or throttled
+        try:
+            [kept] = store.add_to_inbox([(flow.name, checked)])
+        except Exception as exc:  # the answer asks the platform to deliver again
+            return intake.answer(route, checked, exc)
+        return intake.answer(route, checked, kept)
+
+    def process_inbox(
+        self,
+        flow: Flow | str | os.PathLike[str],
+        *,
+        stop: threading.Event | None = None,
+        wake: threading.Event | None = None,
+        idle: float = 0.5,
+        max_seconds: float = 60.0,
+    ) -> RunResult | None:
+        """Run ``flow`` over the events waiting in its inbox; None when there were none.
+
+        The run claims events in small batches (a claim per event in the state, so that
+        processes can share an inbox), marks each done in the commit that makes its record
+        final, and ends when no event has come for ``idle`` seconds (``wake``, when given,
+        is set by whoever keeps new events), after ``max_seconds``, or once ``stop`` is
+        set. Raises :class:`LockHeld` when another run holds the flow's lease.
+        """
+        from engine.serve.inbox import InboxFeed
+
+        flow = flow if isinstance(flow, Flow) else self.load(flow)
+        store = self._shared_store()
+        holder = f"{holder_id()}:inbox:{uuid.uuid4().hex[:8]}"
+        feed = InboxFeed(
+            store,
+            flow.name,
+            holder,
+            wake or threading.Event(),
+            stop or threading.Event(),
+            idle=idle,
+            max_seconds=max_seconds,
+        )
+        try:
+            feed.first = feed.claim()
+            if not feed.first:
+                return None
+            return self._runner(flow, None, kind="webhook").run(inbox=feed)
+        finally:
+            store.release_inbox(flow.name, holder)
+
+    def serve(self, flows: Iterable[Flow], options: ServeOptions | None = None) -> int:
+        """Serve ``flows`` until SIGTERM or SIGINT: webhooks in, flows on their schedules,
+        ``/metrics``, ``/healthz``, ``/readyz`` and alerts (docs/serve.md). Returns the exit
+        code (0 after a graceful stop)."""
+        from engine.serve.options import ServeOptions
+        from engine.serve.server import serve
+
+        return serve(self, list(flows), options or ServeOptions())
+
+    def schedules(self, flows: Iterable[Flow], now: float | None = None) -> list[dict[str, Any]]:
+        """Each scheduled flow's cron, time zone, missed-slot policy, next due time and
+        last claimed slot, with its last run (``flowyard schedule list``)."""
+        from engine.serve.scheduler import next_due
+
+        rows: list[dict[str, Any]] = []
+        with self._existing() as store:
+            for flow in flows:
+                if flow.schedule is None:
+                    continue
+                state = store.schedule_state(flow.name)
+                runs = store.list_runs(flow.name, 1)
+                last = runs[0] if runs else None
+                rows.append(
+                    {
+                        "flow": flow.name,
+                        "cron": flow.schedule.cron,
+                        "timezone": flow.schedule.timezone,
+                        "missed": flow.schedule.missed,
+                        "next_due": next_due(
+                            flow.schedule, now if now is not None else time.time()
+                        ),
+                        "last_slot": state.last_due if state else None,
+                        "last_slot_holder": state.holder if state else None,
+                        "last_run_id": last.run_id if last else None,
+                        "last_run_status": last.status if last else None,
+                        "last_run_started": last.started_at if last else None,
+                    }
+                )
+        return rows
+
+    def write_metrics(self, path: str | os.PathLike[str], result: RunResult) -> None:
+        """Write the state's gauges and ``result``'s figures to ``path`` in the Prometheus
+        text format, for node_exporter's textfile collector (``flowyard run
+        --metrics-file``); written beside it and renamed into place."""
+        from engine.serve.metrics import write_textfile
+
+        write_textfile(path, self._existing, result)
 
 
 def _since(since: str | float | None, until: float | None) -> float | None:

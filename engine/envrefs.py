@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import FlowError, Problem
-from engine.flow_connections import ENV_REF
+from engine.load_connections import ENV_REF
 
 if TYPE_CHECKING:
     from engine.model import Flow

@@ -10,12 +10,13 @@ messages speak of instances and subschemas). Keys are documented in
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonschema
+
+from engine.suggest import did_you_mean
 
 STEP_KINDS = (
     "map",
@@ -199,11 +200,42 @@ SCHEMA: dict[str, Any] = {
             "go on) or stop (end the run at the first failure).",
         },
         "schedule": {
-            "type": "string",
+            # one schema for both forms: a pattern checks text only, properties objects only
+            "type": ["string", "object"],
             "pattern": r"^\s*(\S+\s+){4}\S+\s*$",
-            "description": "A five-field cron expression (minute hour day month weekday), "
-            "e.g. */5 * * * *.",
-            "examples": ["*/5 * * * *", "0 2 * * 1-5"],
+            "description": "A five-field cron expression (minute hour day month weekday, read "
+            "in UTC), e.g. */5 * * * *, or {cron, timezone, missed}: when `flowyard serve` "
+            "runs the flow.",
+            "additionalProperties": False,
+            "required": ["cron"],
+            "properties": {
+                "cron": {
+                    "type": "string",
+                    "pattern": r"^\s*(\S+\s+){4}\S+\s*$",
+                    "description": "A five-field cron expression (minute hour day month "
+                    "weekday), e.g. */5 * * * *.",
+                },
+                "timezone": {
+                    "type": "string",
+                    "description": "The IANA time zone the expression is read in (default "
+                    "UTC), e.g. Europe/Berlin.",
+                    "examples": ["Europe/Berlin", "America/New_York"],
+                },
+                "missed": {
+                    "enum": ["run_once", "skip"],
+                    "description": "Slots missed while no `flowyard serve` ran: run_once "
+                    "(default: one run at start, however many were missed) or skip (wait "
+                    "for the next slot).",
+                },
+            },
+            "examples": ["*/5 * * * *", {"cron": "0 2 * * 1-5", "timezone": "Europe/Berlin"}],
+        },
+        "expect_success_within": {
+            "type": "string",
+            "pattern": r"^\d+[smhd]$",
+            "description": "Alert (`flowyard serve`) when the flow has had no successful run "
+            "for this long: a number and s, m, h or d, e.g. 2h.",
+            "examples": ["15m", "2h"],
         },
         "retention": {
             "type": "string",
@@ -306,6 +338,7 @@ SCHEMA: dict[str, Any] = {
                     "type": "string",
                     "description": "A connector used with its default options.",
                 },
+                "webhook": {"$ref": "#/definitions/webhook"},
                 "key": {
                     **_template,
                     "description": "Each record's key, a template (default: the record's "
@@ -315,6 +348,55 @@ SCHEMA: dict[str, Any] = {
                 },
             },
             "examples": [{"connector": "file", "path": "orders.ndjson"}],
+        },
+        "webhook": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["scheme", "secret"],
+            "description": "Records pushed by a platform: `flowyard serve` takes signed "
+            "deliveries at `path`, keeps them in the state's inbox, and runs the flow on them.",
+            "properties": {
+                "path": {
+                    "type": "string",
+                    "pattern": r"^/[A-Za-z0-9/_.~-]*$",
+                    "description": "The URL path deliveries are posted to (default "
+                    "/webhooks/<flow>).",
+                    "examples": ["/webhooks/shop/orders"],
+                },
+                "scheme": {
+                    "enum": ["shopify", "woocommerce", "standard"],
+                    "description": "How deliveries are signed: shopify (X-Shopify-Hmac-Sha256), "
+                    "woocommerce (X-WC-Webhook-Signature) or standard (Standard Webhooks: "
+                    "webhook-id, webhook-timestamp, webhook-signature).",
+                },
+                "secret": {
+                    "type": "string",
+                    "description": "The signing secret, as ${env:NAME} or ${file:PATH} (never "
+                    "written in the flow file).",
+                    "examples": ["${env:SHOP_WEBHOOK_SECRET}"],
+                },
+                "topics": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "string"},
+                    "description": "The topics the flow takes (default: all); a delivery of "
+                    "another topic is acknowledged and not kept.",
+                    "examples": [["orders/create", "orders/updated"]],
+                },
+                "tolerance": {
+                    "type": "string",
+                    "pattern": r"^\d+[smh]$",
+                    "description": "standard only: how far a delivery's webhook-timestamp may "
+                    "be from now (default 5m); older ones are replays and refused.",
+                    "examples": ["5m"],
+                },
+                "max_body": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "The largest body taken, in bytes (default 1048576); "
+                    "larger ones are answered 413.",
+                },
+            },
         },
         "steps": {"type": "array", "items": {"$ref": "#/definitions/step"}},
         "step": {
@@ -614,7 +696,7 @@ SCHEMA: dict[str, Any] = {
 # Keys of a connection, a source and a call that belong to the engine; every other
 # key is an option of the connector and is checked against its own schema.
 CONNECTION_KEYS = frozenset({"connector", "retry", "rate_limit", "circuit_breaker"})
-SOURCE_KEYS = frozenset({"connection", "connector", "key"})
+SOURCE_KEYS = frozenset({"connection", "connector", "key", "webhook"})
 CALL_KEYS = frozenset(
     {"connection", "idempotency_key", "on_change", "save_as", "retry", "compensate"}
 )
@@ -648,13 +730,6 @@ _TYPE_WORDS = {
     "array": "a list (- item lines or [a, b])",
     "null": "null",
 }
-
-
-def did_you_mean(word: Any, choices: Any) -> str:
-    """`` (did you mean 'x'?)`` when a close match exists (case aside), else ``""``."""
-    by_lower = {str(c).lower(): str(c) for c in sorted(map(str, choices), reverse=True)}
-    close = difflib.get_close_matches(str(word).lower(), sorted(by_lower), n=1, cutoff=0.6)
-    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
 def describe_value(value: Any) -> str:
@@ -852,37 +927,57 @@ def _explain_sub(sub: jsonschema.ValidationError, base: list[Any]) -> tuple[list
 
 
 # -- schedule -----------------------------------------------------------------------------
-_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    (
-        "month",
-        1,
-        12,
-        {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())},
-    ),
-    ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
+_CRON_FIELDS: tuple[tuple[str, str], ...] = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or jan-dec"),
+    ("day of week", "0-7 or sun-sat"),
 )
-_CRON_ITEM = re.compile(r"^(\*|(?P<a>\w+)(-(?P<b>\w+))?)(/(?P<step>\d+))?$")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """``30d`` / ``12h`` / ``15m`` / ``10s`` -> seconds."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 30d, 12h, 15m)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def cron_problem(text: str) -> str | None:
-    """What is wrong with a five-field cron expression, or None when it is valid."""
+    """What is wrong with a five-field cron expression, or None when it is valid (read by
+    croniter, the cron library `flowyard serve` schedules with; each field is tried alone
+    so that the message names the one that is wrong)."""
     fields = text.split()
     if len(fields) != 5:
         return f"a cron expression has 5 fields (minute hour day month weekday); got {len(fields)}"
-    for value, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
-        for item in value.split(","):
-            match = _CRON_ITEM.match(item.lower())
-            if not match:
-                return f"{name} field {value!r}: {item!r} is not *, N, N-M, */S or N-M/S"
-            if match.group("step") is not None and int(match.group("step")) == 0:
-                return f"{name} field {value!r}: a step of 0 never repeats"
-            for part in (match.group("a"), match.group("b")):
-                if part is None:
-                    continue
-                number = names.get(part) if not part.isdigit() else int(part)
-                if number is None or not low <= number <= high:
-                    return f"{name} field {value!r}: {part!r} is not in {low}-{high}"
+    from croniter import croniter  # on use: only flows with a schedule need it
+
+    def fails(expression: str) -> str | None:
+        try:
+            croniter(expression)
+        except Exception as exc:  # croniter's own error says why
+            return str(exc).split("] ", 1)[-1]
+        return None
+
+    for i, (name, allowed) in enumerate(_CRON_FIELDS):
+        alone = " ".join(fields[i] if j == i else "*" for j in range(5))
+        why = fails(alone)
+        if why:
+            return (
+                f"{name} field {fields[i]!r}: {why} (it takes {allowed}, *, lists, ranges, /steps)"
+            )
+    why = fails(text)
+    return f"not a valid cron expression: {why}" if why else None
+
+
+def timezone_problem(name: str) -> str | None:
+    """What is wrong with an IANA time zone name, or None when this machine knows it."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {name!r}; write an IANA name such as Europe/Berlin or UTC"
     return None

@@ -26,7 +26,6 @@ import yaml
 from engine import packaged
 from engine.envrefs import ENV_CONTEXT
 from engine.errors import FlowError, Problem
-from engine.flow_schema import did_you_mean
 from engine.flowtest_results import (
     ABSENT,
     CaseResult,
@@ -46,6 +45,7 @@ from engine.model import (
     Step,
 )
 from engine.stubs import Book, Stub, plain, stub_class
+from engine.suggest import did_you_mean
 from engine.yamlpos import format_path, key_position, load_yaml, position
 
 if TYPE_CHECKING:

@@ -137,7 +137,7 @@ class _Builder:
         flow = self.flow
         source = flow.source
         conn = flow.connections.get(source.connection)
-        connector = conn.connector if conn else "?"
+        connector = conn.connector if conn else ("webhook" if source.webhook else "?")
         start = self.graph.node("source", f"source: {connector}", "source")
         ends = self.steps(flow.steps, _raw_steps(flow), [(start, "")])
         self.close(ends, self.graph.node(DONE, _TERMINALS[DONE], "terminal"))

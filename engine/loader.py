@@ -11,12 +11,15 @@ semantic pass runs even when the schema found problems, so one validation shows
 everything; it skips what the schema already reported, and it never assumes that
 a value has the type the schema asks for.
 
-This module holds the entry points and the load itself: reading the file, reporting
-problems at their place, the schema pass, finding mapping and schema files, and the
-checks of the whole flow (``${env:NAME}`` references, unused connections, vars without
-a default). The parts are built by collaborators that report through the loader:
-:mod:`engine.flow_connections` (connections and the source), :mod:`engine.flow_steps`
-(the steps) and :mod:`engine.flow_templates` (every template and condition).
+This module holds the entry points and the load itself: reading the file, the schema
+pass, and the checks of the whole flow (``${env:NAME}`` references, unused connections,
+vars without a default). The parts are built by builders that are given what they read
+(the flow's text, the registry, the connections) and return what they built with what
+they found (:class:`engine.load_findings.Built`): :mod:`engine.load_connections`
+(connections and the source), :mod:`engine.load_steps` (the steps, their mapping and
+schema files) and :mod:`engine.load_governance` (queues and labels), each checking its
+templates through :mod:`engine.load_templates`. The loader collects the findings in the
+order the builders ran; none of them imports this module.
 """
 
 from __future__ import annotations
@@ -25,43 +28,34 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 
 from connectors import Registry
-from engine import envrefs, flow_schema, packaged
+from engine import envrefs, flow_schema
 from engine._sandbox import FlowyardEnvironment
 from engine.errors import FlowError, Problem
-from engine.flow_connections import ENV_REF, ConnectionBuilder, parse_rate
-from engine.flow_governance import build_labels, build_queues
-from engine.flow_schema import did_you_mean
-from engine.flow_steps import StepBuilder
-from engine.flow_templates import STEP_NAMES, FlowTemplates
-from engine.model import Flow
+from engine.flow_schema import parse_duration
+from engine.load_connections import ENV_REF, build_connections, build_source, parse_rate
+from engine.load_findings import Built, Findings, FlowText, Reporter, under
+from engine.load_governance import build_labels, build_queues
+from engine.load_steps import build_steps
+from engine.model import Connection, Flow, Schedule
+from engine.suggest import did_you_mean
 from engine.yamlpos import (
     NotUtf8,
     format_path,
-    key_position,
     load_yaml,
-    position,
     read_definition,
     replaced_by_null,
 )
 
-__all__ = ["ENV_REF", "check_flow", "did_you_mean", "load_flow", "parse_duration", "parse_rate"]
+__all__ = ["ENV_REF", "check_flow", "load_flow", "parse_duration", "parse_rate"]
 
 _ANY_DOLLAR_REF = re.compile(r"\$\{[^}]*\}?")
 _FLOW_VALIDATOR = jsonschema.Draft7Validator(flow_schema.SCHEMA)
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str) -> float:
-    """``30d`` / ``12h`` / ``15m`` / ``10s`` -> seconds."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (expected e.g. 30d, 12h, 15m)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+T = TypeVar("T")
 
 
 def _strings(value: Any, path: list[Any]) -> list[tuple[list[Any], str]]:
@@ -92,29 +86,22 @@ def _not_an_env_ref(ref: str) -> str:
     )
 
 
-def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith((prefix + ".", prefix + "["))
-
-
 class _Loader:
-    """One load of one flow file; collects problems instead of stopping at the first."""
+    """One load of one flow file; collects problems instead of stopping at the first.
+
+    The loader reports its own checks into ``reporter`` and collects there what each
+    builder returns (:class:`engine.load_findings.Findings`), in the order they ran.
+    """
 
     def __init__(self, path: Path, registry: Registry, env: FlowyardEnvironment):
         self.path = path
         self.file = str(path)
         self.registry = registry
         self.env = env
-        self.problems: list[Problem] = []
+        self.problems: list[Problem] = []  # until the file is read: then the reporter's
         self.data: Any = None
-        self.lines: list[str] = []
-        self._reported: list[str] = []  # paths whose value the YAML or the schema refused
-        self.env_ok: list[str] = ["connections", "source"]  # where ${env:NAME} is resolved
-        self.digests: dict[str, str] = {}  # SHA-256 of the flow file and each file it uses
-        self.templates = FlowTemplates(env, self.problem)
-        self.connection_builder = ConnectionBuilder(self)
-        self.step_builder = StepBuilder(self)
+        self.reporter = Reporter(FlowText(path, None, []), env)
 
-    # -- reporting -------------------------------------------------------------------------
     def problem(
         self,
         path: list[Any],
@@ -122,30 +109,29 @@ class _Loader:
         *,
         severity: str = "error",
         at_key: bool = False,
-        lineno: int | None = None,
     ) -> None:
-        """Report a problem at ``path``; ``lineno`` is a line inside a multi-line template."""
-        where = format_path(path)
-        if any(_under(where, done) for done in self._reported):
-            return  # the value itself was refused already; one message is enough
-        at = (key_position if at_key else position)(self.data, path)
-        line, column = at or (None, None)
-        if at is not None and lineno and lineno > 1:
-            text = self.lines[at[0] - 1][at[1] - 1 :] if at[0] <= len(self.lines) else ""
-            # a block scalar (| or >) starts on the line below its indicator
-            line = at[0] + lineno - 1 + (1 if text[:1] in "|>" else 0)
-            column = None
-        self.problems.append(Problem(self.file, line, column, where, message, severity))
+        """Report a problem of the flow's own checks at ``path``."""
+        self.reporter.problem(path, message, severity=severity, at_key=at_key)
 
     def refused(self, path: list[Any], message: str, *, at_key: bool = False) -> None:
         """Report a schema problem and keep later checks quiet about the same value."""
-        self.problem(path, message, at_key=at_key)
-        self._reported.append(format_path(path))
+        self.reporter.refuse(path, message, at_key=at_key)
 
-    def refused_under(self, path: list[Any]) -> bool:
-        """Whether a value at or below ``path`` was refused already."""
-        where = format_path(path)
-        return any(_under(done, where) for done in self._reported)
+    def take(self, built: Built[T]) -> T:
+        """What a builder built; what it found goes with the flow's findings."""
+        self.reporter.take(built.findings)
+        return built.value
+
+    @property
+    def env_ok(self) -> list[str]:
+        """Where ``${env:NAME}`` is resolved: connection and source options, and the
+        options of the calls the steps make."""
+        return ["connections", "source", *self.reporter.findings.env_ok]
+
+    @property
+    def digests(self) -> dict[str, str]:
+        """SHA-256 of the flow file and of each file it uses."""
+        return self.reporter.findings.digests
 
     @property
     def ok(self) -> bool:
@@ -184,15 +170,6 @@ class _Loader:
                 self.refused(where, message, at_key=at_key)
 
     # -- names and files -----------------------------------------------------------------
-    def search_dirs(self) -> list[Path]:
-        base = self.path.parent
-        dirs = self.data.get("mappings")
-        if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
-            dirs = ["mappings", "../mappings"]
-        found = [(base / d).resolve() for d in dirs if "\0" not in d]
-        # the built-in set (engine/packaged.py) last: a flow's own files win over it
-        return found + [d for d in packaged.mapping_dirs() if d not in found]
-
     def check_search_dirs(self) -> None:
         dirs = self.data.get("mappings")
         if not isinstance(dirs, list):
@@ -208,55 +185,33 @@ class _Loader:
                     severity="warning",
                 )
 
-    def shown(self, path: Path) -> Path:
-        """``path`` as problems show it: relative to the working directory when the flow's
-        own path was given relative (and it lies below), else absolute."""
-        if not self.path.is_absolute():
-            try:
-                return path.relative_to(Path.cwd())
-            except ValueError:
-                pass
-        return path
-
-    def find_file(
-        self, name: str, kind: str, subdir: str, suffix: str, path: list[Any]
-    ) -> Path | None:
-        """A mapping or schema by name (searched in the mapping folders) or by path."""
-        if "\0" in name:  # the operating system refuses such a path (Python: ValueError)
-            self.problem(path, f"a {kind} name cannot hold a NUL character (\\0)")
-            return None
-        if name.endswith((".yaml", ".yml", ".json")) or "/" in name:
-            candidate = (self.path.parent / name).resolve()
-            if candidate.is_file():
-                return self.shown(candidate)
-            self.problem(
-                path, f"{kind} file not found: {self.shown(candidate)} (relative to the flow file)"
-            )
-            return None
-        known: set[str] = set()
-        dirs = [d / subdir if subdir else d for d in self.search_dirs()]
-        for d in dirs:
-            candidate = d / f"{name}{suffix}"
-            if candidate.is_file():
-                return self.shown(candidate)
-            if d.is_dir():
-                known |= {p.name[: -len(suffix)] for p in d.glob(f"*{suffix}")}
-        where = ", ".join(str(self.shown(d)) for d in dirs)
-        have = f"; found: {', '.join(sorted(known))}" if known else ""
-        self.problem(
-            path,
-            f"unknown {kind} {name!r}{did_you_mean(name, known)}; looked for {name}{suffix} in "
-            f"{where}{have}",
-        )
-        return None
-
     # -- whole-flow checks -------------------------------------------------------------------
     def check_flow_keys(self) -> None:
         schedule = self.data.get("schedule")
-        if isinstance(schedule, str):
-            message = flow_schema.cron_problem(schedule)
+        cron, path = schedule, ["schedule"]
+        if isinstance(schedule, dict):
+            cron, path = schedule.get("cron"), ["schedule", "cron"]
+            zone = schedule.get("timezone")
+            message = flow_schema.timezone_problem(zone) if isinstance(zone, str) else None
             if message:
-                self.problem(["schedule"], message)
+                self.problem(["schedule", "timezone"], message)
+        if isinstance(cron, str):
+            message = flow_schema.cron_problem(cron)
+            if message:
+                self.problem(path, message)
+
+    def schedule(self) -> Schedule | None:
+        """The flow's ``schedule:`` (checked by :meth:`check_flow_keys`), or None."""
+        spec = self.data.get("schedule")
+        if isinstance(spec, str):
+            return Schedule(cron=" ".join(spec.split()))
+        if isinstance(spec, dict) and isinstance(spec.get("cron"), str):
+            return Schedule(
+                cron=" ".join(spec["cron"].split()),
+                timezone=spec.get("timezone", "UTC"),
+                missed=spec.get("missed", "run_once"),
+            )
+        return None
 
     def env_refs(self) -> set[str]:
         """``${env:NAME}`` is resolved in connection, source and call options only."""
@@ -266,7 +221,7 @@ class _Loader:
                 if key == "description":
                     continue
                 where = format_path(path)
-                resolved = any(_under(where, ok) for ok in self.env_ok)
+                resolved = any(under(where, ok) for ok in self.env_ok)
                 for ref in _ANY_DOLLAR_REF.findall(text):
                     env_ref = ENV_REF.fullmatch(ref)
                     if not env_ref:
@@ -289,10 +244,23 @@ class _Loader:
                             )
         return names
 
+    def check_unused(self, connections: dict[str, Connection]) -> None:
+        """Warn about each connection that neither the source nor any step goes through."""
+        used = self.reporter.findings.connections_used
+        specs = self.data.get("connections")
+        for name in specs if isinstance(specs, dict) else []:
+            if str(name) not in used and str(name) in connections:
+                self.problem(
+                    ["connections", name],
+                    f"connection {name!r} is not used by the source or any step",
+                    severity="warning",
+                    at_key=True,
+                )
+
     def check_vars(self) -> None:
         defaults = self.data.get("vars")
         defaults = defaults if isinstance(defaults, dict) else {}
-        for name, path in self.templates.vars_used.items():
+        for name, path in self.reporter.findings.vars_used.items():
             if name not in defaults:
                 self.problem(
                     path,
@@ -314,12 +282,13 @@ class _Loader:
                 Problem(self.file, None, None, "", f"cannot read: {exc.strerror or exc}")
             )
             return None
-        self.lines = text.splitlines()
-        self.digests[self.file] = hashlib.sha256(text.encode()).hexdigest()
         self.data, problems = load_yaml(text, self.file)
-        self.problems.extend(problems)
         # a template left unquoted became null: later checks of that value would only echo it
-        self._reported += [p.path for p in problems if p.path and replaced_by_null(p)]
+        refused = [p.path for p in problems if p.path and replaced_by_null(p)]
+        self.reporter = Reporter(FlowText(self.path, self.data, text.splitlines()), self.env)
+        self.reporter.take(Findings(problems=problems, refused=refused))
+        self.problems = self.reporter.findings.problems
+        self.digests[self.file] = hashlib.sha256(text.encode()).hexdigest()
         if self.data is None:
             return None
         if not isinstance(self.data, dict):
@@ -354,14 +323,16 @@ class _Loader:
     def build(self) -> Flow | None:
         self.check_flow_keys()
         self.check_search_dirs()
-        connections = self.connection_builder.connections()
-        source = self.connection_builder.source(connections)
-        self.step_builder.collect_names(self.data.get("steps"))
-        steps = self.step_builder.steps(self.data.get("steps"), ["steps"], connections, STEP_NAMES)
+        text, registry, env, reporter = self.reporter.text, self.registry, self.env, self.reporter
+        connections = self.take(build_connections(text, registry, env, reporter.quiet))
+        built = self.take(build_source(text, registry, env, reporter.quiet, connections))
+        source, connections = built.source, built.connections
+        steps = self.take(build_steps(text, registry, env, reporter.quiet, connections))
         names = self.env_refs()
-        queues, labels = build_queues(self), build_labels(self)
+        queues = build_queues(self.data)
+        labels = self.take(build_labels(text, env, reporter.quiet))
         if self.ok:  # with errors, these would mostly echo them
-            self.connection_builder.check_unused(connections)
+            self.check_unused(connections)
             self.check_vars()
         if not self.ok or source is None:
             return None  # the parts above were built to find problems, not to run
@@ -369,6 +340,10 @@ class _Loader:
         retention_s = None
         if isinstance(retention, str) and re.fullmatch(r"\d+[dhm]", retention):
             retention_s = parse_duration(retention)
+        expect = self.data.get("expect_success_within")
+        expect_s = None
+        if isinstance(expect, str) and re.fullmatch(r"\d+[smhd]", expect):
+            expect_s = parse_duration(expect)
         return Flow(
             name=self.data.get("flow"),
             file=self.file,
@@ -380,8 +355,9 @@ class _Loader:
             steps=steps,
             concurrency=self.data.get("concurrency", 1),
             on_error=self.data.get("on_error", "dead_letter"),
-            schedule=self.data.get("schedule"),
+            schedule=self.schedule(),
             retention_s=retention_s,
+            expect_success_within_s=expect_s,
             env_names=names,
             queues=queues,
             labels=labels,

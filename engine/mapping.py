@@ -34,6 +34,7 @@ from typing import Any
 from jinja2 import nodes
 
 from engine.errors import Problem
+from engine.suggest import did_you_mean
 from engine.templates import (
     CONDITION_HINT,
     CONTEXT_NAMES,
@@ -50,7 +51,6 @@ from engine.templates import (
     When,
     check_free_names,
     constant_spec,
-    did_you_mean,
     free_names,
     is_template,
     parse_condition,

@@ -47,12 +47,37 @@ class Connection:
 
 
 @dataclass
+class Webhook:
+    """A source whose records a platform pushes: ``flowyard serve`` takes signed deliveries
+    at ``path`` into the flow's inbox (engine/serve/)."""
+
+    path: str
+    scheme: str  # shopify | woocommerce | standard (engine/serve/signatures.py)
+    secret: str  # as written: ${env:NAME} or ${file:PATH}, resolved when serving starts
+    topics: list[str] | None = None  # None: every topic
+    tolerance_s: float = 300.0  # standard: how far a delivery's timestamp may be from now
+    max_body: int = 1_048_576  # bytes
+
+
+@dataclass
 class Source:
-    """Where records come from: a connection, its read options and the record key template."""
+    """Where records come from: a connection, its read options and the record key template;
+    or, for records pushed to flowyard, a webhook (then ``connection`` is empty)."""
 
     connection: str
     options: dict[str, Any]
     key: Rendered | None  # None: the record's ``id`` field
+    webhook: Webhook | None = None
+
+
+@dataclass
+class Schedule:
+    """When ``flowyard serve`` runs a flow: a cron expression read in ``timezone``, and what
+    it does about slots missed while nothing served (``run_once`` or ``skip``)."""
+
+    cron: str
+    timezone: str = "UTC"
+    missed: str = "run_once"
 
 
 @dataclass
@@ -212,8 +237,9 @@ class Flow:
     steps: list[Step]
     concurrency: int = 1
     on_error: str = "dead_letter"
-    schedule: str | None = None
+    schedule: Schedule | None = None
     retention_s: float | None = None
+    expect_success_within_s: float | None = None  # alert after this long without success
     warnings: list[Problem] = field(default_factory=list)
     env_names: set[str] = field(default_factory=set)
     # SHA-256 over the flow file and every mapping and schema file it compiled

@@ -71,6 +71,7 @@ class Batch:
     resolved: list[str] = field(default_factory=list)
     replayed: list[tuple[int, str]] = field(default_factory=list)
     work_done: list[int] = field(default_factory=list)  # queue entries final (a worker's)
+    inbox_done: list[int] = field(default_factory=list)  # inbox events now final
 
     def progress(self, run_id: str, cursor: Any) -> Progress:
         """What to commit: these states, and the cursor (None: it stays)."""
@@ -84,6 +85,7 @@ class Batch:
             seen_records=self.seen_records,
             seen_keys=self.seen_keys,
             work_done=self.work_done,
+            inbox_done=self.inbox_done,
         )
 
     def clear(self) -> None:
@@ -91,6 +93,7 @@ class Batch:
         self.traces, self.items, self.digests = [], [], []
         self.seen_records, self.seen_keys, self.resolved, self.replayed = [], [], [], []
         self.work_done = []
+        self.inbox_done = []
 
 
 # -- rows of a finished record ---------------------------------------------------------------------

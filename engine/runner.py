@@ -178,6 +178,7 @@ class Runner:
         self._stop: tuple[str, str] | None = None  # (status, why) once the run must stop
         self._batch_resumed: list[int] = []  # approvals resumed since the last commit
         self._exit: int | None = None  # an exit code that the status alone does not tell
+        self._inbox = False  # records from the flow's inbox (engine/serve/): see run()
 
     def _open_log(self, env: dict[str, str], stderr: bool, listeners: Iterable[Listener]) -> RunLog:
         path = None if self.dry_run else run_log_path(self.state.runs_folder, self.run_id)
@@ -207,10 +208,18 @@ class Runner:
         replay: list[DeadLetter] | None = None,
         *,
         from_start: bool = False,
+        inbox: Iterable[Item] | None = None,
     ) -> RunResult:
         """Run the flow; every failure ends in a result (status ``failed`` and its exit
         code), except those before the run started: :class:`LockHeld` and a state file that
-        cannot be opened (:class:`StateError`)."""
+        cannot be opened (:class:`StateError`).
+
+        ``inbox``: the records are events of the flow's inbox (engine/serve/inbox.py), each
+        an item whose position is ``{"inbox": id, "webhook": arrival}``: the cursor stays,
+        each event is marked done in the commit that makes its record final, and its trace
+        starts with its arrival."""
+        self._inbox = inbox is not None
+        records = inbox if inbox is not None else records
         started = time.perf_counter()
         self._start(replay)
         status, message = RunStatus.OK.value, None
@@ -407,6 +416,11 @@ class Runner:
                 yield data if isinstance(data, Item) else Item(data=data)
             return
         source = self.flow.source
+        if source.webhook is not None:
+            raise RunError(
+                f"flow {self.flow.name!r} takes its records from webhooks: serve it with "
+                "`flowyard serve` (records pushed to it are kept in its inbox until then)"
+            )
         connector = self.ctx.connections.get(source.connection).connector
         cursor = self.store.cursor(self.flow.name)
         try:
@@ -437,7 +451,7 @@ class Runner:
     def _handed_out(self, work: Iterable[Work]) -> Iterator[Work]:
         """The work items, each noted by the watermark as it is handed out."""
         for w in work:
-            self._watermark.add(w.seq, w.position)
+            self._watermark.add(w.seq, None if self._inbox else w.position)
             yield w
 
     def _execute(self, w: Work) -> RecordResult | None:
@@ -484,7 +498,7 @@ class Runner:
                 self.flow.name,
                 w.rec.key,
                 result.outcome,
-                self.ctx.mask(result.trace),
+                self.ctx.mask(self._arrived(w) + result.trace),
                 self.ctx.mask(error),
                 now,
                 started_at=result.started_at,
@@ -574,6 +588,8 @@ class Runner:
         self._watermark.finish(w.seq, final)
         if final and w.queued is not None:
             self._batch.work_done.append(w.queued)
+        if final and self._inbox:
+            self._batch.inbox_done.append(w.position["inbox"])
         if (
             len(self._batch.traces) >= COMMIT_EVERY
             or time.monotonic() - self._last_commit >= COMMIT_SECONDS
@@ -588,6 +604,12 @@ class Runner:
                 f"the run lost its lease on flow {self.flow.name!r} (it was not renewed in "
                 f"time and another run took it); stopping so that the two do not overlap",
             )
+
+    def _arrived(self, w: RecordWork) -> list[list[Any]]:
+        """An inbox event's arrival, the first step of its trace (none for other records)."""
+        if self._inbox and isinstance(w.position, dict) and "webhook" in w.position:
+            return [["webhook", "received", w.position["webhook"]]]
+        return []
 
     # -- commits ---------------------------------------------------------------------------------
     def _flush(self) -> None:

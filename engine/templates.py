@@ -28,7 +28,6 @@ Errors::
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -54,6 +53,7 @@ from engine._sandbox import (
 )
 from engine.errors import MappingError
 from engine.filters import FILTERS, FilterError, MissingValueError, require_defined
+from engine.suggest import did_you_mean
 from engine.yamlpos import format_path
 
 _N = TypeVar("_N", bound=nodes.Node)
@@ -78,7 +78,6 @@ __all__ = [
     "compile_value",
     "constant_spec",
     "default_environment",
-    "did_you_mean",
     "free_names",
     "is_template",
     "make_environment",
@@ -374,9 +373,9 @@ def is_template(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, [c for c in choices if ":" not in c], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _suggestable(names: Iterable[str]) -> list[str]:
+    """Names a "did you mean" may offer: not the engine's own (``fy:each``, ``fy:defined``)."""
+    return [name for name in names if ":" not in name]
 
 
 def _check_names(env: FlowyardEnvironment, node: nodes.Node) -> None:
@@ -387,7 +386,8 @@ def _check_names(env: FlowyardEnvironment, node: nodes.Node) -> None:
         )
         if item.name not in table:
             raise TemplateProblem(
-                f"unknown {kind} {item.name!r}{did_you_mean(item.name, table)}", item.lineno
+                f"unknown {kind} {item.name!r}{did_you_mean(item.name, _suggestable(table))}",
+                item.lineno,
             )
 
 
@@ -561,7 +561,8 @@ def check_free_names(
     allowed = set(known) | set(env.globals)
     for name in sorted(free_names(node) - allowed):
         sees = ", ".join(sorted(known))
-        return f"unknown name {name!r}{did_you_mean(name, allowed)}; templates see {sees}"
+        hint = did_you_mean(name, _suggestable(allowed))
+        return f"unknown name {name!r}{hint}; templates see {sees}"
     return None
 
 

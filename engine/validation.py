@@ -34,8 +34,8 @@ import fastjsonschema
 import jsonschema
 
 from engine.errors import Problem, RecordValidationError
-from engine.flow_schema import did_you_mean
 from engine.jsonpos import locate
+from engine.suggest import did_you_mean
 from engine.yamlpos import MAX_DEPTH, format_path, read_definition
 
 __all__ = ["compile_validator", "load_schema"]

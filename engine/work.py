@@ -90,6 +90,8 @@ def source_work(flow: Flow, vars: dict[str, Any], items: Iterable[Item]) -> Iter
                 item.error = f"the record key cannot be made: {one_line(exc)}"
             else:
                 meta = {"key": key, "line": item.line, "position": item.position}
+                if isinstance(item.position, dict) and "webhook" in item.position:
+                    meta["webhook"] = item.position["webhook"]  # an inbox event's arrival
                 rec = Rec(key=key, data=item.data, meta=meta, source=item.data)
                 yield RecordWork(seq, rec, position=item.position)
                 continue

@@ -1,5 +1,6 @@
 """Imports run one way: the CLI uses the public API, the run path calls down only, the
-store sits below the run path, and connectors know nothing of the engine."""
+load path too (builders return what they built to the loader, never import it), the store
+sits below the run path, and connectors know nothing of the engine."""
 
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ RUN_PATH_BELOW_RUNNER = [
     "engine/outcomes.py",
     "engine/codec.py",
 ]
+# the loader and the builders of a flow's parts (docs/architecture.md, the load path)
+LOADER = "engine/loader.py"
+LOAD_PATH_BUILDERS = [
+    "engine/load_connections.py",
+    "engine/load_steps.py",
+    "engine/load_templates.py",
+    "engine/load_governance.py",
+    "engine/load_findings.py",
+]
 STORE = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "engine" / "store").glob("*.py"))
 
 
@@ -33,6 +43,22 @@ def imports(path: str) -> list[tuple[str, list[str]]]:
         elif isinstance(node, ast.Import):
             found += [(a.name, []) for a in node.names]
     return found
+
+
+def engine_imports() -> dict[str, set[str]]:
+    """Each engine module (a file path) and the engine modules it imports (file paths)."""
+    files = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts): str(p.relative_to(ROOT))
+        for p in (ROOT / "engine").rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        found = set()
+        for imported, names in imports(path):
+            candidates = [imported, *(f"{imported}.{name}" for name in names)]
+            found |= {files[c] for c in candidates if c in files and c != module}
+        graph[path] = found
+    return graph
 
 
 def test_the_cli_uses_the_engine_public_api_only():
@@ -60,3 +86,27 @@ def test_connectors_never_import_the_engine():
     for path in sorted(Path(ROOT / "connectors").rglob("*.py")):
         for module, _ in imports(str(path.relative_to(ROOT))):
             assert not module.startswith("engine"), (path, module)
+
+
+def test_load_time_builders_never_import_the_loader():
+    for path in LOAD_PATH_BUILDERS:
+        found = {module for module, _ in imports(path)}
+        assert "engine.loader" not in found, (path, "takes what it needs, returns Built")
+
+
+def test_only_the_loader_knows_its_private_class():
+    for path in sorted((ROOT / "engine").rglob("*.py")):
+        for module, names in imports(str(path.relative_to(ROOT))):
+            assert not (module == "engine.loader" and "_Loader" in names), path
+
+
+def test_the_load_path_has_no_import_circle():
+    graph = engine_imports()
+    for start in [LOADER, *LOAD_PATH_BUILDERS]:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            path = todo.pop()
+            assert path != start, f"{start} imports itself through {sorted(seen)}"
+            if path not in seen:
+                seen.add(path)
+                todo += graph[path]

@@ -2,8 +2,9 @@
 
 Idempotency keys with request fingerprints and stored responses, source cursors, runs,
 per-record traces, work items (dead letters, review items, approvals) and
-compensations, the digest of each record that last
-went through cleanly (engine/unchanged.py) and per-flow leases. Everything the engine
+compensations, the digest of each record that last went through cleanly
+(engine/unchanged.py), per-flow leases, the inbox of events pushed to flowyard and the slot
+each scheduled flow last ran for (engine/serve/). Everything the engine
 persists goes through :class:`StateStore`:
 
 - ``protocol.py``: :class:`StateStore`, the interface, with what every store promises;
@@ -31,6 +32,10 @@ from engine.store.rows import (
     Cursor,
     DeadLetter,
     DigestWrite,
+    FlowHealth,
+    InboxAdded,
+    InboxEntry,
+    InboxEvent,
     KeyState,
     KeyWrite,
     Lease,
@@ -41,6 +46,7 @@ from engine.store.rows import (
     RecordDigest,
     ReviewItem,
     Run,
+    ScheduleState,
     SendState,
     Trace,
     holder_id,
@@ -57,6 +63,10 @@ __all__ = [
     "Cursor",
     "DeadLetter",
     "DigestWrite",
+    "FlowHealth",
+    "InboxAdded",
+    "InboxEntry",
+    "InboxEvent",
     "KeyState",
     "KeyWrite",
     "Lease",
@@ -68,6 +78,7 @@ __all__ = [
     "RecordDigest",
     "ReviewItem",
     "Run",
+    "ScheduleState",
     "SendState",
     "SqliteStore",
     "StateLocation",

@@ -27,6 +27,7 @@ from engine.outcomes import Outcome
 from engine.store.protocol import StateStore
 from engine.store.rows import (
     DigestWrite,
+    InboxEvent,
     KeyWrite,
     ParkedItem,
     Progress,
@@ -623,3 +624,126 @@ class StoreContract:
         assert store.get_key(FLOW, "done") is None
         assert store.get_key(FLOW, "sent") is not None  # in flight: kept
         assert store.record_digest(FLOW, "1") is None  # its keys went: it goes through again
+
+    # -- the inbox (events pushed to flowyard) -----------------------------------------------
+    def test_an_event_is_kept_once_per_event_id(self, store: StateStore) -> None:
+        body = b'{"id": 5234567890123456789, "total_price": "10.50"}'
+        first = InboxEvent("ev-1", body, "orders/create", "shopify", {"x-shop": "a"}, 1.5)
+        added = store.add_to_inbox(
+            [(FLOW, first), (FLOW, InboxEvent("ev-2", b"{}")), (FLOW, InboxEvent("ev-1", b"x"))]
+        )
+        assert [(a.new, a.deliveries) for a in added] == [(True, 1), (True, 1), (False, 2)]
+        assert added[0].id == added[2].id != added[1].id
+        [again] = store.add_to_inbox([("another_flow", InboxEvent("ev-1", b"{}"))])
+        assert again.new  # event ids are per flow
+        assert store.inbox_depth() == {FLOW: 2, "another_flow": 1}
+        assert store.inbox_depth(FLOW) == {FLOW: 2}
+        kept = store.inbox_events(FLOW)
+        assert [(e.event_id, e.status, e.deliveries) for e in kept] == [
+            ("ev-1", "pending", 2),
+            ("ev-2", "pending", 1),
+        ]
+        assert kept[0].body == body  # the first delivery's bytes, exactly
+        assert (kept[0].topic, kept[0].scheme, kept[0].headers) == (
+            "orders/create",
+            "shopify",
+            {"x-shop": "a"},
+        )
+        assert kept[0].received_at == 1.5 and kept[1].received_at > 0
+
+    def test_claims_are_held_by_one_holder_until_released(self, store: StateStore) -> None:
+        store.add_to_inbox([(FLOW, InboxEvent(f"ev-{i}", b"{}")) for i in range(3)])
+        mine = store.claim_inbox(FLOW, "me", 2, 60)
+        assert [e.event_id for e in mine] == ["ev-0", "ev-1"]
+        assert store.claim_inbox(FLOW, "me", 2, 60)[0].event_id == "ev-2"  # never twice
+        assert store.claim_inbox(FLOW, "you", 10, 60) == []
+        assert store.release_inbox(FLOW, "me") == 3
+        assert [e.event_id for e in store.claim_inbox(FLOW, "you", 10, 60)] == [
+            "ev-0",
+            "ev-1",
+            "ev-2",
+        ]
+        assert store.claim_inbox("another_flow", "you", 10, 60) == []
+
+    def test_an_expired_claim_is_taken_over(self, store: StateStore) -> None:
+        store.add_to_inbox([(FLOW, InboxEvent("ev-1", b"{}"))])
+        assert len(store.claim_inbox(FLOW, "me", 10, 0.05)) == 1
+        time.sleep(0.1)
+        assert [e.event_id for e in store.claim_inbox(FLOW, "you", 10, 60)] == ["ev-1"]
+
+    def test_events_are_done_with_the_commit_of_their_records(self, store: StateStore) -> None:
+        [one, two] = store.add_to_inbox(
+            [(FLOW, InboxEvent("ev-1", b"{}")), (FLOW, InboxEvent("ev-2", b"{}"))]
+        )
+        store.claim_inbox(FLOW, "me", 10, 60)
+        store.commit_progress(FLOW, Progress("run-1", traces=[_trace("1")], inbox_done=[one.id]))
+        store.release_inbox(FLOW, "me")
+        assert store.inbox_depth(FLOW) == {FLOW: 1}
+        [done] = store.inbox_events(FLOW, status="done")
+        assert (done.id, done.run_id) == (one.id, "run-1") and done.done_at
+        assert [e.id for e in store.claim_inbox(FLOW, "you", 10, 60)] == [two.id]
+        # a done event's id is still known: a late duplicate is not kept again
+        [late] = store.add_to_inbox([(FLOW, InboxEvent("ev-1", b"{}"))])
+        assert not late.new
+        assert store.prune_inbox(3600) == 0
+        assert store.prune_inbox(0) == 1  # done and old: gone; pending stays
+        assert [e.event_id for e in store.inbox_events(FLOW)] == ["ev-2"]
+
+    def test_two_handles_claiming_at_once_never_share_an_event(self, tmp_path: Path) -> None:
+        with self.open_store(tmp_path) as setup:
+            setup.add_to_inbox([(FLOW, InboxEvent(f"ev-{i}", b"{}")) for i in range(200)])
+        got: dict[str, list[int]] = {"a": [], "b": []}
+
+        def claim(name: str) -> None:
+            with self.open_store(tmp_path) as handle:
+                while batch := handle.claim_inbox(FLOW, name, 7, 60):
+                    got[name] += [e.id for e in batch]
+
+        threads = [threading.Thread(target=claim, args=(n,)) for n in got]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not set(got["a"]) & set(got["b"])
+        assert len(got["a"]) + len(got["b"]) == 200
+
+    # -- schedules -------------------------------------------------------------------------------
+    def test_a_schedule_slot_is_claimed_by_one_holder(self, tmp_path: Path) -> None:
+        with self.open_store(tmp_path) as a, self.open_store(tmp_path) as b:
+            assert a.schedule_state(FLOW) is None
+            assert a.claim_schedule(FLOW, 120.0, "a") is True
+            assert b.claim_schedule(FLOW, 120.0, "b") is False  # the same slot
+            assert b.claim_schedule(FLOW, 60.0, "b") is False  # an earlier one
+            state = b.schedule_state(FLOW)
+            assert state is not None and (state.last_due, state.holder) == (120.0, "a")
+            assert b.claim_schedule(FLOW, 180.0, "b") is True
+            assert a.claim_schedule("another_flow", 120.0, "a") is True
+
+    # -- monitoring -------------------------------------------------------------------------------
+    def test_flow_health_counts_open_items_pending_events_and_last_runs(
+        self, store: StateStore
+    ) -> None:
+        assert store.flow_health() == []
+        store.start_run("run-1", FLOW)
+        store.finish_run("run-1", "dead_lettered", {}, 1)
+        time.sleep(0.01)
+        store.start_run("run-2", FLOW)
+        store.finish_run("run-2", "failed", {}, 3)
+        store.commit_progress(
+            FLOW,
+            Progress("run-1", items=[_letter("1"), _letter("2"), _review("3"), _review("4", "x")]),
+        )
+        store.add_to_inbox([("hooked", InboxEvent("ev-1", b"{}"))])
+        health = {h.flow: h for h in store.flow_health()}
+        assert set(health) == {FLOW, "hooked"}
+        mine = health[FLOW]
+        assert (mine.dead_letters_open, mine.reviews_open, mine.inbox_pending) == (
+            2,
+            {"finance": 1, "x": 1},
+            0,
+        )
+        first, second = store.get_run("run-1"), store.get_run("run-2")
+        assert first is not None and second is not None
+        assert (mine.last_run_at, mine.last_status) == (second.started_at, "failed")
+        assert mine.last_success_at == first.ended_at  # dead-lettered: it ran to its end
+        assert health["hooked"].inbox_pending == 1 and health["hooked"].last_run_at is None

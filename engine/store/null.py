@@ -15,6 +15,10 @@ from engine.store.protocol import StateStore
 from engine.store.rows import (
     Cursor,
     DeadLetter,
+    FlowHealth,
+    InboxAdded,
+    InboxEntry,
+    InboxEvent,
     KeyState,
     KeyWrite,
     Lease,
@@ -23,6 +27,7 @@ from engine.store.rows import (
     RecordDigest,
     ReviewItem,
     Run,
+    ScheduleState,
     Trace,
 )
 from engine.store.work_rows import Compensation, CompensationWrite, WorkItem
@@ -96,6 +101,20 @@ class NullStore:
 
     def review(self, id: int) -> ReviewItem | None:
         return self.reads_from.review(id) if self.reads_from else None
+
+    def inbox_depth(self, flow: str | None = None) -> dict[str, int]:
+        return self.reads_from.inbox_depth(flow) if self.reads_from else {}
+
+    def inbox_events(
+        self, flow: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[InboxEntry]:
+        return self.reads_from.inbox_events(flow, status, limit) if self.reads_from else []
+
+    def schedule_state(self, flow: str) -> ScheduleState | None:
+        return self.reads_from.schedule_state(flow) if self.reads_from else None
+
+    def flow_health(self) -> list[FlowHealth]:
+        return self.reads_from.flow_health() if self.reads_from else []
 
     def work_items(
         self,
@@ -219,3 +238,18 @@ class NullStore:
 
     def prune(self, older_than_s: float, flow: str | None = None) -> Pruned:
         return Pruned()
+
+    def add_to_inbox(self, events: Sequence[tuple[str, InboxEvent]]) -> list[InboxAdded]:
+        raise RuntimeError("a dry run keeps no events")  # intake never opens a dry store
+
+    def claim_inbox(self, flow: str, holder: str, limit: int, ttl: float) -> list[InboxEntry]:
+        return []  # a dry run takes no event from the inbox
+
+    def release_inbox(self, flow: str, holder: str) -> int:
+        return 0
+
+    def prune_inbox(self, older_than_s: float, flow: str | None = None) -> int:
+        return 0
+
+    def claim_schedule(self, flow: str, due: float, holder: str) -> bool:
+        return False

@@ -12,7 +12,7 @@ What every implementation promises, beyond the signatures:
   commits its writes together (all or none), so a group of sends can be marked in flight
   in one transaction; :meth:`commit_progress` commits traces, items, digests, refreshed
   times, resolved items and the cursor together: the cursor never passes a record whose
-  final state was not written.
+  final state was not written; the inbox events it names are marked done with them.
 - **Faults**: anything wrong with the store's medium (a damaged, read-only or full file; a
   lost connection) raises :class:`~engine.errors.StateError` saying what and where.
 - **Threads**: a store may be used from several threads at once (a run's lanes).
@@ -28,6 +28,10 @@ from engine.store.rows import (
     ClaimedRecord,
     Cursor,
     DeadLetter,
+    FlowHealth,
+    InboxAdded,
+    InboxEntry,
+    InboxEvent,
     KeyState,
     KeyWrite,
     Lease,
@@ -37,6 +41,7 @@ from engine.store.rows import (
     RecordDigest,
     ReviewItem,
     Run,
+    ScheduleState,
     Trace,
 )
 from engine.store.work_rows import Compensation, CompensationWrite, WorkItem
@@ -302,6 +307,60 @@ class StateStore(Protocol):
         """Delete finished runs, traces and closed items older than the limit, and keys not
         written or seen again since then (never in flight), with the digests of their
         records. Open items stay. The run logs of ``Pruned.run_ids`` are the caller's."""
+        ...
+
+    # -- the inbox: events pushed to flowyard (webhooks, engine/serve/) ------------------------
+    def add_to_inbox(self, events: Sequence[tuple[str, InboxEvent]]) -> list[InboxAdded]:
+        """Keep ``(flow, event)`` pairs in the flows' inboxes, all in one transaction,
+        committed on return: intake answers 2xx only after it. An event whose id the flow's
+        inbox already holds is not kept again (its ``deliveries`` go up; ``new`` is False).
+        Returns one :class:`InboxAdded` per pair, in order."""
+        ...
+
+    def claim_inbox(self, flow: str, holder: str, limit: int, ttl: float) -> list[InboxEntry]:
+        """Claim up to ``limit`` pending events of the flow for ``holder`` for ``ttl``
+        seconds, oldest first, and return them; in the same transaction, renew the claims
+        ``holder`` has and free those of holders that are gone (a process on this host that
+        no longer exists) or whose claim expired. Events ``holder`` already holds are not
+        returned again. Several processes (on several machines) may claim at once: no event
+        is held by two of them."""
+        ...
+
+    def release_inbox(self, flow: str, holder: str) -> int:
+        """Give up ``holder``'s claims on pending events (a run that ends before their
+        records are final); returns how many."""
+        ...
+
+    def inbox_depth(self, flow: str | None = None) -> dict[str, int]:
+        """Pending events per flow (of one flow, or of every flow with some)."""
+        ...
+
+    def inbox_events(
+        self, flow: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[InboxEntry]:
+        """A flow's (or every flow's) inbox events with ``status`` (None: any), oldest first."""
+        ...
+
+    def prune_inbox(self, older_than_s: float, flow: str | None = None) -> int:
+        """Delete done events received longer ago than the limit (their ids are then no
+        longer known as duplicates); pending ones stay. Returns how many went."""
+        ...
+
+    # -- schedules ---------------------------------------------------------------------------------
+    def claim_schedule(self, flow: str, due: float, holder: str) -> bool:
+        """Claim the scheduled flow's slot due at ``due`` (epoch seconds) for ``holder``:
+        True for the one caller that claims it first, False for every other and for a slot
+        not later than the last one claimed."""
+        ...
+
+    def schedule_state(self, flow: str) -> ScheduleState | None:
+        """The flow's last claimed slot, or None before its first."""
+        ...
+
+    # -- monitoring -------------------------------------------------------------------------------
+    def flow_health(self) -> list[FlowHealth]:
+        """Per flow that has any: open dead letters and review items, pending inbox events,
+        its last run and its last completed run; by flow name."""
         ...
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -295,6 +296,9 @@ class Progress:
     time is set to now (with the keys of the records), so that retention forgets only what
     the source stopped delivering. ``work_done`` are entries of a shared state's work queue
     (engine/worker.py) whose records are final in this commit: they leave the queue with it.
+    ``inbox_done`` are inbox events whose records are final
+    in this commit: they are marked done with it, so an event is never taken again once
+    its outcome is written, and always taken again when it is not.
     """
 
     run_id: str
@@ -306,6 +310,8 @@ class Progress:
     seen_records: list[str] = field(default_factory=list)
     seen_keys: list[str] = field(default_factory=list)
     work_done: list[int] = field(default_factory=list)
+    # inbox events (their ids) whose records reached a final state in this commit
+    inbox_done: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -346,3 +352,84 @@ class ClaimedRecord:
     id: int
     record_key: str
     item: dict[str, Any]
+
+
+# -- the inbox of events pushed to flowyard (webhooks) -------------------------------------------
+@dataclass(slots=True)
+class InboxEvent:
+    """An event to keep in a flow's inbox, as intake accepted it: the platform's event id
+    (the same id again is a duplicate delivery), its topic, the raw body as it was signed,
+    and the headers worth keeping (never the signature)."""
+
+    event_id: str
+    body: bytes
+    topic: str | None = None
+    scheme: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    received_at: float = 0.0
+
+
+@dataclass(slots=True)
+class InboxAdded:
+    """What adding one event did: its inbox ``id``, and whether it is ``new`` (False: a
+    duplicate of an event already kept, whose ``deliveries`` went up by one)."""
+
+    id: int
+    new: bool
+    deliveries: int
+
+
+@dataclass(slots=True)
+class InboxEntry:
+    """An event of a flow's inbox, as a processor claimed it (or as it is listed)."""
+
+    id: int
+    flow: str
+    event_id: str
+    topic: str | None
+    scheme: str | None
+    headers: dict[str, str]
+    body: bytes
+    received_at: float
+    deliveries: int
+    status: str  # pending | done
+    run_id: str | None = None  # the run that took it to its final state
+    done_at: float | None = None
+
+    def arrival(self) -> dict[str, Any]:
+        """The facts of its arrival a trace shows (never the body or the headers' values
+        beyond the platform's own ids)."""
+        received = datetime.fromtimestamp(self.received_at, UTC)
+        return {
+            "event_id": self.event_id,
+            "topic": self.topic,
+            "scheme": self.scheme,
+            "received_at": received.isoformat(timespec="milliseconds"),
+            "deliveries": self.deliveries,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """A scheduled flow's last claimed slot: the due time (epoch seconds) one process won,
+    who won it and when."""
+
+    flow: str
+    last_due: float
+    holder: str | None
+    claimed_at: float
+
+
+@dataclass(slots=True)
+class FlowHealth:
+    """What monitoring asks of one flow (``/metrics``, alerts): open items, pending events,
+    and its last run and last completed run (ended with every record final: ok, some
+    dead-lettered or some held for review)."""
+
+    flow: str
+    dead_letters_open: int = 0
+    reviews_open: dict[str, int] = field(default_factory=dict)  # by queue
+    inbox_pending: int = 0
+    last_run_at: float | None = None
+    last_status: str | None = None
+    last_success_at: float | None = None

@@ -6,9 +6,11 @@ the record as the source delivered it; version 3 the vars a run was given (a rep
 them) and the source record each idempotency key belongs to (a record seen again keeps its
 keys alive); version 4 work items (approvals; an owner, a reason category, a due time,
 escalations and a decision history on every item), compensations, and the start and
-labels of each trace (for stats). An older file is brought up to date in place when it
-is opened for writing: columns, tables and indexes are added, nothing is rewritten.
-Opened read-only (a dry run), it is read as it is.
+labels of each trace (for stats); version 5 the inbox of events pushed to flowyard
+(webhooks, engine/serve/), each kept once per event id and claimed by the process that
+takes it through its flow, and the slot each scheduled flow last ran for. An older file
+is brought up to date in place when it is opened for writing: columns, tables and indexes
+are added, nothing is rewritten. Opened read-only (a dry run), it is read as it is.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from engine.errors import StateError
 from engine.store.faults import Connection
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
@@ -105,6 +107,21 @@ ADDED_TABLES = {
         "error TEXT, response TEXT)",
         "CREATE INDEX IF NOT EXISTS compensations_record "
         "ON compensations (flow, source_key, state)",
+    ),
+    # version 5: events pushed to flowyard (engine/serve/inbox.py), and schedule slots
+    "inbox": (
+        "CREATE TABLE IF NOT EXISTS inbox ("
+        "id INTEGER PRIMARY KEY, flow TEXT NOT NULL, event_id TEXT NOT NULL, topic TEXT, "
+        "scheme TEXT, headers TEXT, body BLOB NOT NULL, received_at REAL NOT NULL, "
+        "deliveries INTEGER NOT NULL DEFAULT 1, status TEXT NOT NULL DEFAULT 'pending', "
+        "claimed_by TEXT, claim_pid INTEGER, claim_host TEXT, claim_expires REAL, "
+        "done_at REAL, run_id TEXT, UNIQUE (flow, event_id))",
+        # the pending events of a flow's inbox, oldest first
+        "CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (flow, status, id)",
+    ),
+    "schedules": (
+        "CREATE TABLE IF NOT EXISTS schedules ("
+        "flow TEXT PRIMARY KEY, last_due REAL NOT NULL, holder TEXT, claimed_at REAL NOT NULL)",
     ),
 }
 

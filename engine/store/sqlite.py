@@ -28,6 +28,10 @@ from engine.store.faults import Connection, check_state_file, state_error
 from engine.store.rows import (
     Cursor,
     DeadLetter,
+    FlowHealth,
+    InboxAdded,
+    InboxEntry,
+    InboxEvent,
     KeyState,
     KeyWrite,
     Lease,
@@ -37,7 +41,9 @@ from engine.store.rows import (
     RecordDigest,
     ReviewItem,
     Run,
+    ScheduleState,
     Trace,
+    process_gone,
 )
 from engine.store.sqlite_work import KEEP_UNRESUMED, WorkItemsMixin, write_item
 
@@ -85,6 +91,32 @@ def _key_row(flow: str, w: KeyWrite, now: float) -> tuple[Any, ...]:
     )
 
 
+# How many stores this process holds open on each state file (by real path). Closing any
+# file descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+# included: reading the header of a file a store here has open (another store opening it)
+# would let a process that closes its own last connection to the file believe no one else
+# uses it, and delete the write-ahead log under this one, its later commits with it.
+_open_here: dict[str, int] = {}
+_open_here_lock = threading.Lock()
+
+
+def _opening(path: Path) -> str:
+    """Count a store opening ``path``; the header is checked only when none is open here."""
+    key = os.path.realpath(path)
+    with _open_here_lock:
+        if not _open_here.get(key):
+            check_state_file(path)
+        _open_here[key] = _open_here.get(key, 0) + 1
+    return key
+
+
+def _closed(key: str) -> None:
+    with _open_here_lock:
+        _open_here[key] -= 1
+        if not _open_here[key]:
+            del _open_here[key]
+
+
 class SqliteStore(WorkItemsMixin):
     """The SQLite :class:`~engine.store.protocol.StateStore`. Thread-safe: one connection
     guarded by a lock.
@@ -101,7 +133,7 @@ class SqliteStore(WorkItemsMixin):
         self.path = Path(path)
         self.readonly = readonly
         self._lock = threading.RLock()
-        check_state_file(self.path)
+        self._open_key = _opening(self.path)
         try:
             if readonly:
                 raw = sqlite3.connect(
@@ -110,6 +142,7 @@ class SqliteStore(WorkItemsMixin):
             else:
                 raw = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         except sqlite3.Error as exc:
+            _closed(self._open_key)
             raise state_error(exc, self.path) from None
         raw.isolation_level = None  # explicit transactions only
         self._conn = conn = Connection(raw, self.path)
@@ -130,6 +163,7 @@ class SqliteStore(WorkItemsMixin):
             self._has_work = "owner" in schema.columns(conn, "dead_letters")
         except BaseException:
             raw.close()
+            _closed(self._open_key)
             raise
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -137,7 +171,10 @@ class SqliteStore(WorkItemsMixin):
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._conn.close()
+                try:
+                    self._conn.close()
+                finally:
+                    _closed(self._open_key)
 
     def __enter__(self) -> Self:
         return self
@@ -270,6 +307,8 @@ class SqliteStore(WorkItemsMixin):
                     "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
                     (flow, dumps(progress.cursor), now),
                 )
+            if progress.inbox_done:
+                self._inbox_done(conn, flow, progress, now)
         return ids
 
     @staticmethod
@@ -644,3 +683,194 @@ class SqliteStore(WorkItemsMixin):
         with self._lock:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return pruned
+
+    # -- the inbox (engine/serve/) ---------------------------------------------------------------
+    _INBOX_COLUMNS = (
+        "id, flow, event_id, topic, scheme, headers, body, received_at, deliveries, status, "
+        "run_id, done_at"
+    )
+
+    @staticmethod
+    def _inbox_entry(row: Sequence[Any]) -> InboxEntry:
+        body = row[6]
+        return InboxEntry(
+            id=row[0],
+            flow=row[1],
+            event_id=row[2],
+            topic=row[3],
+            scheme=row[4],
+            headers=loads(row[5]) or {},
+            body=bytes(body) if not isinstance(body, str) else body.encode("utf-8"),
+            received_at=row[7],
+            deliveries=row[8],
+            status=row[9],
+            run_id=row[10],
+            done_at=row[11],
+        )
+
+    @staticmethod
+    def _inbox_done(conn: Connection, flow: str, progress: Progress, now: float) -> None:
+        conn.executemany(
+            "UPDATE inbox SET status = 'done', done_at = ?, run_id = ?, claimed_by = NULL, "
+            "claim_expires = NULL WHERE id = ? AND flow = ?",
+            [(now, progress.run_id, id, flow) for id in progress.inbox_done],
+        )
+
+    def add_to_inbox(self, events: Sequence[tuple[str, InboxEvent]]) -> list[InboxAdded]:
+        if not events:
+            return []
+        now = time.time()
+        added: list[InboxAdded] = []
+        with self.transaction() as conn:
+            for flow, e in events:
+                # a duplicate delivery counts; the event kept is the first one's
+                row = conn.fetchone(
+                    "INSERT INTO inbox (flow, event_id, topic, scheme, headers, body, "
+                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (flow, event_id) "
+                    "DO UPDATE SET deliveries = deliveries + 1 RETURNING id, deliveries",
+                    (
+                        flow,
+                        e.event_id,
+                        e.topic,
+                        e.scheme,
+                        dumps(e.headers),
+                        e.body,
+                        e.received_at or now,
+                    ),
+                )
+                assert row is not None  # an upsert with RETURNING always returns its row
+                added.append(InboxAdded(int(row[0]), row[1] == 1, int(row[1])))
+        return added
+
+    def claim_inbox(self, flow: str, holder: str, limit: int, ttl: float) -> list[InboxEntry]:
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE inbox SET claim_expires = ? WHERE flow = ? AND status = 'pending' "
+                "AND claimed_by = ?",
+                (now + ttl, flow, holder),
+            )
+            others = conn.fetchall(
+                "SELECT DISTINCT claim_host, claim_pid FROM inbox WHERE flow = ? AND "
+                "status = 'pending' AND claimed_by IS NOT NULL AND claimed_by != ? AND "
+                "claim_expires >= ?",
+                (flow, holder, now),
+            )
+            for host, pid in others:
+                if process_gone(host, pid):
+                    conn.execute(
+                        "UPDATE inbox SET claimed_by = NULL, claim_expires = NULL WHERE "
+                        "flow = ? AND status = 'pending' AND claim_host = ? AND claim_pid = ?",
+                        (flow, host, pid),
+                    )
+            if limit <= 0:
+                return []
+            rows = conn.fetchall(
+                f"UPDATE inbox SET claimed_by = ?, claim_pid = ?, claim_host = ?, "
+                f"claim_expires = ? WHERE id IN (SELECT id FROM inbox WHERE flow = ? AND "
+                f"status = 'pending' AND (claimed_by IS NULL OR claim_expires < ?) "
+                f"ORDER BY id LIMIT ?) RETURNING {self._INBOX_COLUMNS}",
+                (holder, os.getpid(), socket.gethostname(), now + ttl, flow, now, limit),
+            )
+        return sorted((self._inbox_entry(r) for r in rows), key=lambda e: e.id)
+
+    def release_inbox(self, flow: str, holder: str) -> int:
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE inbox SET claimed_by = NULL, claim_expires = NULL WHERE flow = ? AND "
+                "status = 'pending' AND claimed_by = ?",
+                (flow, holder),
+            ).rowcount
+
+    def inbox_depth(self, flow: str | None = None) -> dict[str, int]:
+        where, params = ("AND flow = ?", (flow,)) if flow else ("", ())
+        with self._lock:
+            rows = self._conn.fetchall(
+                f"SELECT flow, COUNT(*) FROM inbox WHERE status = 'pending' {where} GROUP BY flow",
+                params,
+            )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def inbox_events(
+        self, flow: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[InboxEntry]:
+        clauses, params = ["1"], []
+        if flow:
+            clauses.append("flow = ?")
+            params.append(flow)
+        if status:
+            clauses.append("status = ?")
+            params.append(status)
+        with self._lock:
+            rows = self._conn.fetchall(
+                f"SELECT {self._INBOX_COLUMNS} FROM inbox WHERE {' AND '.join(clauses)} "
+                f"ORDER BY id LIMIT {int(limit)}",
+                tuple(params),
+            )
+        return [self._inbox_entry(r) for r in rows]
+
+    def prune_inbox(self, older_than_s: float, flow: str | None = None) -> int:
+        cutoff = time.time() - older_than_s
+        extra, params = ("AND flow = ?", (cutoff, flow)) if flow else ("", (cutoff,))
+        with self.transaction() as conn:
+            return conn.execute(
+                f"DELETE FROM inbox WHERE status = 'done' AND received_at < ? {extra}", params
+            ).rowcount
+
+    # -- schedules -------------------------------------------------------------------------------
+    def claim_schedule(self, flow: str, due: float, holder: str) -> bool:
+        with self.transaction() as conn:
+            return (
+                conn.execute(
+                    "INSERT INTO schedules (flow, last_due, holder, claimed_at) VALUES "
+                    "(?, ?, ?, ?) ON CONFLICT (flow) DO UPDATE SET last_due = excluded.last_due, "
+                    "holder = excluded.holder, claimed_at = excluded.claimed_at "
+                    "WHERE schedules.last_due < excluded.last_due",
+                    (flow, due, holder, time.time()),
+                ).rowcount
+                == 1
+            )
+
+    def schedule_state(self, flow: str) -> ScheduleState | None:
+        with self._lock:
+            row = self._conn.fetchone(
+                "SELECT flow, last_due, holder, claimed_at FROM schedules WHERE flow = ?", (flow,)
+            )
+        return None if row is None else ScheduleState(*row)
+
+    # -- monitoring ------------------------------------------------------------------------------
+    def flow_health(self) -> list[FlowHealth]:
+        found: dict[str, FlowHealth] = {}
+
+        def of(flow: str) -> FlowHealth:
+            return found.setdefault(flow, FlowHealth(flow))
+
+        kind_queue = "kind, queue" if self._has_kinds else "'dead_letter', NULL"
+        with self._lock:
+            items = self._conn.fetchall(
+                f"SELECT flow, {kind_queue}, COUNT(*) FROM dead_letters "
+                "WHERE status = 'open' GROUP BY 1, 2, 3"
+            )
+            pending = self._conn.fetchall(
+                "SELECT flow, COUNT(*) FROM inbox WHERE status = 'pending' GROUP BY flow"
+            )
+            last = self._conn.fetchall(
+                "SELECT flow, started_at, status FROM runs r WHERE started_at = "
+                "(SELECT MAX(started_at) FROM runs WHERE flow = r.flow)"
+            )
+            done = self._conn.fetchall(
+                "SELECT flow, MAX(ended_at) FROM runs WHERE status IN ('ok', 'dead_lettered', "
+                "'review') GROUP BY flow"
+            )
+        for flow, kind, queue, n in items:
+            if kind == "review":
+                of(flow).reviews_open[queue or "review"] = int(n)
+            else:
+                of(flow).dead_letters_open += int(n)
+        for flow, n in pending:
+            of(flow).inbox_pending = int(n)
+        for flow, started, status in last:
+            of(flow).last_run_at, of(flow).last_status = started, status
+        for flow, ended in done:
+            of(flow).last_success_at = ended
+        return [found[name] for name in sorted(found)]

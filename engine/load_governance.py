@@ -4,20 +4,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
-from engine.flow_templates import STEP_NAMES
+from engine._sandbox import FlowyardEnvironment
+from engine.flow_schema import parse_duration
+from engine.load_findings import Built, FlowText, Reporter
+from engine.load_templates import STEP_NAMES
 from engine.model import QueuePolicy, Rendered
 
-if TYPE_CHECKING:
-    from engine.loader import _Loader
 
-
-def build_queues(loader: _Loader) -> dict[str, QueuePolicy]:
+def build_queues(data: dict[str, Any]) -> dict[str, QueuePolicy]:
     """``queues:`` as policies by queue name (the schema checked their shape)."""
-    from engine.loader import parse_duration
-
-    given = loader.data.get("queues")
+    given = data.get("queues")
     queues: dict[str, QueuePolicy] = {}
     for name, spec in given.items() if isinstance(given, dict) else ():
         if not isinstance(spec, dict):
@@ -37,12 +36,16 @@ def build_queues(loader: _Loader) -> dict[str, QueuePolicy]:
     return queues
 
 
-def build_labels(loader: _Loader) -> dict[str, Rendered]:
+def build_labels(
+    text: FlowText, env: FlowyardEnvironment, refused: Iterable[str]
+) -> Built[dict[str, Rendered]]:
     """``labels:`` compiled: each a template on the record (and vars, meta, run)."""
-    given = loader.data.get("labels")
+    reporter = Reporter(text, env, refused)
+    templates = reporter.templates
+    given = text.data.get("labels")
     labels: dict[str, Any] = {}
     for name, value in given.items() if isinstance(given, dict) else ():
         path = ["labels", name]
-        if loader.templates.check_field_name(name, path):
-            labels[str(name)] = loader.templates.template(value, path, STEP_NAMES)
-    return labels
+        if templates.check_field_name(name, path):
+            labels[str(name)] = templates.template(value, path, STEP_NAMES)
+    return reporter.built(labels)

@@ -1,4 +1,5 @@
-"""The steps of a flow file: each named, checked and built into its step of the model.
+"""Load time: the steps of a flow file, each named, checked and built into its step of the
+model.
 
 A step has exactly one kind (map, validate, filter, set, route, foreach, send, enrich,
 fail, review, reconcile); route branches and a foreach hold steps of their own, built the
@@ -10,17 +11,21 @@ folders and compiled once per Jinja environment.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any, TypedDict
 
 from jinja2 import nodes
 
-from engine import flow_schema
+from connectors import Registry
+from engine import flow_schema, packaged
+from engine._sandbox import FlowyardEnvironment
 from engine.envrefs import ENV_CONTEXT, env_references, references_in_expressions
 from engine.errors import Problem, RecordError
-from engine.flow_connections import policy
-from engine.flow_templates import STEP_NAMES, Compiled, cached
+from engine.flow_schema import parse_duration
+from engine.load_connections import ConnectionBuilder, policy
+from engine.load_findings import Built, FlowText, Reporter
+from engine.load_templates import STEP_NAMES, Compiled, cached
 from engine.mapping import CompiledMapping, load_mapping
 from engine.model import (
     Amount,
@@ -42,12 +47,10 @@ from engine.model import (
     ValidateStep,
 )
 from engine.reconcile import tolerance
+from engine.suggest import did_you_mean
 from engine.templates import CONTEXT_NAMES, TemplateProblem, is_template, parse_template
 from engine.validation import compile_validator, load_schema
 from engine.yamlpos import format_path, position
-
-if TYPE_CHECKING:
-    from engine.loader import _Loader
 
 
 def _digest(path: Path) -> str:
@@ -95,8 +98,6 @@ def _queue(spec: dict[str, Any], default: str = "review") -> str:
 
 
 def _due(spec: dict[str, Any]) -> float | None:
-    from engine.loader import parse_duration  # the loader imports this module
-
     due = spec.get("due")
     try:
         return parse_duration(due) if isinstance(due, str) else None
@@ -109,14 +110,32 @@ def _schema(found: Path) -> tuple[Callable[[Any], None] | None, list[Problem]]:
     return (compile_validator(schema) if schema else None), problems
 
 
-class StepBuilder:
-    """Builds the steps of one flow file, reporting to its loader."""
+def build_steps(
+    text: FlowText,
+    registry: Registry,
+    env: FlowyardEnvironment,
+    refused: Iterable[str],
+    connections: Connections,
+) -> Built[list[Step]]:
+    """The flow's ``steps:`` that could be built; the findings name the mapping and schema
+    files read (with their digests) and the connections the steps go through."""
+    reporter = Reporter(text, env, refused)
+    builder = StepBuilder(registry, env, reporter)
+    specs = text.data.get("steps")
+    builder.collect_names(specs)
+    return reporter.built(builder.steps(specs, ["steps"], connections, STEP_NAMES))
 
-    def __init__(self, loader: _Loader):
-        self.loader = loader
-        self.problem = loader.problem
-        self.templates = loader.templates
-        self.connection_builder = loader.connection_builder
+
+class StepBuilder:
+    """Builds the steps of one flow file, reporting into ``reporter``."""
+
+    def __init__(self, registry: Registry, env: FlowyardEnvironment, reporter: Reporter):
+        self.env = env
+        self.reporter = reporter
+        self.text = reporter.text
+        self.problem = reporter.problem
+        self.templates = reporter.templates
+        self.connection_builder = ConnectionBuilder(registry, reporter)
         self._mappings: dict[tuple[Path, tuple[str, ...]], CompiledMapping | None] = {}
         self._step_names: dict[str, str] = {}
         self._explicit_names: set[str] = set()
@@ -138,6 +157,60 @@ class StepBuilder:
             if isinstance(foreach, dict):
                 self.collect_names(foreach.get("steps"))
 
+    # -- mapping and schema files -----------------------------------------------------------
+    def search_dirs(self) -> list[Path]:
+        """The folders mappings and schemas are looked for in, the flow's own first."""
+        base = self.text.path.parent
+        dirs = self.text.data.get("mappings")
+        if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+            dirs = ["mappings", "../mappings"]
+        found = [(base / d).resolve() for d in dirs if "\0" not in d]
+        # the built-in set (engine/packaged.py) last: a flow's own files win over it
+        return found + [d for d in packaged.mapping_dirs() if d not in found]
+
+    def shown(self, path: Path) -> Path:
+        """``path`` as problems show it: relative to the working directory when the flow's
+        own path was given relative (and it lies below), else absolute."""
+        if not self.text.path.is_absolute():
+            try:
+                return path.relative_to(Path.cwd())
+            except ValueError:
+                pass
+        return path
+
+    def find_file(
+        self, name: str, kind: str, subdir: str, suffix: str, path: list[Any]
+    ) -> Path | None:
+        """A mapping or schema by name (searched in the mapping folders) or by path."""
+        if "\0" in name:  # the operating system refuses such a path (Python: ValueError)
+            self.problem(path, f"a {kind} name cannot hold a NUL character (\\0)")
+            return None
+        if name.endswith((".yaml", ".yml", ".json")) or "/" in name:
+            candidate = (self.text.path.parent / name).resolve()
+            if candidate.is_file():
+                return self.shown(candidate)
+            self.problem(
+                path, f"{kind} file not found: {self.shown(candidate)} (relative to the flow file)"
+            )
+            return None
+        known: set[str] = set()
+        dirs = [d / subdir if subdir else d for d in self.search_dirs()]
+        for d in dirs:
+            candidate = d / f"{name}{suffix}"
+            if candidate.is_file():
+                return self.shown(candidate)
+            if d.is_dir():
+                known |= {p.name[: -len(suffix)] for p in d.glob(f"*{suffix}")}
+        where = ", ".join(str(self.shown(d)) for d in dirs)
+        have = f"; found: {', '.join(sorted(known))}" if known else ""
+        self.problem(
+            path,
+            f"unknown {kind} {name!r}{did_you_mean(name, known)}; looked for {name}{suffix} in "
+            f"{where}{have}",
+        )
+        return None
+
+    # -- steps -------------------------------------------------------------------------------
     def step_name(self, spec: dict[str, Any], kind: str, path: list[Any]) -> str:
         """The step's name, given or generated; a name used twice is reported."""
         self._counter += 1
@@ -180,7 +253,7 @@ class StepBuilder:
     ) -> Step | None:
         """One step, or None when it has a problem that leaves nothing to build."""
         kinds = [k for k in flow_schema.STEP_KINDS if k in spec]
-        if not kinds and self.loader.refused_under(path):
+        if not kinds and self.reporter.refused_under(path):
             return None  # an unknown key was reported, most likely the misspelled kind
         if len(kinds) != 1:
             if kinds:
@@ -198,26 +271,26 @@ class StepBuilder:
             self.problem(
                 [*path, "into"], f"`into` belongs to map steps only, not to {kind}", at_key=True
             )
-        line = (position(self.loader.data, at) or (None, None))[0]
+        line = (position(self.text.data, at) or (None, None))[0]
         base = _Base(
             name=self.step_name(spec, kind, path), kind=kind, path=format_path(path), line=line
         )
-        env = self.loader.env
+        env = self.env
         if kind == "map":
             if not isinstance(value, str) or not value:
                 return None
-            found = self.loader.find_file(value, "mapping", "", ".yaml", at)
+            found = self.find_file(value, "mapping", "", ".yaml", at)
             if found is None:
                 return None
             cache_key = (found, names)
-            digest = self.loader.digests[str(found)] = _digest(found)
+            digest = self.reporter.findings.digests[str(found)] = _digest(found)
             if cache_key not in self._mappings:
                 compiled, problems = cached(
                     env,
                     ("mapping", str(found), digest, names),
                     lambda: load_mapping(str(found), env, names=names),
                 )
-                self.loader.problems.extend(problems)
+                self.reporter.findings.problems.extend(problems)
                 self._mappings[cache_key] = compiled
             mapping = self._mappings[cache_key]
             if mapping is None:
@@ -231,16 +304,14 @@ class StepBuilder:
         if kind == "validate":
             if not isinstance(value, str) or not value:
                 return None
-            found = self.loader.find_file(
-                value, "canonical schema", "canonical", ".schema.json", at
-            )
+            found = self.find_file(value, "canonical schema", "canonical", ".schema.json", at)
             if found is None:
                 return None
-            digest = self.loader.digests[str(found)] = _digest(found)
+            digest = self.reporter.findings.digests[str(found)] = _digest(found)
             validator, problems = cached(
                 env, ("schema", str(found), digest), lambda: _schema(found)
             )
-            self.loader.problems.extend(problems)
+            self.reporter.findings.problems.extend(problems)
             if validator is None:
                 return None  # its problems are reported
             return ValidateStep(**base, validator=validator, schema_name=value)
@@ -548,7 +619,7 @@ class StepBuilder:
     ) -> Step | None:
         """A send or enrich step: its connection, its call options and its keys."""
         if "connector" in spec and "connection" not in spec:
-            self.loader.refused(
+            self.reporter.refuse(
                 [*path, "connector"],
                 f"a {kind} goes through a named connection: define it under `connections:` "
                 "and write `connection: NAME`",
@@ -556,7 +627,7 @@ class StepBuilder:
             )
         name, cls = self.connection_builder.connection_for(spec, path, "action", connections)
         options = {k: v for k, v in spec.items() if k not in flow_schema.CALL_KEYS}
-        self.loader.env_ok += [format_path([*path, key]) for key in options]
+        self.reporter.findings.env_ok += [format_path([*path, key]) for key in options]
         if cls is not None:
             self.connection_builder.check_options(
                 options,
@@ -626,7 +697,7 @@ class StepBuilder:
         name, cls = self.connection_builder.connection_for(undo, at, "action", connections)
         key = undo.pop("idempotency_key", None)
         options = {k: v for k, v in undo.items() if k != "connection"}
-        self.loader.env_ok += [format_path([*at, k]) for k in options]
+        self.reporter.findings.env_ok += [format_path([*at, k]) for k in options]
         if cls is not None:
             self.connection_builder.check_options(
                 options,

@@ -1,4 +1,6 @@
-"""The templates and conditions of a flow file: checked where they stand, compiled once.
+"""Load time: the templates and conditions of a flow file, checked where they stand and
+compiled once (the template language itself, which renders them at run time, is
+:mod:`engine.templates`).
 
 A template is checked before it is compiled, so that each problem is reported at its own
 place in the file (a line inside a multi-line template, a key YAML read as a number): its
@@ -31,7 +33,7 @@ from engine.templates import (
 )
 from engine.yamlpos import format_path
 
-# What templates see, where (see engine/steps.py and engine/runner.py).
+# What templates see, where (see engine/executor.py, engine/context.py, engine/runner.py).
 OPTION_NAMES = ("vars", "run")  # connection and source options, rendered once per run
 SOURCE_KEY_NAMES = ("record", "vars")
 STEP_NAMES = ("record", "vars", "meta", "run")  # plus parent and the item's name in a foreach

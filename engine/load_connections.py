@@ -1,4 +1,5 @@
-"""The connections and the source of a flow file: connectors resolved, options checked.
+"""Load time: the connections and the source of a flow file, connectors resolved, options
+checked.
 
 A connection names a connector and its options; the source and each send or enrich step
 go through one, by name (the source may also name a connector and take its defaults).
@@ -10,21 +11,23 @@ or an ``${env:NAME}`` stands for any value, since its type is known only once re
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import jsonschema
 
-from connectors import Connector
+from connectors import Connector, Registry
 from engine import flow_schema
-from engine.flow_schema import did_you_mean
-from engine.flow_templates import OPTION_NAMES, SOURCE_KEY_NAMES
-from engine.model import BreakerPolicy, Connection, RetryPolicy, Source
+from engine._sandbox import FlowyardEnvironment
+from engine.flow_schema import parse_duration
+from engine.load_findings import Built, FlowText, Reporter
+from engine.load_templates import OPTION_NAMES, SOURCE_KEY_NAMES
+from engine.model import BreakerPolicy, Connection, RetryPolicy, Source, Webhook
+from engine.suggest import did_you_mean
 from engine.templates import is_template
 from engine.yamlpos import format_path
-
-if TYPE_CHECKING:
-    from engine.loader import _Loader
 
 # ${env:NAME} or ${file:PATH}; group 1 is the name the run's value goes by: NAME, file:PATH
 ENV_REF = re.compile(r"\$\{(?:env:)?((?<=env:)[A-Za-z_][A-Za-z0-9_]*|(?<=\{)file:[^{}\s]+)\}")
@@ -47,19 +50,50 @@ def policy(cls: type[P], value: Any) -> P:
     return cls()
 
 
-class ConnectionBuilder:
-    """Builds the connections and the source of one flow file, reporting to its loader.
+@dataclass(frozen=True)
+class SourceBuilt:
+    """The flow's source, and the connections with the one an inline ``connector:`` made."""
 
-    ``used`` holds the names of the connections the source or a step goes through.
+    source: Source | None
+    connections: dict[str, Connection]
+
+
+def build_connections(
+    text: FlowText, registry: Registry, env: FlowyardEnvironment, refused: Iterable[str]
+) -> Built[dict[str, Connection]]:
+    """The flow's ``connections:``, by name, each with its options checked."""
+    reporter = Reporter(text, env, refused)
+    return reporter.built(ConnectionBuilder(registry, reporter).connections())
+
+
+def build_source(
+    text: FlowText,
+    registry: Registry,
+    env: FlowyardEnvironment,
+    refused: Iterable[str],
+    connections: dict[str, Connection],
+) -> Built[SourceBuilt]:
+    """The flow's ``source:``; its findings name the connection it goes through."""
+    reporter = Reporter(text, env, refused)
+    connections = dict(connections)
+    source = ConnectionBuilder(registry, reporter).source(connections)
+    return reporter.built(SourceBuilt(source, connections))
+
+
+class ConnectionBuilder:
+    """Resolves connectors and checks their options, reporting into ``reporter``.
+
+    The names of the connections gone through are noted in the reporter's findings
+    (``connections_used``).
     """
 
-    def __init__(self, loader: _Loader):
-        self.loader = loader
-        self.problem = loader.problem
-        self.refused = loader.refused
-        self.registry = loader.registry
-        self.templates = loader.templates
-        self.used: set[str] = set()
+    def __init__(self, registry: Registry, reporter: Reporter):
+        self.registry = registry
+        self.reporter = reporter
+        self.data = reporter.text.data
+        self.problem = reporter.problem
+        self.refused = reporter.refuse
+        self.templates = reporter.templates
 
     def check_options(
         self,
@@ -159,7 +193,7 @@ class ConnectionBuilder:
     def connections(self) -> dict[str, Connection]:
         """The flow's ``connections:``, by name, each with its options checked."""
         out: dict[str, Connection] = {}
-        specs = self.loader.data.get("connections")
+        specs = self.data.get("connections")
         if not isinstance(specs, dict):
             return out
         for name, spec in specs.items():
@@ -240,7 +274,7 @@ class ConnectionBuilder:
                 f"{', '.join(named) or 'none (add it under `connections:`)'}",
             )
             return "", None
-        self.used.add(name)
+        self.reporter.findings.connections_used.add(name)
         connector = connections[name].connector
         cls = self.registry.get(connector) if connector else None
         return name, self._role(cls, connector, role, [*path, "connection"])
@@ -259,10 +293,13 @@ class ConnectionBuilder:
         return cls
 
     def source(self, connections: dict[str, Connection]) -> Source | None:
-        """The flow's ``source:``: its connection, read options and record key template."""
-        spec = self.loader.data.get("source")
+        """The flow's ``source:``: its connection, read options and record key template
+        (an inline ``connector:`` adds its connection to ``connections``)."""
+        spec = self.data.get("source")
         if not isinstance(spec, dict):
             return None  # the schema said so
+        if "webhook" in spec:
+            return self.webhook_source(spec)
         name, cls = self.connection_for(spec, ["source"], "source", connections)
         options = {k: v for k, v in spec.items() if k not in flow_schema.SOURCE_KEYS}
         if cls is not None:
@@ -283,14 +320,40 @@ class ConnectionBuilder:
             )
         return Source(connection=name, options=options, key=key)
 
-    def check_unused(self, connections: dict[str, Connection]) -> None:
-        """Warn about each connection that neither the source nor any step goes through."""
-        specs = self.loader.data.get("connections")
-        for name in specs if isinstance(specs, dict) else []:
-            if str(name) not in self.used and str(name) in connections:
+    def webhook_source(self, spec: dict[str, Any]) -> Source | None:
+        """``source: {webhook: {...}, key: ...}``: records a platform pushes, taken by
+        ``flowyard serve`` (engine/serve/). Nothing else belongs beside it."""
+        for other in spec:
+            if other not in ("webhook", "key"):
                 self.problem(
-                    ["connections", name],
-                    f"connection {name!r} is not used by the source or any step",
-                    severity="warning",
+                    ["source", other],
+                    f"a webhook source takes `key:` beside `webhook:` and nothing else; "
+                    f"{other!r} belongs to a source that reads from a connection",
                     at_key=True,
                 )
+        hook = spec["webhook"]
+        if not isinstance(hook, dict):
+            return None  # the schema said so
+        secret = hook.get("secret")
+        if isinstance(secret, str) and not ENV_REF.fullmatch(secret.strip()):
+            self.problem(
+                ["source", "webhook", "secret"],
+                "write the signing secret as ${env:NAME} (or ${file:PATH}), never in the "
+                "flow file itself",
+            )
+        key = None
+        if "key" in spec:
+            key = self.templates.key_template(
+                spec["key"], ["source", "key"], SOURCE_KEY_NAMES, "source.key"
+            )
+        tolerance = hook.get("tolerance")
+        name = self.data.get("flow")
+        webhook = Webhook(
+            path=hook.get("path") or f"/webhooks/{name}",
+            scheme=str(hook.get("scheme")),
+            secret=str(secret or "").strip(),
+            topics=list(hook["topics"]) if isinstance(hook.get("topics"), list) else None,
+            tolerance_s=parse_duration(tolerance) if isinstance(tolerance, str) else 300.0,
+            max_body=int(hook.get("max_body") or 1_048_576),
+        )
+        return Source(connection="", options={}, key=key, webhook=webhook)
