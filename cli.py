@@ -1441,7 +1441,7 @@ def serve(
     flows: list[Path] = typer.Argument(..., help="Flow files or folders holding flows."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8080, "--port", help="Port to listen on."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     inbox_limit: int = typer.Option(
         10_000,
         "--inbox-limit",
@@ -1541,7 +1541,7 @@ def serve(
 @schedule_app.command("list")
 def schedule_list(
     flows: list[Path] = typer.Argument(..., help="Flow files or folders holding flows."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Show each scheduled flow's cron, time zone, next due time and last run."""

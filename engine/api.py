@@ -709,7 +709,7 @@ class Engine:
         with self._shared_lock:
             if self._shared is None:
                 ensure_state_folder(self.state)
-                self._shared = SqliteStore(self.state)
+                self._shared = open_store(self.state)
             return self._shared
 
     def close(self) -> None:

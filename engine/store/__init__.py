@@ -13,8 +13,9 @@ persists goes through :class:`StateStore`:
   in ``schema.py`` and the faults of its file in ``faults.py``;
 - ``postgres.py``: :class:`~engine.store.postgres.PostgresStore`, a database several
   machines share, with its numbered migrations in ``pg_schema.py``, its work items in
-  ``pg_work.py`` and the work queue of ``flowyard worker`` (:class:`WorkQueue`); imported
-  on use (it needs the ``postgres`` extra);
+  ``pg_work.py``, its inbox and schedule slots in ``pg_inbox.py`` and the work queue of
+  ``flowyard worker`` (:class:`WorkQueue`); imported on use (it needs the ``postgres``
+  extra);
 - ``location.py``: :class:`StateLocation`, which of the two a ``--state`` names;
 - ``null.py``: :class:`NullStore`, what a dry run writes to (nothing);
 - ``contract.py``: :class:`StoreContract`, the test suite every store passes.

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from typing import TypeVar, cast
 
 SCHEMA = "flowyard"
+# the database's clock, as epoch seconds: leases and claims expire by one clock, whatever
+# the clocks of the machines that take them
+NOW = "extract(epoch from clock_timestamp())"
 
 
 _T = TypeVar("_T")
@@ -127,9 +130,26 @@ CREATE INDEX compensations_record ON compensations (flow, source_key, state);
 CREATE UNIQUE INDEX compensations_pending ON compensations (flow, key) WHERE state = 'pending';
 """
 
+# SQLite schema 5: the inbox of events pushed to flowyard (webhooks, engine/serve/), kept
+# once per flow and event id, claimed by the process that takes each through its flow; and
+# the slot each scheduled flow last ran for (won by one process)
+_V5 = """
+CREATE TABLE inbox (
+    id BIGSERIAL PRIMARY KEY, flow TEXT NOT NULL, event_id TEXT NOT NULL, topic TEXT,
+    scheme TEXT, headers TEXT, body BYTEA NOT NULL, received_at DOUBLE PRECISION NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 1, status TEXT NOT NULL DEFAULT 'pending',
+    claimed_by TEXT, claim_pid INTEGER, claim_host TEXT, claim_expires DOUBLE PRECISION,
+    done_at DOUBLE PRECISION, run_id TEXT, UNIQUE (flow, event_id));
+CREATE INDEX inbox_pending ON inbox (flow, status, id);
+CREATE TABLE schedules (
+    flow TEXT PRIMARY KEY, last_due DOUBLE PRECISION NOT NULL, holder TEXT,
+    claimed_at DOUBLE PRECISION NOT NULL);
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(3, "the state of flowyard 0.1 (SQLite schema 3) and the work queue", _V3),
     Migration(4, "work items (approvals, owners, SLAs, history), compensations, trace labels", _V4),
+    Migration(5, "the inbox of pushed events (webhooks) and schedule slots", _V5),
 ]
 
 LATEST = MIGRATIONS[-1].version

@@ -34,6 +34,7 @@ from engine.errors import LockHeld, StateError
 from engine.outcomes import Outcome
 from engine.store import pg_schema
 from engine.store.location import dsn_password, mask_dsn
+from engine.store.pg_inbox import InboxMixin, inbox_done
 from engine.store.pg_schema import storable as _text
 from engine.store.pg_work import WorkItemsMixin, write_item
 from engine.store.rows import (
@@ -55,7 +56,7 @@ from engine.store.rows import (
 )
 from engine.store.sqlite_work import KEEP_UNRESUMED  # the same SQL on both stores
 
-_NOW = "extract(epoch from clock_timestamp())"  # the database's clock, as epoch seconds
+_NOW = pg_schema.NOW
 _KEY_COLUMNS = "key, state, fingerprint, sent_key, response, run_id, updated_at, record_key, step"
 _WRITE_KEY = (
     "INSERT INTO keys (flow, key, state, fingerprint, sent_key, step, record_key, run_id, "
@@ -102,7 +103,7 @@ def _key_row(flow: str, w: KeyWrite, now: float) -> tuple[Any, ...]:
     )
 
 
-class PostgresStore(WorkItemsMixin):
+class PostgresStore(WorkItemsMixin, InboxMixin):
     """The PostgreSQL :class:`~engine.store.protocol.StateStore` and
     :class:`~engine.store.protocol.WorkQueue`. Thread-safe: a pool of connections.
 
@@ -304,6 +305,8 @@ class PostgresStore(WorkItemsMixin):
             ids = [self._write_item(cur, flow, item, now) for item in progress.items]
             if progress.work_done:
                 cur.execute("DELETE FROM work WHERE id = ANY(%s)", (list(progress.work_done),))
+            if progress.inbox_done:
+                inbox_done(cur, flow, progress, now)
             if progress.cursor is not None:
                 cur.execute(
                     "INSERT INTO cursors VALUES (%s, %s, %s) ON CONFLICT (flow) DO UPDATE "
