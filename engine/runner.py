@@ -48,6 +48,7 @@ from engine.store import (
     DeadLetter,
     DigestWrite,
     ParkedItem,
+    StateLocation,
     StateStore,
     Trace,
     holder_id,
@@ -133,7 +134,7 @@ class Runner:
         flow: Flow,
         *,
         registry: Registry,
-        state: Path,
+        state: Path | StateLocation,
         vars: dict[str, Any] | None = None,
         dry_run: bool = False,
         log_stderr: bool = False,
@@ -144,7 +145,7 @@ class Runner:
         resume_ids: list[int] | None = None,
     ):
         self.flow = flow
-        self.state = Path(state)
+        self.state = StateLocation.of(state)
         self.given_vars = dict(vars or {})  # kept with the run, for a replay to reuse
         self.vars = {**flow.vars, **self.given_vars}
         self.dry_run = dry_run
@@ -187,7 +188,7 @@ class Runner:
         self._inbox = False  # records from the flow's inbox (engine/serve/): see run()
 
     def _open_log(self, env: dict[str, str], stderr: bool, listeners: Iterable[Listener]) -> RunLog:
-        path = None if self.dry_run else run_log_path(self.state, self.run_id)
+        path = None if self.dry_run else run_log_path(self.state.runs_folder, self.run_id)
         try:
             return RunLog(
                 self.run_id,
@@ -203,7 +204,8 @@ class Runner:
             assert path is not None  # a dry run writes no log file
             raise StateError(
                 f"run log {path}: cannot write it: {exc.strerror or exc}; flowyard writes "
-                f"each run's log in {path.parent}, beside the state file",
+                f"each run's log in {path.parent}"
+                + (", beside the state file" if self.state.path is not None else ""),
                 str(path),
             ) from None
 
@@ -233,12 +235,7 @@ class Runner:
             self._use_digests(replay is None)
             self.log.event("run_started", kind=self.kind, dry_run=self.dry_run)
             self.log.flush()
-            work: Iterator[Work] | Iterator[RecordWork] = (
-                replay_work(self.flow, replay, from_start)
-                if replay is not None
-                else self._resumed_then(source_work(self.flow, self.vars, self._source(records)))
-            )
-            stopped = self._loop(work)
+            stopped = self._loop(self._work(records, replay, from_start))
             if stopped:
                 status, message = stopped
         except Exception as exc:  # the run cannot go on: say why in one line, never a traceback
@@ -318,6 +315,15 @@ class Runner:
                 pass  # the lease expires by itself; the error below is the one to report
             self.store.close()
             raise
+
+    def _work(
+        self, records: Iterable[Any] | None, replay: list[DeadLetter] | None, from_start: bool
+    ) -> Iterator[Work]:
+        """The run's work items: replayed dead letters, or the records of decided approvals
+        then what the source delivers."""
+        if replay is not None:
+            return replay_work(self.flow, replay, from_start)
+        return self._resumed_then(source_work(self.flow, self.vars, self._source(records)))
 
     def _use_digests(self, from_source: bool) -> None:
         """Skip records unchanged since they last went through, where the flow allows it
@@ -410,7 +416,7 @@ class Runner:
         oldest = self.store.oldest_run(self.flow.name)
         if oldest is not None and oldest < time.time() - keep - min(PRUNE_SLACK, keep / 10):
             pruned = self.store.prune(keep, self.flow.name)
-            remove_run_logs(self.state, pruned.run_ids)
+            remove_run_logs(self.state.runs_folder, pruned.run_ids)
             self.log.event("pruned", **pruned.counts())
 
     # -- records in ------------------------------------------------------------------------------
@@ -593,13 +599,10 @@ class Runner:
         self._finish(w, final=True)
 
     def _finish(self, w: Work, final: bool) -> None:
-        if self._lease.lost and self._stop is None:
-            self._stop = (
-                RunStatus.FAILED.value,
-                f"the run lost its lease on flow {self.flow.name!r} (it was not renewed in "
-                f"time and another run took it); stopping so that the two do not overlap",
-            )
+        self._check_lease()
         self._watermark.finish(w.seq, final)
+        if final and w.queued is not None:
+            self._batch.work_done.append(w.queued)
         if final and self._inbox:
             self._batch.inbox_done.append(w.position["inbox"])
         if (
@@ -607,6 +610,15 @@ class Runner:
             or time.monotonic() - self._last_commit >= self.group_seconds
         ):
             self._flush()
+
+    def _check_lease(self) -> None:
+        """Stop taking records once another run took the flow's lease."""
+        if self._lease.lost and self._stop is None:
+            self._stop = (
+                RunStatus.FAILED.value,
+                f"the run lost its lease on flow {self.flow.name!r} (it was not renewed in "
+                f"time and another run took it); stopping so that the two do not overlap",
+            )
 
     def _arrived(self, w: RecordWork) -> list[list[Any]]:
         """An inbox event's arrival, the first step of its trace (none for other records)."""
