@@ -433,7 +433,8 @@ def run(
     """
     run_vars = _vars(var, vars_file)
     progress = _Progress()
-    eng = _engine(state, listeners=[progress], log_stderr=log_stderr)
+    # a listener makes every record's events be built (engine/runlog.py): only on a terminal
+    eng = _engine(state, listeners=[progress] if progress.enabled else [], log_stderr=log_stderr)
 
     def action() -> RunResult:
         result = eng.run(flow, vars=run_vars, dry_run=dry_run, wait_lock=wait_lock)
@@ -1576,17 +1577,18 @@ def main() -> None:
     import logging
     import os
 
-    from engine import StateError
-
     # the PostgreSQL driver's pool logs each failed reconnection as a warning, which Python
     # would print bare on stderr; the CLI tells a fault of the state in its own one line
     logging.getLogger("psycopg").addHandler(logging.NullHandler())
     try:
         app()
-    except StateError as exc:
-        typer.echo(f"flowyard: {exc}", err=True)
-        sys.exit(EXIT_STATE)
     except Exception as exc:
+        # the engine is imported by the commands that use it, not here: `flowyard --help`
+        # stays fast. An error of the state can only come once the engine is loaded.
+        errors = sys.modules.get("engine.errors")
+        if errors is not None and isinstance(exc, errors.StateError):
+            typer.echo(f"flowyard: {exc}", err=True)
+            sys.exit(EXIT_STATE)
         if os.environ.get("FLOWYARD_DEBUG"):
             raise
         text = " ".join(str(exc).split())[:300]

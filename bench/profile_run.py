@@ -42,7 +42,10 @@ PARTS = [  # (part, substrings of the file name); the first match wins
     ),
     ("validation (fastjsonschema code)", ("validation.py", "<string>")),
     ("the state store (engine/store/, engine/codec.py)", ("engine/store/", "engine/codec.py")),
-    ("the executor (engine/executor.py, idempotency)", ("engine/executor.py", "idempotency.py")),
+    (
+        "the executor (engine/executor.py, idempotency, group)",
+        ("engine/executor.py", "idempotency.py", "engine/group.py"),
+    ),
     (
         "the runner (engine/runner.py, work, progress, context)",
         ("engine/runner.py", "engine/work.py", "engine/progress.py", "engine/context.py"),

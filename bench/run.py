@@ -6,29 +6,35 @@
     .venv/bin/python bench/run.py startup [--repeat 15]
     .venv/bin/python bench/run.py all
 
-Every measurement runs in subprocesses, as a user would: the engine through the
-``flowyard`` console script (``flowyard run bench/reference_flow.yaml ...``), the
-baseline as ``python bench/baseline.py ...``. Input files are generated on the fly by
-bench/gen_orders.py into a temporary directory (``--workdir`` to keep them) and deleted
-afterwards. Results are printed and written as JSON (``--json``, by default
-``bench/results/<command>.json``) with the machine, the date and the command line.
-docs/benchmarks.md records the figures.
+Every measurement runs in subprocesses, as a user would: the engine through its command
+line (``python -m cli run bench/reference_flow.yaml ...`` in this checkout, which is what
+the ``flowyard`` script runs), the baseline as ``python bench/baseline.py ...``. Input
+files are generated on the fly by bench/gen_orders.py into a temporary directory
+(``--workdir`` to keep them) and deleted afterwards. Results are printed and written as
+JSON (``--json``, by default ``bench/results/<command>.json``) with the machine, the date
+and the command line. docs/benchmarks.md records the figures.
 
-- ``throughput``: engine and baseline alternately, ``--repeat`` times each, on the same
-  file: a first run into empty databases, then a re-run in which every record is a
-  duplicate. Medians of records/s by three clocks (the command's wall time, start-up
+- ``throughput``: the engine and the plain baseline (bench/baseline.py: json, the mapping
+  in Python, the engine's compiled validator, a transaction per 500 orders, a keys table
+  with fingerprints) alternately, ``--repeat`` times each, on the same file: a first run
+  into empty databases, then a re-run in which every record is unchanged. ``--dlt`` adds
+  dlt merging the same orders into SQLite (bench/dlt_load.py, in its own virtual
+  environment), ``--with-durable`` the durable-per-record baseline (a commit and a log
+  line per record), ``--before-root`` the engine of another checkout (a worktree before
+  a change). Medians of records/s by three clocks (the command's wall time, start-up
   included; the run's own time; the process's CPU time, which a busy machine disturbs
-  least), the engine/baseline ratio and each side's re-run speed-up. The first
-  repetition checks that both wrote exactly the same rows. ``--sink-dir /dev/shm`` puts
-  the target databases where fsync is free; ``--baseline-validator fastjsonschema``
-  lets the baseline validate as fast as the engine; ``--before-root`` adds the engine
-  of another checkout (a worktree before a change) as a third side.
+  least), the engine's ratio to each side, and the CPU time per record of each side with
+  its start-up (a run on an empty file) taken off: the engine's over the baseline's is
+  the engine's own cost per record. The first repetition checks that the sides wrote the
+  same rows. ``--sink-dir /dev/shm`` puts the target databases where fsync is free;
+  ``--baseline-validator jsonschema`` gives the baseline a slower validator.
 - ``memory``: peak RSS (``wait4`` of the process) of a first run at each size, and its
   RSS sampled from /proc while it runs.
 - ``http``: bench/http_flow.yaml against tests/support/target.py answering after a fixed
   latency, at each concurrency: records/s against the limit concurrency/latency, next to
   a bare threaded httpx client (bench/http_ceiling.py) against the same server.
-- ``startup``: ``python -c pass``, ``flowyard --help`` and ``flowyard validate
+- ``startup``: ``python -c pass``, ``flowyard --help``, ``flowyard validate
+  flows/order_to_erp.yaml`` (a shipped flow) and ``flowyard validate
   bench/reference_flow.yaml``, round robin.
 """
 
@@ -60,6 +66,7 @@ from bench.gen_orders import generate  # noqa: E402
 
 REFERENCE_FLOW = BENCH / "reference_flow.yaml"
 HTTP_FLOW = BENCH / "http_flow.yaml"
+SHIPPED_FLOW = ROOT / "flows" / "order_to_erp.yaml"  # the startup measure's shipped flow
 SINK_TABLES = ("pickups", "shipments", "sales_orders")
 EXIT_OK, EXIT_DEAD_LETTERS = 0, 1
 
@@ -72,11 +79,10 @@ SINK_DIR: Path | None = None
 
 
 def flowyard(root: Path | None = None) -> list[str]:
-    """The console script next to this Python (the venv's), else ``python -m cli``."""
-    script = Path(sys.executable).with_name("flowyard")
-    if (root or ENGINE_ROOT) is None and script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "cli"]  # run in the checkout's folder: its engine is found
+    """``python -m cli``, run in the checkout's folder (:func:`engine_cwd`), so that the
+    engine measured is that checkout's: the venv's ``flowyard`` script runs whatever
+    checkout the venv was installed from (an editable install of another worktree)."""
+    return [sys.executable, "-m", "cli"]
 
 
 def engine_cwd(root: Path | None = None) -> Path:
@@ -120,11 +126,13 @@ def run_job(
     ok: tuple[int, ...] = (EXIT_OK,),
     sample_every: float = 0.0,
     cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
 ) -> Job:
     """Run ``cmd`` in ``cwd``; its peak RSS and CPU time come from ``wait4`` on this very child."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=cwd)
+        full_env = {**os.environ, **env} if env else None
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=cwd, env=full_env)
         samples: list[tuple[float, float]] = []
         stop = threading.Event()
 
@@ -187,7 +195,9 @@ def engine_run(
     return run_job(cmd, ok=(EXIT_OK, EXIT_DEAD_LETTERS), cwd=engine_cwd(root), **kw)
 
 
-def baseline_run(orders: Path, work: Path, validator: str = "jsonschema", **kw: Any) -> Job:
+def baseline_run(orders: Path, work: Path, *options: str, **kw: Any) -> Job:
+    """bench/baseline.py: the plain baseline, or another with ``options`` (--commit-every 1
+    --log-records: the durable-per-record one)."""
     cmd = [
         sys.executable,
         str(BENCH / "baseline.py"),
@@ -197,10 +207,36 @@ def baseline_run(orders: Path, work: Path, validator: str = "jsonschema", **kw: 
         str(sink(work)),
         "--state",
         str(work / "state.db"),
-        "--validator",
-        validator,
+        *options,
     ]
     return run_job(cmd, **kw)
+
+
+DLT_PYTHON: Path | None = None  # bench/dlt_load.py's environment, made on first use
+
+
+def inlined_order_schema() -> dict:
+    """The canonical order schema as the engine compiles it (its ``$ref``s inlined), for
+    dlt's side to validate with the same fastjsonschema code."""
+    from engine.validation import _inline_refs
+
+    schema = json.loads((ROOT / "mappings" / "canonical" / "order.schema.json").read_text())
+    return _inline_refs(schema, schema, ())
+
+
+def dlt_run(orders: Path, work: Path, **kw: Any) -> Job:
+    """bench/dlt_load.py in its own virtual environment (dlt merging into SQLite)."""
+    global DLT_PYTHON
+    if DLT_PYTHON is None:
+        from bench.dlt_load import ensure_venv
+
+        DLT_PYTHON = ensure_venv()  # made on first use: about a minute, once
+    schema = work / "order.schema.json"
+    schema.write_text(json.dumps(inlined_order_schema()))
+    cmd = [str(DLT_PYTHON), str(BENCH / "dlt_load.py"), "--orders", str(orders)]
+    cmd += ["--erp", str(sink(work)), "--work", str(work / "dlt"), "--schema", str(schema)]
+    env_quiet = {"RUNTIME__LOG_LEVEL": "ERROR", "PYTHONWARNINGS": "ignore"}
+    return run_job(cmd, env=env_quiet, **kw)
 
 
 def counts_of(job: Job) -> dict[str, int]:
@@ -255,34 +291,63 @@ def _times(job: Job) -> dict[str, float]:
     return {"wall": job.wall_s, "inner": inner_seconds(job), "cpu": job.cpu_s}
 
 
+DURABLE = ("--commit-every", "1", "--log-records")  # the durable-per-record baseline
+
+
+def _sides(args: argparse.Namespace) -> dict[str, Any]:
+    """Each side of a throughput comparison: its name and how to run it on a file."""
+    sides: dict[str, Any] = {
+        "engine": engine_run,
+        "baseline": lambda orders, work, **kw: baseline_run(
+            orders, work, "--validator", args.baseline_validator, **kw
+        ),
+    }
+    if args.with_durable:
+        sides["durable"] = lambda orders, work, **kw: baseline_run(orders, work, *DURABLE, **kw)
+    if args.dlt:
+        sides["dlt"] = dlt_run
+    if args.before_root:
+        root = args.before_root.resolve()
+        sides["before"] = lambda orders, work, **kw: engine_run(orders, work, root=root, **kw)
+    return sides
+
+
+def startup_cpu(sides: dict[str, Any], tmp: Path, repeat: int) -> dict[str, float]:
+    """Each side's CPU time on an empty file (interpreter, imports, flow loading): what a
+    run costs before its first record, taken off its CPU time per record."""
+    empty = tmp / "empty.ndjson"
+    empty.write_text("")
+    cpu: dict[str, list[float]] = {side: [] for side in sides}
+    for rep in range(repeat):
+        for side, go in sides.items():
+            work = tmp / f"startup-{side}-{rep}"
+            work.mkdir()
+            sink(work).parent.mkdir(parents=True, exist_ok=True)
+            cpu[side].append(go(empty, work).cpu_s)
+    return {side: _median(values) for side, values in cpu.items()}
+
+
 def throughput(args: argparse.Namespace, tmp: Path) -> dict:
     orders = tmp / "orders.ndjson"
     made = generate(
         orders, args.records, seed=args.seed, malformed=args.malformed, invalid=args.invalid
     )
     print(f"{args.records} orders in {orders} ({made})", flush=True)
-    sides: tuple[str, ...] = ("engine", "baseline")
-    if args.before_root:
-        sides += ("before",)
+    runners = _sides(args)
+    sides = tuple(runners)
     seconds = {
         side: {run: {m: [] for m in MEASURES} for run in ("first", "rerun")} for side in sides
     }
     counts: dict[str, Any] = {}
+    loads: list[float] = []
     for rep in range(args.repeat):
         order = sides[rep % len(sides) :] + sides[: rep % len(sides)]
         for side in order:
             work = tmp / f"{side}-{rep}"
             work.mkdir()
             sink(work).parent.mkdir(exist_ok=True)
-            if side == "engine":
-                first, rerun = engine_run(orders, work), engine_run(orders, work)
-            elif side == "before":
-                root = args.before_root.resolve()
-                first = engine_run(orders, work, root=root)
-                rerun = engine_run(orders, work, root=root)
-            else:
-                first = baseline_run(orders, work, args.baseline_validator)
-                rerun = baseline_run(orders, work, args.baseline_validator)
+            loads.append(os.getloadavg()[0])
+            first, rerun = runners[side](orders, work), runners[side](orders, work)
             for run, job in (("first", first), ("rerun", rerun)):
                 for m, value in _times(job).items():
                     seconds[side][run][m].append(value)
@@ -290,21 +355,16 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict:
             print(
                 f"  rep {rep + 1} {side:8}  first {first.wall_s:6.2f} s (cpu {first.cpu_s:6.2f})"
                 f"  re-run {rerun.wall_s:6.2f} s (cpu {rerun.cpu_s:6.2f})  "
-                f"{counts[side]['first']}",
+                f"{counts[side]['first']}  load {loads[-1]:.1f}",
                 flush=True,
             )
         if rep == 0:
-            differences = compare_sinks(sink(tmp / "engine-0"), sink(tmp / "baseline-0"))
-            if "before" in sides:
-                differences += compare_sinks(sink(tmp / "engine-0"), sink(tmp / "before-0"))
-            if differences or any(c != counts["engine"] for c in counts.values()):
-                raise SystemExit(f"engine and baseline disagree: {differences} {counts}")
+            _check_sides(tmp, sides, counts)
         if rep > 0:  # keep the disk small: the data file and the first databases stay
             for side in order:
                 for folder in (tmp / f"{side}-{rep}", sink(tmp / f"{side}-{rep}").parent):
-                    for path in folder.rglob("*"):
-                        if path.is_file():
-                            path.unlink()
+                    shutil.rmtree(folder, ignore_errors=True)
+    startup = startup_cpu(runners, tmp, args.startup_runs)
     n = args.records
     med = {
         side: {run: {m: _median(v) for m, v in runs.items()} for run, runs in by_run.items()}
@@ -313,6 +373,19 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict:
     rate = {
         m: {side: {run: n / med[side][run][m] for run in ("first", "rerun")} for side in sides}
         for m in MEASURES
+    }
+    # CPU per record: the process's CPU time less what it spends before its first record
+    cpu_us = {
+        side: {run: 1e6 * (med[side][run]["cpu"] - startup[side]) / n for run in ("first", "rerun")}
+        for side in sides
+    }
+    ratio = {  # engine / other side, by records per second: above 1, the engine is faster
+        other: {
+            run: {m: rate[m]["engine"][run] / rate[m][other][run] for m in MEASURES}
+            for run in ("first", "rerun")
+        }
+        for other in sides
+        if other != "engine"
     }
     result = {
         "records": n,
@@ -324,34 +397,76 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict:
         "seconds": seconds,
         "median_seconds": med,
         "records_per_s": rate,
-        "ratio_engine_to_baseline": {
-            m: rate[m]["engine"]["first"] / rate[m]["baseline"]["first"] for m in MEASURES
+        "startup_cpu_s": startup,
+        "cpu_us_per_record": cpu_us,
+        "engine_cpu_us_per_record_over_baseline": {
+            run: cpu_us["engine"][run] - cpu_us["baseline"][run] for run in ("first", "rerun")
         },
+        "ratio": ratio,
+        # kept under their old names: engine / baseline, first run; each side's speed-up
+        "ratio_engine_to_baseline": ratio["baseline"]["first"],
         "before": _version(args.before_root) if args.before_root else None,
         "rerun_speedup": {
             m: {side: med[side]["first"][m] / med[side]["rerun"][m] for side in sides}
             for m in MEASURES
         },
+        "load_average": {"min": min(loads), "median": _median(loads), "max": max(loads)},
     }
+    _print_throughput(result, sides)
+    return result
+
+
+def _check_sides(tmp: Path, sides: tuple[str, ...], counts: dict[str, Any]) -> None:
+    """The first repetition: every side wrote the engine's rows (dlt: as many rows)."""
+    differences = []
+    for side in sides:
+        if side in ("engine", "dlt"):
+            continue
+        differences += compare_sinks(sink(tmp / "engine-0"), sink(tmp / f"{side}-0"))
+        if counts[side] != counts["engine"]:
+            differences.append(f"{side} counted {counts[side]}")
+    if "dlt" in sides:
+        engine_rows, dlt_rows = sink_rows(sink(tmp / "engine-0")), sink_rows(sink(tmp / "dlt-0"))
+        for table in SINK_TABLES:
+            if len(engine_rows[table]) != len(dlt_rows[table]):
+                differences.append(
+                    f"dlt: {table}: {len(dlt_rows[table])} rows, the engine's "
+                    f"{len(engine_rows[table])}"
+                )
+    if differences:
+        raise SystemExit(f"the sides disagree: {differences} {counts}")
+
+
+def _print_throughput(result: dict, sides: tuple[str, ...]) -> None:
+    n, rate, med = result["records"], result["records_per_s"], result["median_seconds"]
     labels = {
         "wall": "wall time of the command (start-up included)",
         "inner": "the run's own time (start-up and flow loading excluded)",
         "cpu": "CPU time of the process (user + system)",
     }
-    print(f"\nthroughput, {n} orders, median of {args.repeat}")
+    print(f"\nthroughput, {n} orders, median of {result['repeat']}")
     for m in MEASURES:
         print(f"  by {labels[m]}:")
         for side in sides:
             print(
                 f"    {side:8}  first run {rate[m][side]['first']:7.0f} records/s   "
                 f"re-run {rate[m][side]['rerun']:7.0f} records/s   "
-                f"re-run speed-up {result['rerun_speedup'][m][side]:5.2f}x"
+                f"({med[side]['first'][m]:.2f} s / {med[side]['rerun'][m]:.2f} s)"
             )
-        print(f"    engine / baseline, first run: {result['ratio_engine_to_baseline'][m]:.2f}")
-        if "before" in sides:
-            first, rerun = (rate[m]["engine"][r] / rate[m]["before"][r] for r in ("first", "rerun"))
-            print(f"    engine / before: first run {first:.2f}, re-run {rerun:.2f}")
-    return result
+        for other, by_run in result["ratio"].items():
+            print(
+                f"    engine / {other}: first run {by_run['first'][m]:.2f}, "
+                f"re-run {by_run['rerun'][m]:.2f}"
+            )
+    print("  CPU per record, start-up taken off (us):")
+    for side, by_run in result["cpu_us_per_record"].items():
+        print(f"    {side:8}  first run {by_run['first']:6.0f}   re-run {by_run['rerun']:6.0f}")
+    over = result["engine_cpu_us_per_record_over_baseline"]
+    print(
+        f"    engine over the baseline: first run {over['first']:.0f}, re-run {over['rerun']:.0f}"
+    )
+    load = result["load_average"]
+    print(f"  load average during the runs: {load['min']:.1f} to {load['max']:.1f}")
 
 
 def memory(args: argparse.Namespace, tmp: Path) -> dict:
@@ -498,6 +613,10 @@ def startup(args: argparse.Namespace, tmp: Path) -> dict:
     for prefix, root in roots.items():
         cwd = engine_cwd(root)
         commands[f"{prefix}flowyard --help"] = ([*flowyard(root), "--help"], cwd)
+        commands[f"{prefix}flowyard validate flows/order_to_erp.yaml"] = (
+            [*flowyard(root), "validate", str(SHIPPED_FLOW)],
+            cwd,
+        )
         commands[f"{prefix}flowyard validate bench/reference_flow.yaml"] = (
             [*flowyard(root), "validate", str(REFERENCE_FLOW)],
             cwd,
@@ -586,9 +705,27 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--invalid", type=float, default=0.01)
     t.add_argument(
         "--baseline-validator",
-        choices=["jsonschema", "fastjsonschema"],
-        default="jsonschema",
-        help="what the baseline validates with (the engine uses fastjsonschema)",
+        choices=["engine", "fastjsonschema", "jsonschema"],
+        default="engine",
+        help="what the plain baseline validates with [default: engine, the engine's own "
+        "compiled validator]",
+    )
+    t.add_argument(
+        "--with-durable",
+        action="store_true",
+        help="also run the durable-per-record baseline (a commit and a log line per record)",
+    )
+    t.add_argument(
+        "--dlt",
+        action="store_true",
+        help="also run dlt merging the same orders into SQLite (bench/dlt_load.py, in a "
+        "virtual environment of its own, made on first use)",
+    )
+    t.add_argument(
+        "--startup-runs",
+        type=int,
+        default=3,
+        help="runs of each side on an empty file, whose CPU time is taken off per record",
     )
     t.add_argument(
         "--before-root",

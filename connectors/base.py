@@ -16,6 +16,13 @@ loader uses to check a flow before it runs; :meth:`Connector.lint` adds the chec
 schema cannot express (a warning about a risky option, say). Connectors know nothing
 about flows: templates are rendered by the engine before ``call`` sees them.
 
+Groups of calls: a run commits its records in groups (docs/semantics.md, "Group commit").
+A connector whose target has transactions may hold a group's calls in one transaction
+(:meth:`Connector.begin_group`, :meth:`Connector.commit_group`,
+:meth:`Connector.rollback_group`), so the target makes one durable commit per group
+instead of one per call. The default holds nothing: each call commits before it returns,
+as a connector written before groups does.
+
 Reaching the target: :meth:`Connector.check` tries what ``flowyard check`` reports (log in,
 one harmless read) without sending anything a record would; by default a connector has
 nothing to check.
@@ -232,6 +239,32 @@ class Connector:
     def call(self, request: Request) -> Response:
         """Perform one request for one record."""
         raise NotImplementedError(f"connector {self.name!r} offers no calls")
+
+    # -- groups of calls -------------------------------------------------------
+
+    def begin_group(self) -> bool:
+        """The engine starts a group of calls that it commits together; say whether this
+        connector holds them in one transaction of the target until :meth:`commit_group`.
+
+        Return True only if, until :meth:`commit_group` returns, none of the group's calls
+        is applied where anyone else can see it, and all of them are applied (durably)
+        once it has returned; :meth:`rollback_group` then discards them. The engine
+        commits the sends' idempotency keys only after :meth:`commit_group`, so a crash
+        before it makes the next run send the group's calls again: write them so that
+        doing them twice is harmless (an upsert, not an insert). The calls of a group
+        may come from several threads. The default, False, keeps every call committed
+        before it returns (the engine then commits each key in flight before its call).
+        """
+        return False
+
+    def commit_group(self) -> None:
+        """Apply every call made since :meth:`begin_group`, durably and at once. Raise a
+        :class:`~connectors.errors.ConnectorError` when that failed: the engine then keeps
+        none of the group's results and stops the run; the next run sends them again."""
+
+    def rollback_group(self) -> None:
+        """Discard every call made since :meth:`begin_group` (the run is ending without
+        committing them)."""
 
     def check(self, source: Mapping[str, Any] | None = None) -> list[Check]:
         """Reach the target the way a run would, changing nothing: log in, one harmless

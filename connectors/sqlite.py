@@ -5,9 +5,13 @@ Values always travel as bound parameters; table and column names are checked aga
 text of a query is never a template: a flow that writes ``{{ ... }}`` into it is refused
 when it loads (:meth:`SqliteConnector.lint`), with the same query written with a named
 parameter instead. Each call commits before it returns (WAL journal), so a written row
-survives the process being killed right after. One connection serves every thread,
-behind a lock; each read uses its own read-only connection, and the file is switched to
-WAL on first use, so a long read never holds up writers.
+survives the process being killed right after; in a run, the engine groups calls
+(:meth:`SqliteConnector.begin_group`): a group's writes go in one transaction, taken at
+its first write and committed once, with one sync of the file instead of one per row.
+One connection serves every thread, behind a lock; each read uses its own read-only
+connection, and the file is switched to WAL on first use, so a long read never holds up
+writers (a lookup made while a group is open reads through the group's transaction, so it
+sees the group's own writes).
 """
 
 from __future__ import annotations
@@ -178,6 +182,9 @@ class SqliteConnector(Connector):
         # lookups (query calls) share one read-only connection, opened on first use
         self._read_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
+        # begin_group was called: writes go into one transaction until commit_group
+        self._grouped = False
+        self._group_lost: str | None = None  # why the group's transaction ended early
 
     @classmethod
     def lint(
@@ -249,9 +256,56 @@ class SqliteConnector(Connector):
             return [Check(f"open {path}", False, f"{type(exc).__name__}: {exc}")]
         return [Check(f"open {path}", True, f"{tables} table(s)")]
 
-    def close(self) -> None:
-        """Close the write and lookup connections; a later call opens them again."""
+    # -- groups --------------------------------------------------------------
+
+    def begin_group(self) -> bool:
+        """Hold the next writes in one transaction, taken at the first of them (``BEGIN
+        IMMEDIATE``: other writers of the file wait until the group commits)."""
         with self._lock:
+            self._grouped, self._group_lost = True, None
+        return True
+
+    def commit_group(self) -> None:
+        """Commit the group's transaction: every row of the group, or none."""
+        with self._lock:
+            db, lost = self._db, self._group_lost
+            self._grouped, self._group_lost = False, None
+            if lost is not None:
+                if db is not None and db.in_transaction:
+                    self._rollback(db)
+                raise PermanentError(
+                    f"the group's transaction on {self._path.name} ended early ({lost}): "
+                    "none of its rows were kept"
+                )
+            if db is None or not db.in_transaction:
+                return
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(db)
+                raise _classify(exc, f"committing the group's rows to {self._path.name}") from None
+
+    def rollback_group(self) -> None:
+        """Discard the group's rows."""
+        with self._lock:
+            self._grouped, self._group_lost = False, None
+            if self._db is not None and self._db.in_transaction:
+                self._rollback(self._db)
+
+    def _rollback(self, db: sqlite3.Connection) -> None:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite rolled it back already
+        # tables, columns and indexes made in the transaction went with it
+        self._columns.clear()
+        self._keyed.clear()
+
+    def close(self) -> None:
+        """Close the write and lookup connections; a later call opens them again (an
+        open group's rows are discarded)."""
+        with self._lock:
+            self._grouped = False
             db, self._db = self._db, None
             self._columns.clear()
             self._keyed.clear()
@@ -335,13 +389,23 @@ class SqliteConnector(Connector):
             sql = _statement(table, list(row), key if upsert else None)
         values = [_value(value) for value in row.values()]
         with self._lock:
+            held = False
             try:
                 db = self._db = self._db or self._connect()
+                if self._grouped and not db.in_transaction:
+                    db.execute("BEGIN IMMEDIATE")
+                held = db.in_transaction
                 self._prepare(db, table, list(row), tuple(key) if upsert else ())
                 before = db.total_changes
                 returned = db.execute(sql, values).fetchall()
                 changes = db.total_changes - before
             except sqlite3.Error as exc:
+                if held and not db.in_transaction:
+                    # SQLite rolled the whole group back (a full disk, an I/O error): the
+                    # rows written before this one are gone too, and the commit says so
+                    self._group_lost = str(exc)
+                    self._columns.clear()
+                    self._keyed.clear()
                 raise _classify(exc, f"writing to {table} failed") from None
         return Response(body={"rowid": returned[0][0] if returned else None, "changes": changes})
 
@@ -350,6 +414,11 @@ class SqliteConnector(Connector):
         params = options.get("params") or {}
         if not isinstance(params, Mapping):
             raise PermanentError("params must be an object of parameter name -> value")
+        if self._grouped:
+            with self._lock:
+                db = self._db
+                if db is not None and db.in_transaction:
+                    return self._group_lookup(db, options, params)
         with self._read_lock:
             try:
                 if self._reader is None:
@@ -371,6 +440,32 @@ class SqliteConnector(Connector):
         if not rows and options.get("not_found"):
             raise PermanentError(str(options["not_found"]))
         return [dict(row) for row in rows]
+
+    def _group_lookup(
+        self, db: sqlite3.Connection, options: Mapping[str, Any], params: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """A lookup through the open group's transaction (it sees the group's rows), as
+        read-only as one through the reader: ``query_only`` while it runs."""
+        try:
+            db.execute("PRAGMA query_only = ON")
+            try:
+                cursor = db.execute(
+                    options["query"], {name: _value(v) for name, v in params.items()}
+                )
+                rows = cursor.fetchmany(_MAX_LOOKUP_ROWS + 1)
+                names = [column[0] for column in cursor.description or ()]
+                cursor.close()
+            finally:
+                db.execute("PRAGMA query_only = OFF")
+        except sqlite3.Error as exc:
+            raise _classify(exc, "the lookup query failed") from None
+        if len(rows) > _MAX_LOOKUP_ROWS:
+            raise PermanentError(
+                f"the lookup query returned more than {_MAX_LOOKUP_ROWS} rows; narrow it"
+            )
+        if not rows and options.get("not_found"):
+            raise PermanentError(str(options["not_found"]))
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     def _prepare(
         self, db: sqlite3.Connection, table: str, names: list[str], key: tuple[Any, ...]

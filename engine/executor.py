@@ -34,6 +34,7 @@ from engine.errors import (
     RunError,
     TransientError,
 )
+from engine.group import Group
 from engine.idempotency import fingerprint, first_sent_key, next_sent_key
 from engine.model import (
     ApproveStep,
@@ -150,12 +151,15 @@ _Chain = list[tuple[list[Step], int]]
 class Executor:
     """Runs records through a flow's steps with what the run context gives."""
 
-    def __init__(self, ctx: RunContext):
+    def __init__(self, ctx: RunContext, group: Group | None = None):
         self.ctx = ctx
         self.flow = ctx.flow
         self.store = ctx.store
         self.log = ctx.log
         self.dry_run = ctx.dry_run
+        # the run's open group of writes (engine/group.py); on its own, every key state is
+        # committed at once, as a run without groups would
+        self.group = group or Group(ctx.store, ctx.flow.name, immediate=True)
         self.compensator = Compensator(ctx)
         self._where: dict[str, _Chain] = {}
         self._index(self.flow.steps, [])
@@ -525,7 +529,7 @@ class Executor:
             else f"{self.flow.name}:{step.name}:{rec.key}"
         )
         fp = fingerprint(options)
-        prev = self.store.get_key(self.flow.name, key)
+        prev = self.group.get_key(key)
         sent_key = first_sent_key(key, fp)
         if prev is not None and prev.state == SendState.COMPENSATED:
             # its earlier send was undone: this one is a new operation
@@ -562,7 +566,16 @@ class Executor:
             out.trace.append([step.name, "would send (dry run)"])
             return GoOn(self._unanswered(step, rec), Outcome.DONE)
 
-        self._remember(key, SendState.IN_FLIGHT, fp, sent_key, step, rec)
+        # a target that holds the group in its own transaction needs no mark before the
+        # request: until the group commits, neither the row nor the key is kept
+        # ... unless the flow can undo sends (compensate:): a compensation commits its state
+        # at once (engine/compensation.py), so a target's rows must be committed as they go,
+        # or a crash would keep the compensation's key and lose the row change it made
+        held = not self.compensator.enabled and self.group.holds(conn.connector, conn.name)
+        if not held:
+            self.group.mark_in_flight(
+                self._key_write(key, SendState.IN_FLIGHT, fp, sent_key, step, rec)
+            )
         try:
             response = self._attempts(
                 step, conn, rec, Request(options=options, idempotency_key=sent_key)
@@ -571,9 +584,11 @@ class Executor:
             # a transient failure may have been applied: its key stays in flight and the
             # next attempt repeats the same request; anything else was refused
             if not isinstance(failed.error, TransientError):
-                self._remember(key, SendState.FAILED, fp, sent_key, step, rec)
+                write = self._key_write(key, SendState.FAILED, fp, sent_key, step, rec)
+                self.group.outcome(write, held=held)
             raise
-        self._remember(key, SendState.DONE, fp, sent_key, step, rec, response.body)
+        write = self._key_write(key, SendState.DONE, fp, sent_key, step, rec, response.body)
+        self.group.outcome(write, held=held)
         out.trace.append(
             [
                 step.name,
@@ -610,7 +625,12 @@ class Executor:
         if prev.updated_at < time.time() - self.ctx.refresh_after:
             out.seen_keys.append(key)
         out.trace.append([step.name, "skipped", "duplicate"])
-        self.log.event(
+        if self.log.detailed:
+            self._duplicate_line(step, rec, key)
+        return GoOn(self._saved_key(step, rec, prev), Outcome.SKIPPED)
+
+    def _duplicate_line(self, step: CallStep, rec: Rec, key: str) -> None:
+        self.log.detail(
             "step",
             step=step.name,
             record_key=rec.key,
@@ -618,13 +638,50 @@ class Executor:
             reason="duplicate",
             key=key,
         )
-        return GoOn(self._saved_key(step, rec, prev), Outcome.SKIPPED)
 
     def _attempts(
         self, step: CallStep, conn: ConnectionState, rec: Rec, request: Request
     ) -> Response:
+        attempts: list[tuple[int, float, BaseException | None]] = []
+
         def on_attempt(attempt: int, ms: float, error: BaseException | None) -> None:
-            self.log.event(
+            attempts.append((attempt, ms, error))
+
+        try:
+            response, _ = call_with_retry(
+                lambda: conn.connector.call(request),
+                step.retry or conn.retry,
+                limiter=conn.limiter,
+                breaker=conn.breaker,
+                on_attempt=on_attempt,
+            )
+        except TransientError as exc:
+            self._log_attempts(step, rec, attempts, True)
+            raise _Failed(exc, (step.retry or conn.retry).attempts) from exc
+        except CircuitOpen:
+            self._log_attempts(step, rec, attempts, True)
+            raise
+        except Exception as exc:  # permanent, or a connector bug: the record is dead-lettered
+            self._log_attempts(step, rec, attempts, True)
+            raise _Failed(exc, 1) from exc
+        # a call that went through at once needs no person: its line is a debug one
+        self._log_attempts(step, rec, attempts, len(attempts) > 1)
+        return response
+
+    def _log_attempts(
+        self,
+        step: CallStep,
+        rec: Rec,
+        attempts: list[tuple[int, float, BaseException | None]],
+        needs_person: bool,
+    ) -> None:
+        """One ``attempt`` line per attempt of a call: in the run log when the call was
+        retried or failed, else at the debug level."""
+        if not needs_person and not self.log.detailed:
+            return
+        write = self.log.event if needs_person else self.log.detail
+        for attempt, ms, error in attempts:
+            write(
                 "attempt",
                 step=step.name,
                 record_key=rec.key,
@@ -636,23 +693,7 @@ class Executor:
                 **({"error": f"{type(error).__name__}: {error}"} if error else {}),
             )
 
-        try:
-            response, _ = call_with_retry(
-                lambda: conn.connector.call(request),
-                step.retry or conn.retry,
-                limiter=conn.limiter,
-                breaker=conn.breaker,
-                on_attempt=on_attempt,
-            )
-            return response
-        except TransientError as exc:
-            raise _Failed(exc, (step.retry or conn.retry).attempts) from exc
-        except CircuitOpen:
-            raise
-        except Exception as exc:  # permanent, or a connector bug: the record is dead-lettered
-            raise _Failed(exc, 1) from exc
-
-    def _remember(
+    def _key_write(
         self,
         key: str,
         state: SendState,
@@ -661,8 +702,8 @@ class Executor:
         step: CallStep,
         rec: Rec,
         response: Any = None,
-    ) -> None:
-        write = KeyWrite(
+    ) -> KeyWrite:
+        return KeyWrite(
             key=key,
             state=state,
             fingerprint=fp,
@@ -673,7 +714,6 @@ class Executor:
             response=self.ctx.mask(response),
             source_key=rec.meta.get("key", rec.key),
         )
-        self.store.write_keys(self.flow.name, [write])
 
     def _saved(self, step: CallStep, rec: Rec, body: Any) -> Rec:
         if step.save_as is None:

@@ -194,6 +194,31 @@ SCHEMA: dict[str, Any] = {
             "description": "Records processed at once (default 1); raise it for I/O-bound sends.",
             "examples": [8],
         },
+        "group": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "How many records are committed together (group commit): a group "
+            "ends after `records` records or `seconds` seconds, whichever comes first "
+            "(default 500 and 0.2). A crash redoes at most the last group.",
+            "properties": {
+                "records": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 100000,
+                    "description": "Records in a group at most (default 500): more make fewer "
+                    "commits, fewer redo less after a crash.",
+                },
+                "seconds": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": 3600,
+                    "description": "A group ends at the first record that ends this long after "
+                    "it began (default 0.2); a SQLite target is locked for other writers "
+                    "while its group is open.",
+                },
+            },
+            "examples": [{"records": 500, "seconds": 0.2}],
+        },
         "on_error": {
             "enum": ["dead_letter", "stop"],
             "description": "What a failed record does: dead_letter (default: park it and "

@@ -354,6 +354,8 @@ class _Loader:
             source=source,
             steps=steps,
             concurrency=self.data.get("concurrency", 1),
+            group_records=(self.data.get("group") or {}).get("records"),
+            group_seconds=(self.data.get("group") or {}).get("seconds"),
             on_error=self.data.get("on_error", "dead_letter"),
             schedule=self.schedule(),
             retention_s=retention_s,

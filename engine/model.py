@@ -236,6 +236,9 @@ class Flow:
     source: Source
     steps: list[Step]
     concurrency: int = 1
+    # group commit (engine/group.py): records per group and seconds per group; None: defaults
+    group_records: int | None = None
+    group_seconds: float | None = None
     on_error: str = "dead_letter"
     schedule: Schedule | None = None
     retention_s: float | None = None

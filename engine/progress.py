@@ -17,7 +17,7 @@ from typing import Any
 from engine.codec import dumps
 from engine.executor import Failure
 from engine.outcomes import Outcome
-from engine.store import DigestWrite, ParkedItem, Progress, Trace
+from engine.store import DigestWrite, KeyWrite, ParkedItem, Progress, Trace
 from engine.work import BadInput
 
 
@@ -73,10 +73,12 @@ class Batch:
     work_done: list[int] = field(default_factory=list)  # queue entries final (a worker's)
     inbox_done: list[int] = field(default_factory=list)  # inbox events now final
 
-    def progress(self, run_id: str, cursor: Any) -> Progress:
-        """What to commit: these states, and the cursor (None: it stays)."""
+    def progress(self, run_id: str, cursor: Any, keys: list[KeyWrite] | None = None) -> Progress:
+        """What to commit: these states, the group's key states, and the cursor (None: it
+        stays)."""
         return Progress(
             run_id,
+            keys=keys or [],
             traces=self.traces,
             items=self.items,
             cursor=cursor,

@@ -1,8 +1,13 @@
 """The run log: structlog JSON lines, one file per run, secrets redacted.
 
 Every line carries ``run_id`` and ``flow`` and, where they apply, ``step``,
-``record_key``, ``attempt``, ``duration_ms`` and ``outcome``. The engine never
-configures structlog or the root logger: it builds its own logger bound to the
+``record_key``, ``attempt``, ``duration_ms`` and ``outcome``. A run writes its own events
+and, per record, only what needs a person: dead letters, review items, parked records,
+retried calls, replays (:meth:`RunLog.event`). The other per-record events (each record's
+outcome, each call's one attempt, each duplicate) are written at the debug level only
+(``FLOWYARD_LOG_LEVEL=debug``), and always told to listeners (:meth:`RunLog.detail`):
+at thousands of records a second, a line per record would cost more than the record.
+The engine never configures structlog or the root logger: it builds its own logger bound to the
 run's file (and to stderr when asked), so an embedding application keeps its
 own logging. Library users can watch events through ``listeners``.
 
@@ -162,10 +167,12 @@ class RunLog:
         stderr: bool = False,
         secrets: Iterable[str] = (),
         listeners: Iterable[Listener] = (),
+        debug: bool = False,
     ):
         self.run_id = run_id
         self.flow = flow
         self.path = path
+        self.debug = debug
         self.redact = _Redactor(secrets)
         self.listeners = list(listeners)
         self._file: IO[str] | None = None
@@ -200,6 +207,21 @@ class RunLog:
         if self._logger is not None:
             self._logger.info(name, **facts)
         if self.listeners:
+            line = self.redact({"event": name, "run_id": self.run_id, "flow": self.flow, **facts})
+            for listener in self.listeners:
+                listener(line)
+
+    @property
+    def detailed(self) -> bool:
+        """Whether :meth:`detail` events go anywhere: worth building their facts."""
+        return self.debug or bool(self.listeners)
+
+    def detail(self, name: str, **facts: Any) -> None:
+        """A per-record event no person needs to act on: written at the debug level only,
+        told to listeners always."""
+        if self.debug:
+            self.event(name, **facts)
+        elif self.listeners:
             line = self.redact({"event": name, "run_id": self.run_id, "flow": self.flow, **facts})
             for listener in self.listeners:
                 listener(line)

@@ -17,6 +17,7 @@ The one path, each layer calling down only::
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 import uuid
@@ -36,6 +37,7 @@ from engine.errors import (
     StateError,
 )
 from engine.executor import Executor, RecordResult
+from engine.group import Group, GroupLost
 from engine.lanes import Lanes
 from engine.lease import LeaseKeeper
 from engine.model import Flow
@@ -64,13 +66,14 @@ from engine.work import (
 )
 from engine.work_items import dead_letter_assignment, escalate
 
-COMMIT_EVERY = 500  # records per progress commit
-COMMIT_SECONDS = 1.0
+GROUP_RECORDS = 500  # records per group commit, unless the flow's ``group:`` says otherwise
+GROUP_SECONDS = 0.2  # a group is committed at the first record that ends after this long
 LEASE_TTL = 60.0  # seconds; a run renews its lease every third of it
 PRUNE_SLACK = 3600.0  # how far past its retention a flow's data gets before a run prunes it
 
 EXIT_OK, EXIT_DEAD_LETTERS, EXIT_INVALID, EXIT_CANNOT_PROCEED, EXIT_STATE = 0, 1, 2, 3, 4
 EXIT_REVIEW = EXIT_DEAD_LETTERS  # some records need a person, either way
+_NEEDS_PERSON = frozenset({Outcome.DEAD_LETTERED, Outcome.REVIEW, Outcome.PARKED})
 
 
 @dataclass
@@ -164,7 +167,10 @@ class Runner:
             dry_run=dry_run,
             refresh_after=min(PRUNE_SLACK, (flow.retention_s or PRUNE_SLACK) / 10),
         )
-        self.executor = Executor(self.ctx)
+        self.group = Group(self.store, flow.name)
+        self.executor = Executor(self.ctx, self.group)
+        self.group_records = getattr(flow, "group_records", None) or GROUP_RECORDS
+        self.group_seconds = getattr(flow, "group_seconds", None) or GROUP_SECONDS
         self._lease = LeaseKeeper(self.store, flow.name, f"{holder_id()}:{self.run_id}", lease_ttl)
         self.counts = {"read": 0, **{outcome.value: 0 for outcome in Outcome}}
         self.would_send: list[dict[str, Any]] = []
@@ -176,6 +182,7 @@ class Runner:
         self._digests: RecordDigests | None = None  # set per run: None for replays
         self._last_commit = time.monotonic()
         self._stop: tuple[str, str] | None = None  # (status, why) once the run must stop
+        self._lost = False  # a group could not be committed: no later one may commit
         self._batch_resumed: list[int] = []  # approvals resumed since the last commit
         self._exit: int | None = None  # an exit code that the status alone does not tell
         self._inbox = False  # records from the flow's inbox (engine/serve/): see run()
@@ -190,6 +197,7 @@ class Runner:
                 stderr=stderr,
                 secrets=set(env.values()),
                 listeners=listeners,
+                debug=os.environ.get("FLOWYARD_LOG_LEVEL", "").lower() == "debug",
             )
         except OSError as exc:
             self.store.close()
@@ -234,9 +242,11 @@ class Runner:
             status, message = RunStatus.FAILED.value, self.ctx.mask(self._failure(exc))
         finally:
             self._lease.stop()
+            # the last group commits while its targets' connections are still open
+            status, message = self._wind_up(status, message)
+            self.group.rollback_targets()  # a group that could not be committed: none of it
             for name, error in self.ctx.connections.close():
                 self.log.event("connection_close_failed", connection=name, error=str(error))
-        status, message = self._wind_up(status, message)
         result = RunResult(
             self.run_id,
             self.flow.name,
@@ -535,8 +545,13 @@ class Runner:
         return error
 
     def _log_record(self, w: RecordWork, outcome: Outcome) -> None:
+        """A record's line: in the run log when it needs a person (or was replayed by
+        one), else at the debug level (engine/runlog.py)."""
+        needs_person = outcome in _NEEDS_PERSON or bool(w.letters)
+        if not needs_person and not self.log.detailed:
+            return
         replay_of = [letter.id for letter in w.letters]
-        self.log.event(
+        (self.log.event if needs_person else self.log.detail)(
             "record",
             record_key=w.rec.key,
             outcome=outcome.value,
@@ -591,8 +606,8 @@ class Runner:
         if final and self._inbox:
             self._batch.inbox_done.append(w.position["inbox"])
         if (
-            len(self._batch.traces) >= COMMIT_EVERY
-            or time.monotonic() - self._last_commit >= COMMIT_SECONDS
+            len(self._batch.traces) >= self.group_records
+            or time.monotonic() - self._last_commit >= self.group_seconds
         ):
             self._flush()
 
@@ -613,10 +628,27 @@ class Runner:
 
     # -- commits ---------------------------------------------------------------------------------
     def _flush(self) -> None:
-        """Commit the batch with the cursor, then close the dead letters a replay settled;
-        the run log's lines up to here reach the file with the state they describe."""
-        progress = self._batch.progress(self.run_id, self._watermark.moved_to())
-        ids = self.store.commit_progress(self.flow.name, progress)
+        """Commit the group: the targets' transactions first, then the batch with its key
+        states and the cursor in one transaction of the state, then close the dead letters
+        a replay settled; the run log's lines up to here reach the file with the state
+        they describe (docs/semantics.md, "Group commit")."""
+        if self._lost:
+            return  # a group was lost: committing a later cursor would pass its records
+        keys = self.group.take()  # before the targets commit: see Group.take
+        try:
+            self.group.commit_targets()
+        except GroupLost as lost:
+            self._lost = True
+            raise RunError(
+                f"{lost}: the last {len(self._batch.traces)} records' writes could not be "
+                "committed, and none of them were kept; the next run takes them again"
+            ) from lost
+        progress = self._batch.progress(self.run_id, self._watermark.moved_to(), keys)
+        try:
+            ids = self.store.commit_progress(self.flow.name, progress)
+        except BaseException:
+            self._lost = True
+            raise
         self._watermark.committed()
         self._note_item_ids(progress.items, ids)
         self._close_replayed(ids)

@@ -21,9 +21,11 @@ keys, which the store keeps at least as long as these digests (they are pruned t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from functools import lru_cache
 from typing import Any
 
+from engine.codec import canonical
 from engine.idempotency import fingerprint
 from engine.model import Flow
 from engine.templates import VARYING_NAMES
@@ -76,7 +78,9 @@ class RecordDigests:
 
     def __init__(self, flow: Flow, vars: dict[str, Any]):
         self.reason = varying_reason(flow)
-        self._prefix = fingerprint([flow.definition_digest, engine_version(), vars])
+        # "canonical": how records are encoded for their digests (engine/codec.py); a
+        # digest made another way never matches, and its record goes through once more
+        self._prefix = fingerprint([flow.definition_digest, engine_version(), vars, "canonical"])
         self._with_meta = any("meta" in _names_read(step) for step, _, _ in flow.walk())
 
     @property
@@ -90,4 +94,4 @@ class RecordDigests:
         step reads it, so that a record moved to another line of a file stays unchanged.
         """
         parts = [self._prefix, key, data, meta] if self._with_meta else [self._prefix, key, data]
-        return fingerprint(parts)
+        return hashlib.sha256(canonical(parts)).hexdigest()[:32]

@@ -96,6 +96,52 @@ def test_engine_and_baseline_write_the_same_rows_and_a_rerun_skips_them(tmp_path
     assert all(r > 0 for r in result["ratio_engine_to_baseline"].values())
     assert all(s > 0 for by_side in result["rerun_speedup"].values() for s in by_side.values())
     assert json.loads((tmp_path / "results.json").read_text())["throughput"]["records"] == 200
+    # CPU per record with each side's start-up (a run on an empty file) taken off
+    assert set(result["startup_cpu_s"]) == {"engine", "baseline"}
+    assert all(cpu > 0 for cpu in result["startup_cpu_s"].values())
+    assert result["cpu_us_per_record"]["engine"]["first"] > 0
+    over = result["engine_cpu_us_per_record_over_baseline"]["first"]
+    assert over == pytest.approx(
+        result["cpu_us_per_record"]["engine"]["first"]
+        - result["cpu_us_per_record"]["baseline"]["first"]
+    )
+
+
+def test_the_durable_baseline_and_dlt_write_the_same_orders(tmp_path):
+    # dlt runs in a virtual environment of its own, made by `bench/run.py throughput --dlt`
+    # (a minute, with the package index): this checks the script once it is there
+    from bench.dlt_load import REQUIREMENTS, venv_dir
+
+    made = (venv_dir() / "requirements.txt").exists() and (
+        (venv_dir() / "requirements.txt").read_text() == "\n".join(REQUIREMENTS) + "\n"
+    )
+    sides = ["--with-durable", *(["--dlt"] if made else [])]
+    report = bench.main(
+        ["throughput", "--records", "120", "--repeat", "1", "--startup-runs", "1", *sides]
+        + ["--workdir", str(tmp_path), "--json", str(tmp_path / "results.json")]
+    )
+    result = report["throughput"]
+    counts = result["counts"]
+    assert counts["durable"] == counts["engine"]  # and the same rows: checked by run.py
+    if made:
+        assert counts["dlt"]["first"] == counts["engine"]["first"]
+        work = tmp_path / result["workdir"]
+        with sqlite3.connect(work / "dlt-0" / "erp.db") as db:
+            merged = db.execute("SELECT order_id, total FROM sales_orders ORDER BY order_id")
+            assert merged.fetchall() == [
+                (r[0], r[6]) for r in rows(work / "engine-0" / "erp.db")["sales_orders"]
+            ]
+        assert result["ratio"]["dlt"]["first"]["wall"] > 0
+
+
+def test_the_dlt_script_explains_itself_without_dlt():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "dlt_load.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "--schema" in done.stdout
 
 
 def test_memory_http_and_startup_measurements_run_and_report(tmp_path):
@@ -146,3 +192,39 @@ def test_the_http_ceiling_measures_each_client(client):
         report = json.loads(done.stdout)
         assert report["client"] == client and report["cpu_ms_per_request"] > 0
         assert len(target.applied) == 12
+
+
+def test_the_per_record_parts_and_the_profile_run(tmp_path, capsys):
+    from bench import per_record, profile_run
+
+    parts = per_record.main(["--records", "30", "--rounds", "1", "--json", str(tmp_path / "p")])
+    assert set(parts["engine_parts_us"]) >= {
+        "the compiled mapping (Jinja2, sandboxed)",
+        "validation (fastjsonschema, compiled)",
+    }
+    assert all(us > 0 for us in parts["engine_parts_us"].values())
+    assert parts["baseline_parts_sum_us"] > 0
+    assert json.loads((tmp_path / "p").read_text())["records"] == 30
+
+    profile_run.main(["--records", "30", "--top", "5"])
+    printed = capsys.readouterr().out
+    assert "first run: {'read': 30" in printed and "re-run: {'read': 30" in printed
+    assert "mapping and templates" in printed
+
+
+def test_a_sampling_profile_is_summed_by_part(tmp_path):
+    from bench.spy_parts import OUTSIDE, parts
+
+    loop = "main (cli.py:1);Runner.run (engine/runner.py:2);Runner._loop (engine/runner.py:3)"
+    raw = tmp_path / "spy.txt"
+    raw.write_text(
+        "main (cli.py:1);<module> (engine/api.py:1) 2\n"
+        f"{loop};MapStep (engine/executor.py:9);root (<mapping shop>:4);do_default (x.py:1) 5\n"
+        f"{loop};validate (engine/validation.py:260);validate_x (<string>:3) 3\n"
+    )
+    shares = parts(raw.read_text())
+    assert shares == {
+        "mapping (the compiled mapping: Jinja2, sandbox, retail filters)": 0.5,
+        "validation (fastjsonschema)": 0.3,
+        OUTSIDE: 0.2,
+    }

@@ -33,7 +33,9 @@ def test_the_run_log_survives_a_kill_up_to_the_last_committed_record(tmp_path, t
         [sys.executable, "-m", "cli", "run", str(flow), "--state", str(state)]
         + ["--var", f"url={target.url}"],
         cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        # at the debug level, every record has its line (by default, only those that need
+        # a person do: docs/cli.md)
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "FLOWYARD_LOG_LEVEL": "debug"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -64,7 +64,10 @@ def trace_steps(engine, key):
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])
-def test_a_rerun_skips_unchanged_records_before_their_first_step(tmp_path, concurrency):
+def test_a_rerun_skips_unchanged_records_before_their_first_step(
+    tmp_path, concurrency, monkeypatch
+):
+    monkeypatch.setenv("FLOWYARD_LOG_LEVEL", "debug")  # a line for every record
     flow, engine = setup(tmp_path, [{"id": n, "qty": n} for n in (1, 2, 3)])
     flow.write_text(flow.read_text().replace("mappings:", f"concurrency: {concurrency}\nmappings:"))
     assert engine.run(flow).counts["done"] == 3

@@ -173,6 +173,22 @@ class StoreContract:
             for i in range(20)
         )
 
+    def test_the_last_write_of_a_key_in_one_call_wins(self, store: StateStore) -> None:
+        # group commit writes an earlier request's outcome and the next mark together,
+        # in the order they happened, and may hold several states of one key
+        store.write_keys(
+            FLOW,
+            [
+                _key("k", SendState.IN_FLIGHT),
+                _key("k", SendState.DONE, response={"n": 1}),
+                _key("j", SendState.DONE),
+                _key("j", SendState.IN_FLIGHT, sent_key="j#2"),
+            ],
+        )
+        k, j = store.get_key(FLOW, "k"), store.get_key(FLOW, "j")
+        assert k is not None and (k.state, k.response) == ("done", {"n": 1})
+        assert j is not None and (j.state, j.sent_key) == ("in_flight", "j#2")
+
     # -- progress ----------------------------------------------------------------------------------
     def test_the_cursor_moves_only_with_a_commit_that_moves_it(self, store: StateStore) -> None:
         assert store.cursor(FLOW) is None
@@ -183,6 +199,71 @@ class StoreContract:
         stayed = store.cursor(FLOW)
         assert stayed is not None and stayed.position == {"offset": 3, "file": "a.ndjson"}
         assert store.cursor("another_flow") is None
+
+    def test_a_group_commits_its_keys_with_its_traces_and_cursor(self, tmp_path: Path) -> None:
+        # group commit: the keys of a target that holds a group are committed with the
+        # records' final states and the cursor, in one transaction, the last state of a
+        # key winning; and what one handle committed is what another reads
+        with self.open_store(tmp_path) as store:
+            store.write_keys(FLOW, [_key("order:1", SendState.IN_FLIGHT)])
+            store.commit_progress(
+                FLOW,
+                Progress(
+                    "run-1",
+                    traces=[_trace("1"), _trace("2")],
+                    cursor={"id": 2},
+                    keys=[
+                        _key("order:1", response={"rowid": 1}),
+                        _key("order:2", SendState.FAILED),
+                        _key("order:2", response={"rowid": 2, "total": Decimal("9.90")}),
+                    ],
+                ),
+            )
+        with self.open_store(tmp_path) as other:
+            one, two = other.get_key(FLOW, "order:1"), other.get_key(FLOW, "order:2")
+            assert one is not None and (one.state, one.response) == ("done", {"rowid": 1})
+            assert two is not None and two.state == "done"
+            assert two.response == {"rowid": 2, "total": "9.90"}
+            assert other.keys_in_flight(FLOW) == []
+            cursor = other.cursor(FLOW)
+            assert cursor is not None and cursor.position == {"id": 2}
+            assert {t.record_key for t in other.run_records("run-1")} == {"1", "2"}
+
+    def test_a_commit_that_fails_keeps_none_of_its_group(self, store: StateStore) -> None:
+        # a trace that cannot be written (a record key no database can hold) fails the
+        # whole commit: its keys and its cursor are not kept either, so no record is passed
+        store.commit_progress(FLOW, Progress("run-1", cursor=1))
+        broken = _trace("2")
+        broken.record_key = object()  # type: ignore[assignment]
+        bad = Progress("run-1", traces=[_trace("1"), broken], cursor=2, keys=[_key("order:2")])
+        with pytest.raises(Exception):  # noqa: B017 (each store raises its own kind)
+            store.commit_progress(FLOW, bad)
+        assert store.get_key(FLOW, "order:2") is None
+        cursor = store.cursor(FLOW)
+        assert cursor is not None and cursor.position == 1
+        assert store.run_records("run-1") == []
+
+    def test_marks_and_commits_from_several_threads_are_all_kept(self, store: StateStore) -> None:
+        # lanes mark keys in flight while the runner commits a group
+        def mark(lane: int) -> None:
+            for i in range(20):
+                store.write_keys(FLOW, [_key(f"lane{lane}:{i}", SendState.IN_FLIGHT)])
+
+        def commit() -> None:
+            for i in range(20):
+                store.commit_progress(
+                    FLOW, Progress("run-1", traces=[_trace(f"g{i}")], keys=[_key(f"group:{i}")])
+                )
+
+        threads = [threading.Thread(target=mark, args=(lane,)) for lane in range(3)]
+        threads.append(threading.Thread(target=commit))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(store.keys_in_flight(FLOW)) == 60
+        assert all(store.get_key(FLOW, f"group:{i}") is not None for i in range(20))
+        assert len(store.run_records("run-1")) == 20
 
     def test_traces_and_items_are_written_and_their_ids_returned_in_order(
         self, store: StateStore

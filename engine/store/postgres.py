@@ -282,6 +282,8 @@ class PostgresStore(WorkItemsMixin, InboxMixin):
     def commit_progress(self, flow: str, progress: Progress) -> list[int]:
         now = time.time()
         with self.transaction() as conn, conn.cursor() as cur:
+            if progress.keys:  # the group's sends (engine/group.py), before everything else
+                cur.executemany(_WRITE_KEY, [_key_row(flow, w, now) for w in progress.keys])
             self._refresh_seen(cur, flow, progress, now)
             self._write_digests(cur, flow, progress)
             if progress.resolved:

@@ -294,11 +294,13 @@ class Progress:
     ``run_id``: those items are closed as ``resolved``. ``seen_records`` and ``seen_keys``
     are records skipped as unchanged and idempotency keys skipped as duplicates: their
     time is set to now (with the keys of the records), so that retention forgets only what
-    the source stopped delivering. ``work_done`` are entries of a shared state's work queue
-    (engine/worker.py) whose records are final in this commit: they leave the queue with it.
-    ``inbox_done`` are inbox events whose records are final
-    in this commit: they are marked done with it, so an event is never taken again once
-    its outcome is written, and always taken again when it is not.
+    the source stopped delivering. ``keys`` are the states of the group's sends
+    (engine/group.py), written before everything else: a later write of the same key
+    replaces an earlier one, as with :meth:`StateStore.write_keys`. ``work_done`` are
+    entries of a shared state's work queue (engine/worker.py) whose records are final in
+    this commit: they leave the queue with it. ``inbox_done`` are inbox events whose
+    records are final in this commit: they are marked done with it, so an event is never
+    taken again once its outcome is written, and always taken again when it is not.
     """
 
     run_id: str
@@ -309,6 +311,7 @@ class Progress:
     digests: list[DigestWrite] = field(default_factory=list)
     seen_records: list[str] = field(default_factory=list)
     seen_keys: list[str] = field(default_factory=list)
+    keys: list[KeyWrite] = field(default_factory=list)
     work_done: list[int] = field(default_factory=list)
     # inbox events (their ids) whose records reached a final state in this commit
     inbox_done: list[int] = field(default_factory=list)

@@ -274,6 +274,8 @@ class SqliteStore(WorkItemsMixin):
     def commit_progress(self, flow: str, progress: Progress) -> list[int]:
         now = time.time()
         with self.transaction() as conn:
+            if progress.keys:
+                conn.executemany(_WRITE_KEY, [_key_row(flow, w, now) for w in progress.keys])
             self._refresh_seen(conn, flow, progress, now)
             self._write_digests(conn, flow, progress)
             if progress.resolved:
