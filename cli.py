@@ -91,7 +91,8 @@ StateOpt = typer.Option(
     None,
     "--state",
     envvar="FLOWYARD_STATE",
-    help="State file [default: .flowyard/state.db; env FLOWYARD_STATE].",
+    help="State file, or a postgresql:// URL of a database several machines share "
+    "[default: .flowyard/state.db; env FLOWYARD_STATE].",
 )
 
 
@@ -100,7 +101,7 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _engine(state: Path | None, **kw: Any) -> Engine:
+def _engine(state: str | None, **kw: Any) -> Engine:
     import os
 
     from engine import Engine
@@ -117,7 +118,7 @@ def _engine(state: Path | None, **kw: Any) -> Engine:
     return Engine(state=state, **kw)
 
 
-def _reader(state: Path | None) -> Engine:
+def _reader(state: str | None) -> Engine:
     """The engine of a command that reads the state file; a missing file is a clear error."""
     from engine import Engine
 
@@ -396,7 +397,7 @@ def _summary(result: RunResult) -> None:
 @app.command()
 def run(
     flow: Path = typer.Argument(..., help="The flow file."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE (repeat)."),
     vars_file: list[Path] = VarsFileOpt,
     dry_run: bool = typer.Option(
@@ -447,12 +448,65 @@ def run(
         progress.close()
 
 
+@app.command()
+def worker(
+    flow: Path = typer.Argument(..., help="The flow file."),
+    state: str | None = StateOpt,
+    var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE (repeat)."),
+    vars_file: list[Path] = VarsFileOpt,
+    until_empty: bool = typer.Option(
+        False,
+        "--until-empty",
+        help="Exit once this worker has read the source to its end and no record waits "
+        "(a batch); without it, work until SIGTERM or Ctrl-C.",
+    ),
+    poll: float = typer.Option(
+        1.0,
+        "--poll",
+        metavar="SECONDS",
+        help="How often to read the source again and ask for records when idle.",
+    ),
+    log_stderr: bool = typer.Option(
+        False, "--log-stderr", help="Also write the run log's JSON lines to stderr."
+    ),
+    output: str = OutputOpt,
+) -> None:
+    """Work on a flow together with other workers, on this machine or others, through a
+    PostgreSQL state (--state postgresql://...).
+
+    One worker at a time reads the source and queues its records; every worker claims
+    queued records and takes them through the steps; one key's records stay in order. A
+    killed worker's records are taken over by the others once its heartbeat is overdue
+    (the lease time, FLOWYARD_LEASE_TTL). SIGTERM or Ctrl-C: finish the records in hand
+    and exit. Exit codes as for run; 2 also when the state is a file.
+    """
+    import signal
+    import threading
+
+    run_vars = _vars(var, vars_file)
+    stop = threading.Event()
+    eng = _engine(state, log_stderr=log_stderr)
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        _run_and_report(
+            lambda: eng.work(flow, vars=run_vars, stop=stop, until_empty=until_empty, poll=poll),
+            output,
+        )
+    except ValueError as exc:  # a state file, or a poll that is no number of seconds
+        _fail(str(exc), EXIT_INVALID)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 # -- what happened -------------------------------------------------------------------------------
 @runs_app.command("list")
 def runs_list(
     flow: str | None = typer.Option(None, "--flow", help="Only this flow's runs."),
     limit: int = typer.Option(20, "--limit", help="How many, newest first."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """List recent runs with their status and counts."""
@@ -481,7 +535,7 @@ _RECORD_FIELDS = ("record_key", "outcome", "steps", "error", "at")
 @runs_app.command("show")
 def runs_show(
     run_id: str = typer.Argument(..., help="A run id (a unique prefix is enough)."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Show one run and what happened to each of its records."""
@@ -516,7 +570,7 @@ def _path(steps: list[list[Any]] | None) -> str:
 def trace(
     record_key: str = typer.Argument(..., help="The record key, e.g. an order id."),
     flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Show every run and step that touched a record, with outcomes and responses."""
@@ -540,7 +594,7 @@ def trace(
 def dlq_list(
     flow: str | None = typer.Option(None, "--flow", help="Only this flow's dead letters."),
     all_: bool = typer.Option(False, "--all", help="Include replayed ones, not only open."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """List dead letters: the record, the step that failed and why."""
@@ -561,7 +615,7 @@ def dlq_list(
 @dlq_app.command("show")
 def dlq_show(
     id: int = typer.Argument(..., help="The dead letter's id."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Show one dead letter whole: record, step, error, attempts, run."""
@@ -599,7 +653,7 @@ def dlq_show(
 def dlq_replay(
     flow: Path = typer.Argument(..., help="The flow file (as it is now: fixes apply)."),
     ids: list[int] = typer.Option([], "--id", help="Replay only these dead letters (repeat)."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE."),
     vars_file: list[Path] = VarsFileOpt,
     from_start: bool = typer.Option(
@@ -639,7 +693,7 @@ def dlq_purge(
     ids: list[int] = typer.Option([], "--id", help="Purge these dead letters (repeat)."),
     flow: str | None = typer.Option(None, "--flow", help="Purge this flow's dead letters."),
     all_: bool = typer.Option(False, "--all", help="Purge every dead letter."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Delete dead letters for good (by id, by flow, or all)."""
@@ -657,7 +711,7 @@ def review_list(
     all_: bool = typer.Option(
         False, "--all", help="Include resolved and closed ones, not only open."
     ),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """List records held for review: queue, record, step and reason."""
@@ -678,7 +732,7 @@ def review_list(
 @review_app.command("show")
 def review_show(
     id: int = typer.Argument(..., help="The review item's id."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Show one review item whole: reason, figures, record, and who closed it."""
@@ -711,7 +765,7 @@ def review_close(
     id: int = typer.Argument(..., help="The review item's id."),
     by: str = typer.Option(..., "--by", help="Who decided (kept with the item)."),
     comment: str | None = typer.Option(None, "--comment", help="Why, for whoever reads it later."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Close an open review item: who closed it, when and why are kept.
@@ -766,7 +820,7 @@ def approvals_list(
     all_: bool = typer.Option(
         False, "--all", help="Include decided ones (approved, rejected, resolved)."
     ),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """List approvals waiting for a decision: queue, owner, record, age, due time, reason."""
@@ -848,7 +902,7 @@ def _show_item(item: Any) -> None:
 @approvals_app.command("show")
 def approvals_show(
     id: int = typer.Argument(..., help="The approval's id."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Show one approval whole: reason, figures, due time, its history, the record."""
@@ -906,7 +960,7 @@ def approvals_approve(
     by: str = ByOpt,
     comment: str | None = CommentOpt,
     no_resume: bool = NoResumeOpt,
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Approve: the record resumes at once at the step after the approve (a run of kind
@@ -924,7 +978,7 @@ def approvals_reject(
     by: str = ByOpt,
     comment: str | None = CommentOpt,
     no_resume: bool = NoResumeOpt,
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Reject: the compensations of the record's earlier sends run (last first), then the
@@ -939,7 +993,7 @@ def queue_list(
     kind: str | None = typer.Option(
         None, "--kind", help="Only dead_letter, review or approval items."
     ),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Open work items by queue and owner: how many, the oldest and median age, how many
@@ -971,7 +1025,7 @@ def queue_escalate(
     at: str | None = typer.Option(
         None, "--at", help="Escalate as of this time (ISO 8601) instead of now."
     ),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Escalate every open item past its due time: it moves to its escalate_to queue or
@@ -1005,7 +1059,7 @@ SinceOpt = typer.Option(
 def stats(
     since: str | None = SinceOpt,
     flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Per flow and step: throughput, cycle time p50/p95 (arrival to done), time waiting
@@ -1068,7 +1122,7 @@ def report(
     since: str | None = SinceOpt,
     flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
     top: int = typer.Option(10, "--top", help="How many exception clusters to show."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
 ) -> None:
     """Write a self-contained HTML report: the stats with charts (inline SVG), the top
     exception clusters and the age of every work queue. It loads nothing from anywhere."""
@@ -1086,7 +1140,7 @@ def report(
 def prune(
     older_than: str = typer.Option(..., "--older-than", help="Age, e.g. 30d, 12h."),
     flow: str | None = typer.Option(None, "--flow", help="Only this flow."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Delete runs, traces, closed dead letters and done keys older than the age given.
@@ -1388,7 +1442,7 @@ def serve(
     flows: list[Path] = typer.Argument(..., help="Flow files or folders holding flows."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8080, "--port", help="Port to listen on."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     inbox_limit: int = typer.Option(
         10_000,
         "--inbox-limit",
@@ -1488,7 +1542,7 @@ def serve(
 @schedule_app.command("list")
 def schedule_list(
     flows: list[Path] = typer.Argument(..., help="Flow files or folders holding flows."),
-    state: Path | None = StateOpt,
+    state: str | None = StateOpt,
     output: str = OutputOpt,
 ) -> None:
     """Show each scheduled flow's cron, time zone, next due time and last run."""
@@ -1520,8 +1574,12 @@ def schedule_list(
 def main() -> None:
     """Console-script entry point: a fault of the state file is one line and exit 4, any
     other unexpected error one line and exit 3 (the traceback with FLOWYARD_DEBUG=1)."""
+    import logging
     import os
 
+    # the PostgreSQL driver's pool logs each failed reconnection as a warning, which Python
+    # would print bare on stderr; the CLI tells a fault of the state in its own one line
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
     try:
         app()
     except Exception as exc:

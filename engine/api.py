@@ -37,7 +37,7 @@ from engine.store import (
     Pruned,
     ReviewItem,
     Run,
-    SqliteStore,
+    StateLocation,
     StateStore,
     Trace,
     WorkItem,
@@ -75,19 +75,23 @@ class Decision:
         }
 
 
-def default_state() -> Path:
+def default_state() -> StateLocation:
     """``$FLOWYARD_STATE``, else ``.flowyard/state.db`` under the current directory."""
-    return Path(os.environ.get("FLOWYARD_STATE") or DEFAULT_STATE)
+    return StateLocation.of(os.environ.get("FLOWYARD_STATE") or DEFAULT_STATE)
 
 
-def ensure_state_folder(state: Path) -> None:
+def ensure_state_folder(location: StateLocation) -> None:
     """Refuse a state file whose folder does not exist, so that a mistyped path is an
     error instead of a new, empty state (which would take every record through the flow
     again). A folder named ``.flowyard`` in a folder that exists is the one exception: it
     is the documented default's, and is made.
 
-    Raises :class:`FileNotFoundError` saying how to create the folder.
+    Raises :class:`FileNotFoundError` saying how to create the folder. A database
+    (``postgresql://``) has no folder.
     """
+    state = location.path
+    if state is None:
+        return
     folder = state.parent
     if folder.is_dir():
         return
@@ -102,7 +106,8 @@ def ensure_state_folder(state: Path) -> None:
 
 
 class Engine:
-    """Loads and runs flows against one state file.
+    """Loads and runs flows against one state: a file, or a PostgreSQL database that
+    several machines share (``state="postgresql://user@host/db"``).
 
     ``listeners`` receive every run-log event as a dict (secrets already redacted);
     ``log_stderr`` also writes the JSON lines to stderr. The engine never configures
@@ -112,7 +117,7 @@ class Engine:
 
     def __init__(
         self,
-        state: str | os.PathLike[str] | None = None,
+        state: str | os.PathLike[str] | StateLocation | None = None,
         *,
         listeners: Iterable[Listener] = (),
         log_stderr: bool = False,
@@ -120,7 +125,7 @@ class Engine:
     ):
         if lease_ttl <= 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, not {lease_ttl}")
-        self.state = Path(state) if state is not None else default_state()
+        self.state = StateLocation.of(state) if state is not None else default_state()
         self.registry = Registry()
         self.listeners = list(listeners)
         self.log_stderr = log_stderr
@@ -201,6 +206,48 @@ class Engine:
         )
         return _explained(runner.run(replay=letters, from_start=from_start), notes)
 
+    def work(
+        self,
+        flow: Flow | str | os.PathLike[str],
+        vars: dict[str, Any] | None = None,
+        *,
+        stop: threading.Event | None = None,
+        until_empty: bool = False,
+        poll: float = 1.0,
+    ) -> RunResult:
+        """Work on a flow as one of its workers: processes on this machine and others share
+        its records through a PostgreSQL state (engine/worker.py; docs/scale-out.md).
+
+        Runs until ``stop`` is set (records in flight are finished and committed), or, with
+        ``until_empty``, until this worker has read the source to its end and no record
+        waits. ``poll`` is how often the source is read again and the queue asked when
+        there is nothing to do. Raises :class:`ValueError` when the state is a file, and
+        :class:`FlowError` as :meth:`run` does.
+        """
+        from engine.worker import NotShared, Worker
+
+        flow = flow if isinstance(flow, Flow) else self.load(flow)
+        if not self.state.shared:  # refused before anything is made: no state file, no log
+            raise NotShared(
+                f"workers share a flow's work through a PostgreSQL state, not a state file "
+                f"({self.state}): pass --state postgresql://... (or set FLOWYARD_STATE)"
+            )
+        if poll <= 0:
+            raise ValueError(f"poll must be a positive number of seconds, not {poll}")
+        worker = Worker(
+            flow,
+            registry=self.registry,
+            state=self.state,
+            vars=vars,
+            log_stderr=self.log_stderr,
+            listeners=self.listeners,
+            lease_ttl=self.lease_ttl,
+            stop=stop,
+            until_empty=until_empty,
+            poll=poll,
+        )
+        return worker.run()
+
     def _letters_to_replay(
         self, flow: Flow, ids: Iterable[int] | None, from_start: bool = False
     ) -> list[DeadLetter]:
@@ -274,11 +321,11 @@ class Engine:
         """The state store, opened read-write (created when missing, in a folder that
         exists). Close it when done, or use it in a ``with`` block."""
         ensure_state_folder(self.state)
-        return SqliteStore(self.state)
+        return open_store(self.state)
 
     def _existing(self) -> StateStore:
-        """The state store when the state file exists, else a store that holds nothing."""
-        return SqliteStore(self.state) if self.state.exists() else NullStore()
+        """The state store when the state exists, else a store that holds nothing."""
+        return open_store(self.state) if self.state.exists() else NullStore()
 
     def runs(self, flow: str | None = None, limit: int = 20) -> list[Run]:
         """Recent runs (of the flow named ``flow``, or all), newest first."""
@@ -330,7 +377,7 @@ class Engine:
             raise ValueError(f"an age cannot be negative: {older_than}")
         with self._existing() as store:
             pruned = store.prune(seconds, flow)
-        remove_run_logs(self.state, pruned.run_ids)
+        remove_run_logs(self.state.runs_folder, pruned.run_ids)
         return pruned
 
     # -- records that need a person ----------------------------------------------------------
@@ -365,7 +412,7 @@ class Engine:
             raise ValueError("say who closes the review item (by)")
         if not self.state.exists():
             raise LookupError(f"no review item {id} (no state file at {self.state})")
-        with SqliteStore(self.state) as store:
+        with open_store(self.state) as store:
             return store.close_review(id, by.strip(), comment)
 
     # -- approvals, work queues and SLAs (docs/governance.md) ----------------------------------
@@ -446,7 +493,7 @@ class Engine:
             raise ValueError("say who decides (by)")
         if not self.state.exists():
             raise LookupError(f"no approval {id} (no state file at {self.state})")
-        with SqliteStore(self.state) as store:
+        with open_store(self.state) as store:
             current = store.work_item(id)
             if current is None or current.kind != "approval":
                 raise LookupError(f"no approval {id}")
@@ -481,7 +528,7 @@ class Engine:
         them), as for a replay."""
         flow = flow if isinstance(flow, Flow) else self.load(flow)
         wanted = list(ids) if ids is not None else None
-        with SqliteStore(self.state, readonly=True) as store:
+        with self._existing() as store:
             decided = [
                 item for item in store.to_resume(flow.name) if wanted is None or item.id in wanted
             ]
@@ -662,7 +709,7 @@ class Engine:
         with self._shared_lock:
             if self._shared is None:
                 ensure_state_folder(self.state)
-                self._shared = SqliteStore(self.state)
+                self._shared = open_store(self.state)
             return self._shared
 
     def close(self) -> None:

@@ -568,7 +568,10 @@ class Executor:
 
         # a target that holds the group in its own transaction needs no mark before the
         # request: until the group commits, neither the row nor the key is kept
-        held = self.group.holds(conn.connector, conn.name)
+        # ... unless the flow can undo sends (compensate:): a compensation commits its state
+        # at once (engine/compensation.py), so a target's rows must be committed as they go,
+        # or a crash would keep the compensation's key and lose the row change it made
+        held = not self.compensator.enabled and self.group.holds(conn.connector, conn.name)
         if not held:
             self.group.mark_in_flight(
                 self._key_write(key, SendState.IN_FLIGHT, fp, sent_key, step, rec)

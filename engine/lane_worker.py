@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 
 from engine.context import RunContext
@@ -24,7 +23,7 @@ from engine.executor import Executor, Rec, RecordResult
 from engine.group import Group
 from engine.lane_processes import portable
 from engine.runlog import RunLog
-from engine.store import open_store
+from engine.store import StateLocation, open_store
 
 #: a run-log event made in a lane process: (needs a person, name, facts); see RunLog
 Relayed = tuple[bool, str, dict[str, Any]]
@@ -83,7 +82,7 @@ def replay(log: RunLog, events: list[Relayed]) -> None:
 class LaneWorker:
     """The executor of one lane process (a :class:`~engine.lane_processes.Worker`)."""
 
-    def __init__(self, ctx: RunContext, state: Path, writing: AbstractContextManager[Any]):
+    def __init__(self, ctx: RunContext, state: StateLocation, writing: AbstractContextManager[Any]):
         store = open_store(state)
         # key look-ups on a connection of their own: they need not wait for the writes
         self.reader = open_store(state)

@@ -70,6 +70,7 @@ class Batch:
     seen_keys: list[str] = field(default_factory=list)
     resolved: list[str] = field(default_factory=list)
     replayed: list[tuple[int, str]] = field(default_factory=list)
+    work_done: list[int] = field(default_factory=list)  # queue entries final (a worker's)
     inbox_done: list[int] = field(default_factory=list)  # inbox events now final
 
     def progress(self, run_id: str, cursor: Any, keys: list[KeyWrite] | None = None) -> Progress:
@@ -85,6 +86,7 @@ class Batch:
             digests=self.digests,
             seen_records=self.seen_records,
             seen_keys=self.seen_keys,
+            work_done=self.work_done,
             inbox_done=self.inbox_done,
         )
 
@@ -92,6 +94,7 @@ class Batch:
         """Start the next batch (the lists handed out stay as they were)."""
         self.traces, self.items, self.digests = [], [], []
         self.seen_records, self.seen_keys, self.resolved, self.replayed = [], [], [], []
+        self.work_done = []
         self.inbox_done = []
 
 

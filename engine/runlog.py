@@ -33,15 +33,16 @@ from engine.codec import dumps
 Listener = Callable[[dict[str, Any]], None]
 
 
-def run_log_path(state: Path, run_id: str) -> Path:
-    """Where a run's log is: ``runs/<run_id>.jsonl`` beside the state file."""
-    return state.parent / "runs" / f"{Path(run_id).name}.jsonl"
+def run_log_path(runs: Path, run_id: str) -> Path:
+    """Where a run's log is: ``<run_id>.jsonl`` in the folder of run logs (``runs/`` beside
+    the state file: :attr:`engine.store.StateLocation.runs_folder`)."""
+    return runs / f"{Path(run_id).name}.jsonl"
 
 
-def remove_run_logs(state: Path, run_ids: Iterable[str]) -> None:
+def remove_run_logs(runs: Path, run_ids: Iterable[str]) -> None:
     """Delete the logs of runs that were pruned from the state."""
     for run_id in run_ids:
-        run_log_path(state, run_id).unlink(missing_ok=True)
+        run_log_path(runs, run_id).unlink(missing_ok=True)
 
 
 MASK = "***"

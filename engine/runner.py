@@ -54,6 +54,7 @@ from engine.store import (
     DeadLetter,
     DigestWrite,
     ParkedItem,
+    StateLocation,
     StateStore,
     Trace,
     holder_id,
@@ -139,7 +140,7 @@ class Runner:
         flow: Flow,
         *,
         registry: Registry,
-        state: Path,
+        state: Path | StateLocation,
         vars: dict[str, Any] | None = None,
         dry_run: bool = False,
         log_stderr: bool = False,
@@ -150,7 +151,7 @@ class Runner:
         resume_ids: list[int] | None = None,
     ):
         self.flow = flow
-        self.state = Path(state)
+        self.state = StateLocation.of(state)
         self.given_vars = dict(vars or {})  # kept with the run, for a replay to reuse
         self.vars = {**flow.vars, **self.given_vars}
         self.dry_run = dry_run
@@ -194,7 +195,7 @@ class Runner:
         self._digests: RecordDigests | None = None  # set per run: None for replays
         self._last_commit = time.monotonic()
         self._stop: tuple[str, str] | None = None  # (status, why) once the run must stop
-        self._lost = False  # a group could not be committed: nothing more is
+        self._lost = False  # a group could not be committed: no later one may commit
         self._barrier: Callable[[], None] | None = None  # lane processes commit their part
         self._writing: AbstractContextManager[Any] = nullcontext()  # held around commits
         self._batch_resumed: list[int] = []  # approvals resumed since the last commit
@@ -202,7 +203,7 @@ class Runner:
         self._inbox = False  # records from the flow's inbox (engine/serve/): see run()
 
     def _open_log(self, env: dict[str, str], stderr: bool, listeners: Iterable[Listener]) -> RunLog:
-        path = None if self.dry_run else run_log_path(self.state, self.run_id)
+        path = None if self.dry_run else run_log_path(self.state.runs_folder, self.run_id)
         try:
             return RunLog(
                 self.run_id,
@@ -218,7 +219,8 @@ class Runner:
             assert path is not None  # a dry run writes no log file
             raise StateError(
                 f"run log {path}: cannot write it: {exc.strerror or exc}; flowyard writes "
-                f"each run's log in {path.parent}, beside the state file",
+                f"each run's log in {path.parent}"
+                + (", beside the state file" if self.state.path is not None else ""),
                 str(path),
             ) from None
 
@@ -256,12 +258,7 @@ class Runner:
                 else self.lanes,
             )
             self.log.flush()
-            work: Iterator[Work] | Iterator[RecordWork] = (
-                replay_work(self.flow, replay, from_start)
-                if replay is not None
-                else self._resumed_then(source_work(self.flow, self.vars, self._source(records)))
-            )
-            stopped = self._loop(work)
+            stopped = self._loop(self._work(records, replay, from_start))
             if stopped:
                 status, message = stopped
         except Exception as exc:  # the run cannot go on: say why in one line, never a traceback
@@ -341,6 +338,15 @@ class Runner:
                 pass  # the lease expires by itself; the error below is the one to report
             self.store.close()
             raise
+
+    def _work(
+        self, records: Iterable[Any] | None, replay: list[DeadLetter] | None, from_start: bool
+    ) -> Iterator[Work]:
+        """The run's work items: replayed dead letters, or the records of decided approvals
+        then what the source delivers."""
+        if replay is not None:
+            return replay_work(self.flow, replay, from_start)
+        return self._resumed_then(source_work(self.flow, self.vars, self._source(records)))
 
     def _use_digests(self, from_source: bool) -> None:
         """Skip records unchanged since they last went through, where the flow allows it
@@ -433,7 +439,7 @@ class Runner:
         oldest = self.store.oldest_run(self.flow.name)
         if oldest is not None and oldest < time.time() - keep - min(PRUNE_SLACK, keep / 10):
             pruned = self.store.prune(keep, self.flow.name)
-            remove_run_logs(self.state, pruned.run_ids)
+            remove_run_logs(self.state.runs_folder, pruned.run_ids)
             self.log.event("pruned", **pruned.counts())
 
     # -- records in ------------------------------------------------------------------------------
@@ -684,13 +690,10 @@ class Runner:
         self._finish(w, final=True)
 
     def _finish(self, w: Work, final: bool) -> None:
-        if self._lease.lost and self._stop is None:
-            self._stop = (
-                RunStatus.FAILED.value,
-                f"the run lost its lease on flow {self.flow.name!r} (it was not renewed in "
-                f"time and another run took it); stopping so that the two do not overlap",
-            )
+        self._check_lease()
         self._watermark.finish(w.seq, final)
+        if final and w.queued is not None:
+            self._batch.work_done.append(w.queued)
         if final and self._inbox:
             self._batch.inbox_done.append(w.position["inbox"])
         if (
@@ -698,6 +701,15 @@ class Runner:
             or time.monotonic() - self._last_commit >= self.group_seconds
         ):
             self._flush()
+
+    def _check_lease(self) -> None:
+        """Stop taking records once another run took the flow's lease."""
+        if self._lease.lost and self._stop is None:
+            self._stop = (
+                RunStatus.FAILED.value,
+                f"the run lost its lease on flow {self.flow.name!r} (it was not renewed in "
+                f"time and another run took it); stopping so that the two do not overlap",
+            )
 
     def _arrived(self, w: RecordWork) -> list[list[Any]]:
         """An inbox event's arrival, the first step of its trace (none for other records)."""

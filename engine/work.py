@@ -28,8 +28,10 @@ class RecordWork:
     """A record to take through the steps, from step ``start`` (None: the first).
 
     ``position`` is the source cursor after it (None: the source has none); ``letters`` the
-    dead letters it replays. ``digest``, ``unchanged`` and ``seen_again`` are set when the
-    flow remembers records that went through (engine/unchanged.py).
+    dead letters it replays; ``queued`` the work-queue entry it came from (a worker's,
+    engine/worker.py), which leaves the queue once the record is final. ``digest``,
+    ``unchanged`` and ``seen_again`` are set when the flow remembers records that went
+    through (engine/unchanged.py).
     """
 
     seq: int
@@ -37,6 +39,7 @@ class RecordWork:
     position: Any = None
     start: str | None = None
     letters: list[DeadLetter] = field(default_factory=list)
+    queued: int | None = None
     resumes: list[int] = field(default_factory=list)  # decided approvals it resumes
     digest: str | None = None
     unchanged: bool = False  # skipped: the same as when it last went through
@@ -51,6 +54,7 @@ class BadInput:
     seq: int
     item: Item
     position: Any = None
+    queued: int | None = None
 
     @property
     def error(self) -> str:

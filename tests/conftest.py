@@ -19,6 +19,7 @@ from tests.support.files import (
     write_flow,
     write_ndjson,
 )
+from tests.support.postgres import postgres_dsn, postgres_server, postgres_state
 from tests.support.target import Target
 
 __all__ = [
@@ -28,6 +29,9 @@ __all__ = [
     "CliResult",
     "flowyard",
     "invoke",
+    "postgres_dsn",
+    "postgres_server",
+    "postgres_state",
     "read_ndjson",
     "shop_order",
     "target",

@@ -233,3 +233,61 @@ def test_a_group_option_out_of_range_is_refused_where_it_is_written(tmp_path, gr
     flow.write_text(flow.read_text().replace("group: {records: 1, seconds: 60}", f"group: {group}"))
     problems = Engine(state=tmp_path / "state.db").check(flow)
     assert any(p.line == 2 and message in p.message for p in problems), problems
+
+
+# -- a flow that can undo its sends ----------------------------------------------------------------
+UNDOABLE = """
+flow: undoable
+connections:
+  erp: {connector: sqlite, path: erp.db}
+  erp_reader: {connector: sqlite, path: erp.db}
+source: {connector: file, path: orders.ndjson}
+steps:
+  - name: upsert_order
+    send:
+      connection: erp
+      idempotency_key: "order:{{ record.id }}"
+      table: orders
+      mode: upsert
+      key: [id]
+      row: {id: "{{ record.id }}", status: open}
+      COMPENSATE
+  - name: written
+    enrich:
+      connection: erp_reader
+      query: SELECT status FROM orders WHERE id = :id
+      params: {id: "{{ record.id }}"}
+      not_found: "order {{ record.id }} is not in the ERP yet"
+      save_as: seen
+  - route:
+      - when: record.id == 2
+        steps:
+          - fail: "order {{ record.id }} refused"
+"""
+
+
+def test_a_flow_that_can_undo_its_sends_commits_each_row_as_it_goes(tmp_path):
+    # a compensation commits its key at once (engine/compensation.py): a target's rows must
+    # be committed as they go, or a crash would keep the compensation's key and lose the
+    # row change it made; another connection sees each row right after its send
+    compensate = (
+        "compensate: {table: orders, mode: upsert, key: [id], "
+        'row: {id: "{{ record.id }}", status: cancelled}}'
+    )
+    write_ndjson(tmp_path / "orders.ndjson", [{"id": i} for i in (1, 2, 3)])
+    flow = write_flow(tmp_path, UNDOABLE.replace("COMPENSATE", compensate))
+    result = Engine(state=tmp_path / "s.db").run(flow)
+    assert (result.counts["done"], result.counts["dead_lettered"]) == (2, 1), result
+    # order 2 failed after its send: its compensation ran and was committed
+    assert rows(tmp_path / "erp.db") == [(1, "open"), (2, "cancelled"), (3, "open")]
+
+    # the same flow without compensate: the row waits for the group's commit, so the reader
+    # does not see it yet and the record is dead-lettered (docs/semantics.md, "Group
+    # commit"); the send itself stays done and its row is committed with the group
+    other = tmp_path / "grouped"
+    other.mkdir()
+    write_ndjson(other / "orders.ndjson", [{"id": 1}])
+    flow = write_flow(other, UNDOABLE.replace("COMPENSATE", ""))
+    result = Engine(state=other / "s.db").run(flow)
+    assert (result.counts["done"], result.counts["dead_lettered"]) == (0, 1), result
+    assert rows(other / "erp.db") == [(1, "open")]

@@ -1,4 +1,5 @@
-"""The SQLite state store passes the store contract; the dry run's null store writes nothing."""
+"""Both state stores pass the store contract (SQLite, and PostgreSQL on a real server the
+tests start); the dry run's null store writes nothing."""
 
 from __future__ import annotations
 
@@ -14,6 +15,19 @@ from engine.store.contract import FLOW, StoreContract, _key
 class TestSqliteStoreContract(StoreContract):
     def open_store(self, tmp_path):
         return SqliteStore(tmp_path / "state.db")
+
+
+class TestPostgresStoreContract(StoreContract):
+    """The same suite on PostgreSQL: one database per test, opened once per handle."""
+
+    @pytest.fixture(autouse=True)
+    def _database(self, postgres_state):
+        self.dsn = postgres_state
+
+    def open_store(self, tmp_path):
+        from engine.store.postgres import PostgresStore
+
+        return PostgresStore(self.dsn)
 
 
 def test_the_null_store_reads_through_and_writes_nothing(tmp_path):

@@ -11,6 +11,12 @@ persists goes through :class:`StateStore`:
 - ``rows.py``: the typed rows it takes and returns;
 - ``sqlite.py``: :class:`SqliteStore`, the embedded default, with its layout and upgrades
   in ``schema.py`` and the faults of its file in ``faults.py``;
+- ``postgres.py``: :class:`~engine.store.postgres.PostgresStore`, a database several
+  machines share, with its numbered migrations in ``pg_schema.py``, its work items in
+  ``pg_work.py``, its inbox and schedule slots in ``pg_inbox.py`` and the work queue of
+  ``flowyard worker`` (:class:`WorkQueue`); imported on use (it needs the ``postgres``
+  extra);
+- ``location.py``: :class:`StateLocation`, which of the two a ``--state`` names;
 - ``null.py``: :class:`NullStore`, what a dry run writes to (nothing);
 - ``contract.py``: :class:`StoreContract`, the test suite every store passes.
 """
@@ -18,11 +24,12 @@ persists goes through :class:`StateStore`:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
+from engine.store.location import StateLocation, is_dsn, mask_dsn
 from engine.store.null import NullStore
-from engine.store.protocol import StateStore
+from engine.store.protocol import StateStore, WorkQueue
 from engine.store.rows import (
+    ClaimedRecord,
     Cursor,
     DeadLetter,
     DigestWrite,
@@ -36,6 +43,7 @@ from engine.store.rows import (
     ParkedItem,
     Progress,
     Pruned,
+    QueuedRecord,
     RecordDigest,
     ReviewItem,
     Run,
@@ -50,6 +58,7 @@ from engine.store.work_rows import Compensation, CompensationWrite, WorkItem
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ClaimedRecord",
     "Compensation",
     "CompensationWrite",
     "Cursor",
@@ -66,23 +75,56 @@ __all__ = [
     "ParkedItem",
     "Progress",
     "Pruned",
+    "QueuedRecord",
     "RecordDigest",
     "ReviewItem",
     "Run",
     "ScheduleState",
     "SendState",
     "SqliteStore",
+    "StateLocation",
     "StateStore",
     "Trace",
     "WorkItem",
+    "WorkQueue",
     "holder_id",
+    "is_dsn",
+    "mask_dsn",
     "open_store",
 ]
 
 
-def open_store(path: str | os.PathLike[str], *, dry_run: bool = False) -> StateStore:
-    """The store of the state file at ``path``; for a dry run, a :class:`NullStore` that
-    reads the file (read-only) when there is one and writes nothing."""
+def open_store(
+    location: str | os.PathLike[str] | StateLocation, *, dry_run: bool = False
+) -> StateStore:
+    """The store at ``location`` (a state file, or a ``postgresql://`` URL); for a dry run,
+    a :class:`NullStore` that reads the state (never changing it) when there is one and
+    writes nothing."""
+    where = StateLocation.of(location)
+    if where.dsn is not None:
+        return _open_postgres(where.dsn, dry_run)
+    assert where.path is not None
     if dry_run:
-        return NullStore(SqliteStore(path, readonly=True) if Path(path).exists() else None)
-    return SqliteStore(path)
+        return NullStore(SqliteStore(where.path, readonly=True) if where.path.exists() else None)
+    return SqliteStore(where.path)
+
+
+def _open_postgres(dsn: str, dry_run: bool) -> StateStore:
+    try:
+        from engine.store.postgres import PostgresStore
+    except ImportError:
+        from engine.errors import StateError
+
+        shown = mask_dsn(dsn)
+        raise StateError(
+            f"state database {shown}: the PostgreSQL driver is not installed; install "
+            "flowyard with the postgres extra: pip install 'flowyard[postgres]'",
+            shown,
+        ) from None
+    if not dry_run:
+        return PostgresStore(dsn)
+    store = PostgresStore(dsn, readonly=True, max_connections=2)
+    if store.schema_version() == 0:  # flowyard has not written to this database yet
+        store.close()
+        return NullStore()
+    return NullStore(store)

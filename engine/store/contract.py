@@ -517,6 +517,89 @@ class StoreContract:
         store.prune(0, FLOW)
         assert store.work_item(kept) is not None and store.work_item(id) is None
 
+    def test_two_handles_deciding_the_same_approvals_at_once_decide_each_once(
+        self, tmp_path: Path
+    ) -> None:
+        """Two people (two processes) decide the same approvals at the same moment: each
+        approval takes one decision, the other is told it is no longer open."""
+        items = []
+        for n in range(20):
+            approval = _review(str(n))
+            approval.kind = "approval"
+            items.append(approval)
+        with self.open_store(tmp_path) as setup:
+            ids = setup.commit_progress(FLOW, Progress("run-1", items=items))
+        won: dict[str, list[int]] = {"approved": [], "rejected": []}
+        refused: dict[str, list[int]] = {"approved": [], "rejected": []}
+        errors: list[BaseException] = []
+        start = threading.Barrier(2)
+
+        def decide_all(decision: str, order: list[int]) -> None:
+            try:
+                with self.open_store(tmp_path) as handle:
+                    start.wait()
+                    for id in order:
+                        try:
+                            handle.decide(id, decision, decision[:3])
+                            won[decision].append(id)
+                        except ValueError:
+                            refused[decision].append(id)
+            except BaseException as exc:  # seen by the test, not lost in the thread
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=decide_all, args=("approved", ids)),
+            threading.Thread(target=decide_all, args=("rejected", ids)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert sorted(won["approved"] + won["rejected"]) == sorted(ids)
+        assert sorted(won["approved"]) == sorted(refused["rejected"])
+        with self.open_store(tmp_path) as after:
+            for id in ids:
+                item = after.work_item(id)
+                assert item is not None
+                decisions = [h["event"] for h in item.history if h["event"] != "created"]
+                assert decisions == [item.status]
+                assert item.decided_by == item.status[:3]
+
+    def test_two_handles_escalating_at_once_escalate_each_item_once(self, tmp_path: Path) -> None:
+        items = []
+        for n in range(20):
+            item = _review(str(n), "finance")
+            item.owner, item.due_s, item.escalate_to = "fin", 60.0, {"owner": "lead"}
+            items.append(item)
+        with self.open_store(tmp_path) as setup:
+            ids = setup.commit_progress(FLOW, Progress("run-1", items=items))
+        later = time.time() + 120
+        escalated: list[list[int]] = []
+        errors: list[BaseException] = []
+        start = threading.Barrier(2)
+
+        def escalate() -> None:
+            try:
+                with self.open_store(tmp_path) as handle:
+                    start.wait()
+                    escalated.append([i.id for i in handle.escalate_due(later)])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=escalate) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert sorted(escalated[0] + escalated[1]) == sorted(ids)
+        with self.open_store(tmp_path) as after:
+            for id in ids:
+                found = after.work_item(id)
+                assert found is not None and found.owner == "lead"
+                assert [h["event"] for h in found.history].count("escalated") == 1
+
     def test_items_past_due_are_escalated_once(self, store: StateStore) -> None:
         item = _review("1", "finance")
         item.owner, item.due_s, item.escalate_to = "fin", 60.0, {"queue": "leads"}

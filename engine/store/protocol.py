@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, Self, runtime_checkable
 
 from engine.store.rows import (
+    ClaimedRecord,
     Cursor,
     DeadLetter,
     FlowHealth,
@@ -36,6 +37,7 @@ from engine.store.rows import (
     Lease,
     Progress,
     Pruned,
+    QueuedRecord,
     RecordDigest,
     ReviewItem,
     Run,
@@ -359,4 +361,60 @@ class StateStore(Protocol):
     def flow_health(self) -> list[FlowHealth]:
         """Per flow that has any: open dead letters and review items, pending inbox events,
         its last run and its last completed run; by flow name."""
+        ...
+
+
+@runtime_checkable
+class WorkQueue(Protocol):
+    """What a shared state (PostgreSQL) adds for ``flowyard worker``: a flow's records
+    queued once by the holder of its lease (the feeder), claimed by any number of worker
+    processes on any number of machines.
+
+    Claims are taken with ``FOR UPDATE SKIP LOCKED`` (no two workers claim one record) and
+    only the oldest queued record of a key can be claimed, so one key's records are taken
+    in order across every worker. Claims expire unless the worker's heartbeat renews them;
+    a worker that stopped beating is gone: its run is marked crashed and its claims are
+    taken over, and the in-flight keys of its sends decide what is sent again.
+    """
+
+    def enqueue(
+        self,
+        flow: str,
+        holder: str,
+        records: Sequence[QueuedRecord],
+        cursor: Any,
+        at_end: bool = False,
+    ) -> bool:
+        """Queue ``records`` and move the flow's cursor to ``cursor`` (None: it stays), in
+        one transaction, if ``holder`` still holds the flow's lease; False (nothing written)
+        when it no longer does. ``at_end``: the source has nothing after these for now
+        (:meth:`read_to_end` says when)."""
+        ...
+
+    def read_to_end(self, flow: str) -> float | None:
+        """When a feeder last queued the flow's source to its end (the database's clock)."""
+        ...
+
+    def join_workers(self, flow: str, holder: str, run_id: str, ttl: float) -> float:
+        """Count ``holder`` (of run ``run_id``) among the flow's workers for ``ttl`` seconds;
+        returns the time it joined (the database's clock)."""
+        ...
+
+    def heartbeat(self, flow: str, holder: str, ttl: float) -> bool:
+        """Renew the worker and its claims for ``ttl`` seconds; False when it was found gone
+        (its heartbeat came too late): it must stop taking records."""
+        ...
+
+    def claim_work(self, flow: str, holder: str, limit: int, ttl: float) -> list[ClaimedRecord]:
+        """Claim up to ``limit`` records for ``holder``, oldest first, never two of one key
+        nor one that an earlier record of its key still waits before; workers found gone
+        are let go first (their runs marked ``crashed``, their claims freed)."""
+        ...
+
+    def leave_workers(self, flow: str, holder: str) -> int:
+        """Free ``holder``'s claims and leave the workers; returns how many claims it had."""
+        ...
+
+    def queue_depth(self, flow: str) -> int:
+        """How many of the flow's records wait in the queue (claimed or not)."""
         ...

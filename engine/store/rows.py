@@ -296,10 +296,11 @@ class Progress:
     time is set to now (with the keys of the records), so that retention forgets only what
     the source stopped delivering. ``keys`` are the states of the group's sends
     (engine/group.py), written before everything else: a later write of the same key
-    replaces an earlier one, as with :meth:`StateStore.write_keys`. ``inbox_done`` are
-    inbox events whose records are final in this commit: they are marked done with it, so
-    an event is never taken again once its outcome is written, and always taken again when
-    it is not.
+    replaces an earlier one, as with :meth:`StateStore.write_keys`. ``work_done`` are
+    entries of a shared state's work queue (engine/worker.py) whose records are final in
+    this commit: they leave the queue with it. ``inbox_done`` are inbox events whose
+    records are final in this commit: they are marked done with it, so an event is never
+    taken again once its outcome is written, and always taken again when it is not.
     """
 
     run_id: str
@@ -311,6 +312,7 @@ class Progress:
     seen_records: list[str] = field(default_factory=list)
     seen_keys: list[str] = field(default_factory=list)
     keys: list[KeyWrite] = field(default_factory=list)
+    work_done: list[int] = field(default_factory=list)
     # inbox events (their ids) whose records reached a final state in this commit
     inbox_done: list[int] = field(default_factory=list)
 
@@ -332,6 +334,27 @@ class Pruned:
             "dead_letters": self.dead_letters,
             "keys": self.keys,
         }
+
+
+# -- the work queue of a shared state (flowyard worker) ------------------------------------------
+@dataclass(slots=True)
+class QueuedRecord:
+    """A record the flow's feeder read from its source, queued for the workers: its record
+    key (one key's records are taken in order) and the item as the source read it
+    (``data``, ``line``, ``raw``, ``error``)."""
+
+    record_key: str
+    item: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ClaimedRecord:
+    """A queued record a worker claimed: the queue entry's ``id`` goes back in
+    :attr:`Progress.work_done` once the record is final."""
+
+    id: int
+    record_key: str
+    item: dict[str, Any]
 
 
 # -- the inbox of events pushed to flowyard (webhooks) -------------------------------------------

@@ -40,15 +40,17 @@ class Serving:
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
         port: int | None = None,
-        state: Path | None = None,
+        state: Path | str | None = None,
     ):
         self.workdir = Path(workdir)
         self.flows = flows
         self.env = env or {}
         self.args = args or []
         self.port = port or free_port()
+        # a state file (its folder made), or a postgresql:// URL several processes share
         self.state = state or self.workdir / "state" / "state.db"
-        self.state.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.state, Path):
+            self.state.parent.mkdir(parents=True, exist_ok=True)
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
