@@ -24,7 +24,14 @@ from engine.codec import dumps, loads
 from engine.outcomes import Outcome
 from engine.store.pg_schema import storable as text
 from engine.store.rows import ParkedItem, SendState, Trace
-from engine.store.work_rows import DECISIONS, Compensation, CompensationWrite, WorkItem
+from engine.store.work_rows import (
+    DECISIONS,
+    Compensation,
+    CompensationWrite,
+    WorkItem,
+    compensation_from_row,
+    work_item_from_row,
+)
 
 _FACTS = (
     "run_id",
@@ -98,65 +105,6 @@ def write_item(cur: psycopg.Cursor[Any], flow: str, item: ParkedItem, now: float
     return int(row[0])
 
 
-def _timed(entry: dict[str, Any]) -> dict[str, Any]:
-    """A history entry with its times as floats (JSON gives them back as Decimals)."""
-    return {k: float(v) if k in ("at", "due_at") and v is not None else v for k, v in entry.items()}
-
-
-def work_item(row: dict[str, Any]) -> WorkItem:
-    """A row of ``dead_letters`` as the work item it is."""
-    return WorkItem(
-        id=row["id"],
-        kind=row["kind"],
-        flow=row["flow"],
-        queue=row["queue"] or ("dead_letters" if row["kind"] == "dead_letter" else "review"),
-        owner=row["owner"],
-        category=row["category"] or row["error_class"] or row["step"],
-        reason=row["message"] or "",
-        figures=loads(row["figures"]),
-        record_key=row["record_key"],
-        step=row["step"],
-        run_id=row["run_id"],
-        created_at=row["created_at"] or row["at"],
-        at=row["at"],
-        due_at=row["due_at"],
-        status=row["status"],
-        decided_by=row["decided_by"],
-        decided_at=row["decided_at"],
-        comment=row["comment"],
-        escalated_at=row["escalated_at"],
-        escalate_to=loads(row["escalate_to"]),
-        breached=bool(row["breached"]),
-        history=[_timed(entry) for entry in loads(row["history"]) or []],
-        labels=loads(row["labels"]),
-        resumed_run=row["resumed_run"],
-        record=loads(row["record"]),
-        context=loads(row["context"]),
-        source_record=loads(row["source_record"]),
-        flow_file=row["flow_file"],
-        error_class=row["error_class"],
-    )
-
-
-def _compensation(row: dict[str, Any]) -> Compensation:
-    return Compensation(
-        id=row["id"],
-        flow=row["flow"],
-        source_key=row["source_key"],
-        record_key=row["record_key"],
-        step=row["step"],
-        key=row["key"],
-        run_id=row["run_id"],
-        record=loads(row["record"]),
-        meta=loads(row["meta"]),
-        state=row["state"],
-        at=row["at"],
-        done_run=row["done_run"],
-        error=row["error"],
-        response=loads(row["response"]),
-    )
-
-
 def _appended(history: str | None, entry: dict[str, Any]) -> str:
     return str(text(dumps([*(loads(history) or []), entry])))
 
@@ -204,11 +152,11 @@ class WorkItemsMixin:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         tail = f" LIMIT {int(limit)}" if limit else ""
         rows = self._rows(f"SELECT * FROM dead_letters {where} ORDER BY id{tail}", params)
-        return [work_item(r) for r in rows]
+        return [work_item_from_row(r) for r in rows]
 
     def work_item(self, id: int) -> WorkItem | None:
         rows = self._rows("SELECT * FROM dead_letters WHERE id = %s", (id,))
-        return work_item(rows[0]) if rows else None
+        return work_item_from_row(rows[0]) if rows else None
 
     def approval(self, flow: str, record_key: str, step: str) -> WorkItem | None:
         rows = self._rows(
@@ -216,7 +164,7 @@ class WorkItemsMixin:
             "AND kind = 'approval' AND status != 'resolved' ORDER BY id DESC LIMIT 1",
             (flow, record_key, step),
         )
-        return work_item(rows[0]) if rows else None
+        return work_item_from_row(rows[0]) if rows else None
 
     def decide(
         self,
@@ -264,7 +212,7 @@ class WorkItemsMixin:
             "ORDER BY decided_at, id",
             (flow,),
         )
-        return [work_item(r) for r in rows]
+        return [work_item_from_row(r) for r in rows]
 
     def mark_resumed(self, ids: Sequence[int], run_id: str) -> None:
         if not ids:
@@ -357,7 +305,7 @@ class WorkItemsMixin:
         rows = self._rows(
             f"SELECT * FROM compensations WHERE {' AND '.join(clauses)} ORDER BY id", params
         )
-        return [_compensation(r) for r in rows]
+        return [compensation_from_row(r) for r in rows]
 
     def finish_compensation(
         self,

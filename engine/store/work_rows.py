@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.codec import loads
+
 #: What each kind's ``status`` can be.
 STATUSES = {
     "dead_letter": ("open", "replayed", "superseded", "resolved"),
@@ -124,3 +126,63 @@ class Compensation:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _timed(entry: dict[str, Any]) -> dict[str, Any]:
+    """A history entry with its times as floats (JSON gives them back as Decimals)."""
+    return {k: float(v) if k in ("at", "due_at") and v is not None else v for k, v in entry.items()}
+
+
+def work_item_from_row(row: dict[str, Any]) -> WorkItem:
+    """A row of ``dead_letters`` as the work item it is (both stores' rows read alike)."""
+    return WorkItem(
+        id=row["id"],
+        kind=row["kind"],
+        flow=row["flow"],
+        queue=row["queue"] or ("dead_letters" if row["kind"] == "dead_letter" else "review"),
+        owner=row["owner"],
+        category=row["category"] or row["error_class"] or row["step"],
+        reason=row["message"] or "",
+        figures=loads(row["figures"]),
+        record_key=row["record_key"],
+        step=row["step"],
+        run_id=row["run_id"],
+        created_at=row["created_at"] or row["at"],
+        at=row["at"],
+        due_at=row["due_at"],
+        status=row["status"],
+        decided_by=row["decided_by"],
+        decided_at=row["decided_at"],
+        comment=row["comment"],
+        escalated_at=row["escalated_at"],
+        escalate_to=loads(row["escalate_to"]),
+        breached=bool(row["breached"]),
+        history=[_timed(entry) for entry in loads(row["history"]) or []],
+        labels=loads(row["labels"]),
+        resumed_run=row["resumed_run"],
+        record=loads(row["record"]),
+        context=loads(row["context"]),
+        source_record=loads(row["source_record"]),
+        flow_file=row["flow_file"],
+        error_class=row["error_class"],
+    )
+
+
+def compensation_from_row(row: dict[str, Any]) -> Compensation:
+    """A row of ``compensations`` as the compensation it is (both stores)."""
+    return Compensation(
+        id=row["id"],
+        flow=row["flow"],
+        source_key=row["source_key"],
+        record_key=row["record_key"],
+        step=row["step"],
+        key=row["key"],
+        run_id=row["run_id"],
+        record=loads(row["record"]),
+        meta=loads(row["meta"]),
+        state=row["state"],
+        at=row["at"],
+        done_run=row["done_run"],
+        error=row["error"],
+        response=loads(row["response"]),
+    )
