@@ -9,10 +9,12 @@ so the figure says how much of concurrency/latency this machine's Python, httpx 
 the test server allow before any engine work.
 
 ``--client http.client`` sends the same requests with the standard library's
-``http.client`` instead (one connection per thread), and ``--client httpx-per-thread`` with
-one ``httpx.Client`` per thread (as the engine's http connector does since it stopped
-sharing one): the CPU each costs per request is what docs/benchmarks.md compares. Against
-a target with no latency and one thread, CPU per request is the client's cost alone.
+``http.client`` instead (one connection per thread), ``--client httpx-per-thread`` with
+one ``httpx.Client`` per thread, and ``--client httpx-stdlib`` with one per thread on
+connectors/httpkit/transport.py (``http.client`` under httpx, as the engine's http
+connector sends): the CPU each costs per request is what docs/benchmarks.md compares.
+Against a target with no latency and one thread, CPU per request is the client's cost
+alone.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import sys
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from connectors.httpkit.transport import StdlibTransport  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,7 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--records", type=int, required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument(
-        "--client", choices=["httpx", "httpx-per-thread", "http.client"], default="httpx"
+        "--client",
+        choices=["httpx", "httpx-per-thread", "httpx-stdlib", "http.client"],
+        default="httpx",
     )
     args = parser.parse_args(argv)
     shared = httpx.Client(base_url=args.url, timeout=10)
@@ -46,9 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     def post(body: str, headers: dict[str, str]) -> int:
         if args.client == "httpx":
             return shared.post("/orders", content=body, headers=headers).status_code
-        if args.client == "httpx-per-thread":
+        if args.client in ("httpx-per-thread", "httpx-stdlib"):
             if not hasattr(local, "client"):
-                local.client = httpx.Client(base_url=args.url, timeout=10)
+                transport = StdlibTransport() if args.client == "httpx-stdlib" else None
+                local.client = httpx.Client(base_url=args.url, timeout=10, transport=transport)
             return local.client.post("/orders", content=body, headers=headers).status_code
         if not hasattr(local, "conn"):
             local.conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)

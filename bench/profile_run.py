@@ -12,7 +12,10 @@ counts CPU time, so time spent waiting (fsync, the network) shows only in the wa
 printed above each table; ``--clock wall`` counts it too. ``--dump DIR`` keeps the raw
 profiles for pstats.
 cProfile slows function-call-heavy code more than the rest: read the shares, not the
-seconds.
+seconds. With ``--http --concurrency`` above 1 the lanes run in worker processes
+(docs/semantics.md, "Concurrency"), which this profile does not see: it shows the run's
+own process; ``FLOWYARD_LANE_PROCESSES=0`` keeps the lanes here, as threads, and
+``py-spy record --gil --subprocesses`` samples every process.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py throughput [--records 20000] [--repeat 5]
     .venv/bin/python bench/run.py memory [--records 100000 1000000] [--with-baseline]
     .venv/bin/python bench/run.py http [--concurrency 1 4 16] [--latency-ms 20] [--seconds 5]
+    .venv/bin/python bench/run.py local [--records 5000] [--concurrency 8]
     .venv/bin/python bench/run.py startup [--repeat 15]
     .venv/bin/python bench/run.py all
 
@@ -32,7 +33,12 @@ and the command line. docs/benchmarks.md records the figures.
   RSS sampled from /proc while it runs.
 - ``http``: bench/http_flow.yaml against tests/support/target.py answering after a fixed
   latency, at each concurrency: records/s against the limit concurrency/latency, next to
-  a bare threaded httpx client (bench/http_ceiling.py) against the same server.
+  a bare threaded client (bench/http_ceiling.py, httpx on http.client as the engine sends)
+  against the same server; ``--with-threads`` also runs the engine with its lanes as
+  threads (``FLOWYARD_LANE_PROCESSES=0``), alternating. CPU per send (the lane processes'
+  included), the target's own, and the load average at each run's start.
+- ``local``: the reference flow (every call local: SQLite) at concurrency 1 and N,
+  alternately: concurrency must not make it slower (docs/semantics.md, "Concurrency").
 - ``startup``: ``python -c pass``, ``flowyard --help``, ``flowyard validate
   flows/order_to_erp.yaml`` (a shipped flow) and ``flowyard validate
   bench/reference_flow.yaml``, round robin.
@@ -529,6 +535,27 @@ def _spawn_target(latency_ms: float) -> tuple[subprocess.Popen, str]:
     return proc, ready[1]
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+HTTP_SIDES = {  # the engine's lanes: FLOWYARD_LANE_PROCESSES of each side (None: the default)
+    "processes": None,
+    "threads": "0",
+}
+
+
 def http(args: argparse.Namespace, tmp: Path) -> dict:
     from tests.support.target import RemoteTarget, stop_target
 
@@ -537,6 +564,7 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
     target = RemoteTarget(url)
     flow_text = HTTP_FLOW.read_text()
     flow_text = flow_text.replace("[../mappings]", json.dumps([str(ROOT / "mappings")]))
+    sides = ["processes", "threads"] if args.with_threads else ["processes"]
     try:
         for concurrency in args.concurrency:
             limit = concurrency * 1000 / args.latency_ms
@@ -548,58 +576,136 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
             flow.write_text(
                 re.sub(r"(?m)^concurrency: \d+$", f"concurrency: {concurrency}", flow_text)
             )
-            engine_s, engine_wall_s, bare_s, engine_cpu_s, bare_cpu_s = [], [], [], [], []
-            for rep in range(args.repeat):
-                work = tmp / f"http-{concurrency}-{rep}"
-                work.mkdir()
-                target.reset()
-                cmd = [*flowyard(), "run", str(flow), "--state", str(work / "state.db")]
-                cmd += ["--var", f"orders={orders}", "--var", f"url={url}", "--output", "json"]
-                job = run_job(cmd, cwd=engine_cwd())
-                applied = len(target.applied)
-                if applied != n or job.json()["counts"]["done"] != n:
-                    raise SystemExit(f"concurrency {concurrency}: {applied} of {n} applied")
-                engine_s.append(inner_seconds(job))
-                engine_wall_s.append(job.wall_s)
-                engine_cpu_s.append(job.cpu_s)
-                target.reset()
-                bare = run_job(
-                    [sys.executable, str(BENCH / "http_ceiling.py"), url]
-                    + ["--records", str(n), "--concurrency", str(concurrency)]
-                )
-                bare_s.append(bare.json()["seconds"])
-                bare_cpu_s.append(bare.cpu_s)
-            inner, wall, ceiling = _median(engine_s), _median(engine_wall_s), _median(bare_s)
-            entry = {
-                "records": n,
-                "limit_per_s": limit,
-                "run_s": engine_s,
-                "wall_s": engine_wall_s,
-                "bare_client_s": bare_s,
-                "cpu_s": engine_cpu_s,
-                "bare_client_cpu_s": bare_cpu_s,
-                # CPU per send, start-up included: one interpreter lock spreads it over the
-                # lanes, so 1000 / cpu_ms_per_send bounds the sends per second
-                "cpu_ms_per_send": 1000 * _median(engine_cpu_s) / n,
-                "bare_client_cpu_ms_per_send": 1000 * _median(bare_cpu_s) / n,
-                "records_per_s": n / inner,
-                "fraction_of_limit": n / inner / limit,
-                "fraction_of_limit_wall": n / wall / limit,
-                "bare_client_fraction_of_limit": n / ceiling / limit,
+            runs: dict[str, dict[str, list[float]]] = {
+                side: {
+                    "run_s": [],
+                    "wall_s": [],
+                    "cpu_s": [],
+                    "target_cpu_s": [],
+                    "load": [],
+                    "others_cores": [],
+                }
+                for side in [*sides, "bare_client"]
             }
+            lanes: dict[str, str] = {}
+            for rep in range(args.repeat):
+                order = sides[rep % len(sides) :] + sides[: rep % len(sides)]
+                for side in [*order, "bare_client"]:
+                    work = tmp / f"http-{concurrency}-{side.replace(' ', '-')}-{rep}"
+                    work.mkdir()
+                    target.reset()
+                    load, target_cpu = os.getloadavg()[0], _cpu_s(proc.pid)
+                    busy = _machine_busy_s()
+                    if side == "bare_client":
+                        job = run_job(
+                            [sys.executable, str(BENCH / "http_ceiling.py"), url]
+                            + ["--records", str(n), "--concurrency", str(concurrency)]
+                            + ["--client", args.ceiling_client]
+                        )
+                    else:
+                        cmd = [*flowyard(), "run", str(flow), "--state", str(work / "state.db")]
+                        cmd += ["--var", f"orders={orders}", "--var", f"url={url}"]
+                        cmd += ["--output", "json"]
+                        env = {"FLOWYARD_LANE_PROCESSES": HTTP_SIDES[side]}
+                        job = run_job(
+                            cmd,
+                            cwd=engine_cwd(),
+                            env={k: v for k, v in env.items() if v is not None} or None,
+                        )
+                        if job.json()["counts"]["done"] != n:
+                            raise SystemExit(f"concurrency {concurrency}: {job.stdout}")
+                        lanes[side] = _lanes_of(work)
+                    applied = len(target.applied)
+                    if applied != n:
+                        raise SystemExit(f"concurrency {concurrency}, {side}: {applied} of {n}")
+                    numbers = runs[side]
+                    numbers["run_s"].append(inner_seconds(job))
+                    numbers["wall_s"].append(job.wall_s)
+                    numbers["cpu_s"].append(job.cpu_s)
+                    numbers["target_cpu_s"].append(_cpu_s(proc.pid) - target_cpu)
+                    numbers["load"].append(load)
+                    # cores busy with other work than this run's and the target's, on average
+                    others = _machine_busy_s() - busy - job.cpu_s - numbers["target_cpu_s"][-1]
+                    numbers["others_cores"].append(max(0.0, others) / job.wall_s)
+                    print(
+                        f"  concurrency {concurrency:3} {side:11} {lanes.get(side, ''):12} "
+                        f"{n / inner_seconds(job) / limit:4.0%} of the limit, "
+                        f"CPU per send {1000 * job.cpu_s / n:.2f} ms "
+                        f"(target {1000 * numbers['target_cpu_s'][-1] / n:.2f}), load {load:.1f}, "
+                        f"other work {numbers['others_cores'][-1]:.2f} cores",
+                        flush=True,
+                    )
+            entry: dict[str, Any] = {"records": n, "limit_per_s": limit}
+            for side, numbers in runs.items():
+                inner = _median(numbers["run_s"])
+                entry[side] = {
+                    **numbers,
+                    **({"lanes": lanes[side]} if side in lanes else {}),
+                    "records_per_s": n / inner,
+                    "fraction_of_limit": n / inner / limit,
+                    "fraction_of_limit_wall": n / _median(numbers["wall_s"]) / limit,
+                    # CPU per send, start-up included (the process's children's too: the
+                    # lane processes); 2 cores / CPU per send bounds the sends per second
+                    "cpu_ms_per_send": 1000 * _median(numbers["cpu_s"]) / n,
+                    "target_cpu_ms_per_send": 1000 * _median(numbers["target_cpu_s"]) / n,
+                }
             result["runs"][str(concurrency)] = entry
             print(
-                f"  concurrency {concurrency:3}: {n:5} sends in {inner:6.2f} s = "
-                f"{entry['records_per_s']:6.1f}/s of a limit of {limit:.0f}/s: "
-                f"{entry['fraction_of_limit']:.0%} (with start-up: "
-                f"{entry['fraction_of_limit_wall']:.0%}); a bare httpx client: "
-                f"{entry['bare_client_fraction_of_limit']:.0%}; CPU per send "
-                f"{entry['cpu_ms_per_send']:.2f} ms, "
-                f"bare {entry['bare_client_cpu_ms_per_send']:.2f} ms",
+                f"  concurrency {concurrency:3}: limit {limit:.0f}/s, medians: "
+                + "; ".join(
+                    f"{side} {entry[side]['fraction_of_limit']:.0%} "
+                    f"({entry[side]['cpu_ms_per_send']:.2f} ms CPU per send)"
+                    for side in runs
+                ),
                 flush=True,
             )
     finally:
         stop_target(proc)
+    return result
+
+
+def _lanes_of(work: Path) -> str:
+    """What lanes the run in ``work`` had, from its run log's ``run_started`` line."""
+    for log in (work / "runs").glob("*.jsonl"):
+        for line in log.read_text().splitlines():
+            event = json.loads(line)
+            if event.get("event") == "run_started":
+                return str(event.get("lanes", ""))
+    return ""
+
+
+def local(args: argparse.Namespace, tmp: Path) -> dict:
+    """The reference flow (every call local: SQLite) at concurrency 1 and N, alternately."""
+    orders = tmp / "orders.ndjson"
+    generate(orders, args.records, seed=args.seed)
+    text = REFERENCE_FLOW.read_text().replace("[../mappings]", json.dumps([str(ROOT / "mappings")]))
+    text = re.sub(r"(?m)^concurrency: \d+\n", "", text)
+    flows = {}
+    for concurrency in (1, args.concurrency):
+        flows[concurrency] = tmp / f"reference_c{concurrency}.yaml"
+        flows[concurrency].write_text(f"concurrency: {concurrency}\n" + text)
+    times: dict[int, dict[str, list[float]]] = {c: {m: [] for m in MEASURES} for c in flows}
+    for rep in range(args.repeat):
+        for concurrency in list(flows)[rep % 2 :] + list(flows)[: rep % 2]:
+            work = tmp / f"local-{concurrency}-{rep}"
+            work.mkdir()
+            job = engine_run(orders, work, flow=flows[concurrency])
+            for m, value in _times(job).items():
+                times[concurrency][m].append(value)
+            print(
+                f"  rep {rep + 1} concurrency {concurrency:2}: {job.wall_s:6.2f} s "
+                f"(cpu {job.cpu_s:6.2f}), lanes {_lanes_of(work)}, "
+                f"load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+    result: dict[str, Any] = {"records": args.records, "runs": times}
+    one, many = ({m: _median(times[c][m]) for m in MEASURES} for c in (1, args.concurrency))
+    result["ratio_n_over_1"] = {m: many[m] / one[m] for m in MEASURES}
+    print(
+        f"  concurrency {args.concurrency} / 1, medians: "
+        + ", ".join(f"{m} {result['ratio_n_over_1'][m]:.3f}" for m in MEASURES),
+        flush=True,
+    )
     return result
 
 
@@ -675,7 +781,13 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-MEASUREMENTS = {"throughput": throughput, "memory": memory, "http": http, "startup": startup}
+MEASUREMENTS = {
+    "throughput": throughput,
+    "memory": memory,
+    "http": http,
+    "local": local,
+    "startup": startup,
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -750,11 +862,28 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--seconds", type=float, default=5, help="aim for runs this long")
     h.add_argument("--min-records", type=int, default=20)
     h.add_argument("--repeat", type=int, default=3)
+    h.add_argument(
+        "--with-threads",
+        action="store_true",
+        help="also run the engine with its lanes as threads (FLOWYARD_LANE_PROCESSES=0), "
+        "alternating with lanes in processes",
+    )
+    h.add_argument(
+        "--ceiling-client",
+        choices=["httpx", "httpx-per-thread", "httpx-stdlib", "http.client"],
+        default="httpx-stdlib",
+        help="the bare client's (bench/http_ceiling.py) [default: httpx-stdlib, as the "
+        "engine's http connector sends]",
+    )
+    lo = sub.add_parser("local", help="a flow whose calls are local, at concurrency 1 and N")
+    lo.add_argument("--records", type=int, default=5000)
+    lo.add_argument("--concurrency", type=int, default=8)
+    lo.add_argument("--repeat", type=int, default=3)
     s = sub.add_parser("startup", help="flowyard --help and flowyard validate")
     s.add_argument("--repeat", type=int, default=15)
     s.add_argument("--before-root", type=Path, help="also time the CLI of this checkout")
     a = sub.add_parser("all", help="every measurement with its defaults")
-    for q in (t, m, h, s, a):
+    for q in (t, m, h, lo, s, a):
         common(q)
     return p
 

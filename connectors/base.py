@@ -23,6 +23,13 @@ A connector whose target has transactions may hold a group's calls in one transa
 instead of one per call. The default holds nothing: each call commits before it returns,
 as a connector written before groups does.
 
+Calls at once: a flow's ``concurrency`` runs records on several lanes, and ``lanes`` says
+what lanes a connector's calls need (docs/semantics.md, "Concurrency"): ``"processes"``
+(calls wait on another system, and each process may have an instance of its own: lanes
+in worker processes, not held back by one interpreter lock), ``"threads"`` (the default:
+calls wait on another system but must stay in the engine's process) or ``"none"`` (calls
+are work on this machine, which lanes would only slow down).
+
 Reaching the target: :meth:`Connector.check` tries what ``flowyard check`` reports (log in,
 one harmless read) without sending anything a record would; by default a connector has
 nothing to check.
@@ -40,6 +47,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeGuard
+
+#: what lanes a connector's calls need (:attr:`Connector.lanes`)
+LaneKind = Literal["processes", "threads", "none"]
 
 
 @dataclass(slots=True)
@@ -146,6 +156,11 @@ class Connector:
     root: Path | None = None
     #: connection options whose string values are secrets (declared on construction)
     secret_options: ClassVar[frozenset[str]] = frozenset()
+    #: what lanes its calls need when a flow's ``concurrency`` is above 1: ``"processes"``
+    #: (each worker process builds its own instance: nothing of it is shared with the
+    #: engine's process), ``"threads"`` (calls at once, in the engine's process) or
+    #: ``"none"`` (local work: calls at once would not be faster)
+    lanes: ClassVar[LaneKind] = "threads"
 
     def __init__(self, options: Mapping[str, Any] | None = None):
         self.options: dict[str, Any] = dict(options or {})

@@ -21,6 +21,7 @@ branches (``engine.errors``; the template errors are in ``engine.templates``)::
         ├── LockHeld                  another run of the same flow holds the lease
         ├── SourceUnavailable         the source could not be read
         ├── CircuitOpen               a connection's circuit breaker is open
+        ├── LaneLost                  a lane process ended before the run did
         └── StateError                the state file or run log cannot be used (exit code 4)
 
 Retry decisions read the error's class, never its message: ``TransientError`` is

@@ -36,7 +36,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from connectors import _json
-from connectors.base import Check, Connector, Item, Lint, Request, Response, depends_on_record
+from connectors.base import (
+    Check,
+    Connector,
+    Item,
+    LaneKind,
+    Lint,
+    Request,
+    Response,
+    depends_on_record,
+)
 from connectors.errors import PermanentError
 
 FORMATS = ("ndjson", "json", "csv")
@@ -66,6 +75,7 @@ class FileConnector(Connector):
 
     name: ClassVar[str] = "file"
     description: ClassVar[str] = "Local files: NDJSON, CSV and JSON arrays (source and sink)."
+    lanes: ClassVar[LaneKind] = "none"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import httpx
 
 from connectors import _json
-from connectors.base import Check, Connector, Item, Lint, Request, Response
+from connectors.base import Check, Connector, Item, LaneKind, Lint, Request, Response
 from connectors.errors import PermanentError, TransientError
 from connectors.httpkit import (
     HttpSession,
@@ -52,6 +52,7 @@ class HttpConnector(Connector):
 
     name: ClassVar[str] = "http"
     description: ClassVar[str] = "HTTP/JSON APIs: paged reads (source) and requests (action)."
+    lanes: ClassVar[LaneKind] = "processes"
     options_schema: ClassVar[dict[str, Any]] = connection_schema()
     read_schema: ClassVar[dict[str, Any] | None] = {
         "type": "object",

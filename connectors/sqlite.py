@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from connectors import _json
-from connectors.base import Check, Connector, Item, Lint, Request, Response, is_template
+from connectors.base import (
+    Check,
+    Connector,
+    Item,
+    LaneKind,
+    Lint,
+    Request,
+    Response,
+    is_template,
+)
 from connectors.errors import PermanentError, TransientError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -53,6 +62,7 @@ class SqliteConnector(Connector):
 
     name: ClassVar[str] = "sqlite"
     description: ClassVar[str] = "A SQLite database file: queries (source), inserts and upserts."
+    lanes: ClassVar[LaneKind] = "none"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,

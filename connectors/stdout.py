@@ -7,7 +7,7 @@ import threading
 from typing import Any, ClassVar
 
 from connectors import _json
-from connectors.base import Connector, Request, Response
+from connectors.base import Connector, LaneKind, Request, Response
 from connectors.errors import PermanentError
 
 # Every instance writes to the same stream, so they share one lock.
@@ -19,6 +19,7 @@ class StdoutConnector(Connector):
 
     name: ClassVar[str] = "stdout"
     description: ClassVar[str] = "Standard output: one JSON line per record (sink)."
+    lanes: ClassVar[LaneKind] = "none"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,

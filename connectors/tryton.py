@@ -46,7 +46,7 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.base import Check, Connector, Item, Request, Response
+from connectors.base import Check, Connector, Item, LaneKind, Request, Response
 from connectors.errors import ConnectorError, PermanentError, TransientError
 from connectors.httpkit import is_transient_status, retry_after
 
@@ -74,6 +74,7 @@ class TrytonConnector(Connector):
         "Tryton ERP over JSON-RPC: model and workflow calls, stock levels per location."
     )
     secret_options: ClassVar[frozenset[str]] = frozenset({"password"})
+    lanes: ClassVar[LaneKind] = "processes"  # each process logs in once, on first use
 
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object",

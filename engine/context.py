@@ -10,9 +10,10 @@ below the runner ever calls back up into it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,12 @@ def render_options(
 
 class Connections:
     """A run's connections, each opened on first use (from any thread) and closed once at
-    the end of the run. The secrets a connector declares are masked from then on."""
+    the end of the run. The secrets a connector declares are masked from then on.
+
+    What governs calls through a connection (its rate limiter and circuit breaker) is made
+    once per run; :meth:`share` makes it in memory that the run's lane processes share, so
+    the lanes keep one limit and one breaker between them, each with its own connectors.
+    """
 
     def __init__(
         self,
@@ -74,7 +80,32 @@ class Connections:
         self._render = render
         self._on_secret = on_secret
         self._open: dict[str, ConnectionState] = {}
+        self._governance: dict[str, tuple[RateLimiter, CircuitBreaker]] = {}
         self._lock = threading.Lock()
+
+    def share(self, names: Iterable[str], context: BaseContext) -> None:
+        """Make the rate limiters and circuit breakers of connections ``names`` in memory
+        shared with the processes forked from ``context`` after this call."""
+        with self._lock:
+            for name in names:
+                if name not in self._open:
+                    self._governance[name] = self._govern(name, context)
+
+    def for_lane_process(self, on_secret: Callable[[str], None]) -> Connections:
+        """The run's connections for a lane process (just forked): none open, each opened
+        there on first use, governed by what :meth:`share` made."""
+        forked = Connections(self._flow, self._registry, self._render, on_secret)
+        forked._governance = dict(self._governance)
+        return forked
+
+    def _govern(
+        self, name: str, context: BaseContext | None = None
+    ) -> tuple[RateLimiter, CircuitBreaker]:
+        conn = self._flow.connections[name]
+        return (
+            RateLimiter(conn.rate_limit, shared=context),
+            CircuitBreaker(name, conn.breaker, shared=context),
+        )
 
     def get(self, name: str) -> ConnectionState:
         """Connection ``name`` of the flow, opened now if this is its first use."""
@@ -88,13 +119,8 @@ class Connections:
                 connector = cls(self._render(conn.options))
                 connector.root = Path(self._flow.file).resolve().parent
                 connector.on_secret(self._on_secret)  # masked from now on, encoded too
-                state = ConnectionState(
-                    name,
-                    connector,
-                    conn.retry,
-                    RateLimiter(conn.rate_limit),
-                    CircuitBreaker(name, conn.breaker),
-                )
+                governance = self._governance.get(name) or self._govern(name)
+                state = ConnectionState(name, connector, conn.retry, *governance)
                 self._open[name] = state
             return state
 

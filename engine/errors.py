@@ -19,6 +19,7 @@ __all__ = [
     "ConnectorError",
     "FlowError",
     "FlowyardError",
+    "LaneLost",
     "LockHeld",
     "MappingError",
     "PermanentError",
@@ -112,6 +113,11 @@ class SourceUnavailable(RunError):
 
 class CircuitOpen(RunError):
     """A connection's circuit breaker is open; the records that need it are left for later."""
+
+
+class LaneLost(RunError):
+    """A lane process of the run ended before the run did (killed), or could not start:
+    the run commits nothing more (engine/lane_processes.py)."""
 
 
 class StateError(RunError):

@@ -17,6 +17,11 @@ the target a send goes to (docs/semantics.md, "Group commit"):
   in-flight mark, or the group's commit. So a kill leaves at most one answered request
   per lane in flight, which the next run repeats with the same ``Idempotency-Key``.
 
+A run whose lanes are processes (engine/lane_processes.py) has one group per lane
+process, with the process's own connection to the state: the process marks its requests
+and, when the run commits a group, commits the outcomes it holds
+(:meth:`Group.flush_outcomes`) before the run commits the records' progress.
+
 Until they are committed, the group's key states are what the executor sees first
 (:meth:`Group.get_key`): a second record with the same key in the same group is a
 duplicate, as it would be after the commit.
@@ -26,6 +31,8 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 from connectors import Connector
 from engine.codec import dumps
@@ -53,14 +60,31 @@ class Group:
 
     Thread-safe: a run's lanes send through it at once. ``immediate`` makes it write every
     key state at once and group nothing (what a run did before groups; what the executor
-    does when it is used on its own).
+    does when it is used on its own). ``hold=False`` never asks a connector to hold the
+    group (a lane process's group: its connectors' transactions are not the run's);
+    ``reader``, a second connection to the state, answers key look-ups, so that they do not
+    wait for writes; ``writing`` is held around each write (one shared by the run's
+    processes: engine/lane_processes.py).
     """
 
-    def __init__(self, store: StateStore, flow: str, *, immediate: bool = False):
+    def __init__(
+        self,
+        store: StateStore,
+        flow: str,
+        *,
+        immediate: bool = False,
+        hold: bool = True,
+        reader: StateStore | None = None,
+        writing: AbstractContextManager[Any] | None = None,
+    ):
         self.store = store
         self.flow = flow
         self.immediate = immediate
+        self.hold = hold
+        self.reader = reader or store
+        self.write_lock = writing or nullcontext()
         self._lock = threading.Lock()
+        self._writing = threading.Lock()  # taken outcomes are written before the next take
         # key -> its last state written in this group, not yet committed
         self._after_targets: dict[str, KeyWrite] = {}  # sends held by a target's transaction
         self._outcomes: dict[str, KeyWrite] = {}  # answers of sends committed in flight
@@ -71,7 +95,7 @@ class Group:
     def holds(self, connector: Connector, name: str = "") -> bool:
         """Whether ``connector`` (of connection ``name``) holds this group's calls in one
         transaction (asked once per group: :meth:`~connectors.Connector.begin_group`)."""
-        if self.immediate:
+        if self.immediate or not self.hold:
             return False
         with self._lock:
             held = self._asked.get(id(connector))
@@ -88,7 +112,7 @@ class Group:
             write = self._after_targets.get(key) or self._outcomes.get(key)
         if write is not None:
             return key_state(write)
-        return self.store.get_key(self.flow, key)
+        return self.reader.get_key(self.flow, key)
 
     def mark_in_flight(self, write: KeyWrite) -> None:
         """Commit ``write`` (a key ``in_flight``) before its request, with the outcomes
@@ -96,11 +120,25 @@ class Group:
         if self.immediate:
             self.store.write_keys(self.flow, [write])
             return
+        with self._writing:
+            self._write_waiting([write])
+
+    def flush_outcomes(self) -> None:
+        """Commit the outcomes waiting since the last commit: on return, every outcome
+        remembered before the call is in the state (a lane process's part of a group
+        commit)."""
+        with self._writing:
+            self._write_waiting([])
+
+    def _write_waiting(self, more: list[KeyWrite]) -> None:
         with self._lock:
             waiting = list(self._outcomes.values())
             self._outcomes.clear()
+        if not waiting and not more:
+            return
         try:
-            self.store.write_keys(self.flow, [*waiting, write])
+            with self.write_lock:
+                self.store.write_keys(self.flow, [*waiting, *more])
         except BaseException:
             with self._lock:  # not written: they wait for the next commit
                 for w in waiting:

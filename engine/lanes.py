@@ -1,11 +1,18 @@
 """Work on several lanes at once: a flow's ``concurrency: N``.
 
-Sends are I/O-bound, so N threads ("lanes") take records through the steps at the same
-time. Each item goes to the lane its key hashes to, so items that share a key (the same
-order, the same SKU) stay in the order the source gave them. Results come back to the
-calling thread, which alone accounts for them: the runner's batches and watermark need no
-lock. Each lane holds at most a small queue, so memory stays bounded however large the
-source.
+Sends that wait on another system leave the engine idle, so N lanes take records through
+the steps at the same time. Items that share a key (the same order, the same SKU) stay in
+the order the source gave them: while a key has items on a lane, its next ones go there;
+an item whose key has none goes to the lane with the least work, so that no lane is left
+with a longer share than the others at the end. Results come back to the calling thread,
+which alone accounts for them: the runner's batches and watermark need no lock. Each lane
+holds at most a few items, so memory stays bounded however large the source.
+
+What the lanes are depends on the connectors the flow's steps call (:func:`lane_kind`,
+``Connector.lanes``): worker processes (engine/lane_processes.py) when every one of them
+can run in another process, threads (:class:`Lanes`, here) when one must stay in the run's
+process, and no lanes at all when every call is work on this machine (a file, a local
+database), which lanes would only slow down.
 """
 
 from __future__ import annotations
@@ -15,10 +22,31 @@ import threading
 from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
+from connectors import Registry
+from connectors.base import LaneKind
+from engine.model import CallStep, Flow
+
 T = TypeVar("T")
 R = TypeVar("R")
 
-_QUEUED = 32  # items waiting per lane
+_QUEUED = 4  # items handed to a lane and not answered yet: enough to keep it busy
+
+
+def lane_kind(flow: Flow, registry: Registry, dry_run: bool = False) -> LaneKind:
+    """What lanes a run of ``flow`` uses (docs/semantics.md, "Concurrency"): ``"none"``
+    when its concurrency is 1, it is a dry run (which calls nothing) or every connector
+    its steps call does local work; ``"processes"`` when every one of them can run in a
+    lane process; else ``"threads"``."""
+    if flow.concurrency <= 1 or dry_run:
+        return "none"
+    kinds: set[LaneKind] = set()
+    for step, _, _ in flow.walk():
+        if isinstance(step, CallStep):
+            cls = registry.get(flow.connections[step.connection].connector)
+            kinds.add(cls.lanes if cls is not None else "threads")
+    if kinds <= {"none"}:
+        return "none"
+    return "processes" if kinds == {"processes"} else "threads"
 
 
 class _NotRun:
@@ -29,7 +57,12 @@ _NOT_RUN = _NotRun()
 
 
 class Lanes(Generic[T, R]):
-    """Runs ``execute`` on ``lanes`` threads and ``complete`` on the caller's thread."""
+    """Runs ``execute`` on ``lanes`` threads and ``complete`` on the caller's thread.
+
+    A key's items go to the lane that holds its items while it holds any (so they are
+    executed in order), other items to the lane with the least work queued, so that no lane
+    is left with a longer share of the work than the others.
+    """
 
     def __init__(
         self,
@@ -43,16 +76,18 @@ class Lanes(Generic[T, R]):
         self.complete = complete
         self.stopping = stopping
         self._stop = threading.Event()
-        self._done: queue.Queue[tuple[T, R | BaseException | _NotRun]] = queue.Queue()
-        self._in_flight = 0
+        self._done: queue.Queue[tuple[int, T, R | BaseException | _NotRun]] = queue.Queue()
+        self._placed: dict[int, tuple[Hashable, int]] = {}  # seq -> (key, lane), in flight
+        self._queued = [0] * lanes  # items handed to each lane and not yet answered
+        self._keys: dict[Hashable, tuple[int, int]] = {}  # key -> (lane, its items there)
 
     def run(self, work: Iterable[T], key: Callable[[T], Hashable]) -> None:
-        """Execute every item of ``work`` on the lane of its ``key`` and complete it here, as
-        results come back; stop handing out work once ``stopping()`` is true (items already
-        queued are not run, and not completed). An exception ``execute`` raised is raised
-        here, after every lane has ended."""
-        inboxes: list[queue.Queue[T | None]] = [
-            queue.Queue(maxsize=_QUEUED) for _ in range(self.count)
+        """Execute every item of ``work`` on a lane (the one holding its ``key``'s items, if
+        any) and complete it here, as results come back; stop handing out work once
+        ``stopping()`` is true (items already queued are not run, and not completed). An
+        exception ``execute`` raised is raised here, after every lane has ended."""
+        inboxes: list[queue.SimpleQueue[tuple[int, T] | None]] = [
+            queue.SimpleQueue() for _ in range(self.count)
         ]
         threads = [
             threading.Thread(target=self._lane, args=(inbox,), daemon=True) for inbox in inboxes
@@ -60,19 +95,18 @@ class Lanes(Generic[T, R]):
         for t in threads:
             t.start()
         try:
-            for item in work:
+            for seq, item in enumerate(work):
                 if self._stop.is_set():
                     break
-                inbox = inboxes[hash(key(item)) % self.count]
-                while True:
-                    try:
-                        inbox.put(item, timeout=0.05)
-                        break
-                    except queue.Full:
-                        self._drain(block=False)
-                self._in_flight += 1
+                item_key = key(item)
+                lane = self._lane_for(item_key)
+                if lane is None:
+                    break
+                self._placed[seq] = (item_key, lane)
+                self._assign(item_key, lane, +1)
+                inboxes[lane].put((seq, item))
                 self._drain(block=False)
-            while self._in_flight:
+            while self._placed:
                 self._drain(block=True)
         finally:
             if self.stopping():
@@ -82,26 +116,46 @@ class Lanes(Generic[T, R]):
             for t in threads:
                 t.join()
 
-    def _lane(self, inbox: queue.Queue[T | None]) -> None:
+    def _lane_for(self, key: Hashable) -> int | None:
+        """The lane holding ``key``'s items, else the one with the least work queued; waits
+        while it is full. None when the work is stopping."""
+        while not self._stop.is_set():
+            bound = self._keys.get(key)
+            lane = bound[0] if bound else min(range(self.count), key=self._queued.__getitem__)
+            if self._queued[lane] < _QUEUED:
+                return lane
+            self._drain(block=True)
+        return None
+
+    def _assign(self, key: Hashable, lane: int, change: int) -> None:
+        self._queued[lane] += change
+        count = self._keys.get(key, (lane, 0))[1] + change
+        if count > 0:
+            self._keys[key] = (lane, count)
+        else:
+            self._keys.pop(key, None)
+
+    def _lane(self, inbox: queue.SimpleQueue[tuple[int, T] | None]) -> None:
         while True:
-            item = inbox.get()
-            if item is None:
+            got = inbox.get()
+            if got is None:
                 return
+            seq, item = got
             if self._stop.is_set():
-                self._done.put((item, _NOT_RUN))
+                self._done.put((seq, item, _NOT_RUN))
                 continue
             try:
-                self._done.put((item, self.execute(item)))
+                self._done.put((seq, item, self.execute(item)))
             except BaseException as exc:  # raised in the caller's thread
-                self._done.put((item, exc))
+                self._done.put((seq, item, exc))
 
     def _drain(self, block: bool) -> None:
-        while self._in_flight:
+        while self._placed:
             try:
-                item, answer = self._done.get(block=block, timeout=0.2 if block else None)
+                seq, item, answer = self._done.get(block=block, timeout=0.2 if block else None)
             except queue.Empty:
                 return
-            self._in_flight -= 1
+            self._assign(*self._placed.pop(seq), -1)
             if isinstance(answer, BaseException):
                 self._stop.set()
                 raise answer

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from engine.errors import LockHeld
 from engine.store import StateStore
@@ -26,6 +28,7 @@ class LeaseKeeper:
         self.ttl = ttl
         self._stop = threading.Event()
         self._lost = threading.Event()
+        self._renewing = threading.Lock()  # held while the lease is renewed
 
     def acquire(self, wait: float = 0.0) -> str | None:
         """Take the lease, waiting up to ``wait`` seconds for another run to end, then keep
@@ -46,11 +49,20 @@ class LeaseKeeper:
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
-                if not self.store.renew_lease(self.flow, self.holder, self.ttl):
+                with self._renewing:
+                    renewed = self.store.renew_lease(self.flow, self.holder, self.ttl)
+                if not renewed:
                     self._lost.set()  # it expired and another run took it: stop
                     return
             except Exception:  # a busy or failing store: try again at the next renewal
                 pass
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No renewal while in the block: the run forks its lane processes in one, so that
+        no thread of it is inside the state store at the fork (engine/lane_processes.py)."""
+        with self._renewing:
+            yield
 
     @property
     def lost(self) -> bool:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
+from multiprocessing.context import BaseContext
+from multiprocessing.synchronize import Condition
 from typing import Any, TypeVar
 
 import tenacity
@@ -23,56 +24,82 @@ from engine.model import BreakerPolicy, RetryPolicy
 T = TypeVar("T")
 
 
+def _cells(
+    size: int, shared: BaseContext | None
+) -> tuple[MutableSequence[float], threading.Condition | Condition]:
+    """``size`` numbers and the condition that guards them: in this process, or (``shared``,
+    a fork context) in memory shared with the processes forked after this call."""
+    if shared is None:
+        return [0.0] * size, threading.Condition()
+    return shared.RawArray("d", size), shared.Condition()
+
+
+_NEXT, _RUNNING, _HEAD, _ENDED, _RING = range(5)  # a RateLimiter's numbers, then its ring
+
+
 class RateLimiter:
-    """At most ``rate`` calls a second on one connection, across threads, as the target sees it.
+    """At most ``rate`` calls a second on one connection, across lanes, as the target sees it.
 
     Calls start ``1/rate`` seconds apart, and each call counts against a window of
     ``burst / rate`` seconds (``burst`` is the rate rounded, at least 1) until it *ends*:
     calls held up after they started (a connection being set up, a slow network) cannot
     bunch up with later ones at the target, so no window ever holds more than ``burst``.
+    ``shared`` (a fork context) keeps the limiter's state in shared memory, so the run's
+    lane processes forked afterwards keep one limit between them.
     """
 
-    def __init__(self, rate: float | None):
+    def __init__(self, rate: float | None, *, shared: BaseContext | None = None):
         self.interval = 1.0 / rate if rate else 0.0
         self.burst = max(1, round(rate)) if rate else 0
         self.window = self.burst * self.interval
-        self._next = 0.0
-        self._running = 0
-        self._ended: deque[float] = deque()  # when the calls still in the window ended
-        self._changed = threading.Condition()
+        # next start, calls running, then when the calls still in the window ended: a ring
+        # of ``burst`` slots (running + ended never exceed the burst)
+        self._s, self._changed = _cells(_RING + self.burst, shared)
 
     def acquire(self) -> None:
         """Wait for the connection's next slot; pair every call with :meth:`release`."""
-        if not self.interval and not self._next:
+        s = self._s
+        if not self.interval and not s[_NEXT]:
             return
         with self._changed:
             while True:
                 now = time.monotonic()
-                while self._ended and self._ended[0] <= now - self.window:
-                    self._ended.popleft()
-                if self.burst and self._running + len(self._ended) >= self.burst:
-                    oldest = self._ended[0] + self.window - now if self._ended else None
+                while s[_ENDED] and self._oldest() <= now - self.window:
+                    s[_HEAD] = (s[_HEAD] + 1) % self.burst
+                    s[_ENDED] -= 1
+                if self.burst and s[_RUNNING] + s[_ENDED] >= self.burst:
+                    oldest = self._oldest() + self.window - now if s[_ENDED] else None
                     self._changed.wait(oldest)  # or until a running call ends
-                elif self._next > now:
-                    self._changed.wait(self._next - now)
+                elif s[_NEXT] > now:
+                    self._changed.wait(s[_NEXT] - now)
                 else:
-                    self._next = now + self.interval
-                    self._running += 1 if self.burst else 0
+                    s[_NEXT] = now + self.interval
+                    s[_RUNNING] += 1 if self.burst else 0
                     return
+
+    def _oldest(self) -> float:
+        return self._s[_RING + int(self._s[_HEAD])]
 
     def release(self) -> None:
         """A call acquired with :meth:`acquire` has ended."""
         if not self.burst:
             return
+        s = self._s
         with self._changed:
-            self._running -= 1
-            self._ended.append(time.monotonic())
+            s[_RUNNING] -= 1
+            s[_RING + int(s[_HEAD] + s[_ENDED]) % self.burst] = time.monotonic()
+            s[_ENDED] += 1
             self._changed.notify_all()
 
     def pause(self, seconds: float) -> None:
         """Hold every call on the connection for ``seconds`` (a 429's Retry-After)."""
         with self._changed:
-            self._next = max(self._next, time.monotonic() + seconds)
+            self._s[_NEXT] = max(self._s[_NEXT], time.monotonic() + seconds)
+            self._changed.notify_all()
+
+
+_FAILURES, _OPENED_AT, _PROBING = range(3)  # a CircuitBreaker's numbers
+_CLOSED = -1.0  # _OPENED_AT of a closed breaker
 
 
 class CircuitBreaker:
@@ -81,15 +108,29 @@ class CircuitBreaker:
     While it is open, a call either raises :class:`CircuitOpen` (``on_open: stop``) or
     waits (``on_open: wait``) until the cool-down is over and one call, the probe, has
     found the target answering again. A failed probe opens it for another cool-down.
+    ``shared`` (a fork context): one breaker for the lane processes forked afterwards.
     """
 
-    def __init__(self, name: str, policy: BreakerPolicy | None):
+    def __init__(
+        self, name: str, policy: BreakerPolicy | None, *, shared: BaseContext | None = None
+    ):
         self.name = name
         self.policy = policy
-        self.failures = 0
-        self.opened_at: float | None = None
-        self._probing = False
-        self._changed = threading.Condition()
+        self._s, self._changed = _cells(3 if policy is not None else 0, shared)
+        if policy is not None:
+            self._s[_OPENED_AT] = _CLOSED
+
+    @property
+    def failures(self) -> int:
+        """Consecutive transient failures so far."""
+        return int(self._s[_FAILURES]) if self.policy is not None else 0
+
+    @property
+    def opened_at(self) -> float | None:
+        """When it opened (``time.monotonic()``), or None while it is closed."""
+        if self.policy is None or self._s[_OPENED_AT] == _CLOSED:
+            return None
+        return self._s[_OPENED_AT]
 
     @property
     def is_open(self) -> bool:
@@ -102,18 +143,19 @@ class CircuitBreaker:
     def before_call(self) -> None:
         if self.policy is None:
             return
+        s = self._s
         with self._changed:
-            while self.opened_at is not None:
-                remaining = self.opened_at + self.policy.cooldown - time.monotonic()
-                if remaining <= 0 and not self._probing:
-                    self._probing = True  # this call is the probe
+            while s[_OPENED_AT] != _CLOSED:
+                remaining = s[_OPENED_AT] + self.policy.cooldown - time.monotonic()
+                if remaining <= 0 and not s[_PROBING]:
+                    s[_PROBING] = 1  # this call is the probe
                     return
                 self.raise_if_open()
                 self._changed.wait(remaining if remaining > 0 else None)
 
     def raise_if_open(self) -> None:
         """With ``on_open: stop``, an open breaker ends the call: the record is parked."""
-        if self.opened_at is not None and self.policy is not None and not self.waits:
+        if self.policy is not None and self.is_open and not self.waits:
             raise CircuitOpen(
                 f"connection {self.name!r}: circuit breaker open after "
                 f"{self.policy.failures} consecutive transient failures; the records that "
@@ -124,20 +166,22 @@ class CircuitBreaker:
         """The target answered (a permanent refusal is an answer too): close."""
         if self.policy is None:
             return
+        s = self._s
         with self._changed:
-            self.failures = 0
-            self.opened_at = None
-            self._probing = False
+            s[_FAILURES] = 0
+            s[_OPENED_AT] = _CLOSED
+            s[_PROBING] = 0
             self._changed.notify_all()
 
     def failure(self) -> None:
         if self.policy is None:
             return
+        s = self._s
         with self._changed:
-            self.failures += 1
-            if self._probing or self.failures >= self.policy.failures:
-                self.opened_at = time.monotonic()
-                self._probing = False
+            s[_FAILURES] += 1
+            if s[_PROBING] or s[_FAILURES] >= self.policy.failures:
+                s[_OPENED_AT] = time.monotonic()
+                s[_PROBING] = 0
                 self._changed.notify_all()
 
 

@@ -1,7 +1,9 @@
 """The run loop: source to steps to store, with bounded memory.
 
 Records stream from the source one by one; with ``concurrency`` above 1 they are spread
-over worker lanes by key, so records that share a key stay in order. The runner builds the
+over lanes by key, so records that share a key stay in order: threads, or worker
+processes when every connector the flow calls can run in one (engine/lanes.py,
+engine/lane_processes.py). The runner builds the
 run's context (engine/context.py) and hands each record to the executor
 (engine/executor.py), which returns a typed result; the runner turns results into traces,
 dead letters and review items and commits them in batches together with the source cursor
@@ -21,7 +23,8 @@ import os
 import time
 import traceback
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,15 +35,18 @@ from engine.envrefs import resolve as resolve_references
 from engine.errors import (
     CircuitOpen,
     ConnectorError,
+    LaneLost,
     RunError,
     SourceUnavailable,
     StateError,
 )
 from engine.executor import Executor, RecordResult
 from engine.group import Group, GroupLost
-from engine.lanes import Lanes
+from engine.lane_processes import ProcessLanes, fork_context, process_count
+from engine.lane_worker import LaneWorker, Relayed, replay
+from engine.lanes import Lanes, lane_kind
 from engine.lease import LeaseKeeper
-from engine.model import Flow
+from engine.model import CallStep, Flow
 from engine.outcomes import FINAL_CLEAN, Outcome, RunStatus
 from engine.progress import Batch, Watermark, bad_input_rows, describe, parked_item
 from engine.runlog import Listener, RunLog, remove_run_logs, run_log_path
@@ -169,6 +175,13 @@ class Runner:
         )
         self.group = Group(self.store, flow.name)
         self.executor = Executor(self.ctx, self.group)
+        # what lanes its concurrency runs on (engine/lanes.py): none, threads or processes
+        self.lanes = lane_kind(flow, registry, dry_run)
+        self.lane_processes = process_count(flow.concurrency) if self.lanes == "processes" else 0
+        if self.lane_processes and fork_context() is None:
+            self.lane_processes = 0
+        if self.lanes == "processes" and not self.lane_processes:
+            self.lanes = "threads"
         self.group_records = getattr(flow, "group_records", None) or GROUP_RECORDS
         self.group_seconds = getattr(flow, "group_seconds", None) or GROUP_SECONDS
         self._lease = LeaseKeeper(self.store, flow.name, f"{holder_id()}:{self.run_id}", lease_ttl)
@@ -183,6 +196,8 @@ class Runner:
         self._last_commit = time.monotonic()
         self._stop: tuple[str, str] | None = None  # (status, why) once the run must stop
         self._lost = False  # a group could not be committed: no later one may commit
+        self._barrier: Callable[[], None] | None = None  # lane processes commit their part
+        self._writing: AbstractContextManager[Any] = nullcontext()  # held around commits
         self._batch_resumed: list[int] = []  # approvals resumed since the last commit
         self._exit: int | None = None  # an exit code that the status alone does not tell
         self._inbox = False  # records from the flow's inbox (engine/serve/): see run()
@@ -233,7 +248,15 @@ class Runner:
         status, message = RunStatus.OK.value, None
         try:
             self._use_digests(replay is None)
-            self.log.event("run_started", kind=self.kind, dry_run=self.dry_run)
+            self.log.event(
+                "run_started",
+                kind=self.kind,
+                dry_run=self.dry_run,
+                concurrency=self.flow.concurrency,
+                lanes=f"{self.lanes}:{self.lane_processes}"
+                if self.lanes == "processes"
+                else self.lanes,
+            )
             self.log.flush()
             stopped = self._loop(self._work(records, replay, from_start))
             if stopped:
@@ -446,17 +469,80 @@ class Runner:
     def _loop(self, work: Iterable[Work]) -> tuple[str, str] | None:
         """Process every work item; returns (status, message) when the run stopped early."""
         work = self._handed_out(work)
-        if self.flow.concurrency <= 1:
+        if self.lanes == "none":
             for w in work:
                 self._complete(w, self._execute(w))
                 if self._stop:
                     break
+        elif self.lanes == "processes" and self._process_lanes(work):
+            pass
         else:
             lanes = Lanes(
                 self.flow.concurrency, self._execute, self._complete, lambda: bool(self._stop)
             )
             lanes.run(work, key=lambda w: w.rec.key if isinstance(w, RecordWork) else w.seq)
         return self._stop
+
+    def _process_lanes(self, work: Iterable[Work]) -> bool:
+        """The lanes in worker processes (engine/lane_processes.py): records go there to be
+        taken through the steps; the rest (inputs that are not records, unchanged records,
+        the accounting and the commits) stays here. False, with nothing done, when the
+        processes could not start: the lanes are threads then."""
+        context = fork_context()
+        assert context is not None  # self.lanes says "processes" only where it is
+        calls = {s.connection for s, _, _ in self.flow.walk() if isinstance(s, CallStep)}
+        self.ctx.connections.share(calls, context)
+        lanes: ProcessLanes[RecordWork] = ProcessLanes(
+            self.flow.concurrency,
+            self.lane_processes,
+            context,
+            start_worker=lambda: LaneWorker(self.ctx, self.state, lanes.write_lock),
+            payload=lambda w: (w.rec, w.start),
+            complete=self._complete_relayed,
+            stopping=lambda: bool(self._stop),
+        )
+        try:
+            with self._lease.paused():  # no thread of the run is inside the store at the fork
+                lanes.start()
+        except LaneLost as exc:
+            self.log.event("lanes_as_threads", reason=str(exc))
+            self.lanes, self.lane_processes = "threads", 0
+            return False
+        self._barrier, self._writing = lanes.flush, lanes.write_lock
+        try:
+            lanes.run(self._dispatched(work), key=lambda w: w.rec.key)
+        except BaseException:
+            if not lanes.settled:  # the processes' part of the group may not be in the
+                self._lost = True  # state: commit no more (a Ctrl-C lets them settle)
+            raise
+        finally:
+            self._barrier, self._writing = None, nullcontext()
+        return True
+
+    def _dispatched(self, work: Iterable[Work]) -> Iterator[RecordWork]:
+        """The records the lane processes take through the steps; inputs that are not
+        records, and records unchanged since they last went through, are done here."""
+        for w in work:
+            if isinstance(w, BadInput):
+                self._complete(w, None)
+            else:
+                unchanged = self._unchanged(w)
+                if unchanged is None:
+                    yield w
+                else:
+                    self._complete(w, unchanged)
+            if self._stop:
+                return
+
+    def _complete_relayed(
+        self, w: RecordWork, answer: tuple[RecordResult, list[Relayed], list[str]]
+    ) -> None:
+        """A lane process's answer: the secrets it learned, its events, then the record."""
+        result, events, secrets = answer
+        if secrets:
+            self.log.redact.add(*secrets)
+        replay(self.log, events)
+        self._complete(w, result)
 
     def _handed_out(self, work: Iterable[Work]) -> Iterator[Work]:
         """The work items, each noted by the watermark as it is handed out."""
@@ -469,6 +555,11 @@ class Runner:
         through (then it is skipped before its first step). Runs on a lane."""
         if isinstance(w, BadInput):
             return None  # dead-lettered as it is, in _complete
+        return self._unchanged(w) or self.executor.process(w.rec, w.start)
+
+    def _unchanged(self, w: RecordWork) -> RecordResult | None:
+        """The result of a record that is the same as when it last went through, or None
+        (a record resumed at a later step is never: engine/work.py)."""
         if self._digests is not None and w.start is None:
             try:
                 w.digest = self._digests.of(w.rec.key, w.rec.data, w.rec.meta)
@@ -483,7 +574,7 @@ class Runner:
                 outcome = Outcome.FILTERED if last.outcome == Outcome.FILTERED else Outcome.SKIPPED
                 trace = [["unchanged", outcome.value, f"as in run {last.run_id}"]]
                 return RecordResult(outcome, trace)
-        return self.executor.process(w.rec, w.start)
+        return None
 
     # -- results in (main thread only) -----------------------------------------------------------
     def _complete(self, w: Work, result: RecordResult | None) -> None:
@@ -634,6 +725,12 @@ class Runner:
         they describe (docs/semantics.md, "Group commit")."""
         if self._lost:
             return  # a group was lost: committing a later cursor would pass its records
+        if self._barrier is not None:
+            try:
+                self._barrier()  # the lane processes commit their sends' outcomes first
+            except BaseException:
+                self._lost = True
+                raise
         keys = self.group.take()  # before the targets commit: see Group.take
         try:
             self.group.commit_targets()
@@ -645,7 +742,8 @@ class Runner:
             ) from lost
         progress = self._batch.progress(self.run_id, self._watermark.moved_to(), keys)
         try:
-            ids = self.store.commit_progress(self.flow.name, progress)
+            with self._writing:
+                ids = self.store.commit_progress(self.flow.name, progress)
         except BaseException:
             self._lost = True
             raise

@@ -8,6 +8,7 @@ through to its JSON report.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -163,20 +164,27 @@ def test_memory_http_and_startup_measurements_run_and_report(tmp_path):
             "20",
             "--repeat",
             "1",
+            "--with-threads",
             *common,
         ]
     )
     run = report["http"]["runs"]["4"]
-    assert run["records"] == 20 and 0 < run["fraction_of_limit"] <= 1.05
-    assert 0 < run["bare_client_fraction_of_limit"] <= 1.05
-    assert run["cpu_ms_per_send"] > 0 and run["bare_client_cpu_ms_per_send"] > 0
+    assert run["records"] == 20
+    for side in ("processes", "threads", "bare_client"):
+        assert 0 < run[side]["fraction_of_limit"] <= 1.05, (side, run)
+        assert run[side]["cpu_ms_per_send"] > 0 and run[side]["target_cpu_ms_per_send"] >= 0
+    assert run["threads"]["lanes"] == "threads"
+    assert run["processes"]["lanes"].startswith("processes:") or os.cpu_count() == 1
+
+    report = bench.main(["local", "--records", "30", "--repeat", "2", *common])
+    assert set(report["local"]["ratio_n_over_1"]) == {"wall", "inner", "cpu"}
 
     report = bench.main(["startup", "--repeat", "1", *common])
     assert set(report["startup"]) >= {"flowyard --help", "python -c pass"}
     assert report["machine"]["nproc"] >= 1
 
 
-@pytest.mark.parametrize("client", ["httpx", "httpx-per-thread", "http.client"])
+@pytest.mark.parametrize("client", ["httpx", "httpx-per-thread", "httpx-stdlib", "http.client"])
 def test_the_http_ceiling_measures_each_client(client):
     from tests.support.target import Target
 

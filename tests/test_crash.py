@@ -9,6 +9,10 @@ CLI at seeded random moments (most while sends are in flight, some at any moment
 start) at least ``KILLS`` times in a row, re-running it each time, until a run completes.
 Then it reads what the target applied. Runs commit in groups (docs/semantics.md, "Group
 commit"): most kills come inside a group, with answered requests not yet committed.
+
+The HTTP flows' sends run on lanes in worker processes (engine/lane_processes.py): each
+kill of the run must take its lane processes with it, and a lane process killed on its own
+fails the run, whose next run delivers what it had in flight, once.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.lane_processes import fork_context
 from tests.conftest import ROOT, write_flow, write_ndjson
 from tests.support.target import APPLIED_FILE, read_applied, spawn_target, stop_target
 
@@ -67,6 +72,34 @@ SOURCES = {
 }
 
 
+def lane_processes(pid: int) -> list[int]:
+    """The lane processes of the run ``pid``: its children forked from it (same command)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    lanes = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == pid and (entry / "cmdline").read_bytes() == command:
+                lanes.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+    return lanes
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @dataclass
 class Crashes:
     """What happened over the kills: how many, how many runs, and when each kill came."""
@@ -76,6 +109,7 @@ class Crashes:
     in_flight_kills: int = 0  # kills that came while the target was applying this run's sends
     in_group_kills: int = 0  # kills that left answered requests whose outcome was not committed
     codes: list[int] = field(default_factory=list)
+    lanes_seen: int = 0  # lane processes of the runs killed (each must die with its run)
 
 
 # records per group, and its time: long enough that a kill comes inside a group
@@ -158,9 +192,17 @@ def crash_until_done(
                     time.sleep(0.001)
                 time.sleep(rng.uniform(0, window))
             if proc.poll() is None:
+                lanes = lane_processes(proc.pid)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 crashes.kills += 1
+                crashes.lanes_seen += len(lanes)
+                deadline = time.monotonic() + 5
+                while any(map(alive, lanes)):
+                    assert time.monotonic() < deadline, (
+                        f"lane processes outlived their run: {lanes}"
+                    )
+                    time.sleep(0.01)
                 now = applied()
                 crashes.in_flight_kills += now > before
                 crashes.in_group_kills += now > committed_keys(state)
@@ -187,7 +229,17 @@ def crash_scenario(
     finally:
         stop_target(proc)
     assert crashes.kills >= KILLS and crashes.in_flight_kills >= KILLS // 2, crashes
+    if lane_processes_expected():
+        assert crashes.lanes_seen >= KILLS, crashes  # the runs killed had lane processes
     return crashes, Counter(int(a["body"]["id"]) for a in read_applied(target_dir))
+
+
+def lane_processes_expected() -> bool:
+    """Whether the CLI runs the HTTP flows' lanes in processes here: on Linux, with two
+    cores or more, or FLOWYARD_LANE_PROCESSES saying at least two."""
+    given = os.environ.get("FLOWYARD_LANE_PROCESSES", "").strip()
+    processes = int(given) if given.isdigit() else len(os.sched_getaffinity(0))
+    return fork_context() is not None and min(processes, CONCURRENCY) >= 2
 
 
 @pytest.mark.slow  # twenty kill -9 and restarts: ~11 s
@@ -213,6 +265,55 @@ def test_a_target_ignoring_the_key_gets_at_most_the_requests_in_flight_at_each_k
     # docs/semantics.md: at most the requests in flight at a kill, at most one per lane
     assert duplicates <= crashes.kills * CONCURRENCY, (duplicates, crashes)
     print(f"{duplicates} duplicates after {crashes.kills} kills, concurrency {CONCURRENCY}")
+
+
+# -- a lane process killed on its own ------------------------------------------------------------
+LANE_KILLS = 8
+
+
+@pytest.mark.slow  # eight runs, each with a lane process killed: ~15 s
+def test_a_lane_process_killed_fails_the_run_and_the_next_runs_deliver_every_record_once(
+    tmp_path,
+):
+    if not lane_processes_expected():
+        pytest.skip("lane processes need Linux and two cores")
+    target_dir = tmp_path / "target"
+    proc, url = spawn_target(target_dir, latency_ms=LATENCY_MS)
+    rng = random.Random(11)
+    command = [sys.executable, "-m", "cli", "run", str(make_flow(tmp_path, "file"))]
+    command += ["--state", str(tmp_path / "state.db"), "--var", f"url={url}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    messages = []
+    try:
+        kills = 0
+        while True:
+            run = subprocess.Popen(
+                command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+            )
+            if kills < LANE_KILLS:
+                before = applied_count(target_dir)
+                deadline = time.monotonic() + 20
+                # while sends are in flight: the group open, answers not yet committed
+                while applied_count(target_dir) < before + rng.randint(1, 6):
+                    assert run.poll() is None and time.monotonic() < deadline, run.poll()
+                    time.sleep(0.001)
+                lanes = lane_processes(run.pid)
+                assert lanes, "the run has no lane processes"
+                os.kill(rng.choice(lanes), signal.SIGKILL)
+                kills += 1
+                out, _ = run.communicate(timeout=60)
+                assert run.returncode == 3, out  # the run could not proceed
+                messages.append(out)
+                continue
+            out, _ = run.communicate(timeout=120)
+            assert run.returncode == 0, out
+            break
+    finally:
+        stop_target(proc)
+    assert all("killed by signal 9" in m and "lane process" in m for m in messages), messages
+    applied = Counter(int(a["body"]["id"]) for a in read_applied(target_dir))
+    assert sorted(applied) == list(range(1, RECORDS + 1))  # every record
+    assert set(applied.values()) == {1}  # none twice: repeated with the same key
 
 
 # -- a SQLite target: each group's rows in one transaction of the target -------------------------

@@ -51,6 +51,14 @@ def shop_flow(directory, n=10, concurrency=1, attempts=5, erp="", top=""):
     return flow
 
 
+@pytest.fixture(params=["threads", "processes"])
+def lanes(request, monkeypatch):
+    """Lanes as threads, then in two worker processes: the connection's breaker, rate
+    limit and Retry-After pause must hold across them either way."""
+    monkeypatch.setenv("FLOWYARD_LANE_PROCESSES", "0" if request.param == "threads" else "2")
+    return request.param
+
+
 def applied_ids(target):
     return sorted(a["body"]["id"] for a in target.applied)
 
@@ -67,7 +75,7 @@ def state_of(eng):
 # -- circuit breaker ---------------------------------------------------------------------------
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_an_open_circuit_parks_records_for_the_next_run_instead_of_dead_lettering_them(
-    tmp_path, target, concurrency
+    tmp_path, target, concurrency, lanes
 ):
     flow = shop_flow(
         tmp_path,
@@ -132,7 +140,7 @@ def test_with_on_open_wait_the_run_waits_for_the_target_and_probes_once_per_cool
     assert times[5] - times[4] < 0.3  # closed again: the rest went at once
 
 
-def test_with_on_open_wait_concurrent_lanes_wait_and_nothing_is_lost(tmp_path, target):
+def test_with_on_open_wait_concurrent_lanes_wait_and_nothing_is_lost(tmp_path, target, lanes):
     flow = shop_flow(
         tmp_path,
         n=20,
@@ -147,7 +155,7 @@ def test_with_on_open_wait_concurrent_lanes_wait_and_nothing_is_lost(tmp_path, t
 
 
 # -- rate limits -------------------------------------------------------------------------------
-def test_a_rate_limit_holds_across_concurrent_sends(tmp_path, target):
+def test_a_rate_limit_holds_across_concurrent_sends(tmp_path, target, lanes):
     flow = shop_flow(tmp_path, n=30, concurrency=8, erp="rate_limit: 20/s")
     target.configure(latency_ms=5)
     result = Engine(state=tmp_path / "state.db").run(flow, vars={"url": target.url})
@@ -158,7 +166,7 @@ def test_a_rate_limit_holds_across_concurrent_sends(tmp_path, target):
     assert result.duration_s >= 29 / 20 - 0.1
 
 
-def test_a_429_with_retry_after_pauses_every_send_on_the_connection(tmp_path, target):
+def test_a_429_with_retry_after_pauses_every_send_on_the_connection(tmp_path, target, lanes):
     flow = shop_flow(tmp_path, n=20, concurrency=4)
     target.configure(latency_ms=10)
     target.script([{"delay": 0}, {"delay": 0}, {"status": 429, "retry_after": 1}])
@@ -175,7 +183,7 @@ def test_a_429_with_retry_after_pauses_every_send_on_the_connection(tmp_path, ta
 # -- on_error: stop ----------------------------------------------------------------------------
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_on_error_stop_ends_the_run_at_the_first_failure_and_the_next_run_goes_on(
-    tmp_path, target, concurrency
+    tmp_path, target, concurrency, lanes
 ):
     flow = shop_flow(tmp_path, n=12, concurrency=concurrency, top="on_error: stop\n")
     target.configure(latency_ms=5)

@@ -176,3 +176,49 @@ def test_tryton_reads_retry_after_as_an_http_date_too():
         with TrytonConnector(options) as connector, pytest.raises(TransientError) as caught:
             connector.execute("party.party", "search", [])
     assert 25 <= caught.value.retry_after <= 31
+
+
+# -- the transport on http.client ----------------------------------------------------------------
+def test_a_kept_alive_connection_the_server_closed_while_idle_is_replaced_before_use():
+    # a server that closes each connection a moment after answering, as an API's idle
+    # timeout does, without saying so: the next request must go out on a new connection
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    connections = []
+
+    def serve() -> None:
+        for _ in range(3):
+            conn, _ = listener.accept()
+            connections.append(conn)
+            conn.recv(65536)
+            body = b'{"ok": true}'
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            time.sleep(0.05)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    session = HttpSession(f"http://127.0.0.1:{port}")
+    try:
+        for _ in range(3):
+            assert session.send("GET", "/ping").json() == {"ok": True}
+            time.sleep(0.2)  # idle: the server closes the connection meanwhile
+    finally:
+        session.close()
+        listener.close()
+    assert len(connections) == 3
+
+
+def test_a_proxy_in_the_environment_is_followed(server, monkeypatch):
+    # httpx follows HTTP_PROXY only with its own transport: the session uses that one then
+    server.on("GET", "/ping", lambda req: (200, {}, {"via": "proxy", "host": req.headers["host"]}))
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    session = HttpSession("http://shop.invalid")
+    try:
+        assert session.send("GET", "/ping").json() == {"via": "proxy", "host": "shop.invalid"}
+    finally:
+        session.close()

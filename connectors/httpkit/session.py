@@ -19,7 +19,9 @@ Messages name the method and the URL path, never the query or a header value.
 
 from __future__ import annotations
 
+import os
 import ssl
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,7 @@ from connectors.httpkit.auth import Authenticator, auth_from_options
 from connectors.httpkit.clients import PerThreadClient
 from connectors.httpkit.paginators import Page, PageRequest, Paginator, records_at
 from connectors.httpkit.responses import decode_body, raise_for_status
+from connectors.httpkit.transport import StdlibTransport
 from connectors.httpkit.urls import BaseUrl, Origin, path_of, query_params
 
 if TYPE_CHECKING:
@@ -69,6 +72,8 @@ class HttpSession:
         self.verify = verify
         self.redirect_origins = frozenset(Origin.of(str(url)) for url in redirect_origins)
         self._clients = PerThreadClient(self._new_client)
+        self._context: ssl.SSLContext | None = None
+        self._context_lock = threading.Lock()
         self._merged: tuple[Mapping[str, str] | None, dict[str, str]] = (None, self._headers)
 
     @classmethod
@@ -97,20 +102,29 @@ class HttpSession:
         return self._clients.client
 
     def _new_client(self) -> httpx.Client:
-        try:
-            verify = (
-                ssl.create_default_context(cafile=self.verify)
-                if isinstance(self.verify, str)
-                else bool(self.verify)
-            )
-            return httpx.Client(
-                headers={"Accept": "application/json"},
-                timeout=self.timeout,
-                verify=verify,
-                follow_redirects=False,
-            )
-        except OSError as exc:  # the CA bundle named by verify
-            raise PermanentError(f"cannot load the CA bundle: {exc.strerror}") from None
+        context = self._ssl_context()
+        return httpx.Client(
+            headers={"Accept": "application/json"},
+            timeout=self.timeout,
+            verify=context,
+            follow_redirects=False,
+            # httpx honours proxies from the environment only with its own transport
+            transport=None if _proxies_in_environment() else StdlibTransport(context),
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """The session's TLS settings, made once: loading the CA bundle costs ~30 ms of
+        CPU, which a client per thread would otherwise pay each."""
+        with self._context_lock:
+            if self._context is None:
+                try:
+                    if isinstance(self.verify, str):
+                        self._context = ssl.create_default_context(cafile=self.verify)
+                    else:
+                        self._context = httpx.create_ssl_context(verify=bool(self.verify))
+                except OSError as exc:  # the CA bundle named by verify
+                    raise PermanentError(f"cannot load the CA bundle: {exc.strerror}") from None
+            return self._context
 
     def close(self) -> None:
         """Close every thread's client; a later request opens a new one."""
@@ -304,6 +318,14 @@ def certificate_failure(exc: BaseException) -> str | None:
             return seen.verify_message or "certificate verify failed"
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _proxies_in_environment() -> bool:
+    """Whether a proxy is set in the environment (which httpx's own transport follows)."""
+    return any(
+        os.environ.get(name) or os.environ.get(name.lower())
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+    )
 
 
 def _fingerprint(request: PageRequest) -> str:

@@ -273,6 +273,21 @@ class SqliteStore(WorkItemsMixin):
     # -- progress: traces, items and the cursor, in one transaction --------------------------------
     def commit_progress(self, flow: str, progress: Progress) -> list[int]:
         now = time.time()
+        # encoded before the transaction: the state's write lock is held the shorter
+        traces = [
+            (
+                t.run_id,
+                t.flow,
+                t.record_key,
+                t.outcome,
+                dumps(t.steps),
+                t.error,
+                t.at,
+                t.started_at,
+                dumps(t.labels) if t.labels else None,
+            )
+            for t in progress.traces
+        ]
         with self.transaction() as conn:
             if progress.keys:
                 conn.executemany(_WRITE_KEY, [_key_row(flow, w, now) for w in progress.keys])
@@ -284,24 +299,11 @@ class SqliteStore(WorkItemsMixin):
                     "WHERE flow = ? AND status = 'open' AND record_key = ?",
                     [(progress.run_id, flow, key) for key in progress.resolved],
                 )
-            if progress.traces:
+            if traces:
                 conn.executemany(
                     "INSERT INTO traces (run_id, flow, record_key, outcome, steps, error, at, "
                     "started_at, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            t.run_id,
-                            t.flow,
-                            t.record_key,
-                            t.outcome,
-                            dumps(t.steps),
-                            t.error,
-                            t.at,
-                            t.started_at,
-                            dumps(t.labels) if t.labels else None,
-                        )
-                        for t in progress.traces
-                    ],
+                    traces,
                 )
             ids = [self._write_item(conn, flow, item, now) for item in progress.items]
             if progress.cursor is not None:
