@@ -2,7 +2,7 @@
 
 The connector is the YAML face of :mod:`connectors.httpkit`: its connection options are
 :func:`~connectors.httpkit.connection_schema`, it sends through an
-:class:`~connectors.httpkit.HttpSession` (one ``httpx.Client`` per thread; requests and
+:class:`~connectors.httpkit.HttpSession` (one client per thread; requests and
 credentials only to ``base_url``'s origin; redirects checked; every failure classified
 as ``TransientError`` or ``PermanentError``), and each ``pagination`` type is one of the
 kit's paginators. What goes where is in docs/security.md, "What a connection sends where";
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
-
-import httpx
 
 from connectors import _json
 from connectors.base import Check, Connector, Item, LaneKind, Lint, Request, Response
@@ -34,6 +32,7 @@ from connectors.httpkit import (
     tagged_schema,
 )
 from connectors.httpkit.schema import STRING_MAP, text
+from connectors.httpkit.session import Client
 
 __all__ = ["HttpConnector", "idempotency_header", "retry_after"]
 
@@ -149,7 +148,7 @@ class HttpConnector(Connector):
         return lint_connection(options) if role == "connection" else []
 
     @property
-    def client(self) -> httpx.Client:
+    def client(self) -> Client:
         """This thread's client, created on first use."""
         return self.session.client
 

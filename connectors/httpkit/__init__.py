@@ -5,8 +5,9 @@ login), write a connector (docs/connectors.md, "Writing a connector") and build 
 these instead of from nothing:
 
 * :class:`HttpSession` sends requests to one API: only to its origin, with its headers and
-  credentials, redirects checked, one ``httpx.Client`` per thread (:class:`PerThreadClient`)
-  on :class:`StdlibTransport` (``http.client`` under httpx: less CPU per request), every
+  credentials, redirects checked, one client per thread (:class:`PerThreadClient`): a
+  :class:`DirectClient` on :class:`StdlibTransport` (``http.client`` under httpx's models,
+  without an ``httpx.Client`` around them: less CPU per request), every
   failure classified as ``TransientError`` or ``PermanentError``; :meth:`HttpSession.pages`
   reads paged answers with a paginator.
 * :func:`connection_schema` declares the same connection options as the http connector
@@ -54,7 +55,7 @@ from connectors.httpkit.responses import (
 )
 from connectors.httpkit.schema import connection_schema, lint_connection, tagged_schema
 from connectors.httpkit.session import HttpSession, idempotency_header
-from connectors.httpkit.transport import StdlibTransport
+from connectors.httpkit.transport import DirectClient, StdlibTransport
 from connectors.httpkit.urls import BaseUrl, Origin, query_params
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "BasicAuth",
     "BearerAuth",
     "BodyCursor",
+    "DirectClient",
     "GraphQLCursor",
     "HeaderAuth",
     "HttpSession",
