@@ -597,6 +597,7 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
                     "target_cpu_s": [],
                     "load": [],
                     "others_cores": [],
+                    "most_at_once": [],
                 }
                 for side in [*sides, "bare_client"]
             }
@@ -631,6 +632,13 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
                     applied = len(target.applied)
                     if applied != n:
                         raise SystemExit(f"concurrency {concurrency}, {side}: {applied} of {n}")
+                    if args.target == "lean":  # it counts the requests it held at once
+                        most = target._call("GET", "stats")["most_at_once"]
+                        runs[side]["most_at_once"].append(most)
+                        if most > concurrency:
+                            raise SystemExit(
+                                f"{side}: {most} requests at once, {concurrency} asked"
+                            )
                     numbers = runs[side]
                     numbers["run_s"].append(inner_seconds(job))
                     numbers["wall_s"].append(job.wall_s)
@@ -645,7 +653,12 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
                         f"{n / inner_seconds(job) / limit:4.0%} of the limit, "
                         f"CPU per send {1000 * job.cpu_s / n:.2f} ms "
                         f"(target {1000 * numbers['target_cpu_s'][-1] / n:.2f}), load {load:.1f}, "
-                        f"other work {numbers['others_cores'][-1]:.2f} cores",
+                        f"other work {numbers['others_cores'][-1]:.2f} cores"
+                        + (
+                            f", {numbers['most_at_once'][-1]} at once"
+                            if args.target == "lean"
+                            else ""
+                        ),
                         flush=True,
                     )
             entry: dict[str, Any] = {"records": n, "limit_per_s": limit}

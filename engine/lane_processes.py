@@ -60,7 +60,7 @@ from engine.errors import LaneLost, RunError
 
 T = TypeVar("T")
 
-_LANE_QUEUED = 4  # items sent to a lane and not answered yet: enough to keep it busy
+_LANE_QUEUED = 2  # items sent to a lane and not answered yet: one at work, one ready
 READY_WITHIN = 30.0  # seconds a lane process may take to build its worker
 _PR_SET_PDEATHSIG = 1
 

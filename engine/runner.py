@@ -44,7 +44,7 @@ from engine.executor import Executor, RecordResult
 from engine.group import Group, GroupLost
 from engine.lane_processes import ProcessLanes, fork_context, process_count
 from engine.lane_worker import LaneWorker, Relayed, replay
-from engine.lanes import Lanes, lane_kind
+from engine.lanes import Lanes, lane_count, lane_kind
 from engine.lease import LeaseKeeper
 from engine.model import CallStep, Flow
 from engine.outcomes import FINAL_CLEAN, Outcome, RunStatus
@@ -478,7 +478,10 @@ class Runner:
             pass
         else:
             lanes = Lanes(
-                self.flow.concurrency, self._execute, self._complete, lambda: bool(self._stop)
+                lane_count(self.flow.concurrency),
+                self._execute,
+                self._complete,
+                lambda: bool(self._stop),
             )
             lanes.run(work, key=lambda w: w.rec.key if isinstance(w, RecordWork) else w.seq)
         return self._stop
@@ -493,7 +496,7 @@ class Runner:
         calls = {s.connection for s, _, _ in self.flow.walk() if isinstance(s, CallStep)}
         self.ctx.connections.share(calls, context)
         lanes: ProcessLanes[RecordWork] = ProcessLanes(
-            self.flow.concurrency,
+            lane_count(self.flow.concurrency),
             self.lane_processes,
             context,
             start_worker=lambda: LaneWorker(self.ctx, self.state, lanes.write_lock),

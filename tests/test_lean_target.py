@@ -75,6 +75,7 @@ def test_a_key_repeated_while_its_first_request_waits_is_refused(lean):
         first.join()
     # whichever reached the server first was applied; the other found its key in progress
     assert sorted([during.status_code, *answers]) == [201, 409]
+    assert RemoteTarget(lean)._call("GET", "stats") == {"most_at_once": 2}
 
 
 def test_reset_forgets_what_was_applied(lean):

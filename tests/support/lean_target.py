@@ -16,7 +16,8 @@ way (a real HTTP/1.1 server on 127.0.0.1 with keep-alive, answering each write a
   is still waiting out its latency: 409 (the fingerprint is the method, the path and the
   body's bytes, where target.py compares the decoded body);
 * GET: 404, except the control API: ``GET /_control/applied`` (the applied log, as
-  target.py's), ``GET /_control/health``, ``POST /_control/reset``; so
+  target.py's), ``GET /_control/stats`` (``{"most_at_once": n}``: the most requests it
+  held at once since the last reset), ``GET /_control/health``, ``POST /_control/reset``; so
   :class:`tests.support.target.RemoteTarget` drives it for what the benchmark needs.
 
 Run it as ``python -m tests.support.lean_target --port 0 [--latency-ms 20]``: it prints
@@ -47,6 +48,8 @@ class LeanTarget:
 
     def reset(self) -> None:
         self.applied: list[dict[str, Any]] = []
+        self.at_once = 0  # requests received and not answered yet
+        self.most_at_once = 0
         # key -> (fingerprint, None while in progress, else (status, answer))
         self.keys: dict[str, tuple[bytes, tuple[int, bytes] | None]] = {}
 
@@ -109,6 +112,7 @@ class _Connection(asyncio.Protocol):
         self.buffer = b""
         self.busy = False  # a request is waiting out its latency: the next ones wait
         self.close = False  # the request being answered asked to close the connection
+        self.counted = False  # the request being answered counts in LeanTarget.at_once
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,7 +147,11 @@ class _Connection(asyncio.Protocol):
         self.close = headers.get(b"connection", b"").lower() == b"close"
         if path.startswith(b"/_control/"):
             self._control(method, path)
-        elif method not in _WRITES:
+            return
+        self.counted = True
+        self.target.at_once += 1
+        self.target.most_at_once = max(self.target.most_at_once, self.target.at_once)
+        if method not in _WRITES:
             self._later(404, b'{"error":"not found"}')
         else:
             raw_key = headers.get(b"idempotency-key")
@@ -167,6 +175,8 @@ class _Connection(asyncio.Protocol):
         name = path[len(b"/_control/") :].strip(b"/")
         if name == b"applied":
             self._respond(200, json.dumps(self.target.applied).encode())
+        elif name == b"stats":
+            self._respond(200, json.dumps({"most_at_once": self.target.most_at_once}).encode())
         elif name == b"health":
             self._respond(200, b'{"ok":true}')
         elif name == b"reset" and method == b"POST":
@@ -176,6 +186,9 @@ class _Connection(asyncio.Protocol):
             self._respond(404, b'{"error":"no such control"}')
 
     def _respond(self, status: int, body: bytes, replayed: bool = False) -> None:
+        if self.counted:
+            self.counted = False
+            self.target.at_once -= 1
         if self.transport is None:
             return
         head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % (
