@@ -54,13 +54,19 @@ LaneKind = Literal["processes", "threads", "none"]
 
 @dataclass(slots=True)
 class Item:
-    """One record read by a source, or one input the source could not parse."""
+    """One record read by a source, or one input the source could not parse.
+
+    ``text``, where the source has it, is the JSON text ``data`` was decoded from
+    (``connectors._json.loads(text)`` gives ``data`` again): a lane process is sent that
+    instead of the decoded record, which costs more to send between processes.
+    """
 
     data: Any = None
     position: Any = None
     line: int | None = None
     raw: str | None = None
     error: str | None = None
+    text: str | None = None
 
 
 @dataclass(slots=True)

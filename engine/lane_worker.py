@@ -18,6 +18,7 @@ import threading
 from contextlib import AbstractContextManager
 from typing import Any
 
+from connectors import _json
 from engine.context import RunContext
 from engine.executor import Executor, Rec, RecordResult
 from engine.group import Group
@@ -27,6 +28,8 @@ from engine.store import StateLocation, open_store
 
 #: a run-log event made in a lane process: (needs a person, name, facts); see RunLog
 Relayed = tuple[bool, str, dict[str, Any]]
+#: a record sent to a lane process: (key, the source's JSON text, meta) or (record, start)
+Payload = tuple[str, str, dict[str, Any]] | tuple[Rec, str | None]
 
 
 class RelayLog(RunLog):
@@ -97,11 +100,14 @@ class LaneWorker:
         self.group = Group(store, ctx.flow.name, hold=False, reader=self.reader, writing=writing)
         self.executor = Executor(self.ctx, self.group)
 
-    def execute(
-        self, payload: tuple[Rec, str | None]
-    ) -> tuple[RecordResult, list[Relayed], list[str]]:
+    def execute(self, payload: Payload) -> tuple[RecordResult, list[Relayed], list[str]]:
         """One record through the steps: its result, its events, the secrets learned."""
-        rec, start = payload
+        if len(payload) == 3:  # the source's text: decoded as the run decoded it
+            key, text, meta = payload
+            data = _json.loads(text)
+            rec, start = Rec(key=key, data=data, meta=meta, source=data), None
+        else:
+            rec, start = payload
         result = self.executor.process(rec, start)
         for failure in result.failures:
             if failure.error is not None:
