@@ -5,16 +5,17 @@ run's.
 The process is forked from the run, so it has the compiled flow, the run's vars and the
 secrets known so far. It must not touch the run's state connection or log file (they are
 the run's); it opens the state again, builds its connectors on first use, and keeps its
-sends' key outcomes in a group of its own (engine/group.py), which it commits when the
-run commits a group. Each record's result goes back with the run-log events its steps
-wrote and the secrets the process's connectors declared, so the run logs and masks as if
-the record had been taken through in its own process.
+sends' key outcomes in a group of its own (engine/group.py), committed with its next
+in-flight mark or a flush; a record's result goes back once they are committed, with the
+run-log events its steps wrote and the secrets the process's connectors declared, so the
+run logs and masks as if the record had been taken through in its own process.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -113,6 +114,19 @@ class LaneWorker:
             if failure.error is not None:
                 failure.error = portable(failure.error)
         return result, self.log.take(), list(self.log.learned)
+
+    def settled(self) -> int:
+        """How many outcomes of this process's sends are committed (see :meth:`ticket`)."""
+        return self.group.committed
+
+    def ticket(self) -> int:
+        """The outcomes remembered so far: a result made before this call may go back to
+        the run once :meth:`settled` reaches it."""
+        return self.group.remembered
+
+    def on_settled(self, tell: Callable[[int], None]) -> None:
+        """Call ``tell(settled)`` after each commit of outcomes (on the committing thread)."""
+        self.group.on_commit = tell
 
     def flush(self) -> None:
         self.group.flush_outcomes()

@@ -23,7 +23,7 @@ import os
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,7 +205,6 @@ class Runner:
         self._last_commit = time.monotonic()
         self._stop: tuple[str, str] | None = None  # (status, why) once the run must stop
         self._lost = False  # a group could not be committed: no later one may commit
-        self._barrier: Callable[[], None] | None = None  # lane processes commit their part
         self._writing: AbstractContextManager[Any] = nullcontext()  # held around commits
         self._batch_resumed: list[int] = []  # approvals resumed since the last commit
         self._exit: int | None = None  # an exit code that the status alone does not tell
@@ -520,7 +519,7 @@ class Runner:
             self.log.event("lanes_as_threads", reason=str(exc))
             self.lanes, self.lane_processes = "threads", 0
             return False
-        self._barrier, self._writing = lanes.flush, lanes.write_lock
+        self._writing = lanes.write_lock
         try:
             lanes.run(self._dispatched(work), key=lambda w: w.rec.key)
         except BaseException:
@@ -528,7 +527,7 @@ class Runner:
                 self._lost = True  # state: commit no more (a Ctrl-C lets them settle)
             raise
         finally:
-            self._barrier, self._writing = None, nullcontext()
+            self._writing = nullcontext()
         return True
 
     def _dispatched(self, work: Iterable[Work]) -> Iterator[RecordWork]:
@@ -737,12 +736,8 @@ class Runner:
         they describe (docs/semantics.md, "Group commit")."""
         if self._lost:
             return  # a group was lost: committing a later cursor would pass its records
-        if self._barrier is not None:
-            try:
-                self._barrier()  # the lane processes commit their sends' outcomes first
-            except BaseException:
-                self._lost = True
-                raise
+        # (a lane process's results come back once their outcomes are committed: nothing
+        # to wait for here; engine/lane_processes.py)
         keys = self.group.take()  # before the targets commit: see Group.take
         try:
             self.group.commit_targets()
