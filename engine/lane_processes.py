@@ -537,19 +537,20 @@ def _lane_process(
         queue.SimpleQueue() for _ in range(threads)
     ]
 
-    # answers whose outcomes are not committed yet: (ticket, message), sent once they are
-    held: list[tuple[int, tuple[Any, ...]]] = []
+    # answers whose outcomes are not committed yet, oldest first: (ticket, since, message),
+    # sent once they are
+    held: list[tuple[int, float, tuple[Any, ...]]] = []
     holding = threading.Condition()
 
     def release(settled: int) -> None:
         """A commit reached ``settled``: the answers it settled go back to the run."""
         with holding:
             keep = []
-            for ticket, message in held:
+            for ticket, since, message in held:
                 if ticket <= settled:
                     outbox.put(message)
                 else:
-                    keep.append((ticket, message))
+                    keep.append((ticket, since, message))
             held[:] = keep
 
     worker.on_settled(release)
@@ -571,7 +572,7 @@ def _lane_process(
                 if worker.settled() >= ticket:
                     outbox.put(("done", seq, answer))
                 else:  # the next mark commits its outcomes, or the settler below
-                    held.append((ticket, ("done", seq, answer)))
+                    held.append((ticket, time.monotonic(), ("done", seq, answer)))
                     holding.notify()
 
     lanes = [
@@ -591,17 +592,18 @@ def _lane_process(
                 outbox.put(("failed", None, portable(exc)))
 
     def settler() -> None:
-        """Commits the outcomes of answers held longer than SETTLE_WITHIN, when no lane's
-        in-flight mark committed them meanwhile (the last records, a slow trickle)."""
+        """Commits the outcomes of an answer held SETTLE_WITHIN, when no lane's in-flight
+        mark committed them meanwhile (the last records, a slow trickle)."""
         while not closed.is_set():
             with holding:
-                while not held and not closed.is_set():
+                if not held:
                     holding.wait()
-            time.sleep(SETTLE_WITHIN)
-            with holding:
-                waiting = bool(held)
-            if waiting:
-                flush()
+                    continue
+                left = held[0][1] + SETTLE_WITHIN - time.monotonic()
+                if left > 0:
+                    holding.wait(left)
+                    continue
+            flush()
 
     def end() -> None:
         """Once the lanes are done: commit what is held, close, say so, exit."""
