@@ -64,6 +64,9 @@ T = TypeVar("T")
 
 _LANE_QUEUED = 2  # items sent to a lane and not answered yet: one at work, one ready
 SETTLE_WITHIN = 0.005  # seconds a result waits for a mark to commit its outcomes, then a flush
+# seconds the other lane processes have to end once one was lost; then they are killed (the
+# lost one may have died holding call slots, engine/retry.py, that the others wait for)
+LOST_GRACE = 10.0
 READY_WITHIN = 30.0  # seconds a lane process may take to build its worker
 _PR_SET_PDEATHSIG = 1
 
@@ -214,6 +217,7 @@ class ProcessLanes(Generic[T]):
         self._keys: dict[Hashable, tuple[int, int]] = {}  # key -> (lane, its items there)
         self._seq = 0
         self._error: BaseException | None = None
+        self._lost_at: float | None = None  # when a lane process was lost
         self._poller = select.poll()  # the processes' pipes and sentinels
         self._watched: dict[int, tuple[_Process, bool]] = {}  # fd -> (process, is its pipe)
         self._drains = 0  # calls of _drain so far: a nested one makes a poll's events stale
@@ -293,7 +297,13 @@ class ProcessLanes(Generic[T]):
                 self._drain(block=False)
             self._stop_all(drop=self.stopping() or self._error is not None)
             while not all(p.stopped or p.gone for p in self._procs):
-                self._drain(block=True)
+                left = None if self._lost_at is None else self._lost_at + LOST_GRACE
+                if left is not None and (left := left - time.monotonic()) <= 0:
+                    for proc in self._procs:
+                        if not (proc.stopped or proc.gone) and proc.process.is_alive():
+                            proc.process.kill()
+                    left = 1.0
+                self._drain(block=True, timeout=left)
         except BaseException:
             self._abort()
             raise
@@ -454,6 +464,8 @@ class ProcessLanes(Generic[T]):
         return item
 
     def _lost(self, proc: _Process) -> None:
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
         proc.process.join(timeout=1)  # its sentinel fired: it is ending, if not reaped yet
         code = proc.process.exitcode
         how = (
