@@ -42,7 +42,7 @@ class SlowAnswers:
 
 
 @pytest.mark.skipif(fork_context() is None, reason="lane processes need Linux")
-def test_a_barrier_while_completing_a_process_last_batch_does_not_lose_the_process():
+def test_a_barrier_while_completing_a_process_last_batch_does_not_lose_the_process() -> None:
     context = fork_context()
     assert context is not None
     handed_out = context.Event()
