@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from engine.errors import LockHeld
-from engine.store import StateStore
+
+if TYPE_CHECKING:
+    from engine.store import StateStore
+
+LEASE_TTL = 60.0  # seconds, the default; a run renews its lease every third of it
 
 
 class LeaseKeeper:

@@ -23,8 +23,6 @@ import ssl
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from connectors import _json
 from connectors.errors import PermanentError, TransientError
 from connectors.httpkit.auth import Authenticator, auth_from_options
@@ -34,6 +32,8 @@ from connectors.httpkit.responses import decode_body, raise_for_status
 from connectors.httpkit.urls import BaseUrl, Origin, path_of, query_params
 
 if TYPE_CHECKING:
+    import httpx
+
     from connectors.base import Connector
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -97,6 +97,8 @@ class HttpSession:
         return self._clients.client
 
     def _new_client(self) -> httpx.Client:
+        import httpx  # on the first request: loading a flow does not import it (start-up)
+
         try:
             verify = (
                 ssl.create_default_context(cafile=self.verify)
@@ -135,6 +137,8 @@ class HttpSession:
         ``application/json`` with ``Decimal`` digits kept; ``idempotency_key`` is sent as
         the ``Idempotency-Key`` header, and makes a 409 transient.
         """
+        import httpx
+
         content = None
         if json is not None:
             try:
