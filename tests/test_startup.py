@@ -86,3 +86,15 @@ def test_a_name_of_the_public_api_is_the_one_its_module_defines():
     assert engine.RunResult is engine.runner.RunResult
     assert engine.Trace is engine.store.rows.Trace
     assert "RunResult" in dir(engine)
+
+
+def test_the_start_up_parts_benchmark_runs(tmp_path):
+    from bench import startup_parts
+
+    flow = ROOT / "bench" / "reference_flow.yaml"
+    found = startup_parts.main([str(flow), "--repeat", "1", "--json", str(tmp_path / "p")])
+    parts = found[str(flow)]
+    assert all(seconds >= 0 for seconds in parts.values())
+    assert sum(seconds for part, seconds in parts.items() if part != "total") <= parts["total"]
+    assert parts["check: Jinja2 parsing and compiling, mappings"] > 0
+    assert json.loads((tmp_path / "p").read_text()) == found
