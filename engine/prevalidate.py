@@ -101,7 +101,7 @@ def first_pass(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
     the schema uses something this module cannot make jsonschema-rs read as fastjsonschema
     does. True means fastjsonschema accepts the record too; False means ask it.
 
-    jsonschema-rs raises on a value it cannot read (a tuple, a date ...): the caller
+    jsonschema-rs raises on a value it cannot read (a date, a set, bytes ...): the caller
     treats that as False.
     """
     try:
