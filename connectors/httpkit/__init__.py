@@ -24,6 +24,8 @@ these instead of from nothing:
   :func:`idempotency_header`.
 """
 
+import typing
+
 from connectors.httpkit.auth import (
     Authenticator,
     BasicAuth,
@@ -54,8 +56,10 @@ from connectors.httpkit.responses import (
 )
 from connectors.httpkit.schema import connection_schema, lint_connection, tagged_schema
 from connectors.httpkit.session import HttpSession, idempotency_header
-from connectors.httpkit.transport import StdlibTransport
 from connectors.httpkit.urls import BaseUrl, Origin, query_params
+
+if typing.TYPE_CHECKING:
+    from connectors.httpkit.transport import StdlibTransport
 
 __all__ = [
     "GRAPHQL_TRANSIENT_CODES",
@@ -90,3 +94,13 @@ __all__ = [
     "retry_after",
     "tagged_schema",
 ]
+
+
+def __getattr__(name: str) -> typing.Any:
+    """:class:`StdlibTransport` on first use: it imports httpx, which loading a flow does not."""
+    if name == "StdlibTransport":
+        from connectors.httpkit.transport import StdlibTransport
+
+        globals()[name] = StdlibTransport
+        return StdlibTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
