@@ -12,7 +12,7 @@ how failures are classified in docs/connectors.md, "Errors: transient or permane
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from connectors import _json
 from connectors.base import Check, Connector, Item, LaneKind, Lint, Request, Response
@@ -32,7 +32,9 @@ from connectors.httpkit import (
     tagged_schema,
 )
 from connectors.httpkit.schema import STRING_MAP, text
-from connectors.httpkit.session import Client
+
+if TYPE_CHECKING:
+    from connectors.httpkit.session import Client
 
 __all__ = ["HttpConnector", "idempotency_header", "retry_after"]
 

@@ -41,14 +41,15 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
-
-import httpx
 
 from connectors.base import Check, Connector, Item, LaneKind, Request, Response
 from connectors.errors import ConnectorError, PermanentError, TransientError
 from connectors.httpkit import is_transient_status, retry_after
+
+if TYPE_CHECKING:
+    import httpx
 
 _NAME = r"^[a-z][a-z0-9_]*$"
 _MODEL = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
@@ -206,6 +207,8 @@ class TrytonConnector(Connector):
             quote(str(self.options.get("database", "")), safe=""),
         )
         self._timeout = float(self.options.get("timeout", 30))
+        import httpx  # with a connection: loading a flow does not import it (start-up)
+
         self._client = httpx.Client(timeout=self._timeout)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -458,6 +461,8 @@ class TrytonConnector(Connector):
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if authorization:
             headers["Authorization"] = authorization
+        import httpx
+
         try:
             answer = self._client.post(self._endpoint, content=body, headers=headers)
         except httpx.TimeoutException:

@@ -26,34 +26,23 @@ from engine.codec import dumps_sorted
 from engine.errors import FlowError, LockHeld, Problem
 from engine.explain import DryRunNotes
 from engine.flow_schema import SCHEMA
+from engine.lease import LEASE_TTL
 from engine.loader import check_flow, parse_duration
 from engine.model import Flow
 from engine.runlog import Listener, remove_run_logs
-from engine.runner import LEASE_TTL, Runner, RunResult
-from engine.store import (
-    DeadLetter,
-    InboxEvent,
-    NullStore,
-    Pruned,
-    ReviewItem,
-    Run,
-    StateLocation,
-    StateStore,
-    Trace,
-    WorkItem,
-    holder_id,
-    open_store,
-)
+from engine.store import StateLocation, open_store
 from engine.templates import make_environment
-from engine.work_items import QueueRow, escalate, queue_summary
 
 if TYPE_CHECKING:
     from engine.flowtest_results import TestReport
     from engine.preview import MappingPreview
     from engine.reach import ConnectionCheck
+    from engine.runner import Runner, RunResult
     from engine.serve.intake import Intake, IntakeAnswer
     from engine.serve.options import ServeOptions
     from engine.stats import Stats
+    from engine.store import DeadLetter, Pruned, ReviewItem, Run, StateStore, Trace, WorkItem
+    from engine.work_items import QueueRow
 
 DEFAULT_STATE = Path(".flowyard") / "state.db"
 
@@ -303,6 +292,8 @@ class Engine:
         notes: DryRunNotes | None = None,
         **kw: Any,
     ) -> Runner:
+        from engine.runner import Runner  # on use: `flowyard validate` never runs a flow
+
         if not kw.get("dry_run"):  # a dry run writes nothing, so needs no folder
             ensure_state_folder(self.state)
         return Runner(
@@ -325,6 +316,8 @@ class Engine:
 
     def _existing(self) -> StateStore:
         """The state store when the state exists, else a store that holds nothing."""
+        from engine.store import NullStore
+
         return open_store(self.state) if self.state.exists() else NullStore()
 
     def runs(self, flow: str | None = None, limit: int = 20) -> list[Run]:
@@ -548,6 +541,8 @@ class Engine:
         self, *, flow: str | None = None, kind: str | None = None, now: float | None = None
     ) -> list[QueueRow]:
         """The open work items by queue and owner: depth, age, past due, breaches."""
+        from engine.work_items import queue_summary
+
         return queue_summary(self.work_items(kind, flow=flow), now)
 
     def escalate(
@@ -560,6 +555,8 @@ class Engine:
         """Escalate every open item past its due time (of one flow, or all): moved to its
         ``escalate_to``, counted as an SLA breach; the engine's listeners and
         ``listeners`` get an ``item_escalated`` event for each. ``now`` is the clock."""
+        from engine.work_items import escalate
+
         if not self.state.exists():
             return []
         with self.store() as store:
@@ -593,6 +590,7 @@ class Engine:
         """Write the self-contained HTML report (engine/report.py) to ``path``."""
         from engine.report import render
         from engine.stats import clusters, collect
+        from engine.work_items import queue_summary
 
         start = _since(since, None)
         with self._existing() as store:
@@ -748,6 +746,8 @@ class Engine:
             intake = self._intakes[flow.name] = Intake([flow], Depth(store))
         route = intake.routes[hook.path]
         checked = intake.check(route, headers, body)
+        from engine.store import InboxEvent
+
         if not isinstance(checked, InboxEvent):
             return checked  # not to be kept: refused, ignored or throttled
         try:
@@ -774,6 +774,7 @@ class Engine:
         set. Raises :class:`LockHeld` when another run holds the flow's lease.
         """
         from engine.serve.inbox import InboxFeed
+        from engine.store import holder_id
 
         flow = flow if isinstance(flow, Flow) else self.load(flow)
         store = self._shared_store()

@@ -404,6 +404,11 @@ class ProcessLanes(Generic[T]):
     def _handle(self, proc: _Process, message: tuple[Any, ...], complete: bool) -> None:
         kind = message[0]
         if kind == "batch":
+            if message[1][-1][0] == "stopped":
+                # a process's last word, after it committed what it held: heard before its
+                # last answers are completed, so that nothing completing them does (a group
+                # commit) takes its end for a loss
+                proc.stopped = True
             for one in message[1]:
                 self._handle(proc, one, complete)
         elif kind == "done":

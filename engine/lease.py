@@ -13,9 +13,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from engine.errors import LockHeld
-from engine.store import StateStore
+
+if TYPE_CHECKING:
+    from engine.store import StateStore
+
+LEASE_TTL = 60.0  # seconds, the default; a run renews its lease every third of it
 
 
 class LeaseKeeper:

@@ -49,6 +49,8 @@ def other(servers):
 
 
 def test_every_public_name_is_exported_and_documented():
+    for name in httpkit.__all__:  # the names imported on first use, too
+        getattr(httpkit, name)
     public = {
         name
         for name, value in vars(httpkit).items()

@@ -25,6 +25,8 @@ these instead of from nothing:
   :func:`idempotency_header`.
 """
 
+import typing
+
 from connectors.httpkit.auth import (
     Authenticator,
     BasicAuth,
@@ -55,8 +57,10 @@ from connectors.httpkit.responses import (
 )
 from connectors.httpkit.schema import connection_schema, lint_connection, tagged_schema
 from connectors.httpkit.session import HttpSession, idempotency_header
-from connectors.httpkit.transport import DirectClient, StdlibTransport
 from connectors.httpkit.urls import BaseUrl, Origin, query_params
+
+if typing.TYPE_CHECKING:
+    from connectors.httpkit.transport import DirectClient, StdlibTransport
 
 __all__ = [
     "GRAPHQL_TRANSIENT_CODES",
@@ -92,3 +96,15 @@ __all__ = [
     "retry_after",
     "tagged_schema",
 ]
+
+
+def __getattr__(name: str) -> typing.Any:
+    """:class:`StdlibTransport` and :class:`DirectClient` on first use: they import httpx,
+    which loading a flow does not."""
+    if name in ("StdlibTransport", "DirectClient"):
+        from connectors.httpkit import transport
+
+        value = getattr(transport, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,12 +17,13 @@ import email.utils
 import re
 import time
 from collections.abc import Collection
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from connectors import _json
 from connectors.errors import PermanentError, TransientError
+
+if TYPE_CHECKING:
+    import httpx
 
 _DELTA_SECONDS = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 #: ``extensions.code`` (or ``type``) of a GraphQL error that goes away by waiting

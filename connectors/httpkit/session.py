@@ -25,29 +25,30 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from connectors import _json
 from connectors.errors import PermanentError, TransientError
 from connectors.httpkit.auth import Authenticator, auth_from_options
 from connectors.httpkit.clients import PerThreadClient
 from connectors.httpkit.paginators import Page, PageRequest, Paginator, records_at
 from connectors.httpkit.responses import decode_body, raise_for_status
-from connectors.httpkit.transport import DirectClient, StdlibTransport
 from connectors.httpkit.urls import BaseUrl, Origin, path_of, query_params
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import httpx
+
     from connectors.base import Connector
+    from connectors.httpkit.transport import DirectClient
+
+    #: what a session sends through: an ``httpx.Client``, or a :class:`DirectClient`
+    Client: TypeAlias = httpx.Client | DirectClient
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TO_GET = frozenset({301, 302, 303})  # clients turn a POST into a GET on these
 MAX_REDIRECTS = 10
 # headers that may follow a redirect to another (listed) origin: no credentials
 _CROSS_ORIGIN_HEADERS = frozenset({"content-type", "idempotency-key"})
-
-
-#: what a session sends through: an ``httpx.Client``, or a :class:`DirectClient`
-Client = httpx.Client | DirectClient
 
 
 class HttpSession:
@@ -108,6 +109,10 @@ class HttpSession:
         return self._clients.client
 
     def _new_client(self) -> Client:
+        import httpx  # on the first request: loading a flow does not import it (start-up)
+
+        from connectors.httpkit.transport import DirectClient, StdlibTransport
+
         context = self._ssl_context()
         headers = {"Accept": "application/json"}
         if _proxies_in_environment():  # which httpx follows only with its own transport
@@ -125,6 +130,8 @@ class HttpSession:
                     if isinstance(self.verify, str):
                         self._context = ssl.create_default_context(cafile=self.verify)
                     else:
+                        import httpx
+
                         self._context = httpx.create_ssl_context(verify=bool(self.verify))
                 except OSError as exc:  # the CA bundle named by verify
                     raise PermanentError(f"cannot load the CA bundle: {exc.strerror}") from None
@@ -153,6 +160,8 @@ class HttpSession:
         ``application/json`` with ``Decimal`` digits kept; ``idempotency_key`` is sent as
         the ``Idempotency-Key`` header, and makes a 409 transient.
         """
+        import httpx
+
         content = None
         if json is not None:
             try:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
-
-import httpx
 
 from connectors import _json
 from connectors.errors import PermanentError
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class Origin(NamedTuple):
@@ -30,6 +31,8 @@ class Origin(NamedTuple):
     @classmethod
     def of(cls, url: httpx.URL | str) -> Origin:
         """The origin of ``url``; an unparsable URL has the empty origin ``("", "", None)``."""
+        import httpx  # when used: loading a flow does not import it (start-up)
+
         if not isinstance(url, httpx.URL):
             try:
                 url = httpx.URL(url)
@@ -62,6 +65,8 @@ class BaseUrl:
         base URL's origin; another origin raises :class:`PermanentError`.
         """
         if not path.startswith("/") or path.startswith("//"):
+            import httpx
+
             parsed = httpx.URL(path)
             if parsed.host and not parsed.scheme:  # //host/x takes base_url's scheme
                 path = f"{self.origin.scheme}:{path}"

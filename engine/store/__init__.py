@@ -23,38 +23,78 @@ persists goes through :class:`StateStore`:
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import TYPE_CHECKING, Any
 
+# StateLocation is what every command needs (which state a --state names); the rest is
+# imported on first use (PEP 562): `flowyard validate` opens no state, and importing the
+# rows, the protocol and the SQLite store cost it about 25 ms (docs/benchmarks.md, start-up).
 from engine.store.location import StateLocation, is_dsn, mask_dsn
-from engine.store.null import NullStore
-from engine.store.protocol import StateStore, WorkQueue
-from engine.store.rows import (
-    ClaimedRecord,
-    Cursor,
-    DeadLetter,
-    DigestWrite,
-    FlowHealth,
-    InboxAdded,
-    InboxEntry,
-    InboxEvent,
-    KeyState,
-    KeyWrite,
-    Lease,
-    ParkedItem,
-    Progress,
-    Pruned,
-    QueuedRecord,
-    RecordDigest,
-    ReviewItem,
-    Run,
-    ScheduleState,
-    SendState,
-    Trace,
-    holder_id,
-)
-from engine.store.schema import SCHEMA_VERSION
-from engine.store.sqlite import SqliteStore
-from engine.store.work_rows import Compensation, CompensationWrite, WorkItem
+
+if TYPE_CHECKING:
+    from engine.store.null import NullStore
+    from engine.store.protocol import StateStore, WorkQueue
+    from engine.store.rows import (
+        ClaimedRecord,
+        Cursor,
+        DeadLetter,
+        DigestWrite,
+        FlowHealth,
+        InboxAdded,
+        InboxEntry,
+        InboxEvent,
+        KeyState,
+        KeyWrite,
+        Lease,
+        ParkedItem,
+        Progress,
+        Pruned,
+        QueuedRecord,
+        RecordDigest,
+        ReviewItem,
+        Run,
+        ScheduleState,
+        SendState,
+        Trace,
+        holder_id,
+    )
+    from engine.store.schema import SCHEMA_VERSION
+    from engine.store.sqlite import SqliteStore
+    from engine.store.work_rows import Compensation, CompensationWrite, WorkItem
+
+_HOMES = {
+    "engine.store.null": ("NullStore",),
+    "engine.store.protocol": ("StateStore", "WorkQueue"),
+    "engine.store.rows": (
+        "ClaimedRecord",
+        "Cursor",
+        "DeadLetter",
+        "DigestWrite",
+        "FlowHealth",
+        "InboxAdded",
+        "InboxEntry",
+        "InboxEvent",
+        "KeyState",
+        "KeyWrite",
+        "Lease",
+        "ParkedItem",
+        "Progress",
+        "Pruned",
+        "QueuedRecord",
+        "RecordDigest",
+        "ReviewItem",
+        "Run",
+        "ScheduleState",
+        "SendState",
+        "Trace",
+        "holder_id",
+    ),
+    "engine.store.schema": ("SCHEMA_VERSION",),
+    "engine.store.sqlite": ("SqliteStore",),
+    "engine.store.work_rows": ("Compensation", "CompensationWrite", "WorkItem"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -100,6 +140,9 @@ def open_store(
     """The store at ``location`` (a state file, or a ``postgresql://`` URL); for a dry run,
     a :class:`NullStore` that reads the state (never changing it) when there is one and
     writes nothing."""
+    from engine.store.null import NullStore
+    from engine.store.sqlite import SqliteStore
+
     where = StateLocation.of(location)
     if where.dsn is not None:
         return _open_postgres(where.dsn, dry_run)
@@ -110,6 +153,8 @@ def open_store(
 
 
 def _open_postgres(dsn: str, dry_run: bool) -> StateStore:
+    from engine.store.null import NullStore
+
     try:
         from engine.store.postgres import PostgresStore
     except ImportError:
@@ -128,3 +173,13 @@ def _open_postgres(dsn: str, dry_run: bool) -> StateStore:
         store.close()
         return NullStore()
     return NullStore(store)
+
+
+def __getattr__(name: str) -> Any:
+    """A name of the store's API, imported from its module the first time it is asked for."""
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine.store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # asked once: later look-ups find it directly
+    return value
