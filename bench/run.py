@@ -522,9 +522,17 @@ def _quartiles(values: list[float]) -> list[float]:
     return [values[min(len(values) - 1, int(len(values) * q))] for q in (0.25, 0.5, 0.75, 1.0)]
 
 
-def _spawn_target(latency_ms: float) -> tuple[subprocess.Popen, str]:
-    """tests/support/target.py in its own process, with no state dir: no fsync per request."""
-    cmd = [sys.executable, "-m", "tests.support.target", "--port", "0"]
+HTTP_TARGETS = {  # --target: the server the sends go to, in its own process
+    # asyncio on one thread, 0.1-0.2 ms of CPU per order (docs/benchmarks.md, section 6)
+    "lean": "tests.support.lean_target",
+    # the test suite's scriptable target: a thread per connection, 0.6-0.7 ms per order
+    "full": "tests.support.target",
+}
+
+
+def _spawn_target(latency_ms: float, kind: str = "lean") -> tuple[subprocess.Popen, str]:
+    """The target in its own process (target.py with no state dir: no fsync per request)."""
+    cmd = [sys.executable, "-m", HTTP_TARGETS[kind], "--port", "0"]
     proc = subprocess.Popen(
         [*cmd, "--latency-ms", str(latency_ms)], stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
@@ -559,8 +567,13 @@ HTTP_SIDES = {  # the engine's lanes: FLOWYARD_LANE_PROCESSES of each side (None
 def http(args: argparse.Namespace, tmp: Path) -> dict:
     from tests.support.target import RemoteTarget, stop_target
 
-    result: dict[str, Any] = {"latency_ms": args.latency_ms, "repeat": args.repeat, "runs": {}}
-    proc, url = _spawn_target(args.latency_ms)
+    result: dict[str, Any] = {
+        "latency_ms": args.latency_ms,
+        "repeat": args.repeat,
+        "target": HTTP_TARGETS[args.target],
+        "runs": {},
+    }
+    proc, url = _spawn_target(args.latency_ms, args.target)
     target = RemoteTarget(url)
     flow_text = HTTP_FLOW.read_text()
     flow_text = flow_text.replace("[../mappings]", json.dumps([str(ROOT / "mappings")]))
@@ -584,6 +597,7 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
                     "target_cpu_s": [],
                     "load": [],
                     "others_cores": [],
+                    "most_at_once": [],
                 }
                 for side in [*sides, "bare_client"]
             }
@@ -618,6 +632,13 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
                     applied = len(target.applied)
                     if applied != n:
                         raise SystemExit(f"concurrency {concurrency}, {side}: {applied} of {n}")
+                    if args.target == "lean":  # it counts the requests it held at once
+                        most = target._call("GET", "stats")["most_at_once"]
+                        runs[side]["most_at_once"].append(most)
+                        if most > concurrency:
+                            raise SystemExit(
+                                f"{side}: {most} requests at once, {concurrency} asked"
+                            )
                     numbers = runs[side]
                     numbers["run_s"].append(inner_seconds(job))
                     numbers["wall_s"].append(job.wall_s)
@@ -632,7 +653,12 @@ def http(args: argparse.Namespace, tmp: Path) -> dict:
                         f"{n / inner_seconds(job) / limit:4.0%} of the limit, "
                         f"CPU per send {1000 * job.cpu_s / n:.2f} ms "
                         f"(target {1000 * numbers['target_cpu_s'][-1] / n:.2f}), load {load:.1f}, "
-                        f"other work {numbers['others_cores'][-1]:.2f} cores",
+                        f"other work {numbers['others_cores'][-1]:.2f} cores"
+                        + (
+                            f", {numbers['most_at_once'][-1]} at once"
+                            if args.target == "lean"
+                            else ""
+                        ),
                         flush=True,
                     )
             entry: dict[str, Any] = {"records": n, "limit_per_s": limit}
@@ -874,6 +900,13 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--seconds", type=float, default=5, help="aim for runs this long")
     h.add_argument("--min-records", type=int, default=20)
     h.add_argument("--repeat", type=int, default=3)
+    h.add_argument(
+        "--target",
+        choices=sorted(HTTP_TARGETS),
+        default="lean",
+        help="the server: lean (tests/support/lean_target.py, asyncio) or full "
+        "(tests/support/target.py, the test suite's) [default: lean]",
+    )
     h.add_argument(
         "--with-threads",
         action="store_true",

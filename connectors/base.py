@@ -54,13 +54,19 @@ LaneKind = Literal["processes", "threads", "none"]
 
 @dataclass(slots=True)
 class Item:
-    """One record read by a source, or one input the source could not parse."""
+    """One record read by a source, or one input the source could not parse.
+
+    ``text``, where the source has it, is the JSON text ``data`` was decoded from
+    (``connectors._json.loads(text)`` gives ``data`` again): a lane process is sent that
+    instead of the decoded record, which costs more to send between processes.
+    """
 
     data: Any = None
     position: Any = None
     line: int | None = None
     raw: str | None = None
     error: str | None = None
+    text: str | None = None
 
 
 @dataclass(slots=True)
@@ -115,7 +121,8 @@ def is_template(value: Any) -> TypeGuard[str]:
 # Names a template may use that are the same for every record of a run.
 _RUN_NAMES = frozenset({"vars", "run"})
 # Declaring a secret is rare (construction, a login): one lock serves every connector.
-_SECRETS_LOCK = threading.Lock()
+# Re-entrant: the listeners are told under it (one may declare another secret).
+_SECRETS_LOCK = threading.RLock()
 
 
 def depends_on_record(value: Any) -> bool:
@@ -196,9 +203,10 @@ class Connector:
             if value in secrets:
                 return value
             secrets.append(value)
-            listeners = list(listeners)
-        for listener in listeners:
-            listener(value)
+            # told before the lock is let go: a lane that declares the same value at the
+            # same moment returns only once it is masked, not with it in its answer
+            for listener in listeners:
+                listener(value)
         return value
 
     def secrets(self) -> list[str]:

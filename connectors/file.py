@@ -497,7 +497,7 @@ def _read_ndjson(handle: io.BufferedReader, encoding: str) -> Iterator[Item]:
                 error=f"invalid JSON: {exc.msg} at column {exc.colno}", raw=line, line=number
             )
             continue
-        yield Item(data=data, line=number)
+        yield Item(data=data, line=number, text=line)
 
 
 def _read_csv(handle: io.BufferedReader, encoding: str, delimiter: str) -> Iterator[Item]:

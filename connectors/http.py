@@ -2,7 +2,7 @@
 
 The connector is the YAML face of :mod:`connectors.httpkit`: its connection options are
 :func:`~connectors.httpkit.connection_schema`, it sends through an
-:class:`~connectors.httpkit.HttpSession` (one ``httpx.Client`` per thread; requests and
+:class:`~connectors.httpkit.HttpSession` (one client per thread; requests and
 credentials only to ``base_url``'s origin; redirects checked; every failure classified
 as ``TransientError`` or ``PermanentError``), and each ``pagination`` type is one of the
 kit's paginators. What goes where is in docs/security.md, "What a connection sends where";
@@ -34,7 +34,7 @@ from connectors.httpkit import (
 from connectors.httpkit.schema import STRING_MAP, text
 
 if TYPE_CHECKING:
-    import httpx
+    from connectors.httpkit.session import Client
 
 __all__ = ["HttpConnector", "idempotency_header", "retry_after"]
 
@@ -150,7 +150,7 @@ class HttpConnector(Connector):
         return lint_connection(options) if role == "connection" else []
 
     @property
-    def client(self) -> httpx.Client:
+    def client(self) -> Client:
         """This thread's client, created on first use."""
         return self.session.client
 

@@ -102,8 +102,10 @@ class Connections:
         self, name: str, context: BaseContext | None = None
     ) -> tuple[RateLimiter, CircuitBreaker]:
         conn = self._flow.connections[name]
+        # the flow's concurrency is how many calls the target gets at once (engine/lanes.py)
+        calls = self._flow.concurrency if self._flow.concurrency > 1 else None
         return (
-            RateLimiter(conn.rate_limit, shared=context),
+            RateLimiter(conn.rate_limit, calls=calls, shared=context),
             CircuitBreaker(name, conn.breaker, shared=context),
         )
 

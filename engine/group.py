@@ -18,9 +18,11 @@ the target a send goes to (docs/semantics.md, "Group commit"):
   per lane in flight, which the next run repeats with the same ``Idempotency-Key``.
 
 A run whose lanes are processes (engine/lane_processes.py) has one group per lane
-process, with the process's own connection to the state: the process marks its requests
-and, when the run commits a group, commits the outcomes it holds
-(:meth:`Group.flush_outcomes`) before the run commits the records' progress.
+process, with the process's own connection to the state: the process marks its requests,
+and its outcomes go out with its next mark (or a flush of their own, when no mark comes
+soon); a record's result goes back to the run only once the outcomes of its sends are
+committed (:attr:`Group.remembered`, :attr:`Group.committed`), so the run's group commit
+never waits for the lane processes.
 
 Until they are committed, the group's key states are what the executor sees first
 (:meth:`Group.get_key`): a second record with the same key in the same group is a
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -90,6 +93,9 @@ class Group:
         self._outcomes: dict[str, KeyWrite] = {}  # answers of sends committed in flight
         self._asked: dict[int, bool] = {}  # id(connector) -> it holds this group's calls
         self._holding: list[tuple[str, Connector]] = []  # (connection name, connector)
+        self.remembered = 0  # outcomes remembered so far (outcome() calls)
+        self.committed = 0  # of those, how many are in the state for sure
+        self.on_commit: Callable[[int], None] | None = None  # told ``committed`` after a write
 
     # -- what the executor asks --------------------------------------------------------------
     def holds(self, connector: Connector, name: str = "") -> bool:
@@ -125,8 +131,8 @@ class Group:
 
     def flush_outcomes(self) -> None:
         """Commit the outcomes waiting since the last commit: on return, every outcome
-        remembered before the call is in the state (a lane process's part of a group
-        commit)."""
+        remembered before the call is in the state (what a lane process does when no mark
+        took them soon enough, and at its end)."""
         with self._writing:
             self._write_waiting([])
 
@@ -134,16 +140,20 @@ class Group:
         with self._lock:
             waiting = list(self._outcomes.values())
             self._outcomes.clear()
-        if not waiting and not more:
-            return
-        try:
-            with self.write_lock:
-                self.store.write_keys(self.flow, [*waiting, *more])
-        except BaseException:
-            with self._lock:  # not written: they wait for the next commit
-                for w in waiting:
-                    self._outcomes.setdefault(w.key, w)
-            raise
+            upto = self.remembered  # every outcome remembered so far is written below
+        if waiting or more:
+            try:
+                with self.write_lock:
+                    self.store.write_keys(self.flow, [*waiting, *more])
+            except BaseException:
+                with self._lock:  # not written: they wait for the next commit
+                    for w in waiting:
+                        self._outcomes.setdefault(w.key, w)
+                raise
+        if upto > self.committed:  # under self._writing: one writer at a time
+            self.committed = upto
+            if self.on_commit is not None:
+                self.on_commit(upto)
 
     def outcome(self, write: KeyWrite, *, held: bool) -> None:
         """Remember a request's outcome; ``held``: the request went to a connector that
@@ -152,6 +162,7 @@ class Group:
             self.store.write_keys(self.flow, [write])
             return
         with self._lock:
+            self.remembered += 1
             if held:
                 self._after_targets[write.key] = write
                 self._outcomes.pop(write.key, None)

@@ -19,10 +19,12 @@ Records that share a key are taken in the source's order: while a key has record
 lane, its next ones go to that lane; a key with none goes to the lane with the least work
 queued, so that no lane is left with a longer share of the work than the others.
 
-Group commit: before the run commits a group, every lane process commits the outcomes it
-holds (:meth:`ProcessLanes.flush`, a barrier); results that arrive during the barrier wait
-for the next group. So the cursor never passes a record whose outcome the state does not
-hold, as with threads.
+Group commit: a lane process commits its sends' outcomes with its next in-flight mark
+(one transaction), or on its own when no mark came within a few milliseconds, and sends a
+record's result back only once the outcomes of its sends are committed. So every result
+the run completes has its outcomes in the state already, and the run commits its groups
+without waiting for the lane processes: the cursor never passes a record whose outcome
+the state does not hold, as with threads.
 
 Crashes: a lane process dies with the run's process (``PR_SET_PDEATHSIG`` on Linux),
 as its threads would. A lane process that dies on its own ends the run
@@ -60,7 +62,11 @@ from engine.errors import LaneLost, RunError
 
 T = TypeVar("T")
 
-_LANE_QUEUED = 4  # items sent to a lane and not answered yet: enough to keep it busy
+_LANE_QUEUED = 2  # items sent to a lane and not answered yet: one at work, one ready
+SETTLE_WITHIN = 0.005  # seconds a result waits for a mark to commit its outcomes, then a flush
+# seconds the other lane processes have to end once one was lost; then they are killed (the
+# lost one may have died holding call slots, engine/retry.py, that the others wait for)
+LOST_GRACE = 10.0
 READY_WITHIN = 30.0  # seconds a lane process may take to build its worker
 _PR_SET_PDEATHSIG = 1
 
@@ -96,8 +102,18 @@ class Worker(Protocol):
     def execute(self, payload: Any) -> Any:
         """Take one item (as the run sent it) through; the answer goes back to the run."""
 
+    def ticket(self) -> int:
+        """A count the process's commits must reach before an answer made until now may go
+        back to the run (its outcomes are committed)."""
+
+    def settled(self) -> int:
+        """How far the process's commits have reached (see :meth:`ticket`)."""
+
+    def on_settled(self, tell: Callable[[int], None]) -> None:
+        """Call ``tell(settled)`` after each commit."""
+
     def flush(self) -> None:
-        """Commit what the process holds of the group (the outcomes of its sends)."""
+        """Commit what the process holds (the outcomes of its sends)."""
 
     def close(self) -> None:
         """The process is ending: close its connectors and its state connection."""
@@ -155,7 +171,6 @@ class _Process:
     process: Any  # multiprocessing's Process of the fork context
     conn: Connection
     queued: int = 0  # items sent and not yet answered
-    flushed: int = 0  # the last barrier it answered
     stop_sent: bool = False
     drop_sent: bool = False
     ready: bool = False  # its worker is built
@@ -202,9 +217,7 @@ class ProcessLanes(Generic[T]):
         self._keys: dict[Hashable, tuple[int, int]] = {}  # key -> (lane, its items there)
         self._seq = 0
         self._error: BaseException | None = None
-        self._barrier = 0  # the last barrier asked for
-        self._in_barrier = False
-        self._later: list[tuple[T, Any]] = []  # answers that came during a barrier
+        self._lost_at: float | None = None  # when a lane process was lost
         self._poller = select.poll()  # the processes' pipes and sentinels
         self._watched: dict[int, tuple[_Process, bool]] = {}  # fd -> (process, is its pipe)
         self._drains = 0  # calls of _drain so far: a nested one makes a poll's events stale
@@ -284,8 +297,13 @@ class ProcessLanes(Generic[T]):
                 self._drain(block=False)
             self._stop_all(drop=self.stopping() or self._error is not None)
             while not all(p.stopped or p.gone for p in self._procs):
-                self._drain(block=True)
-            self._drain(block=False)  # answers that came during the last barrier
+                left = None if self._lost_at is None else self._lost_at + LOST_GRACE
+                if left is not None and (left := left - time.monotonic()) <= 0:
+                    for proc in self._procs:
+                        if not (proc.stopped or proc.gone) and proc.process.is_alive():
+                            proc.process.kill()
+                    left = 1.0
+                self._drain(block=True, timeout=left)
         except BaseException:
             self._abort()
             raise
@@ -302,27 +320,6 @@ class ProcessLanes(Generic[T]):
         """Whether every process ended as told, having committed what it held, and none
         failed: the run may commit what it completed (after ``run`` raised, too)."""
         return self._error is None and all(p.stopped for p in self._procs)
-
-    def flush(self) -> None:
-        """A barrier: every lane process commits what it holds of the group; the answers
-        completed before this call are then all in the state. Answers that arrive
-        meanwhile are completed after it. Raises :class:`LaneLost` if a process is lost."""
-        live = [p for p in self._procs if not (p.stopped or p.gone)]
-        if not live:
-            return
-        self._barrier += 1
-        for proc in live:
-            proc.send(("flush", self._barrier))
-        self._in_barrier = True
-        try:
-            while self._error is None and any(
-                p.flushed < self._barrier and not (p.stopped or p.gone) for p in live
-            ):
-                self._drain(block=True)
-        finally:
-            self._in_barrier = False
-        if self._error is not None:
-            raise self._error
 
     # -- the run's side ------------------------------------------------------------------------
     def _stop_if_stopping(self) -> bool:
@@ -359,10 +356,6 @@ class ProcessLanes(Generic[T]):
         """Handle what the processes sent: once something came (``block``; at most
         ``timeout`` seconds) or what is there at once."""
         self._drains += 1
-        if complete and not self._in_barrier and self._later:
-            later, self._later = self._later, []
-            for item, answer in later:
-                self._completed(item, answer)
         wait_ms: float | None = (None if timeout is None else timeout * 1000) if block else 0
         while self._watched:
             events = self._poller.poll(wait_ms)
@@ -379,7 +372,7 @@ class ProcessLanes(Generic[T]):
                     else:  # the process ended: what it sent before is still in the pipe
                         self._ended(proc, complete)
                 if self._drains != drains:
-                    break  # a barrier read on meanwhile: what this poll saw is stale
+                    break  # a nested drain read on meanwhile: what this poll saw is stale
 
     def _receive(self, proc: _Process, complete: bool) -> None:
         try:
@@ -413,24 +406,18 @@ class ProcessLanes(Generic[T]):
         if kind == "batch":
             if message[1][-1][0] == "stopped":
                 # a process's last word, after it committed what it held: heard before its
-                # last answers are completed, as a barrier completing them may call must
-                # neither wait for it nor take its end for a loss
+                # last answers are completed, so that nothing completing them does (a group
+                # commit) takes its end for a loss
                 proc.stopped = True
             for one in message[1]:
                 self._handle(proc, one, complete)
         elif kind == "done":
             _, seq, answer = message
             item = self._forget(proc, seq)
-            if not complete:
-                return
-            if self._in_barrier:
-                self._later.append((item, answer))
-            else:
+            if complete:
                 self._completed(item, answer)
         elif kind == "not_run":
             self._forget(proc, message[1])
-        elif kind == "flushed":
-            proc.flushed = message[1]
         elif kind == "stopped":
             proc.stopped = True
         elif kind == "failed":  # a lane raised (the state failed): the run cannot go on
@@ -482,6 +469,8 @@ class ProcessLanes(Generic[T]):
         return item
 
     def _lost(self, proc: _Process) -> None:
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
         proc.process.join(timeout=1)  # its sentinel fired: it is ending, if not reaped yet
         code = proc.process.exitcode
         how = (
@@ -565,6 +554,24 @@ def _lane_process(
         queue.SimpleQueue() for _ in range(threads)
     ]
 
+    # answers whose outcomes are not committed yet, oldest first: (ticket, since, message),
+    # sent once they are
+    held: list[tuple[int, float, tuple[Any, ...]]] = []
+    holding = threading.Condition()
+
+    def release(settled: int) -> None:
+        """A commit reached ``settled``: the answers it settled go back to the run."""
+        with holding:
+            keep = []
+            for ticket, since, message in held:
+                if ticket <= settled:
+                    outbox.put(message)
+                else:
+                    keep.append((ticket, since, message))
+            held[:] = keep
+
+    worker.on_settled(release)
+
     def lane(inbox: queue.SimpleQueue[tuple[int, Any] | None]) -> None:
         while (got := inbox.get()) is not None:
             seq, payload = got
@@ -572,36 +579,58 @@ def _lane_process(
                 outbox.put(("not_run", seq))
                 continue
             try:
-                outbox.put(("done", seq, worker.execute(payload)))
+                answer = worker.execute(payload)
+                ticket = worker.ticket()
             except BaseException as exc:
                 stop.set()
                 outbox.put(("failed", seq, portable(exc)))
+                continue
+            with holding:
+                if worker.settled() >= ticket:
+                    outbox.put(("done", seq, answer))
+                else:  # the next mark commits its outcomes, or the settler below
+                    held.append((ticket, time.monotonic(), ("done", seq, answer)))
+                    holding.notify()
 
     lanes = [
         threading.Thread(target=lane, args=(inbox,), daemon=True, name=f"flowyard-lane-{i}")
         for i, inbox in enumerate(inboxes)
     ]
 
-    closing = threading.Lock()  # a barrier and the end do not overlap
+    closing = threading.Lock()  # a flush and the end do not overlap
     closed = threading.Event()
 
-    def flush(barrier: int | None) -> None:
+    def flush() -> None:
         with closing:
             try:
                 if not closed.is_set():
                     worker.flush()
-                if barrier is not None:
-                    outbox.put(("flushed", barrier))
             except BaseException as exc:
                 outbox.put(("failed", None, portable(exc)))
+
+    def settler() -> None:
+        """Commits the outcomes of an answer held SETTLE_WITHIN, when no lane's in-flight
+        mark committed them meanwhile (the last records, a slow trickle)."""
+        while not closed.is_set():
+            with holding:
+                if not held:
+                    holding.wait()
+                    continue
+                left = held[0][1] + SETTLE_WITHIN - time.monotonic()
+                if left > 0:
+                    holding.wait(left)
+                    continue
+            flush()
 
     def end() -> None:
         """Once the lanes are done: commit what is held, close, say so, exit."""
         for thread in lanes:
             thread.join()
-        flush(None)
+        flush()
         with closing:
             closed.set()
+            with holding:
+                holding.notify()
             try:
                 worker.close()
             except BaseException:
@@ -610,6 +639,7 @@ def _lane_process(
 
     for thread in lanes:
         thread.start()
+    threading.Thread(target=settler, daemon=True, name="flowyard-lane-settler").start()
     while True:
         try:
             message = conn.recv()
@@ -619,11 +649,9 @@ def _lane_process(
         if kind == "work":
             _, lane_number, seq, payload = message
             inboxes[lane_number].put((seq, payload))
-        elif kind == "flush":
-            flush(message[1])
         elif kind == "drop":
             stop.set()
-        elif kind == "stop":  # this loop goes on receiving: a drop, a barrier may come
+        elif kind == "stop":  # this loop goes on receiving: a drop may come
             for inbox in inboxes:
                 inbox.put(None)
             threading.Thread(target=end, daemon=True, name="flowyard-lane-end").start()

@@ -5,19 +5,21 @@ run's.
 The process is forked from the run, so it has the compiled flow, the run's vars and the
 secrets known so far. It must not touch the run's state connection or log file (they are
 the run's); it opens the state again, builds its connectors on first use, and keeps its
-sends' key outcomes in a group of its own (engine/group.py), which it commits when the
-run commits a group. Each record's result goes back with the run-log events its steps
-wrote and the secrets the process's connectors declared, so the run logs and masks as if
-the record had been taken through in its own process.
+sends' key outcomes in a group of its own (engine/group.py), committed with its next
+in-flight mark or a flush; a record's result goes back once they are committed, with the
+run-log events its steps wrote and the secrets the process's connectors declared, so the
+run logs and masks as if the record had been taken through in its own process.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from connectors import _json
 from engine.context import RunContext
 from engine.executor import Executor, Rec, RecordResult
 from engine.group import Group
@@ -27,6 +29,8 @@ from engine.store import StateLocation, open_store
 
 #: a run-log event made in a lane process: (needs a person, name, facts); see RunLog
 Relayed = tuple[bool, str, dict[str, Any]]
+#: a record sent to a lane process: (key, the source's JSON text, meta) or (record, start)
+Payload = tuple[str, str, dict[str, Any]] | tuple[Rec, str | None]
 
 
 class RelayLog(RunLog):
@@ -97,16 +101,32 @@ class LaneWorker:
         self.group = Group(store, ctx.flow.name, hold=False, reader=self.reader, writing=writing)
         self.executor = Executor(self.ctx, self.group)
 
-    def execute(
-        self, payload: tuple[Rec, str | None]
-    ) -> tuple[RecordResult, list[Relayed], list[str]]:
+    def execute(self, payload: Payload) -> tuple[RecordResult, list[Relayed], list[str]]:
         """One record through the steps: its result, its events, the secrets learned."""
-        rec, start = payload
+        if len(payload) == 3:  # the source's text: decoded as the run decoded it
+            key, text, meta = payload
+            data = _json.loads(text)
+            rec, start = Rec(key=key, data=data, meta=meta, source=data), None
+        else:
+            rec, start = payload
         result = self.executor.process(rec, start)
         for failure in result.failures:
             if failure.error is not None:
                 failure.error = portable(failure.error)
         return result, self.log.take(), list(self.log.learned)
+
+    def settled(self) -> int:
+        """How many outcomes of this process's sends are committed (see :meth:`ticket`)."""
+        return self.group.committed
+
+    def ticket(self) -> int:
+        """The outcomes remembered so far: a result made before this call may go back to
+        the run once :meth:`settled` reaches it."""
+        return self.group.remembered
+
+    def on_settled(self, tell: Callable[[int], None]) -> None:
+        """Call ``tell(settled)`` after each commit of outcomes (on the committing thread)."""
+        self.group.on_commit = tell
 
     def flush(self) -> None:
         self.group.flush_outcomes()

@@ -1,12 +1,18 @@
 """Work on several lanes at once: a flow's ``concurrency: N``.
 
-Sends that wait on another system leave the engine idle, so N lanes take records through
-the steps at the same time. Items that share a key (the same order, the same SKU) stay in
+Sends that wait on another system leave the engine idle, so several lanes take records
+through the steps at the same time. Items that share a key (the same order, the same SKU) stay in
 the order the source gave them: while a key has items on a lane, its next ones go there;
 an item whose key has none goes to the lane with the least work, so that no lane is left
 with a longer share than the others at the end. Results come back to the calling thread,
 which alone accounts for them: the runner's batches and watermark need no lock. Each lane
 holds at most a few items, so memory stays bounded however large the source.
+
+A flow's ``concurrency: N`` is how many calls a target gets at once: each connection lets
+N calls run at once (engine/retry.py, :class:`~engine.retry.RateLimiter`), and the run has
+half as many lanes again (:func:`lane_count`), so that while N records wait on the target
+the next ones are mapped, validated, looked up and marked in flight, ready to be sent the
+moment a call ends, instead of each call waiting for its own record's work.
 
 What the lanes are depends on the connectors the flow's steps call (:func:`lane_kind`,
 ``Connector.lanes``): worker processes (engine/lane_processes.py) when every one of them
@@ -29,7 +35,13 @@ from engine.model import CallStep, Flow
 T = TypeVar("T")
 R = TypeVar("R")
 
-_QUEUED = 4  # items handed to a lane and not answered yet: enough to keep it busy
+_QUEUED = 2  # items handed to a lane and not answered yet: one at work, one ready
+
+
+def lane_count(concurrency: int) -> int:
+    """How many lanes a run of ``concurrency`` has: half as many again, so that records are
+    ready when a call ends (at most ``concurrency`` calls run at once on a connection)."""
+    return concurrency + (concurrency + 1) // 2 if concurrency > 1 else 1
 
 
 def lane_kind(flow: Flow, registry: Registry, dry_run: bool = False) -> LaneKind:

@@ -4,7 +4,9 @@ Whether a failure is retried is decided by the error's class: a
 :class:`~engine.errors.TransientError` is, anything else is not. Waits grow
 exponentially with jitter up to a cap, and a ``Retry-After`` from the target is
 honoured, both for the record that got it and, through the connection's rate
-limiter, for every other call on that connection.
+limiter, for every other call on that connection. The limiter also keeps a flow's
+``concurrency`` as the target sees it: at most that many calls at once on the connection,
+however many lanes there are (engine/lanes.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, MutableSequence
 from multiprocessing.context import BaseContext
-from multiprocessing.synchronize import Condition
+from multiprocessing.synchronize import BoundedSemaphore, Condition
 from typing import Any, TypeVar
 
 import tenacity
@@ -44,11 +46,27 @@ class RateLimiter:
     ``burst / rate`` seconds (``burst`` is the rate rounded, at least 1) until it *ends*:
     calls held up after they started (a connection being set up, a slow network) cannot
     bunch up with later ones at the target, so no window ever holds more than ``burst``.
+    ``calls`` is how many calls may run at once (None: as many as there are lanes).
     ``shared`` (a fork context) keeps the limiter's state in shared memory, so the run's
     lane processes forked afterwards keep one limit between them.
     """
 
-    def __init__(self, rate: float | None, *, shared: BaseContext | None = None):
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        calls: int | None = None,
+        shared: BaseContext | None = None,
+    ):
+        self.calls = calls
+        # a slot for each call at once
+        self._running: threading.BoundedSemaphore | BoundedSemaphore | None = None
+        if calls is not None:
+            self._running = (
+                threading.BoundedSemaphore(calls)
+                if shared is None
+                else shared.BoundedSemaphore(calls)
+            )
         self.interval = 1.0 / rate if rate else 0.0
         self.burst = max(1, round(rate)) if rate else 0
         self.window = self.burst * self.interval
@@ -58,6 +76,16 @@ class RateLimiter:
 
     def acquire(self) -> None:
         """Wait for the connection's next slot; pair every call with :meth:`release`."""
+        if self._running is not None:
+            self._running.acquire()
+        try:
+            self._wait_for_rate()
+        except BaseException:
+            if self._running is not None:
+                self._running.release()
+            raise
+
+    def _wait_for_rate(self) -> None:
         s = self._s
         if not self.interval and not s[_NEXT]:
             return
@@ -82,14 +110,17 @@ class RateLimiter:
 
     def release(self) -> None:
         """A call acquired with :meth:`acquire` has ended."""
-        if not self.burst:
-            return
-        s = self._s
-        with self._changed:
-            s[_RUNNING] -= 1
-            s[_RING + int(s[_HEAD] + s[_ENDED]) % self.burst] = time.monotonic()
-            s[_ENDED] += 1
-            self._changed.notify_all()
+        try:
+            if self.burst:
+                s = self._s
+                with self._changed:
+                    s[_RUNNING] -= 1
+                    s[_RING + int(s[_HEAD] + s[_ENDED]) % self.burst] = time.monotonic()
+                    s[_ENDED] += 1
+                    self._changed.notify_all()
+        finally:
+            if self._running is not None:
+                self._running.release()
 
     def pause(self, seconds: float) -> None:
         """Hold every call on the connection for ``seconds`` (a 429's Retry-After)."""

@@ -23,7 +23,7 @@ import os
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +43,8 @@ from engine.errors import (
 from engine.executor import Executor, RecordResult
 from engine.group import Group, GroupLost
 from engine.lane_processes import ProcessLanes, fork_context, process_count
-from engine.lane_worker import LaneWorker, Relayed, replay
-from engine.lanes import Lanes, lane_kind
+from engine.lane_worker import LaneWorker, Payload, Relayed, replay
+from engine.lanes import Lanes, lane_count, lane_kind
 from engine.lease import LeaseKeeper
 from engine.model import CallStep, Flow
 from engine.outcomes import FINAL_CLEAN, Outcome, RunStatus
@@ -108,6 +108,15 @@ class RunResult:
         if self.dry_run:
             out.update({k: getattr(self, k) for k in dry})
         return out
+
+
+def _payload(w: RecordWork) -> Payload:
+    """What a lane process is sent of a record: the source's JSON text when the source gave
+    it (decoded there, for a fraction of what sending the decoded record costs), else the
+    record and the step it starts at."""
+    if w.text is not None and w.start is None and w.rec.source is w.rec.data:
+        return (w.rec.key, w.text, w.rec.meta)
+    return (w.rec, w.start)
 
 
 def _replayed_as(letter: DeadLetter, result: RecordResult, others: set[str]) -> str:
@@ -196,7 +205,6 @@ class Runner:
         self._last_commit = time.monotonic()
         self._stop: tuple[str, str] | None = None  # (status, why) once the run must stop
         self._lost = False  # a group could not be committed: no later one may commit
-        self._barrier: Callable[[], None] | None = None  # lane processes commit their part
         self._writing: AbstractContextManager[Any] = nullcontext()  # held around commits
         self._batch_resumed: list[int] = []  # approvals resumed since the last commit
         self._exit: int | None = None  # an exit code that the status alone does not tell
@@ -478,7 +486,10 @@ class Runner:
             pass
         else:
             lanes = Lanes(
-                self.flow.concurrency, self._execute, self._complete, lambda: bool(self._stop)
+                lane_count(self.flow.concurrency),
+                self._execute,
+                self._complete,
+                lambda: bool(self._stop),
             )
             lanes.run(work, key=lambda w: w.rec.key if isinstance(w, RecordWork) else w.seq)
         return self._stop
@@ -493,11 +504,11 @@ class Runner:
         calls = {s.connection for s, _, _ in self.flow.walk() if isinstance(s, CallStep)}
         self.ctx.connections.share(calls, context)
         lanes: ProcessLanes[RecordWork] = ProcessLanes(
-            self.flow.concurrency,
+            lane_count(self.flow.concurrency),
             self.lane_processes,
             context,
             start_worker=lambda: LaneWorker(self.ctx, self.state, lanes.write_lock),
-            payload=lambda w: (w.rec, w.start),
+            payload=_payload,
             complete=self._complete_relayed,
             stopping=lambda: bool(self._stop),
         )
@@ -508,7 +519,7 @@ class Runner:
             self.log.event("lanes_as_threads", reason=str(exc))
             self.lanes, self.lane_processes = "threads", 0
             return False
-        self._barrier, self._writing = lanes.flush, lanes.write_lock
+        self._writing = lanes.write_lock
         try:
             lanes.run(self._dispatched(work), key=lambda w: w.rec.key)
         except BaseException:
@@ -516,7 +527,7 @@ class Runner:
                 self._lost = True  # state: commit no more (a Ctrl-C lets them settle)
             raise
         finally:
-            self._barrier, self._writing = None, nullcontext()
+            self._writing = nullcontext()
         return True
 
     def _dispatched(self, work: Iterable[Work]) -> Iterator[RecordWork]:
@@ -725,12 +736,8 @@ class Runner:
         they describe (docs/semantics.md, "Group commit")."""
         if self._lost:
             return  # a group was lost: committing a later cursor would pass its records
-        if self._barrier is not None:
-            try:
-                self._barrier()  # the lane processes commit their sends' outcomes first
-            except BaseException:
-                self._lost = True
-                raise
+        # (a lane process's results come back once their outcomes are committed: nothing
+        # to wait for here; engine/lane_processes.py)
         keys = self.group.take()  # before the targets commit: see Group.take
         try:
             self.group.commit_targets()

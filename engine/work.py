@@ -29,7 +29,8 @@ class RecordWork:
 
     ``position`` is the source cursor after it (None: the source has none); ``letters`` the
     dead letters it replays; ``queued`` the work-queue entry it came from (a worker's,
-    engine/worker.py), which leaves the queue once the record is final. ``digest``,
+    engine/worker.py), which leaves the queue once the record is final; ``text`` the JSON
+    text the source decoded the record from, if it said (:class:`connectors.Item`). ``digest``,
     ``unchanged`` and ``seen_again`` are set when the flow remembers records that went
     through (engine/unchanged.py).
     """
@@ -42,6 +43,7 @@ class RecordWork:
     queued: int | None = None
     resumes: list[int] = field(default_factory=list)  # decided approvals it resumes
     digest: str | None = None
+    text: str | None = None
     unchanged: bool = False  # skipped: the same as when it last went through
     seen_again: bool = False  # unchanged, and its digest's time is due to be refreshed
 
@@ -93,7 +95,7 @@ def source_work(flow: Flow, vars: dict[str, Any], items: Iterable[Item]) -> Iter
                 if isinstance(item.position, dict) and "webhook" in item.position:
                     meta["webhook"] = item.position["webhook"]  # an inbox event's arrival
                 rec = Rec(key=key, data=item.data, meta=meta, source=item.data)
-                yield RecordWork(seq, rec, position=item.position)
+                yield RecordWork(seq, rec, position=item.position, text=item.text)
                 continue
         yield BadInput(seq, item, position=item.position)
 

@@ -351,3 +351,17 @@ def test_credentials_are_declared_secrets_so_the_engine_masks_them():
     )
     assert header.secrets() == ["k-1"]
     assert HttpConnector({"base_url": "http://x", "headers": {"X-Tenant": "b"}}).secrets() == []
+
+
+def test_a_cookie_the_api_sets_goes_back_with_the_next_requests(server, http):
+    server.on("POST", "/api/login", lambda req: (200, {"Set-Cookie": "session=s-1; Path=/"}, {}))
+    server.on("POST", "/api/orders", lambda req: (201, {}, {}))
+    call(http, path="/orders", body={})
+    call(http, path="/login", body={})
+    call(http, path="/orders", body={})
+    assert "cookie" not in server.seen[0].headers
+    assert server.seen[2].headers["cookie"] == "session=s-1"
+    # and what any httpx client sends: its defaults, the connection's Accept over them
+    assert server.seen[0].headers["accept"] == "application/json"
+    assert server.seen[0].headers["accept-encoding"] == "gzip, deflate"
+    assert server.seen[0].headers["user-agent"].startswith("python-httpx/")

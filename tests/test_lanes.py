@@ -18,6 +18,7 @@ from engine import Engine, lane_processes
 from engine.lane_processes import fork_context, process_count
 from engine.lanes import lane_kind
 from tests.conftest import write_flow, write_ndjson
+from tests.support.local_server import LocalServer, Seen
 
 needs_processes = pytest.mark.skipif(fork_context() is None, reason="lane processes need Linux")
 
@@ -106,6 +107,36 @@ def test_the_lane_processes_commit_every_outcome_before_the_run_ends(tmp_path, t
     assert states == {"done"}
     again = eng.run(flow, vars={"url": target.url})
     assert again.counts["skipped"] == 40 and len(target.applied) == 40, again
+
+
+@needs_processes
+@pytest.mark.parametrize("lanes", ["processes:2", "threads"])
+def test_a_target_never_gets_more_calls_at_once_than_the_flows_concurrency(
+    tmp_path, monkeypatch, lanes
+):
+    if lanes == "threads":
+        monkeypatch.setenv("FLOWYARD_LANE_PROCESSES", "0")
+    # concurrency 8: 12 lanes, whose records are ready while 8 calls wait on the target
+    running, most, lock = [0], [0], threading.Lock()
+
+    def slow(req: Seen) -> tuple[int, dict[str, str], Any]:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        server.pause(0.05)
+        with lock:
+            running[0] -= 1
+        return 201, {}, {"ok": True}
+
+    levels = [{"sku": f"SKU-{s}", "available": s, "v": 1} for s in range(60)]
+    write_ndjson(tmp_path / "levels.ndjson", levels)
+    flow = write_flow(tmp_path, STOCK_FLOW)
+    with LocalServer() as server:
+        server.on("POST", "/levels", slow)
+        result = Engine(state=tmp_path / "state.db").run(flow, vars={"url": server.url})
+    assert (result.status, result.message, result.counts["done"]) == ("ok", None, 60)
+    assert run_started(result)["lanes"] == lanes
+    assert 4 < most[0] <= 8  # never more calls at once than the concurrency
 
 
 LOCAL_FLOW = """

@@ -5,8 +5,9 @@ login), write a connector (docs/connectors.md, "Writing a connector") and build 
 these instead of from nothing:
 
 * :class:`HttpSession` sends requests to one API: only to its origin, with its headers and
-  credentials, redirects checked, one ``httpx.Client`` per thread (:class:`PerThreadClient`)
-  on :class:`StdlibTransport` (``http.client`` under httpx: less CPU per request), every
+  credentials, redirects checked, one client per thread (:class:`PerThreadClient`): a
+  :class:`DirectClient` on :class:`StdlibTransport` (``http.client`` under httpx's models,
+  without an ``httpx.Client`` around them: less CPU per request), every
   failure classified as ``TransientError`` or ``PermanentError``; :meth:`HttpSession.pages`
   reads paged answers with a paginator.
 * :func:`connection_schema` declares the same connection options as the http connector
@@ -59,7 +60,7 @@ from connectors.httpkit.session import HttpSession, idempotency_header
 from connectors.httpkit.urls import BaseUrl, Origin, query_params
 
 if typing.TYPE_CHECKING:
-    from connectors.httpkit.transport import StdlibTransport
+    from connectors.httpkit.transport import DirectClient, StdlibTransport
 
 __all__ = [
     "GRAPHQL_TRANSIENT_CODES",
@@ -68,6 +69,7 @@ __all__ = [
     "BasicAuth",
     "BearerAuth",
     "BodyCursor",
+    "DirectClient",
     "GraphQLCursor",
     "HeaderAuth",
     "HttpSession",
@@ -97,10 +99,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> typing.Any:
-    """:class:`StdlibTransport` on first use: it imports httpx, which loading a flow does not."""
-    if name == "StdlibTransport":
-        from connectors.httpkit.transport import StdlibTransport
+    """:class:`StdlibTransport` and :class:`DirectClient` on first use: they import httpx,
+    which loading a flow does not."""
+    if name in ("StdlibTransport", "DirectClient"):
+        from connectors.httpkit import transport
 
-        globals()[name] = StdlibTransport
-        return StdlibTransport
+        value = getattr(transport, name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""One ``httpx.Client`` per thread, created on first use, all closed together.
+"""One client per thread (an ``httpx.Client``, or a client with the same ``request`` and
+``close``), created on first use, all closed together.
 
 The engine's lanes call a connector from several threads. With one client shared by 16
 lanes, the lanes queued on its connection pool's lock (docs/benchmarks.md); with one
@@ -9,25 +10,29 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import httpx
+from typing import Generic, Protocol, TypeVar
 
 
-class PerThreadClient:
+class _Closes(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closes)
+
+
+class PerThreadClient(Generic[C]):
     """Holds each thread's client, made by ``factory`` the first time that thread asks."""
 
-    def __init__(self, factory: Callable[[], httpx.Client]):
+    def __init__(self, factory: Callable[[], C]):
         self._factory = factory
         self._local = threading.local()  # .client: this thread's client
-        self._clients: list[httpx.Client] = []  # every thread's, to close them
+        self._clients: list[C] = []  # every thread's, to close them
         self._lock = threading.Lock()
 
     @property
-    def client(self) -> httpx.Client:
+    def client(self) -> C:
         """This thread's client, created on first use."""
-        client = getattr(self._local, "client", None)
+        client: C | None = getattr(self._local, "client", None)
         if client is None:
             client = self._factory()
             with self._lock:

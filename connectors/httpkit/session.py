@@ -34,9 +34,15 @@ from connectors.httpkit.responses import decode_body, raise_for_status
 from connectors.httpkit.urls import BaseUrl, Origin, path_of, query_params
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     import httpx
 
     from connectors.base import Connector
+    from connectors.httpkit.transport import DirectClient
+
+    #: what a session sends through: an ``httpx.Client``, or a :class:`DirectClient`
+    Client: TypeAlias = httpx.Client | DirectClient
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TO_GET = frozenset({301, 302, 303})  # clients turn a POST into a GET on these
@@ -46,7 +52,9 @@ _CROSS_ORIGIN_HEADERS = frozenset({"content-type", "idempotency-key"})
 
 
 class HttpSession:
-    """Sends requests to the API at ``base_url``, one ``httpx.Client`` per thread.
+    """Sends requests to the API at ``base_url``, one client per thread: a
+    :class:`~connectors.httpkit.transport.DirectClient` on ``http.client``, or an
+    ``httpx.Client`` with httpx's own transport where the environment sets a proxy.
 
     ``headers`` and ``auth``'s credentials go with every request to the base URL's
     origin; ``timeout`` is seconds to connect and for each read or write; ``verify`` is
@@ -70,7 +78,7 @@ class HttpSession:
         self.timeout = float(timeout)
         self.verify = verify
         self.redirect_origins = frozenset(Origin.of(str(url)) for url in redirect_origins)
-        self._clients = PerThreadClient(self._new_client)
+        self._clients: PerThreadClient[Client] = PerThreadClient(self._new_client)
         self._context: ssl.SSLContext | None = None
         self._context_lock = threading.Lock()
         self._merged: tuple[Mapping[str, str] | None, dict[str, str]] = (None, self._headers)
@@ -96,24 +104,22 @@ class HttpSession:
         )
 
     @property
-    def client(self) -> httpx.Client:
+    def client(self) -> Client:
         """This thread's client (no credentials, follows no redirect), created on first use."""
         return self._clients.client
 
-    def _new_client(self) -> httpx.Client:
+    def _new_client(self) -> Client:
         import httpx  # on the first request: loading a flow does not import it (start-up)
 
-        from connectors.httpkit.transport import StdlibTransport
+        from connectors.httpkit.transport import DirectClient, StdlibTransport
 
         context = self._ssl_context()
-        return httpx.Client(
-            headers={"Accept": "application/json"},
-            timeout=self.timeout,
-            verify=context,
-            follow_redirects=False,
-            # httpx honours proxies from the environment only with its own transport
-            transport=None if _proxies_in_environment() else StdlibTransport(context),
-        )
+        headers = {"Accept": "application/json"}
+        if _proxies_in_environment():  # which httpx follows only with its own transport
+            return httpx.Client(
+                headers=headers, timeout=self.timeout, verify=context, follow_redirects=False
+            )
+        return DirectClient(StdlibTransport(context), headers=headers, timeout=self.timeout)
 
     def _ssl_context(self) -> ssl.SSLContext:
         """The session's TLS settings, made once: loading the CA bundle costs ~30 ms of
