@@ -41,6 +41,9 @@ _encode_str = json.JSONEncoder(ensure_ascii=False).encode
 # The C encoder, for values that hold only what JSON has natively (str, int, float, bool,
 # None, dict, list, tuple): it writes exactly what _write would, ~10x faster.
 _encode_plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+# msgspec's C encoder, for values :func:`plain` accepts: the same text as the standard
+# library's, ~5x faster, Decimals without a Python call each
+_MSGSPEC_NUMBER = msgspec.json.Encoder(decimal_format="number")
 
 
 def loads(text: str | bytes) -> Any:
@@ -172,12 +175,70 @@ def _nesting(text: str | bytes | bytearray) -> int:
     return text.count(b"[") + text.count(b"{")
 
 
+_INT_RANGE = 1 << 63
+
+
+def _plain_leaf(value: Any, kind: type) -> bool:
+    if kind is int:
+        return -_INT_RANGE <= value < _INT_RANGE
+    if kind is Decimal:
+        return bool(value.is_finite())
+    if kind is float:
+        # the standard library writes floats outside this range with an exponent
+        # (1e+16, 1e-05), msgspec without one or another way; inside it both write repr()
+        return value == 0 or 1e-4 <= abs(value) < 1e16
+    return False
+
+
+def plain(value: Any) -> bool:
+    """Whether msgspec's JSON encoder writes ``value`` exactly as the standard library's
+    does (``ensure_ascii=False``, compact; a Decimal as its ``str``, quoted or not).
+
+    True for dicts with ``str`` keys, lists and tuples of such values, ``str``, ``bool``,
+    None, ints within 64 bits, finite Decimals and floats that ``repr`` writes without an
+    exponent; exact types only (a ``str`` enum, a ``dict`` subclass, a date, bytes or a
+    set go the standard library's way, as msgspec writes them differently). Checked
+    before each fast encoding: about a third of what the standard library's encoding costs.
+    """
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            kind = type(item)
+            if kind is str or item is None or kind is bool:
+                continue
+            if kind is dict or kind is list or kind is tuple:
+                if not plain(item):
+                    return False
+            elif not _plain_leaf(item, kind):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:
+            kind = type(item)
+            if kind is str or item is None or kind is bool:
+                continue
+            if kind is dict or kind is list or kind is tuple:
+                if not plain(item):
+                    return False
+            elif not _plain_leaf(item, kind):
+                return False
+        return True
+    return kind is str or value is None or kind is bool or _plain_leaf(value, kind)
+
+
 def dumps(value: Any) -> str:
     """Encode ``value`` as compact JSON on one line; ``Decimal`` becomes a number, digit for digit.
 
     Dates and datetimes are written as ISO 8601 strings. Anything else that JSON has no
     form for raises ``TypeError``.
     """
+    if plain(value):
+        try:
+            return _MSGSPEC_NUMBER.encode(value).decode("utf-8")
+        except (TypeError, ValueError, OverflowError, UnicodeError):
+            pass  # a lone surrogate, which no UTF-8 can hold: told below
     try:
         return _encode_plain(value)
     except TypeError:  # a Decimal, a date, a non-string key: the exact writer below

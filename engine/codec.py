@@ -13,10 +13,13 @@ stay what earlier versions stored and sent (engine/idempotency.py).
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
 import msgspec
+
+from connectors._json import plain
 
 
 def _default(value: Any) -> Any:
@@ -34,13 +37,43 @@ _dumps = json.JSONEncoder(default=_default, ensure_ascii=False, separators=(",",
 _dumps_sorted = json.JSONEncoder(default=_default, sort_keys=True, separators=(",", ":")).encode
 
 
+# msgspec's C encoders write what the two above write, for values that
+# connectors._json.plain accepts (~3x faster with the check); anything else goes the
+# standard library's way. Fingerprints hash this text: it must not change by a byte.
+_FAST = msgspec.json.Encoder(decimal_format="string")
+_FAST_SORTED = msgspec.json.Encoder(decimal_format="string", order="sorted")
+# what ensure_ascii escapes beyond msgspec: DEL and everything past ASCII
+_NOT_ASCII = re.compile("[\x7f-\U0010ffff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # a UTF-16 surrogate pair, as the standard library writes it
+    return f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}"
+
+
 def dumps(value: Any) -> str:
     """JSON for the store and the run log: Decimals as exact strings, never floats."""
+    if plain(value):
+        try:
+            return _FAST.encode(value).decode("utf-8")
+        except (TypeError, ValueError, OverflowError, UnicodeError):
+            pass  # a lone surrogate: the standard library writes it
     return _dumps(value)
 
 
 def dumps_sorted(value: Any) -> str:
     """The same value always gives the same text (keys sorted): for hashes and comparisons."""
+    if plain(value):
+        try:
+            text = _FAST_SORTED.encode(value).decode("utf-8")
+        except (TypeError, ValueError, OverflowError, UnicodeError):
+            return _dumps_sorted(value)  # a lone surrogate: the standard library escapes it
+        if not text.isascii() or "\x7f" in text:
+            text = _NOT_ASCII.sub(_escape, text)
+        return text
     return _dumps_sorted(value)
 
 
