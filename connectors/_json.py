@@ -209,7 +209,7 @@ def plain(value: Any) -> bool:
             if kind is str or item is None or kind is bool:
                 continue
             if kind is dict or kind is list or kind is tuple:
-                if not plain(item):
+                if item and not plain(item):  # an empty one is plain: no call for it
                     return False
             elif not _plain_leaf(item, kind):
                 return False
@@ -220,7 +220,7 @@ def plain(value: Any) -> bool:
             if kind is str or item is None or kind is bool:
                 continue
             if kind is dict or kind is list or kind is tuple:
-                if not plain(item):
+                if item and not plain(item):  # an empty one is plain: no call for it
                     return False
             elif not _plain_leaf(item, kind):
                 return False
