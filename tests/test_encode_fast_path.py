@@ -90,6 +90,9 @@ def connector_text_before(value):
 def test_the_store_and_fingerprints_write_the_standard_librarys_text(value):
     assert outcome(codec.dumps, value) == outcome(codec._dumps, value)
     assert outcome(codec.dumps_sorted, value) == outcome(codec._dumps_sorted, value)
+    text = outcome(codec._dumps_sorted, value)
+    if isinstance(text, str):
+        assert codec.sorted_bytes(value) == text.encode()
 
 
 @settings(max_examples=500, deadline=None)
