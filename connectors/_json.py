@@ -180,13 +180,13 @@ _INT_RANGE = 1 << 63
 
 def _plain_leaf(value: Any, kind: type) -> bool:
     if kind is int:
-        return -_INT_RANGE <= value < _INT_RANGE
+        return bool(-_INT_RANGE <= value < _INT_RANGE)
     if kind is Decimal:
         return bool(value.is_finite())
     if kind is float:
         # the standard library writes floats outside this range with an exponent
         # (1e+16, 1e-05), msgspec without one or another way; inside it both write repr()
-        return value == 0 or 1e-4 <= abs(value) < 1e16
+        return bool(value == 0 or 1e-4 <= abs(value) < 1e16)
     return False
 
 

@@ -390,8 +390,9 @@ class SqliteConnector(Connector):
         key: Sequence[str] = options.get("key") or ()
         if upsert and not key:
             raise PermanentError("upsert needs key: the columns that identify a row")
+        shape = (table, tuple(row), tuple(key), upsert)
+        known = True  # a shape that can be remembered
         try:
-            shape: tuple[Any, ...] | None = (table, tuple(row), tuple(key), upsert)
             sql = self._statements[shape]  # a row of a shape seen before: checked then
         except KeyError:
             sql = self._checked_statement(table, row, key, upsert)
@@ -399,7 +400,7 @@ class SqliteConnector(Connector):
                 self._statements.clear()
             self._statements[shape] = sql
         except TypeError:  # a name that is not a string: _statement says which
-            shape, sql = None, self._checked_statement(table, row, key, upsert)
+            known, sql = False, self._checked_statement(table, row, key, upsert)
         values = [_value(value) for value in row.values()]
         with self._lock:
             held = False
@@ -408,9 +409,9 @@ class SqliteConnector(Connector):
                 if self._grouped and not db.in_transaction:
                     db.execute("BEGIN IMMEDIATE")
                 held = db.in_transaction
-                if shape is None or shape not in self._ready:
+                if not known or shape not in self._ready:
                     self._prepare(db, table, list(row), tuple(key) if upsert else ())
-                    if shape is not None:
+                    if known:
                         self._ready.add(shape)
                 before = db.total_changes
                 returned = db.execute(sql, values).fetchall()
