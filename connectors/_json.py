@@ -13,7 +13,9 @@ UTF-16 surrogate such as ``"\\ud800"`` (no text encoding can write it).
 Decoding takes msgspec's C decoder first (a 5 kB order in ~8 µs, against ~55 µs for the
 standard library with ``Decimal`` fractions): it gives the same values, and refuses what
 the checks above refuse (NaN, lone surrogates, integers past the digit limit). Whatever
-it refuses is decoded again by the standard library, whose checks say why.
+it refuses is decoded again by the standard library, whose checks say why. Encoding takes
+msgspec's C encoder likewise, for a value it writes exactly as the standard library does
+(:func:`plain`), so the text is the same either way.
 """
 
 from __future__ import annotations

@@ -4,10 +4,15 @@ Money must survive the trip: a :class:`~decimal.Decimal` is written as its exact
 and read back (:func:`loads`) as a ``Decimal``, never as a float. Sets and tuples become
 lists, bytes become text; anything else JSON cannot hold is written as ``str(value)``.
 
+:func:`dumps` and :func:`dumps_sorted` take msgspec's C encoder for a value it writes exactly
+as the standard library does (:func:`connectors._json.plain` checks), and the standard
+library's otherwise: the same text either way, byte for byte.
+
 :func:`canonical` is for digests only: the same value, with its keys in the same order,
 always gives the same bytes, made by msgspec's C encoder (about five times faster than
-:func:`dumps_sorted`). Idempotency fingerprints keep :func:`dumps_sorted`: their text must
-stay what earlier versions stored and sent (engine/idempotency.py).
+:func:`dumps_sorted`). Idempotency fingerprints keep :func:`dumps_sorted`'s text
+(:func:`sorted_bytes`): it must stay what earlier versions stored and sent
+(engine/idempotency.py).
 """
 
 from __future__ import annotations
