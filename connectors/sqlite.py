@@ -412,6 +412,8 @@ class SqliteConnector(Connector):
                 if not known or shape not in self._ready:
                     self._prepare(db, table, list(row), tuple(key) if upsert else ())
                     if known:
+                        if len(self._ready) >= _STATEMENTS:
+                            self._ready.clear()  # bounded too: it is made sure of again
                         self._ready.add(shape)
                 before = db.total_changes
                 returned = db.execute(sql, values).fetchall()
