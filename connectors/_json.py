@@ -177,12 +177,7 @@ def _nesting(text: str | bytes | bytearray) -> int:
     return text.count(b"[") + text.count(b"{")
 
 
-_INT_RANGE = 1 << 63
-
-
 def _plain_leaf(value: Any, kind: type) -> bool:
-    if kind is int:
-        return bool(-_INT_RANGE <= value < _INT_RANGE)
     if kind is Decimal:
         return bool(value.is_finite())
     if kind is float:
@@ -196,8 +191,9 @@ def plain(value: Any) -> bool:
     """Whether msgspec's JSON encoder writes ``value`` exactly as the standard library's
     does (``ensure_ascii=False``, compact; a Decimal as its ``str``, quoted or not).
 
-    True for dicts with ``str`` keys, lists and tuples of such values, ``str``, ``bool``,
-    None, ints within 64 bits, finite Decimals and floats that ``repr`` writes without an
+    True for dicts with ``str`` keys, lists and tuples of such values, ``str``, ``int`` (of
+    any size: both write its digits, and both refuse one past the interpreter's digit
+    limit), ``bool``, None, finite Decimals and floats that ``repr`` writes without an
     exponent; exact types only (a ``str`` enum, a ``dict`` subclass, a date, bytes or a
     set go the standard library's way, as msgspec writes them differently). Checked
     before each fast encoding: about a third of what the standard library's encoding costs.
@@ -208,7 +204,7 @@ def plain(value: Any) -> bool:
             if type(key) is not str:
                 return False
             kind = type(item)
-            if kind is str or item is None or kind is bool:
+            if kind is str or kind is int or item is None or kind is bool:
                 continue
             if kind is dict or kind is list or kind is tuple:
                 if item and not plain(item):  # an empty one is plain: no call for it
@@ -219,7 +215,7 @@ def plain(value: Any) -> bool:
     if kind is list or kind is tuple:
         for item in value:
             kind = type(item)
-            if kind is str or item is None or kind is bool:
+            if kind is str or kind is int or item is None or kind is bool:
                 continue
             if kind is dict or kind is list or kind is tuple:
                 if item and not plain(item):  # an empty one is plain: no call for it
@@ -227,7 +223,7 @@ def plain(value: Any) -> bool:
             elif not _plain_leaf(item, kind):
                 return False
         return True
-    return kind is str or value is None or kind is bool or _plain_leaf(value, kind)
+    return kind is str or kind is int or value is None or kind is bool or _plain_leaf(value, kind)
 
 
 def dumps(value: Any) -> str:
