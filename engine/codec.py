@@ -43,8 +43,9 @@ _dumps_sorted = json.JSONEncoder(default=_default, sort_keys=True, separators=("
 
 
 # msgspec's C encoders write what the two above write, for values that
-# connectors._json.plain accepts (~3x faster with the check); anything else goes the
-# standard library's way. Fingerprints hash this text: it must not change by a byte.
+# connectors._json.plain accepts (the reference flow's fingerprints: about 30 % less CPU,
+# the check included); anything else goes the standard library's way. Fingerprints hash
+# this text: it must not change by a byte.
 _FAST = msgspec.json.Encoder(decimal_format="string")
 _FAST_SORTED = msgspec.json.Encoder(decimal_format="string", order="sorted")
 # what ensure_ascii escapes beyond msgspec: DEL and everything past ASCII
