@@ -13,7 +13,9 @@ UTF-16 surrogate such as ``"\\ud800"`` (no text encoding can write it).
 Decoding takes msgspec's C decoder first (a 5 kB order in ~8 µs, against ~55 µs for the
 standard library with ``Decimal`` fractions): it gives the same values, and refuses what
 the checks above refuse (NaN, lone surrogates, integers past the digit limit). Whatever
-it refuses is decoded again by the standard library, whose checks say why.
+it refuses is decoded again by the standard library, whose checks say why. Encoding takes
+msgspec's C encoder likewise, for a value it writes exactly as the standard library does
+(:func:`plain`), so the text is the same either way.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ _encode_str = json.JSONEncoder(ensure_ascii=False).encode
 # The C encoder, for values that hold only what JSON has natively (str, int, float, bool,
 # None, dict, list, tuple): it writes exactly what _write would, ~10x faster.
 _encode_plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+# msgspec's C encoder, for values :func:`plain` accepts: the same text as the standard
+# library's, ~5x faster, Decimals without a Python call each
+_MSGSPEC_NUMBER = msgspec.json.Encoder(decimal_format="number")
 
 
 def loads(text: str | bytes) -> Any:
@@ -172,12 +177,66 @@ def _nesting(text: str | bytes | bytearray) -> int:
     return text.count(b"[") + text.count(b"{")
 
 
+def _plain_leaf(value: Any, kind: type) -> bool:
+    if kind is Decimal:
+        return bool(value.is_finite())
+    if kind is float:
+        # the standard library writes floats outside this range with an exponent
+        # (1e+16, 1e-05), msgspec without one or another way; inside it both write repr()
+        return bool(value == 0 or 1e-4 <= abs(value) < 1e16)
+    return False
+
+
+def plain(value: Any) -> bool:
+    """Whether msgspec's JSON encoder writes ``value`` exactly as the standard library's
+    does (``ensure_ascii=False``, compact; a Decimal as its ``str``, quoted or not).
+
+    True for dicts with ``str`` keys, lists and tuples of such values, ``str``, ``int`` (of
+    any size: both write its digits, and both refuse one past the interpreter's digit
+    limit), ``bool``, None, finite Decimals and floats that ``repr`` writes without an
+    exponent; exact types only (a ``str`` enum, a ``dict`` subclass, a date, bytes or a
+    set go the standard library's way, as msgspec writes them differently). Checked
+    before each fast encoding: about a third of what the standard library's encoding costs.
+    """
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            kind = type(item)
+            if kind is str or kind is int or item is None or kind is bool:
+                continue
+            if kind is dict or kind is list or kind is tuple:
+                if item and not plain(item):  # an empty one is plain: no call for it
+                    return False
+            elif not _plain_leaf(item, kind):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:
+            kind = type(item)
+            if kind is str or kind is int or item is None or kind is bool:
+                continue
+            if kind is dict or kind is list or kind is tuple:
+                if item and not plain(item):  # an empty one is plain: no call for it
+                    return False
+            elif not _plain_leaf(item, kind):
+                return False
+        return True
+    return kind is str or kind is int or value is None or kind is bool or _plain_leaf(value, kind)
+
+
 def dumps(value: Any) -> str:
     """Encode ``value`` as compact JSON on one line; ``Decimal`` becomes a number, digit for digit.
 
     Dates and datetimes are written as ISO 8601 strings. Anything else that JSON has no
     form for raises ``TypeError``.
     """
+    if plain(value):
+        try:
+            return _MSGSPEC_NUMBER.encode(value).decode("utf-8")
+        except (TypeError, ValueError, OverflowError, UnicodeError):
+            pass  # a lone surrogate, which no UTF-8 can hold: told below
     try:
         return _encode_plain(value)
     except TypeError:  # a Decimal, a date, a non-string key: the exact writer below

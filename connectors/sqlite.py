@@ -187,6 +187,8 @@ class SqliteConnector(Connector):
         self._db: sqlite3.Connection | None = None
         self._columns: dict[str, set[str]] = {}  # tables this connector has seen
         self._keyed: set[tuple[str, tuple[str, ...]]] = set()
+        # shapes of rows whose table, columns and key index this connection has made sure of
+        self._ready: set[tuple[Any, ...]] = set()
         # built statements by (table, columns, upsert key): rows of one table share them
         self._statements: dict[tuple[Any, ...], str] = {}
         # lookups (query calls) share one read-only connection, opened on first use
@@ -308,8 +310,13 @@ class SqliteConnector(Connector):
         except sqlite3.Error:
             pass  # SQLite rolled it back already
         # tables, columns and indexes made in the transaction went with it
+        self._forget_tables()
+
+    def _forget_tables(self) -> None:
+        """Forget what this connection knows of the tables: it makes sure of them again."""
         self._columns.clear()
         self._keyed.clear()
+        self._ready.clear()
 
     def close(self) -> None:
         """Close the write and lookup connections; a later call opens them again (an
@@ -317,8 +324,7 @@ class SqliteConnector(Connector):
         with self._lock:
             self._grouped = False
             db, self._db = self._db, None
-            self._columns.clear()
-            self._keyed.clear()
+            self._forget_tables()
         with self._read_lock:
             reader, self._reader = self._reader, None
         for connection in (db, reader):
@@ -384,19 +390,17 @@ class SqliteConnector(Connector):
         key: Sequence[str] = options.get("key") or ()
         if upsert and not key:
             raise PermanentError("upsert needs key: the columns that identify a row")
-        missing = [column for column in key if column not in row]
-        if missing:
-            raise PermanentError(f"row has no value for key column(s) {missing}")
-        shape = (table, tuple(row), tuple(key) if upsert else None)
+        shape = (table, tuple(row), tuple(key), upsert)
+        known = True  # a shape that can be remembered
         try:
-            sql = self._statements[shape]
+            sql = self._statements[shape]  # a row of a shape seen before: checked then
         except KeyError:
-            sql = _statement(table, list(row), key if upsert else None)
+            sql = self._checked_statement(table, row, key, upsert)
             if len(self._statements) >= _STATEMENTS:
                 self._statements.clear()
             self._statements[shape] = sql
         except TypeError:  # a name that is not a string: _statement says which
-            sql = _statement(table, list(row), key if upsert else None)
+            known, sql = False, self._checked_statement(table, row, key, upsert)
         values = [_value(value) for value in row.values()]
         with self._lock:
             held = False
@@ -405,7 +409,12 @@ class SqliteConnector(Connector):
                 if self._grouped and not db.in_transaction:
                     db.execute("BEGIN IMMEDIATE")
                 held = db.in_transaction
-                self._prepare(db, table, list(row), tuple(key) if upsert else ())
+                if not known or shape not in self._ready:
+                    self._prepare(db, table, list(row), tuple(key) if upsert else ())
+                    if known:
+                        if len(self._ready) >= _STATEMENTS:
+                            self._ready.clear()  # bounded too: it is made sure of again
+                        self._ready.add(shape)
                 before = db.total_changes
                 returned = db.execute(sql, values).fetchall()
                 changes = db.total_changes - before
@@ -414,10 +423,18 @@ class SqliteConnector(Connector):
                     # SQLite rolled the whole group back (a full disk, an I/O error): the
                     # rows written before this one are gone too, and the commit says so
                     self._group_lost = str(exc)
-                    self._columns.clear()
-                    self._keyed.clear()
+                    self._forget_tables()
                 raise _classify(exc, f"writing to {table} failed") from None
         return Response(body={"rowid": returned[0][0] if returned else None, "changes": changes})
+
+    @staticmethod
+    def _checked_statement(
+        table: str, row: Mapping[str, Any], key: Sequence[str], upsert: bool
+    ) -> str:
+        missing = [column for column in key if column not in row]
+        if missing:
+            raise PermanentError(f"row has no value for key column(s) {missing}")
+        return _statement(table, list(row), key if upsert else None)
 
     def _lookup(self, options: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Rows of a read-only query with bound parameters, at most ``_MAX_LOOKUP_ROWS``."""
@@ -534,8 +551,13 @@ def _parameterised(query: str) -> tuple[str, dict[str, str]]:
     return _PASTED.sub(parameter, query), params
 
 
+_AS_IS = frozenset({str, int, float, bool, type(None), bytes})
+
+
 def _value(value: Any) -> Any:
     """A Python value as SQLite stores it: JSON text for objects, exact text for decimals."""
+    if type(value) in _AS_IS:  # most columns: one look-up instead of three isinstance
+        return value
     if isinstance(value, dict | list | tuple):
         return _json.dumps(value)
     if isinstance(value, Decimal):

@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from engine.codec import dumps_sorted
+from engine.codec import sorted_bytes
 
 
 def fingerprint(options: Any) -> str:
     """A stable hash of a request's options: the same request gives the same fingerprint."""
-    return hashlib.sha256(dumps_sorted(options).encode()).hexdigest()[:32]
+    return hashlib.sha256(sorted_bytes(options)).hexdigest()[:32]
 
 
 def first_sent_key(key: str, fp: str) -> str:

@@ -192,6 +192,25 @@ def test_upsert_without_a_key_is_refused(sqlite):
         write(sqlite, table="stock", mode="upsert", row={"sku": "A"})
 
 
+def test_a_row_of_a_known_shape_is_checked_and_its_table_made_again_when_needed(db_path):
+    # the connector remembers the shapes of rows it wrote (table, columns, key); what it
+    # remembers goes with a rolled-back group, and a key column missing is refused each time
+    upsert = {"table": "stock", "mode": "upsert", "key": ["sku"]}
+    with SqliteConnector({"path": str(db_path)}) as erp:
+        erp.begin_group()
+        write(erp, **upsert, row={"sku": "A", "qty": 1})  # makes the table
+        erp.rollback_group()  # ... which went with the group
+        erp.begin_group()
+        write(erp, **upsert, row={"sku": "A", "qty": 2})  # the same shape: made again
+        write(erp, **upsert, row={"sku": "A", "qty": 3})  # and an upsert on its key
+        erp.commit_group()
+        with pytest.raises(PermanentError, match="no value for key column"):
+            write(erp, table="stock", mode="upsert", key=["sku"], row={"qty": 4})
+        with pytest.raises(PermanentError, match="no value for key column"):
+            write(erp, table="stock", mode="upsert", key=["sku"], row={"qty": 4})
+    assert rows(db_path, "SELECT sku, qty FROM stock") == [("A", 3)]
+
+
 def test_a_locked_database_is_transient(db_path):
     seed(db_path)
     holder = sqlite3.connect(db_path, isolation_level=None)

@@ -68,6 +68,13 @@ _LETTER_COLUMNS = (
 )
 
 
+# built once: an f-string in the method would build the text, and hash it for SQLite's
+# statement cache, on every look-up
+_GET_KEY = f"SELECT {_KEY_COLUMNS} FROM keys WHERE flow = ? AND key = ?"
+_GET_DIGEST = (
+    "SELECT digest, outcome, run_id, at FROM record_digests WHERE flow = ? AND record_key = ?"
+)
+
 _WRITE_KEY = (
     "INSERT OR REPLACE INTO keys (flow, key, state, fingerprint, sent_key, step, record_key, "
     "run_id, response, updated_at, source_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
@@ -224,9 +231,7 @@ class SqliteStore(WorkItemsMixin):
     # -- idempotency keys ------------------------------------------------------------------
     def get_key(self, flow: str, key: str) -> KeyState | None:
         with self._lock:
-            row = self._conn.fetchone(
-                f"SELECT {_KEY_COLUMNS} FROM keys WHERE flow = ? AND key = ?", (flow, key)
-            )
+            row = self._conn.fetchone(_GET_KEY, (flow, key))
         return None if row is None else KeyState(*row)
 
     def write_keys(self, flow: str, writes: Sequence[KeyWrite]) -> None:
@@ -259,11 +264,7 @@ class SqliteStore(WorkItemsMixin):
 
     def record_digest(self, flow: str, record_key: str) -> RecordDigest | None:
         with self._lock:
-            row = self._conn.fetchone(
-                "SELECT digest, outcome, run_id, at FROM record_digests "
-                "WHERE flow = ? AND record_key = ?",
-                (flow, record_key),
-            )
+            row = self._conn.fetchone(_GET_DIGEST, (flow, record_key))
         return None if row is None else RecordDigest(*row)
 
     def forget_record_digests(self, flow: str) -> None:
