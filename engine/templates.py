@@ -52,6 +52,7 @@ from engine._sandbox import (
     make_environment,
 )
 from engine.errors import MappingError
+from engine.pycodegen import Unsupported, compile_expression, compile_tree
 from engine.filters import FILTERS, FilterError, MissingValueError, require_defined
 from engine.suggest import did_you_mean
 from engine.yamlpos import format_path
@@ -810,6 +811,20 @@ class _EachRenderer:
         return out
 
 
+def _python_runtime(
+    env: FlowyardEnvironment, name: str
+) -> tuple[dict[str, Any], Callable[[Mapping[str, Any]], Context]]:
+    """What a generated function needs besides its code: the globals (read once, as
+    :class:`_Compiled` does) and a maker of the one context of a render."""
+    globals_ = dict(env.globals)
+    eval_ctx = EvalContext(env, name)
+
+    def make_context(variables: Mapping[str, Any]) -> Context:
+        return _Scope(env, variables, globals_, eval_ctx)
+
+    return globals_, make_context
+
+
 class Renderer:
     """A compiled value: ``renderer(context) -> value``.
 
@@ -817,20 +832,41 @@ class Renderer:
     variables). Failures raise :class:`TemplateRenderError` naming the failing field.
     """
 
-    __slots__ = ("source", "constant", "names_read", "_spec", "_compiled", "_slow")
+    __slots__ = ("source", "constant", "names_read", "python", "_spec", "_env", "_render", "_slow")
 
-    def __init__(self, env: FlowyardEnvironment, spec: Spec, source: Any, name: str = "value"):
+    def __init__(
+        self,
+        env: FlowyardEnvironment,
+        spec: Spec,
+        source: Any,
+        name: str = "value",
+        *,
+        jinja: bool = False,
+    ):
         self.source = source
         self.constant = _is_constant(spec)
         self.names_read = spec_names(spec)
         self._spec = spec
-        extra: dict[str, Any] = {}
-        self._compiled = _Compiled(env, _to_node(spec, extra, env), name, extra)
+        self._env = env
         self._slow: dict[int, _Compiled] = {}
+        # plain Python (engine.pycodegen); Jinja's own code for what it does not cover,
+        # or when asked (``jinja=True``: the tests compare the two)
+        self.python = False
+        if not jinja:
+            try:
+                self._render = compile_tree(
+                    env, spec, name, *_python_runtime(env, name), check=_checked
+                )
+                self.python = True
+                return
+            except Unsupported:
+                pass
+        extra: dict[str, Any] = {}
+        self._render = _Compiled(env, _to_node(spec, extra, env), name, extra).render
 
     def __call__(self, context: Mapping[str, Any] | None = None) -> Any:
         try:
-            return self._compiled.render(context or {})
+            return self._render(context or {})
         except Exception as exc:
             raise self.explain(context or {}, exc) from exc
 
@@ -857,7 +893,7 @@ class Renderer:
     def _eval(self, expr: Expr, scope: Mapping[str, Any], bare: bool = False) -> Any:
         compiled = self._slow.get(id(expr))
         if compiled is None:
-            env = self._compiled.env
+            env = self._env
             node = parse_condition(env, expr.source) if bare else parse_template(env, expr.source)
             compiled = _Compiled(env, node if bare else _checked(node), "slow")
             self._slow[id(expr)] = compiled
@@ -950,16 +986,28 @@ def _check_tree_names(env: FlowyardEnvironment, spec: Spec, names: Collection[st
 class Condition:
     """A compiled bare expression: ``condition(context) -> bool``."""
 
-    __slots__ = ("source", "names_read", "_compiled")
+    __slots__ = ("source", "names_read", "python", "_render")
 
-    def __init__(self, env: FlowyardEnvironment, source: str, node: nodes.Expr):
+    def __init__(
+        self, env: FlowyardEnvironment, source: str, node: nodes.Expr, *, jinja: bool = False
+    ):
         self.source = source
         self.names_read = frozenset(free_names(node))
-        self._compiled = _Compiled(env, node, "condition")
+        self.python = False
+        if not jinja:  # as Renderer: plain Python unless a node is not covered
+            try:
+                self._render = compile_expression(
+                    env, node, "condition", *_python_runtime(env, "condition")
+                )
+                self.python = True
+                return
+            except Unsupported:
+                pass
+        self._render = _Compiled(env, node, "condition").render
 
     def __call__(self, context: Mapping[str, Any] | None = None) -> bool:
         try:
-            return bool(self._compiled.render(context or {}))
+            return bool(self._render(context or {}))
         except Exception as exc:
             problem = _problem(exc, "", self.source, _SourceIndex(context or {}))
             raise _error_of([problem]) from exc
