@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import itertools
 import keyword
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -150,6 +151,9 @@ class _Generator:
 
     def const(self, value: Any) -> str:
         kind = type(value)
+        if kind is float and not math.isfinite(value):
+            # Jinja writes str(value): `inf`, a name error at run time; left to Jinja
+            raise Unsupported("a literal too big for a float")
         if kind is str or kind is bool or value is None:
             return repr(value)
         if kind is int and abs(value) < 10**15:
@@ -497,7 +501,7 @@ class _Generator:
         self.line(f"return {result}")
         head = []
         if self.uses_ctx:
-            head.append(f"    fy_ctx = fy_make_context(fy_scope)")
+            head.append("    fy_ctx = fy_make_context(fy_scope)")
         for variable, local in self.free.items():
             key = repr(variable)
             head.append(f"    {local} = fy_scope[{key}] if {key} in fy_scope else fy_name({key})")

@@ -52,8 +52,8 @@ from engine._sandbox import (
     make_environment,
 )
 from engine.errors import MappingError
-from engine.pycodegen import Unsupported, compile_expression, compile_tree
 from engine.filters import FILTERS, FilterError, MissingValueError, require_defined
+from engine.pycodegen import Unsupported, compile_expression, compile_tree
 from engine.suggest import did_you_mean
 from engine.yamlpos import format_path
 
