@@ -91,13 +91,6 @@ _NUMBERS = frozenset({int, float, Decimal})
 _PLAIN = frozenset({str, int, float, Decimal, bool, type(None), dict})
 
 
-def _multiply(env: FlowyardEnvironment, ctx: Any, left: Any, right: Any) -> Any:
-    """``left * right``: numbers directly, anything else metered by the sandbox."""
-    if type(left) in _NUMBERS and type(right) in _NUMBERS:
-        return left * right
-    return env.call_binop(ctx, "*", left, right)
-
-
 def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
     if isinstance(value, Undefined) or (boolean and not value):
         return default_value
@@ -134,6 +127,9 @@ class _Generator:
         self.counter = itertools.count()
         self.free: dict[str, str] = {}  # a name read from the variables -> its local
         self.bound: list[dict[str, str]] = []  # names of the enclosing list specs
+        self.used: set[str] = set()  # the bound locals read
+        self.flags: dict[str, str] = {}  # a local -> its "is a plain dict" flag
+        self.counters: dict[str, tuple[str, str]] = {}  # a loop local -> index, length
         self.uses_ctx = False
 
     # -- names and constants ------------------------------------------------------------
@@ -195,20 +191,54 @@ class _Generator:
             raise Unsupported(f"Name in {node.ctx}")
         for scope in reversed(self.bound):
             if node.name in scope:
+                self.used.add(scope[node.name])
                 return scope[node.name]
-        local = self.free.get(node.name)
-        if local is None:
-            local = self.free[node.name] = self.temp("n")
-        return local
+        if node.name not in self.free:
+            self.free[node.name] = self.temp("n")
+        return self.free[node.name]
+
+    def subject(self, node: nodes.Expr) -> tuple[str, str]:
+        """What a field is read from, and the test that it is a plain dict: for a name,
+        its local and a flag set once where the name is bound; else a temporary."""
+        if isinstance(node, nodes.Name) and node.ctx == "load":
+            local = self.visit_Name(node)
+            flag = self.flags.get(local)
+            if flag is None:
+                flag = self.flags[local] = f"{local}_is_dict"
+            return local, flag
+        temp = self.temp()
+        return temp, f"type({temp} := {self.expr(node)}) is dict"
 
     def visit_Getattr(self, node: nodes.Getattr, checked: bool = False) -> str:
         if node.ctx != "load":
             raise Unsupported(f"Getattr in {node.ctx}")
-        obj, attr, temp = self.expr(node.node), repr(str(node.attr)), self.temp()
-        slow = f"fy_getattr({temp}, {attr})"
+        loop = self.loop_attribute(node)
+        if loop is not None:
+            return loop
+        obj, is_dict = self.subject(node.node)
+        attr = repr(str(node.attr))
+        slow = f"fy_getattr({obj}, {attr})"
         if checked:
             slow = f"fy_checked({slow})"
-        return f"({temp}[{attr}] if type({temp} := {obj}) is dict and {attr} in {temp} else {slow})"
+        return f"({obj}[{attr}] if {is_dict} and {attr} in {obj} else {slow})"
+
+    def loop_attribute(self, node: nodes.Getattr) -> str | None:
+        """``loop.index`` and its kin computed from the loop's counter (the values
+        engine.templates' loop dict holds), so the dict is made only when ``loop`` is
+        used otherwise."""
+        if not (isinstance(node.node, nodes.Name) and node.node.name == "loop"):
+            return None
+        local = next((s["loop"] for s in reversed(self.bound) if "loop" in s), None)
+        if local is None or local not in self.counters:
+            return None
+        index, length = self.counters[local]
+        return {
+            "index": f"({index} + 1)",
+            "index0": index,
+            "first": f"({index} == 0)",
+            "last": f"({index} == {length} - 1)",
+            "length": length,
+        }.get(str(node.attr))
 
     def visit_Getitem(self, node: nodes.Getitem) -> str:
         if node.ctx != "load":
@@ -282,7 +312,10 @@ class _Generator:
         if op not in self.env.intercepted_binops:
             return f"({left} {op} {right})"
         if op == "*":
-            return f"fy_mul(fy_env, {self.ctx}, {left}, {right})"
+            # numbers multiplied here (both sides evaluated: `&`), the rest metered
+            a, b = self.temp(), self.temp()
+            numbers = f"(type({a} := {left}) in fy_numbers) & (type({b} := {right}) in fy_numbers)"
+            return f"({a} * {b} if {numbers} else fy_binop({self.ctx}, '*', {a}, {b}))"
         binop = "fy_binop"
         return f"{binop}({self.ctx}, {op!r}, {left}, {right})"
 
@@ -354,6 +387,9 @@ class _Generator:
             inline = self.inline_default(node)
             if inline is not None:
                 return inline
+        if getattr(function, "jinja_async_variant", False) and not self.env.is_async:
+            # Jinja's wrapper of a filter with an async twin only picks the sync one
+            function = function.__wrapped__
         value = self.expr(node.node)
         args = ", ".join([*self.passed(function), value, *self.arguments(node)])
         return f"{self.ref(function, 'f')}({args})"
@@ -378,16 +414,13 @@ class _Generator:
             and not hasattr(dict, str(target.attr))
         ):
             # a dict without the key has no such attribute either: the default
-            obj, attr, temp = self.expr(target.node), repr(str(target.attr)), self.temp()
-            value = self.expr(fallback)
-            slow = f"fy_default(fy_getattr({temp}, {attr}), {value}, {boolean})"
-            if not boolean:
-                fast = f"{temp}.get({attr}, {value})"
-            elif lazy:
-                fast = f"({temp}.get({attr}) or {value})"
-            else:
+            if boolean and not lazy:
                 return None
-            return f"({fast} if type({temp} := {obj}) is dict else {slow})"
+            obj, is_dict = self.subject(target.node)
+            attr, value = repr(str(target.attr)), self.expr(fallback)
+            slow = f"fy_default(fy_getattr({obj}, {attr}), {value}, {boolean})"
+            fast = f"({obj}.get({attr}) or {value})" if boolean else f"{obj}.get({attr}, {value})"
+            return f"({fast} if {is_dict} else {slow})"
         value = self.expr(target)
         if lazy:
             temp, undefined = self.temp(), "fy_Undefined"
@@ -480,19 +513,30 @@ class _Generator:
                 self.line(f"fy_charge({self.ctx}, 0)")
         self.line(f"{out} = []")
         names = {spec.name: item}
+        loop = ""
         if spec.uses_loop:
             index, length, loop = self.temp("i"), self.temp("len"), self.temp("loop")
             self.line(f"{items} = list({items})")
             self.line(f"{length} = len({items})")
             self.line(f"for {index}, {item} in enumerate({items}):")
             names["loop"] = loop
-            with self.block():
-                self.line(f"{loop} = fy_loop({index}, {length})")
+            self.counters[loop] = (index, length)
         else:
             self.line(f"for {item} in {items}:")
+        start = len(self.lines)
         self.bound.append(names)
         with self.block():
             self.line(f"{out}.append({self.tree(spec.body, depth + 1, check)})")
+            # what the body turned out to need, at the top of the loop
+            head = []
+            if loop in self.used:
+                head.append(f"{loop} = fy_loop({index}, {length})")
+            head += [
+                f"{flag} = type({local}) is dict"
+                for local, flag in self.flags.items()
+                if local in names.values()
+            ]
+            self.lines[start:start] = ["    " * self.indent + line for line in head]
         self.bound.pop()
         return out
 
@@ -505,6 +549,8 @@ class _Generator:
         for variable, local in self.free.items():
             key = repr(variable)
             head.append(f"    {local} = fy_scope[{key}] if {key} in fy_scope else fy_name({key})")
+            if local in self.flags:
+                head.append(f"    {self.flags[local]} = type({local}) is dict")
         source = "\n".join(["def fy_render(fy_scope):", *head, *self.lines]) + "\n"
         namespace = dict(self.table, **_helpers(self.env, self.globals))
         code = compile(source, f"<{name}>", "exec")
@@ -536,7 +582,7 @@ def _helpers(env: FlowyardEnvironment, globals_: Mapping[str, Any]) -> dict[str,
         "fy_getitem": env.getitem,
         "fy_call": env.call,
         "fy_binop": env.call_binop,
-        "fy_mul": _multiply,
+        "fy_numbers": _NUMBERS,
         "fy_default": _default,
         "fy_checked": _checked_value,
         "fy_plain": _PLAIN,
