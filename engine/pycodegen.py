@@ -49,7 +49,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Undefined, nodes
-from jinja2.filters import do_default
+from jinja2.filters import (
+    _prepare_attribute_parts,
+    do_default,
+    sync_do_map,
+    sync_do_reject,
+    sync_do_select,
+)
 from jinja2.tests import test_defined, test_none, test_undefined
 from jinja2.utils import _PassArg
 
@@ -95,6 +101,27 @@ def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
     if isinstance(value, Undefined) or (boolean and not value):
         return default_value
     return value
+
+
+def _select(value: Any, keep: bool) -> Iterator[Any]:
+    """Jinja's ``select`` (``keep``) or ``reject`` without a test: by each item's truth."""
+    if value:
+        for item in value:
+            if bool(item) is keep:
+                yield item
+
+
+def _map_attribute(
+    getitem: Callable[[Any, Any], Any], value: Any, parts: tuple[Any, ...], default: Any
+) -> Iterator[Any]:
+    """Jinja's ``map(attribute=..., default=...)`` (its attribute getter, inlined)."""
+    if value:
+        for item in value:
+            for part in parts:
+                item = getitem(item, part)
+                if default is not None and isinstance(item, Undefined):
+                    item = default
+            yield item
 
 
 def _literal(node: nodes.Node) -> bool:
@@ -389,10 +416,41 @@ class _Generator:
                 return inline
         if getattr(function, "jinja_async_variant", False) and not self.env.is_async:
             # Jinja's wrapper of a filter with an async twin only picks the sync one
-            function = function.__wrapped__
+            function = getattr(function, "__wrapped__", function)
+        inline = self.inline_sequence_filter(node, function)
+        if inline is not None:
+            return inline
         value = self.expr(node.node)
         args = ", ".join([*self.passed(function), value, *self.arguments(node)])
         return f"{self.ref(function, 'f')}({args})"
+
+    def inline_sequence_filter(self, node: nodes.Filter, function: Any) -> str | None:
+        """``select`` / ``reject`` without a test and ``map(attribute=...)``: the generators
+        Jinja's own would make, without preparing a test or an attribute getter per call."""
+        assert node.node is not None  # checked by visit_Filter
+        if node.dyn_args is not None or node.dyn_kwargs is not None:
+            return None
+        if function is sync_do_select or function is sync_do_reject:
+            if node.args or node.kwargs:
+                return None
+            keep = function is sync_do_select
+            return f"fy_select({self.expr(node.node)}, {keep})"
+        if function is not sync_do_map or node.args:
+            return None
+        kwargs = {str(k.key): k.value for k in node.kwargs}
+        attribute = kwargs.pop("attribute", None)
+        default = kwargs.pop("default", None)
+        if kwargs or not isinstance(attribute, nodes.Const):
+            return None
+        if not isinstance(attribute.value, str | int) or isinstance(attribute.value, bool):
+            return None
+        try:
+            parts = tuple(_prepare_attribute_parts(attribute.value))
+        except ValueError:  # Jinja raises it on the record: left to Jinja's filter
+            return None
+        value = self.expr(node.node)
+        fallback = self.expr(default) if default is not None else "None"
+        return f"fy_map_attribute(fy_getitem, {value}, {self.const(parts)}, {fallback})"
 
     def inline_default(self, node: nodes.Filter) -> str | None:
         """``x | default(d[, boolean])`` written out when its arguments are plain."""
@@ -583,6 +641,8 @@ def _helpers(env: FlowyardEnvironment, globals_: Mapping[str, Any]) -> dict[str,
         "fy_call": env.call,
         "fy_binop": env.call_binop,
         "fy_numbers": _NUMBERS,
+        "fy_select": _select,
+        "fy_map_attribute": _map_attribute,
         "fy_default": _default,
         "fy_checked": _checked_value,
         "fy_plain": _PLAIN,

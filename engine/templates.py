@@ -506,7 +506,7 @@ def parse_template(env: FlowyardEnvironment, source: str) -> nodes.Expr:
     ]
     consts = [p for p in pieces if isinstance(p, nodes.Const)]
     if len(consts) == len(pieces):
-        return nodes.Const("".join(p.value for p in consts), lineno=1)
+        return nodes.Const("".join(str(p.value) for p in consts), lineno=1)
     return nodes.Concat(pieces, lineno=pieces[0].lineno)
 
 
