@@ -8,10 +8,14 @@ is a constant. A *condition* (``filter``, route ``when``) is a bare expression.
 Templates run in the one environment of :mod:`engine._sandbox` (sandboxed, native types,
 strict about missing data, with the retail filters of :mod:`engine.filters`).
 
-Compilation happens once: a value, however deeply nested, becomes ONE Jinja AST and one
-generated Python function (see :class:`Renderer`); a render makes a light context over
-the caller's variables (no copy) and runs that function, with no ``Template.render``
-machinery on the way. Only when a render fails are the parts evaluated one by one, to
+Compilation happens once: Jinja parses and checks each template, then a value, however
+deeply nested, becomes ONE plain Python function (:mod:`engine.pycodegen`: dict reads,
+direct filter calls, list specs as loops, the sandbox's checked operations where Jinja
+calls them); a render is one call of it over the caller's variables (no copy), with no
+Jinja runtime on the way. A value with a node that module does not cover is compiled by
+Jinja instead (one AST, one generated function run in a light context, see
+:class:`_Compiled`), with the same results. Only when a render fails are the parts
+evaluated one by one (by Jinja), to
 report every field that fails, each in the record's own terms where it can be
 (``line_items[2].sku is missing``, found by where the object a template read sits in the
 record), see :class:`FieldProblem`.
