@@ -33,8 +33,10 @@ pasted into the source.
 
 **What falls back.** A node this module does not cover raises :class:`Unsupported`; the
 value tree is then compiled by Jinja as before (engine.templates). Not covered: an inline
-``if`` without ``else``, ``*args`` / ``**kwargs`` in a call, filter or test, and any node
-Jinja's expression parser does not produce. No shipped flow or mapping uses them.
+``if`` without ``else``, ``*args`` / ``**kwargs`` in a call, filter or test, a float literal
+too big for a float (``1e400``), a value nested deeper than Python's compiler takes (about
+200 brackets, 20 list specs inside one another), and any node Jinja's expression parser
+does not produce. No shipped flow or mapping has any of them.
 """
 
 from __future__ import annotations
@@ -611,7 +613,11 @@ class _Generator:
                 head.append(f"    {self.flags[local]} = type({local}) is dict")
         source = "\n".join(["def fy_render(fy_scope):", *head, *self.lines]) + "\n"
         namespace = dict(self.table, **_helpers(self.env, self.globals))
-        code = compile(source, f"<{name}>", "exec")
+        try:
+            code = compile(source, f"<{name}>", "exec")
+        except (SyntaxError, RecursionError, MemoryError) as exc:
+            # nested past what Python's compiler takes (parentheses, loops): Jinja's turn
+            raise Unsupported(f"too deeply nested for Python's compiler: {exc}") from None
         exec(code, namespace)  # the source is ours: built above from the AST, see the docstring
         function: Callable[[Mapping[str, Any]], Any] = namespace["fy_render"]
         function.fy_source = source  # type: ignore[attr-defined]  # for tests and debugging
@@ -698,7 +704,10 @@ def compile_tree(
     """
     gen = _Generator(env, globals_)
     gen.table["fy_make_context"] = make_context
-    result = gen.tree(spec, 0, check)
+    try:
+        result = gen.tree(spec, 0, check)
+    except RecursionError:
+        raise Unsupported("a value nested too deeply") from None
     return gen.function(result, name)
 
 
@@ -712,5 +721,8 @@ def compile_expression(
     """One Python function computing the bare expression ``node`` (a condition)."""
     gen = _Generator(env, globals_)
     gen.table["fy_make_context"] = make_context
-    result = gen.expr(node)
+    try:
+        result = gen.expr(node)
+    except RecursionError:
+        raise Unsupported("an expression nested too deeply") from None
     return gen.function(result, name)

@@ -751,6 +751,9 @@ class _Compiled:
             code = env.compile(tree, name=name, filename=f"<{name}>")
         except TemplateSyntaxError as exc:  # includes TemplateAssertionError
             raise TemplateProblem(exc.message or str(exc), exc.lineno) from None
+        except (SyntaxError, RecursionError, MemoryError):
+            # Jinja's generated code nests one bracket or more per level of the value
+            raise TemplateProblem("the value is nested too deeply to compile", 1) from None
         template = env.template_class.from_code(env, code, env.make_globals(None), None)
         self.env = env
         self.root = template.root_render_func

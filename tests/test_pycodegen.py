@@ -27,6 +27,7 @@ from engine.templates import (
     Condition,
     Renderer,
     SandboxViolation,
+    TemplateProblem,
     TemplateRenderError,
     _tree,
     compile_condition,
@@ -608,3 +609,37 @@ def test_a_compiled_function_runs_without_jinja_runtime_objects(env, monkeypatch
     assert "fy_ctx" not in value._render.fy_source
     assert value({"record": {"b": {"c": 2}}}) == "x-2"
     assert pycodegen.Unsupported.__doc__
+
+
+def _nested(levels: int) -> Any:
+    value: Any = "{{ record.a | default(1) }}"
+    for _ in range(levels):
+        value = {"x": value}
+    return value
+
+
+def test_a_deeply_nested_value_compiles_to_python(env):
+    python, jinja = _both(env, _nested(60))
+    assert python.python
+    assert _outcome(python, {"record": {"a": 5}}) == _outcome(jinja, {"record": {"a": 5}})
+
+
+def test_a_value_nested_past_what_python_compiles_is_a_clear_load_error(env):
+    # a dict literal per level: more brackets than Python's parser takes, either way
+    with pytest.raises(TemplateProblem, match="nested too deeply"):
+        compile_value(env, _nested(210))
+
+
+def test_twenty_list_specs_inside_one_another_keep_the_jinja_path(env, tmp_path):
+    body = 'v: "{{ i0 }}"'
+    for level in range(22):
+        body = f'l{level}: {{each: "{{{{ [1] }}}}", as: i{level}, fields: {{{body}}}}}'
+    mapping = _load(env, tmp_path, f"fields: {{{body}}}")
+    jinja = Renderer(env, mapping._renderer._spec, None, jinja=True)
+    assert not mapping._renderer.python
+    assert _outcome(mapping._renderer, {"record": {}}) == _outcome(jinja, {"record": {}})
+
+
+def test_text_around_constant_expressions_is_joined(env):
+    python, jinja = _both(env, "{{ 1 }}x{{ none }}")
+    assert python({}) == jinja({}) == "1xNone"
