@@ -99,12 +99,6 @@ _NUMBERS = frozenset({int, float, Decimal})
 _PLAIN = frozenset({str, int, float, Decimal, bool, type(None), dict})
 
 
-def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
-    if isinstance(value, Undefined) or (boolean and not value):
-        return default_value
-    return value
-
-
 def _select(value: Any, keep: bool) -> Iterator[Any]:
     """Jinja's ``select`` (``keep``) or ``reject`` without a test: by each item's truth."""
     if value:
@@ -649,7 +643,7 @@ def _helpers(env: FlowyardEnvironment, globals_: Mapping[str, Any]) -> dict[str,
         "fy_numbers": _NUMBERS,
         "fy_select": _select,
         "fy_map_attribute": _map_attribute,
-        "fy_default": _default,
+        "fy_default": do_default,
         "fy_checked": _checked_value,
         "fy_plain": _PLAIN,
         "fy_Undefined": Undefined,
