@@ -45,6 +45,7 @@ import itertools
 import keyword
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
@@ -58,6 +59,7 @@ from jinja2.filters import (
     sync_do_reject,
     sync_do_select,
 )
+from jinja2.runtime import str_join
 from jinja2.tests import test_defined, test_none, test_undefined
 from jinja2.utils import _PassArg
 
@@ -346,21 +348,22 @@ class _Generator:
     visit_FloorDiv = visit_Pow = visit_Mod = binary
 
     def visit_Concat(self, node: nodes.Concat) -> str:
-        # Jinja's str_join: str() of each part, joined; template text is already a str
-        template, text, values = [], [], []
+        # Jinja's str_join: every part evaluated, then str() of each, joined
+        parts: list[tuple[str, str | None]] = []  # (source, its text when constant)
         for part in node.nodes:
-            value = part.data if isinstance(part, nodes.TemplateData) else None
+            text = part.data if isinstance(part, nodes.TemplateData) else None
             if isinstance(part, nodes.Const) and type(part.value) is str:
-                value = part.value
-            if value is not None:
-                template.append(value.replace("%", "%%"))
-                text.append(value)
-            else:
-                template.append("%s")
-                values.append(self.expr(part))
+                text = part.value
+            parts.append((repr(text), text) if text is not None else (self.expr(part), None))
+        values = [source for source, text in parts if text is None]
         if not values:
-            return repr("".join(text))
-        return f"({''.join(template)!r} % ({', '.join(values)},))"
+            return repr("".join(text or "" for _, text in parts))
+        if len(values) > 1:
+            # not `'%s%s' % (a, b)`: Python makes that an f-string, which turns `a` into
+            # text before it evaluates `b` (Jinja evaluates `b` first: its error comes first)
+            return f"fy_str_join(({', '.join(source for source, _ in parts)},))"
+        template = "".join("%s" if text is None else text.replace("%", "%%") for _, text in parts)
+        return f"({template!r} % ({values[0]},))"
 
     def arguments(self, node: nodes.Call | nodes.Filter | nodes.Test) -> list[str]:
         if node.dyn_args is not None or node.dyn_kwargs is not None:
@@ -608,7 +611,10 @@ class _Generator:
         source = "\n".join(["def fy_render(fy_scope):", *head, *self.lines]) + "\n"
         namespace = dict(self.table, **_helpers(self.env, self.globals))
         try:
-            code = compile(source, f"<{name}>", "exec")
+            with warnings.catch_warnings():
+                # `'a' is None` when a template tests a constant: meant, and harmless
+                warnings.simplefilter("ignore", SyntaxWarning)
+                code = compile(source, f"<{name}>", "exec")
         except (SyntaxError, RecursionError, MemoryError) as exc:
             # nested past what Python's compiler takes (parentheses, loops): Jinja's turn
             raise Unsupported(f"too deeply nested for Python's compiler: {exc}") from None
@@ -641,6 +647,7 @@ def _helpers(env: FlowyardEnvironment, globals_: Mapping[str, Any]) -> dict[str,
         "fy_call": env.call,
         "fy_binop": env.call_binop,
         "fy_numbers": _NUMBERS,
+        "fy_str_join": str_join,
         "fy_select": _select,
         "fy_map_attribute": _map_attribute,
         "fy_default": do_default,

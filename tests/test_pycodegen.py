@@ -643,3 +643,100 @@ def test_twenty_list_specs_inside_one_another_keep_the_jinja_path(env, tmp_path)
 def test_text_around_constant_expressions_is_joined(env):
     python, jinja = _both(env, "{{ 1 }}x{{ none }}")
     assert python({}) == jinja({}) == "1xNone"
+
+
+# -- random expressions -------------------------------------------------------------------------
+_LEAVES = [
+    "record",
+    "record.name",
+    "record.count",
+    "record.total",
+    "record.missing",
+    "record.none",
+    "record.text",
+    "record.items",
+    "record.lines",
+    "record.lines[0]",
+    "record.lines[1].price",
+    "record.customer",
+    "record.customer.first_name",
+    "vars.rate",
+    "nobody",
+    "none",
+    "true",
+    "0",
+    "2",
+    "'a'",
+    "'%s'",
+    "[1, 'b']",
+    "{'k': 1}",
+    "loop.index",
+]
+_UNARY = [
+    "({0} | default('d'))",
+    "({0} | default(none, true))",
+    "({0} | default([], true))",
+    "({0} | string)",
+    "({0} | length)",
+    "({0} | list)",
+    "({0} | select | list)",
+    "({0} | map(attribute='qty', default=0) | list)",
+    "({0} | join('-'))",
+    "({0} | decimal)",
+    "({0} | id_str)",
+    "({0} | lower)",
+    "({0} | first)",
+    "({0} is defined)",
+    "({0} is none)",
+    "({0} is not none)",
+    "(not {0})",
+    "(-{0})",
+    "{0}.qty",
+    "{0}['sku']",
+    "{0}.get('k')",
+    "[{0}]",
+]
+_BINARY = [
+    "({0} + {1})",
+    "({0} - {1})",
+    "({0} * {1})",
+    "({0} ~ {1})",
+    "({0} == {1})",
+    "({0} < {1})",
+    "({0} in {1})",
+    "({0} and {1})",
+    "({0} or {1})",
+    "({0} if {1} else 'no')",
+    "({0} % {1})",
+    "({0} / {1})",
+]
+
+
+def _random_expression(rng, depth: int) -> str:
+    if depth == 0 or rng.random() < 0.25:
+        return rng.choice(_LEAVES)
+    if rng.random() < 0.55:
+        return rng.choice(_UNARY).format(_random_expression(rng, depth - 1))
+    left, right = _random_expression(rng, depth - 1), _random_expression(rng, depth - 1)
+    return rng.choice(_BINARY).format(left, right)
+
+
+def test_random_expressions_give_what_jinja_gives(env):
+    import random
+
+    rng = random.Random(13)
+    scopes = [*SCOPES, {"record": RECORD, "loop": {"index": 1}, "vars": {"rate": 2}}]
+    compared = 0
+    for _ in range(400):
+        source = "{{ " + _random_expression(rng, 3) + " }}"
+        python, jinja = _both(env, source)
+        assert python.python, source
+        for scope in scopes:
+            assert _outcome(python, scope) == _outcome(jinja, scope), (source, scope)
+            compared += 1
+        condition = source[3:-3]
+        python_c = Condition(env, condition, parse_condition(env, condition))
+        jinja_c = Condition(env, condition, parse_condition(env, condition), jinja=True)
+        for scope in scopes:
+            assert _outcome(python_c, scope) == _outcome(jinja_c, scope), (condition, scope)
+    assert compared == 400 * len(scopes)
