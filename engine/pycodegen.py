@@ -22,6 +22,11 @@ cannot differ:
   for a dict), with ``d`` evaluated as eagerly as Jinja does (a constant may be lazy).
 - ``*`` of two numbers is multiplied; any other ``*``, ``**`` and ``%`` go through the
   sandbox's metered ``call_binop``.
+- ``select`` / ``reject`` without a test and ``map(attribute=...)`` are the generators
+  Jinja's filters make, without preparing a getter per call; a filter with an async twin
+  is called as the sync function Jinja's wrapper would pick; text around several
+  expressions is joined by Jinja's own ``str_join``; ``loop.index`` and its kin come from
+  the loop's counter.
 - A list spec paces long lists and charges the render's budget exactly where the Jinja
   path does (engine._sandbox's ``fy:each``), with one context per render for the meters.
 
