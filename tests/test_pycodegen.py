@@ -591,6 +591,44 @@ def test_no_shipped_flow_or_mapping_falls_back_to_jinja(env):
     assert templates > 300 and conditions > 10
 
 
+def test_no_shipped_flow_or_mapping_loads_anything_through_jinja(env, monkeypatch, tmp_path):
+    # the whole value trees, as the loader builds them: every flow that loads with the
+    # built-in connectors, every mapping file
+    from engine import Engine, templates
+
+    fell_back, compiled = [], []
+
+    def watched(original):
+        def compile_(*args, **kwargs):
+            try:
+                function = original(*args, **kwargs)
+            except pycodegen.Unsupported as exc:
+                fell_back.append((args[2], str(exc)))
+                raise
+            compiled.append(args[2])
+            return function
+
+        return compile_
+
+    monkeypatch.setattr(templates, "compile_tree", watched(templates.compile_tree))
+    monkeypatch.setattr(templates, "compile_expression", watched(templates.compile_expression))
+    engine = Engine(state=str(tmp_path / "state.db"))
+    loaded = 0
+    for path in _shipped_yaml():
+        if path.name.endswith(".test.yaml") or "/mappings/" in str(path):
+            continue
+        try:
+            engine.load(path)
+            loaded += 1
+        except Exception:  # noqa: BLE001 - a flow for a connector of its own example
+            pass
+    for path in ROOT.glob("mappings/*.yaml"):
+        mapping, problems = load_mapping(str(path), env)
+        assert mapping is not None, problems
+    assert loaded >= 12 and len(compiled) > 300
+    assert fell_back == []
+
+
 def test_a_compiled_function_runs_without_jinja_runtime_objects(env, monkeypatch):
     # the fast path makes no Context per render unless something needs one, and no
     # Undefined when every field is there
