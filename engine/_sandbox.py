@@ -11,7 +11,10 @@
   would become ``1234``); flowyard never does that: strings stay strings.
 - **Strict**: a missing name or field raises, naming the field and what was there.
 - **Fast field reads**: ``record.a.b`` on plain dicts is read inline in the generated
-  code; everything else takes the sandbox's checked path.
+  code; everything else takes the sandbox's checked path. Values are compiled to plain
+  Python by :mod:`engine.pycodegen`, which calls the same checked operations of this
+  environment (``getattr``, ``getitem``, ``call``, ``call_binop``, the metered filters);
+  the code generator below serves what that module leaves to Jinja.
 
 Internal to :mod:`engine.templates`, which re-exports :func:`make_environment` (one per
 :class:`engine.Engine`) and compiles every value with it.

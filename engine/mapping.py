@@ -14,11 +14,11 @@ is present only when a condition holds (``when`` + ``fields``)::
         fields:
           sku: "{{ line.sku }}"
 
-The whole file becomes ONE Jinja AST (a dict literal whose values are the fields'
-expressions; each list spec a call into a separately compiled body) and one generated
-function, so one record is one render. Evaluating every field as its own template costs
-about 20x a hand-written mapping; the one-function form stays within a small factor (see
-``bench/bench_mapping.py``). Only when a record fails are the fields evaluated one by one,
+The whole file becomes ONE plain Python function (engine.pycodegen: a dict literal whose
+values are the fields' expressions, each list spec a loop inside it), so one record is one
+call. Evaluating every field as its own Jinja template costs about 20x a hand-written
+mapping; the one-function form stays within a small factor (see ``bench/bench_mapping.py``).
+Only when a record fails are the fields evaluated one by one,
 to report every failing field at once in the record's own terms, under the record's
 ``label`` (``order #1001 (shopify:5234...): line_items[2].sku is missing; total_price is
 missing``).

@@ -8,10 +8,14 @@ is a constant. A *condition* (``filter``, route ``when``) is a bare expression.
 Templates run in the one environment of :mod:`engine._sandbox` (sandboxed, native types,
 strict about missing data, with the retail filters of :mod:`engine.filters`).
 
-Compilation happens once: a value, however deeply nested, becomes ONE Jinja AST and one
-generated Python function (see :class:`Renderer`); a render makes a light context over
-the caller's variables (no copy) and runs that function, with no ``Template.render``
-machinery on the way. Only when a render fails are the parts evaluated one by one, to
+Compilation happens once: Jinja parses and checks each template, then a value, however
+deeply nested, becomes ONE plain Python function (:mod:`engine.pycodegen`: dict reads,
+direct filter calls, list specs as loops, the sandbox's checked operations where Jinja
+calls them); a render is one call of it over the caller's variables (no copy), with no
+Jinja runtime on the way. A value with a node that module does not cover is compiled by
+Jinja instead (one AST, one generated function run in a light context, see
+:class:`_Compiled`), with the same results. Only when a render fails are the parts
+evaluated one by one (by Jinja), to
 report every field that fails, each in the record's own terms where it can be
 (``line_items[2].sku is missing``, found by where the object a template read sits in the
 record), see :class:`FieldProblem`.
@@ -53,6 +57,7 @@ from engine._sandbox import (
 )
 from engine.errors import MappingError
 from engine.filters import FILTERS, FilterError, MissingValueError, require_defined
+from engine.pycodegen import Unsupported, compile_expression, compile_tree
 from engine.suggest import did_you_mean
 from engine.yamlpos import format_path
 
@@ -505,7 +510,7 @@ def parse_template(env: FlowyardEnvironment, source: str) -> nodes.Expr:
     ]
     consts = [p for p in pieces if isinstance(p, nodes.Const)]
     if len(consts) == len(pieces):
-        return nodes.Const("".join(p.value for p in consts), lineno=1)
+        return nodes.Const("".join(str(p.value) for p in consts), lineno=1)
     return nodes.Concat(pieces, lineno=pieces[0].lineno)
 
 
@@ -746,6 +751,9 @@ class _Compiled:
             code = env.compile(tree, name=name, filename=f"<{name}>")
         except TemplateSyntaxError as exc:  # includes TemplateAssertionError
             raise TemplateProblem(exc.message or str(exc), exc.lineno) from None
+        except (SyntaxError, RecursionError, MemoryError):
+            # Jinja's generated code nests one bracket or more per level of the value
+            raise TemplateProblem("the value is nested too deeply to compile", 1) from None
         template = env.template_class.from_code(env, code, env.make_globals(None), None)
         self.env = env
         self.root = template.root_render_func
@@ -810,6 +818,20 @@ class _EachRenderer:
         return out
 
 
+def _python_runtime(
+    env: FlowyardEnvironment, name: str
+) -> tuple[dict[str, Any], Callable[[Mapping[str, Any]], Context]]:
+    """What a generated function needs besides its code: the globals (read once, as
+    :class:`_Compiled` does) and a maker of the one context of a render."""
+    globals_ = dict(env.globals)
+    eval_ctx = EvalContext(env, name)
+
+    def make_context(variables: Mapping[str, Any]) -> Context:
+        return _Scope(env, variables, globals_, eval_ctx)
+
+    return globals_, make_context
+
+
 class Renderer:
     """A compiled value: ``renderer(context) -> value``.
 
@@ -817,20 +839,41 @@ class Renderer:
     variables). Failures raise :class:`TemplateRenderError` naming the failing field.
     """
 
-    __slots__ = ("source", "constant", "names_read", "_spec", "_compiled", "_slow")
+    __slots__ = ("source", "constant", "names_read", "python", "_spec", "_env", "_render", "_slow")
 
-    def __init__(self, env: FlowyardEnvironment, spec: Spec, source: Any, name: str = "value"):
+    def __init__(
+        self,
+        env: FlowyardEnvironment,
+        spec: Spec,
+        source: Any,
+        name: str = "value",
+        *,
+        jinja: bool = False,
+    ):
         self.source = source
         self.constant = _is_constant(spec)
         self.names_read = spec_names(spec)
         self._spec = spec
-        extra: dict[str, Any] = {}
-        self._compiled = _Compiled(env, _to_node(spec, extra, env), name, extra)
+        self._env = env
         self._slow: dict[int, _Compiled] = {}
+        # plain Python (engine.pycodegen); Jinja's own code for what it does not cover,
+        # or when asked (``jinja=True``: the tests compare the two)
+        self.python = False
+        if not jinja:
+            try:
+                self._render = compile_tree(
+                    env, spec, name, *_python_runtime(env, name), check=_checked
+                )
+                self.python = True
+                return
+            except Unsupported:
+                pass
+        extra: dict[str, Any] = {}
+        self._render = _Compiled(env, _to_node(spec, extra, env), name, extra).render
 
     def __call__(self, context: Mapping[str, Any] | None = None) -> Any:
         try:
-            return self._compiled.render(context or {})
+            return self._render(context or {})
         except Exception as exc:
             raise self.explain(context or {}, exc) from exc
 
@@ -857,7 +900,7 @@ class Renderer:
     def _eval(self, expr: Expr, scope: Mapping[str, Any], bare: bool = False) -> Any:
         compiled = self._slow.get(id(expr))
         if compiled is None:
-            env = self._compiled.env
+            env = self._env
             node = parse_condition(env, expr.source) if bare else parse_template(env, expr.source)
             compiled = _Compiled(env, node if bare else _checked(node), "slow")
             self._slow[id(expr)] = compiled
@@ -950,16 +993,28 @@ def _check_tree_names(env: FlowyardEnvironment, spec: Spec, names: Collection[st
 class Condition:
     """A compiled bare expression: ``condition(context) -> bool``."""
 
-    __slots__ = ("source", "names_read", "_compiled")
+    __slots__ = ("source", "names_read", "python", "_render")
 
-    def __init__(self, env: FlowyardEnvironment, source: str, node: nodes.Expr):
+    def __init__(
+        self, env: FlowyardEnvironment, source: str, node: nodes.Expr, *, jinja: bool = False
+    ):
         self.source = source
         self.names_read = frozenset(free_names(node))
-        self._compiled = _Compiled(env, node, "condition")
+        self.python = False
+        if not jinja:  # as Renderer: plain Python unless a node is not covered
+            try:
+                self._render = compile_expression(
+                    env, node, "condition", *_python_runtime(env, "condition")
+                )
+                self.python = True
+                return
+            except Unsupported:
+                pass
+        self._render = _Compiled(env, node, "condition").render
 
     def __call__(self, context: Mapping[str, Any] | None = None) -> bool:
         try:
-            return bool(self._compiled.render(context or {}))
+            return bool(self._render(context or {}))
         except Exception as exc:
             problem = _problem(exc, "", self.source, _SourceIndex(context or {}))
             raise _error_of([problem]) from exc
