@@ -111,7 +111,7 @@ def measure(records: int, rounds: int, seed: int = 1) -> dict[str, Any]:
     validate = baseline.make_validator(json.loads(baseline.SCHEMA.read_text()), "engine")
     engine_parts = {
         "decode the line (connectors/_json.py, msgspec)": best_us(loads, lines, rounds),
-        "the compiled mapping (Jinja2, sandboxed)": best_us(mapping, raw, rounds),
+        "the compiled mapping (plain Python, sandboxed)": best_us(mapping, raw, rounds),
         "validation (jsonschema-rs, then fastjsonschema if refused)": best_us(
             validator, canonical, rounds
         ),

@@ -21,11 +21,14 @@ from pathlib import Path
 
 PARTS = [  # (part, substrings of a frame); the innermost frame that matches one names it
     (
-        "mapping (the compiled mapping: Jinja2, sandbox, retail filters)",
+        "mapping (the compiled mapping: plain Python, sandbox, retail filters)",
         (
             "engine/mapping.py",
+            "engine/pycodegen.py",
             "<mapping",
             "<fy_",
+            "<value",
+            "<condition",
             "engine/templates.py",
             "engine/_sandbox.py",
             "engine/_metered.py",

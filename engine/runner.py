@@ -45,7 +45,7 @@ from engine.group import Group, GroupLost
 from engine.lane_processes import ProcessLanes, fork_context, process_count
 from engine.lane_worker import LaneWorker, Payload, Relayed, replay
 from engine.lanes import Lanes, lane_count, lane_kind
-from engine.lease import LeaseKeeper
+from engine.lease import LEASE_TTL, LeaseKeeper
 from engine.model import CallStep, Flow
 from engine.outcomes import FINAL_CLEAN, Outcome, RunStatus
 from engine.progress import Batch, Watermark, bad_input_rows, describe, parked_item
@@ -74,7 +74,6 @@ from engine.work_items import dead_letter_assignment, escalate
 
 GROUP_RECORDS = 500  # records per group commit, unless the flow's ``group:`` says otherwise
 GROUP_SECONDS = 0.2  # a group is committed at the first record that ends after this long
-LEASE_TTL = 60.0  # seconds; a run renews its lease every third of it
 PRUNE_SLACK = 3600.0  # how far past its retention a flow's data gets before a run prunes it
 
 EXIT_OK, EXIT_DEAD_LETTERS, EXIT_INVALID, EXIT_CANNOT_PROCEED, EXIT_STATE = 0, 1, 2, 3, 4

@@ -207,7 +207,7 @@ def test_the_per_record_parts_and_the_profile_run(tmp_path, capsys):
 
     parts = per_record.main(["--records", "30", "--rounds", "1", "--json", str(tmp_path / "p")])
     assert set(parts["engine_parts_us"]) >= {
-        "the compiled mapping (Jinja2, sandboxed)",
+        "the compiled mapping (plain Python, sandboxed)",
         "validation (jsonschema-rs, then fastjsonschema if refused)",
     }
     assert all(us > 0 for us in parts["engine_parts_us"].values())
