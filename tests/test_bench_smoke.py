@@ -232,7 +232,7 @@ def test_a_sampling_profile_is_summed_by_part(tmp_path):
     )
     shares = parts(raw.read_text())
     assert shares == {
-        "mapping (the compiled mapping: Jinja2, sandbox, retail filters)": 0.5,
+        "mapping (the compiled mapping: plain Python, sandbox, retail filters)": 0.5,
         "validation (fastjsonschema)": 0.3,
         OUTSIDE: 0.2,
     }
