@@ -59,6 +59,7 @@ from multiprocessing.context import ForkContext
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 from engine.errors import LaneLost, RunError
+from engine.lanes import assign
 
 T = TypeVar("T")
 
@@ -454,12 +455,7 @@ class ProcessLanes(Generic[T]):
         return None
 
     def _assign(self, key: Hashable, lane: int, change: int) -> None:
-        self._queued[lane] += change
-        count = self._keys.get(key, (lane, 0))[1] + change
-        if count > 0:
-            self._keys[key] = (lane, count)
-        else:
-            self._keys.pop(key, None)
+        assign(self._keys, self._queued, key, lane, change)
 
     def _forget(self, proc: _Process, seq: int) -> T:
         proc.queued -= 1

@@ -140,12 +140,7 @@ class Lanes(Generic[T, R]):
         return None
 
     def _assign(self, key: Hashable, lane: int, change: int) -> None:
-        self._queued[lane] += change
-        count = self._keys.get(key, (lane, 0))[1] + change
-        if count > 0:
-            self._keys[key] = (lane, count)
-        else:
-            self._keys.pop(key, None)
+        assign(self._keys, self._queued, key, lane, change)
 
     def _lane(self, inbox: queue.SimpleQueue[tuple[int, T] | None]) -> None:
         while True:
@@ -176,3 +171,16 @@ class Lanes(Generic[T, R]):
             if self.stopping():
                 self._stop.set()
             block = False
+
+
+def assign(
+    keys: dict[Hashable, tuple[int, int]], queued: list[int], key: Hashable, lane: int, change: int
+) -> None:
+    """Count ``change`` items of ``key`` onto ``lane``: ``queued[lane]`` is what the lane
+    holds, ``keys[key]`` the lane holding the key's items and how many (gone at none)."""
+    queued[lane] += change
+    count = keys.get(key, (lane, 0))[1] + change
+    if count > 0:
+        keys[key] = (lane, count)
+    else:
+        keys.pop(key, None)

@@ -34,12 +34,12 @@ from typing import Any
 from connectors import Item, Registry
 from engine.errors import LockHeld
 from engine.executor import Rec
-from engine.lease import LeaseKeeper
+from engine.lease import LEASE_TTL, LeaseKeeper
 from engine.model import Flow
 from engine.outcomes import RunStatus
 from engine.progress import Watermark
 from engine.runlog import Listener
-from engine.runner import LEASE_TTL, Runner, RunResult
+from engine.runner import Runner, RunResult
 from engine.store import (
     ClaimedRecord,
     DeadLetter,
