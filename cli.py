@@ -312,6 +312,7 @@ def _vars_file(path: Path) -> dict[str, Any]:
     return data
 
 
+VarOpt = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE (repeat).")
 VarsFileOpt = typer.Option(
     [],
     "--vars",
@@ -398,7 +399,7 @@ def _summary(result: RunResult) -> None:
 def run(
     flow: Path = typer.Argument(..., help="The flow file."),
     state: str | None = StateOpt,
-    var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE (repeat)."),
+    var: list[str] = VarOpt,
     vars_file: list[Path] = VarsFileOpt,
     dry_run: bool = typer.Option(
         False,
@@ -452,7 +453,7 @@ def run(
 def worker(
     flow: Path = typer.Argument(..., help="The flow file."),
     state: str | None = StateOpt,
-    var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE (repeat)."),
+    var: list[str] = VarOpt,
     vars_file: list[Path] = VarsFileOpt,
     until_empty: bool = typer.Option(
         False,
@@ -654,7 +655,7 @@ def dlq_replay(
     flow: Path = typer.Argument(..., help="The flow file (as it is now: fixes apply)."),
     ids: list[int] = typer.Option([], "--id", help="Replay only these dead letters (repeat)."),
     state: str | None = StateOpt,
-    var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE."),
+    var: list[str] = VarOpt,
     vars_file: list[Path] = VarsFileOpt,
     from_start: bool = typer.Option(
         False,
@@ -1323,7 +1324,7 @@ def graph(
 @app.command()
 def check(
     flow: Path = typer.Argument(..., help="The flow file."),
-    var: list[str] = typer.Option([], "--var", help="Set a flow variable: KEY=VALUE (repeat)."),
+    var: list[str] = VarOpt,
     vars_file: list[Path] = VarsFileOpt,
     output: str = OutputOpt,
 ) -> None:
